@@ -1,0 +1,29 @@
+//! The pure domain core of kinde-meter.
+//!
+//! Everything here is computation on values, with no I/O and no clock: the caller
+//! passes "now" in. Request fields become the types of this crate at the HTTP edge
+//! ([`request`]), and everything past the edge holds them, never re-checking:
+//!
+//! - [`value`]: exact fixed-point meter values and usage totals (SPEC §2),
+//! - [`timestamp`]: usage timestamps as Kinde's clients write them,
+//! - [`ids`]: agreement ids, feature, plan and customer codes,
+//! - [`period`]: billing intervals and periods with month-end clamping (SPEC §3),
+//! - [`assignment`]: which period a record counts in, and at what effective time,
+//! - [`aggregate`]: the ordered delta/absolute rule, maintained incrementally,
+//! - [`catalog`]: plans and features from the TOML catalog (SPEC §6),
+//! - [`agreement`]: an agreement's state and current period,
+//! - [`idempotency`]: idempotency keys and request fingerprints,
+//! - [`request`]: parsing `CreateMeterUsageRecordRequest` JSON into a [`request::UsageRecord`].
+
+pub mod aggregate;
+pub mod agreement;
+pub mod assignment;
+pub mod catalog;
+pub mod idempotency;
+pub mod ids;
+pub mod period;
+pub mod request;
+pub mod timestamp;
+pub mod value;
+
+pub use kinde_meter_wire::ErrorCode;

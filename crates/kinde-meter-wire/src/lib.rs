@@ -1,0 +1,29 @@
+//! Wire types of Kinde's billing meter usage API.
+//!
+//! One definition of every JSON body that crosses the wire, shared by the
+//! kinde-meter server and by `kinde-sdk`, so the two cannot drift. Field names and
+//! types follow Kinde's management API (`CreateMeterUsageRecordRequest`,
+//! `ErrorResponse`, `GetBillingAgreementsResponse`, …); the types that Kinde lacks
+//! (usage read-back, batch) follow the same conventions.
+//!
+//! This crate only describes shapes. Parsing a request into domain values (a
+//! decimal meter value, a timestamp) happens in `kinde-meter-core`; the SDK builds
+//! these structs from typed values.
+//!
+//! With the `openapi` feature the types also derive `utoipa::ToSchema`, which the
+//! server uses to generate its OpenAPI document; the SDK leaves it off.
+
+mod agreements;
+mod error;
+mod meter_usage;
+mod oauth;
+
+pub use agreements::*;
+pub use error::*;
+pub use meter_usage::*;
+pub use oauth::*;
+
+/// The `code` of every successful response (`{"message":"Success","code":"OK"}`).
+pub const OK_CODE: &str = "OK";
+/// The `message` of every successful response.
+pub const SUCCESS_MESSAGE: &str = "Success";
