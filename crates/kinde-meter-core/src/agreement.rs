@@ -23,6 +23,13 @@ pub struct Agreement {
 }
 
 impl Agreement {
+    /// The anchor of an agreement created at `created_at`: that instant truncated
+    /// to the whole second, so periods read like Kinde's (`2024-11-18T02:32:03Z`)
+    /// and never start after the creation.
+    pub fn anchor_for(created_at: Timestamp) -> Timestamp {
+        Timestamp::from_second(created_at.as_second()).unwrap_or(created_at)
+    }
+
     /// Whether usage may be recorded against it at `now`.
     pub fn is_active(&self, now: Timestamp) -> bool {
         self.expires_on.is_none_or(|end| end > now)

@@ -1,1 +1,25 @@
-//! kinde-meter-server
+//! The HTTP layer of kinde-meter.
+//!
+//! It speaks Kinde's meter usage contract (`../shared/SPEC.md` §2), the agreements,
+//! usage read-back and batch routes (§4) and the built-in token issuer (§5), over
+//! the storage trait of `kinde-meter-store`. Where to look:
+//!
+//! - [`routes`]: the route table with each route's scope, and one module per route group,
+//! - [`extract`]: authentication, the body limit, the `Idempotency-Key` header,
+//! - [`error`]: every error becomes Kinde's `ErrorResponse` here,
+//! - [`auth`]: signing keys, token minting and verification,
+//! - [`startup`]: building the application, binding, graceful shutdown,
+//! - [`openapi`]: the generated OpenAPI document.
+
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod views;
+
+pub use clock::{Clock, ManualClock};
+pub use startup::{Application, ServerConfig};

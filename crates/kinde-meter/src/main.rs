@@ -1,1 +1,29 @@
-fn main() {}
+//! `kinde-meter`: serve the meter usage API, mint tokens, manage agreements, read
+//! usage. This crate only wires the others together; each subcommand lives in
+//! its own module under `commands/`.
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kinde-meter: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kinde-meter: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Extractors and middleware that run before a handler: authentication with the
+//! route's scope, and the JSON body with its size limit.
+//!
+//! Order is the contract (SPEC §2): authentication and scope (403), rate limit
+//! (429), body size (413), body and field validation (400), storage (503). The auth
+//! middleware runs before the body is read, so an unauthenticated client never
+//! gets to make the server buffer 64 KiB.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request, State},
+    http::{HeaderMap, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use kinde_meter_core::{ErrorCode, idempotency::IdempotencyKey};
+use serde_json::Value;
+
+use crate::auth::{self, Principal};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest request body (SPEC §2).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// State of the authentication middleware of one route: the scope it requires.
+#[derive(Clone)]
+pub struct RequireScope {
+    /// The application state.
+    pub state: AppState,
+    /// The scope the route needs.
+    pub scope: &'static str,
+}
+
+/// Verifies the bearer token and the route's scope, then puts the [`Principal`]
+/// in the request's extensions for the handler.
+pub async fn authenticate(
+    State(guard): State<RequireScope>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return ApiError::invalid_credentials("an Authorization: Bearer token is required")
+            .into_response();
+    };
+    let Some(token) = value.to_str().ok().and_then(auth::bearer_token) else {
+        return ApiError::invalid_credentials("the Authorization header must be 'Bearer <token>'")
+            .into_response();
+    };
+    let principal = match guard
+        .state
+        .verifier
+        .verify(token, jiff::Timestamp::now().as_second())
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(reason = e.reason(), "token refused");
+            return ApiError::invalid_credentials(
+                "the bearer token is invalid, expired or not issued for this server",
+            )
+            .into_response();
+        }
+    };
+    if !principal.has_scope(guard.scope) {
+        return ApiError::insufficient_scope(guard.scope).into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// A request body decoded as JSON, with Kinde's error codes for what can go wrong:
+/// over 64 KiB → 413 `BODY_TOO_LARGE`; not JSON → 400 `INVALID_JSON`.
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type_ok = match request.headers().get(header::CONTENT_TYPE) {
+            // Clients that send no Content-Type still mean JSON on a JSON API.
+            None => true,
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json")),
+        };
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::body_too_large()
+                } else {
+                    ApiError::bad_request(ErrorCode::InvalidJson, "the body could not be read")
+                }
+            })?;
+        if !content_type_ok {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                "Content-Type must be application/json",
+            ));
+        }
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            )
+        })?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// The `Idempotency-Key` header, if any; a malformed one is a 400.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .ok()
+        .and_then(|s| IdempotencyKey::parse(s).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::InvalidField,
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(parsed))
+}
+
+/// The authenticated caller, for handlers.
+pub type Caller = axum::Extension<Principal>;

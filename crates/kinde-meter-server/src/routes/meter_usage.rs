@@ -1,0 +1,228 @@
+//! `POST /api/v1/billing/meter_usage` (Kinde's endpoint) and its batch form.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, HeaderValue},
+    response::{IntoResponse, Response},
+};
+use kinde_meter_core::{
+    ErrorCode,
+    idempotency::Fingerprint,
+    request::{FieldError, UsageRecord},
+};
+use kinde_meter_store::{
+    IdempotencyClaim, RecordFailure, RecordResult, SubmissionKind, SubmissionOutcome,
+    UsageSubmission,
+};
+use kinde_meter_wire::{
+    BatchRecordResult, CreateMeterUsageRecordResponse, CreateMeterUsageRecordsBatchResponse,
+    ErrorResponse, OK_CODE, SUCCESS_MESSAGE,
+};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::extract::{Caller, JsonBody, idempotency_key};
+use crate::state::AppState;
+
+/// Most records in one batch request.
+pub const MAX_BATCH_RECORDS: usize = 100;
+
+/// Create a meter usage record (Kinde's `CreateMeterUsageRecord`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/billing/meter_usage",
+    tag = "Billing Meter Usage",
+    operation_id = "CreateMeterUsageRecord",
+    request_body = kinde_meter_wire::CreateMeterUsageRecordRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key and body returns the original response")),
+    responses(
+        (status = 200, description = "Usage record created (committed)", body = CreateMeterUsageRecordResponse),
+        (status = 400, description = "Invalid request", body = ErrorResponse),
+        (status = 403, description = "Invalid credentials or missing scope", body = ErrorResponse),
+        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 429, description = "Rate limit exceeded", body = ErrorResponse),
+        (status = 503, description = "Storage unavailable; nothing stored", body = ErrorResponse),
+    ),
+    security(("kindeBearerAuth" = ["create:meter_usage"]))
+)]
+pub async fn create_meter_usage_record(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let key = idempotency_key(&headers)?;
+    let record = UsageRecord::from_json(&body, now).map_err(ApiError::fields)?;
+    let idempotency = key.map(|key| IdempotencyClaim {
+        key,
+        fingerprint: record.fingerprint(),
+    });
+    let outcome = state
+        .store
+        .submit_usage(UsageSubmission {
+            client_id: caller.client_id.clone(),
+            idempotency,
+            records: vec![Ok(record)],
+            received_at: now,
+            kind: SubmissionKind::Single,
+        })
+        .await?;
+    let (results, replayed) = match outcome {
+        SubmissionOutcome::Processed(results) => (results, false),
+        SubmissionOutcome::Replayed(results) => (results, true),
+        SubmissionOutcome::KeyReused => return Err(key_reused()),
+    };
+    match results.into_iter().next() {
+        Some(Ok(())) => Ok(replay_marked(
+            Json(CreateMeterUsageRecordResponse::success()).into_response(),
+            replayed,
+        )),
+        Some(Err(failure)) => Err(ApiError::bad_request(failure.code, failure.message)),
+        None => Err(ApiError::unavailable(
+            "storage returned no result; nothing was stored",
+        )),
+    }
+}
+
+/// Create up to 100 meter usage records at once (not in Kinde).
+#[utoipa::path(
+    post,
+    path = "/api/v1/billing/meter_usage/batch",
+    tag = "Billing Meter Usage",
+    operation_id = "CreateMeterUsageRecordsBatch",
+    request_body = kinde_meter_wire::CreateMeterUsageRecordsBatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "applies to the whole batch")),
+    responses(
+        (status = 200, description = "Each record validated and stored on its own; see results", body = CreateMeterUsageRecordsBatchResponse),
+        (status = 400, description = "Not a batch, or over 100 records", body = ErrorResponse),
+        (status = 403, description = "Invalid credentials or missing scope", body = ErrorResponse),
+        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 429, description = "Rate limit exceeded", body = ErrorResponse),
+        (status = 503, description = "Storage unavailable; nothing stored", body = ErrorResponse),
+    ),
+    security(("kindeBearerAuth" = ["create:meter_usage"]))
+)]
+pub async fn create_meter_usage_records_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let key = idempotency_key(&headers)?;
+    let Value::Object(mut object) = body else {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidJson,
+            "the body must be a JSON object",
+        ));
+    };
+    let records = match object.remove("records") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::MissingField,
+                "records is required",
+            ));
+        }
+        Some(Value::Array(records)) => records,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidField,
+                "records must be an array",
+            ));
+        }
+    };
+    if records.len() > MAX_BATCH_RECORDS {
+        return Err(ApiError::bad_request(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "a batch holds at most {MAX_BATCH_RECORDS} records, got {}",
+                records.len()
+            ),
+        ));
+    }
+    let mut fingerprint_parts = vec!["batch".to_owned()];
+    let parsed: Vec<Result<UsageRecord, RecordFailure>> = records
+        .iter()
+        .map(|raw| match UsageRecord::from_json(raw, now) {
+            Ok(record) => {
+                fingerprint_parts.extend(record.canonical_parts());
+                Ok(record)
+            }
+            Err(problems) => {
+                fingerprint_parts.push(raw.to_string());
+                Err(summarise(problems))
+            }
+        })
+        .collect();
+    let idempotency = key.map(|key| IdempotencyClaim {
+        key,
+        fingerprint: Fingerprint::of(fingerprint_parts.iter().map(String::as_str)),
+    });
+    let outcome = state
+        .store
+        .submit_usage(UsageSubmission {
+            client_id: caller.client_id.clone(),
+            idempotency,
+            records: parsed,
+            received_at: now,
+            kind: SubmissionKind::Batch,
+        })
+        .await?;
+    let (results, replayed) = match outcome {
+        SubmissionOutcome::Processed(results) => (results, false),
+        SubmissionOutcome::Replayed(results) => (results, true),
+        SubmissionOutcome::KeyReused => return Err(key_reused()),
+    };
+    let body = CreateMeterUsageRecordsBatchResponse {
+        code: OK_CODE.to_owned(),
+        message: SUCCESS_MESSAGE.to_owned(),
+        results: results.into_iter().enumerate().map(batch_result).collect(),
+    };
+    Ok(replay_marked(Json(body).into_response(), replayed))
+}
+
+fn batch_result((index, result): (usize, RecordResult)) -> BatchRecordResult {
+    match result {
+        Ok(()) => BatchRecordResult {
+            index,
+            code: OK_CODE.to_owned(),
+            message: SUCCESS_MESSAGE.to_owned(),
+        },
+        Err(failure) => BatchRecordResult {
+            index,
+            code: failure.code.as_str().to_owned(),
+            message: failure.message,
+        },
+    }
+}
+
+/// A batch result has room for one code: the first problem's, with every
+/// problem's message.
+fn summarise(problems: Vec<FieldError>) -> RecordFailure {
+    let code = problems.first().map_or(ErrorCode::InvalidField, |p| p.code);
+    let message = problems
+        .into_iter()
+        .map(|p| p.message)
+        .collect::<Vec<_>>()
+        .join("; ");
+    RecordFailure::new(code, message)
+}
+
+fn key_reused() -> ApiError {
+    ApiError::bad_request(
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was already used with a different request body",
+    )
+}
+
+/// Marks a replayed answer the way Stripe does, so clients can tell.
+fn replay_marked(mut response: Response, replayed: bool) -> Response {
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}

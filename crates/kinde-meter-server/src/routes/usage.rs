@@ -1,0 +1,95 @@
+//! `GET /api/v1/billing/meter_usage`: usage read-back (not in Kinde), served from
+//! the maintained per-period aggregates.
+
+use axum::{Json, extract::State};
+use kinde_meter_core::{
+    ErrorCode,
+    ids::{AgreementId, FeatureCode},
+    timestamp::parse_rfc3339_lenient,
+};
+use kinde_meter_store::{ReadUsageError, UsageQuery};
+use kinde_meter_wire::{ErrorResponse, GetMeterUsageResponse};
+
+use crate::error::ApiError;
+use crate::routes::QueryParams;
+use crate::state::AppState;
+use crate::views;
+
+/// Read the usage of an agreement's metered features for one billing period.
+#[utoipa::path(
+    get,
+    path = "/api/v1/billing/meter_usage",
+    tag = "Billing Meter Usage",
+    operation_id = "GetMeterUsage",
+    params(
+        ("customer_agreement_id" = String, Query, description = "The agreement"),
+        ("billing_feature_code" = Option<String>, Query, description = "One feature; default every metered feature"),
+        ("at" = Option<String>, Query, description = "RFC 3339 instant in the period to read; default now"),
+    ),
+    responses(
+        (status = 200, description = "Usage per metered feature", body = GetMeterUsageResponse),
+        (status = 400, description = "Invalid request or unknown agreement/feature", body = ErrorResponse),
+        (status = 403, description = "Invalid credentials or missing scope", body = ErrorResponse),
+        (status = 429, description = "Rate limit exceeded", body = ErrorResponse),
+        (status = 503, description = "Storage unavailable", body = ErrorResponse),
+    ),
+    security(("kindeBearerAuth" = ["read:meter_usage"]))
+)]
+pub async fn get_meter_usage(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams,
+) -> Result<Json<GetMeterUsageResponse>, ApiError> {
+    let agreement_id = params
+        .required("customer_agreement_id")?
+        .and_then_code(AgreementId::parse)?;
+    let feature_code = params
+        .optional("billing_feature_code")
+        .map(|f| FeatureCode::parse(f.to_owned()))
+        .transpose()
+        .map_err(|e| {
+            ApiError::bad_request(ErrorCode::InvalidField, format!("billing_feature_code {e}"))
+        })?;
+    let at = match params.optional("at") {
+        None => state.clock.now(),
+        Some(text) => parse_rfc3339_lenient(text).ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::InvalidTimestamp,
+                "at must be an RFC 3339 date-time",
+            )
+        })?,
+    };
+    let report = state
+        .store
+        .read_usage(UsageQuery {
+            agreement_id: agreement_id.clone(),
+            feature_code: feature_code.clone(),
+            at,
+        })
+        .await
+        .map_err(|e| match e {
+            ReadUsageError::AgreementNotFound => ApiError::bad_request(
+                ErrorCode::AgreementNotFound,
+                format!("customer_agreement_id: no agreement {agreement_id}"),
+            ),
+            ReadUsageError::FeatureNotFound => ApiError::bad_request(
+                ErrorCode::FeatureNotFound,
+                format!(
+                    "billing_feature_code: the agreement's plan has no feature {}",
+                    display(&feature_code)
+                ),
+            ),
+            ReadUsageError::FeatureNotMetered => ApiError::bad_request(
+                ErrorCode::FeatureNotMetered,
+                format!(
+                    "billing_feature_code: {} is not metered",
+                    display(&feature_code)
+                ),
+            ),
+            ReadUsageError::Store(e) => e.into(),
+        })?;
+    Ok(Json(views::usage(&report)))
+}
+
+fn display(code: &Option<FeatureCode>) -> &str {
+    code.as_ref().map_or("", FeatureCode::as_str)
+}

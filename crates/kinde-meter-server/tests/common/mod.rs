@@ -1,0 +1,272 @@
+//! The test harness: a real server on 127.0.0.1:0 with its own data directory,
+//! talked to over HTTP, as a client would.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use jiff::{SignedDuration, Timestamp};
+use kinde_meter_core::catalog::Catalog;
+use kinde_meter_server::{
+    Application, Clock, ManualClock, ServerConfig,
+    auth::{MintRequest, SigningKey, mint_token},
+};
+use kinde_meter_store::StoreConfig;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub const ALL_SCOPES: &[&str] = &[
+    "create:meter_usage",
+    "read:meter_usage",
+    "create:billing_agreements",
+    "read:billing_agreements",
+];
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub issuer: String,
+    pub key: Arc<SigningKey>,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub clock: Option<ManualClock>,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// How to start a test server.
+pub struct Options {
+    pub clock_at: Option<Timestamp>,
+    pub catalog: Catalog,
+    pub store: StoreConfig,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock_at: None,
+            catalog: Catalog::demo(),
+            store: StoreConfig::default(),
+            data_dir: None,
+        }
+    }
+}
+
+impl TestApp {
+    /// A server with the demo catalog and the system clock.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(Options::default()).await
+    }
+
+    /// A server whose billing clock starts at `at` and moves only when told.
+    pub async fn spawn_at(at: &str) -> TestApp {
+        TestApp::spawn_with(Options {
+            clock_at: Some(at.parse().unwrap()),
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        let (tmp, data_dir) = match options.data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let tmp = tempfile::tempdir().unwrap();
+                let dir = tmp.path().to_owned();
+                (Some(tmp), dir)
+            }
+        };
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), &data_dir);
+        config.catalog = options.catalog;
+        config.store = options.store;
+        let clock = options.clock_at.map(ManualClock::new);
+        if let Some(c) = &clock {
+            config.clock = Clock::Manual(c.clone());
+        }
+        let app = Application::build(config).await.expect("the server starts");
+        let addr = app.local_addr();
+        let issuer = app.identity().issuer().to_owned();
+        let key = app.signing_key().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        let mut test = TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            issuer,
+            key,
+            token: String::new(),
+            http: reqwest::Client::new(),
+            clock,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+            _tmp: tmp,
+        };
+        test.token = test.token_with(ALL_SCOPES);
+        test
+    }
+
+    /// Stops the server gracefully and waits until it has drained. Keeps the data
+    /// directory (a [`TestApp`] that owns a temporary one hands it back).
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        self._tmp.take()
+    }
+
+    /// A token for this server with `scopes`, from client `test-client`.
+    pub fn token_with(&self, scopes: &[&str]) -> String {
+        self.mint(MintRequest {
+            issuer: self.issuer.clone(),
+            audience: vec![format!("{}/api", self.issuer)],
+            client_id: "test-client".to_owned(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            lifetime: SignedDuration::from_hours(1),
+            now: Timestamp::now(),
+        })
+    }
+
+    /// A token with every scope for another client id (another idempotency namespace).
+    pub fn token_for_client(&self, client_id: &str) -> String {
+        self.mint(MintRequest {
+            issuer: self.issuer.clone(),
+            audience: vec![format!("{}/api", self.issuer)],
+            client_id: client_id.to_owned(),
+            scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+            lifetime: SignedDuration::from_hours(1),
+            now: Timestamp::now(),
+        })
+    }
+
+    pub fn mint(&self, request: MintRequest) -> String {
+        mint_token(&self.key, &request).unwrap()
+    }
+
+    /// The billing clock (panics for a server on the system clock).
+    pub fn clock(&self) -> &ManualClock {
+        self.clock.as_ref().expect("spawned with spawn_at")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON with the default token.
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs with the default token.
+    pub async fn get(&self, path: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Records one usage record.
+    pub async fn record(&self, body: Value) -> Response {
+        self.post("/api/v1/billing/meter_usage", &body).await
+    }
+
+    /// Records and asserts 200.
+    pub async fn record_ok(&self, body: Value) {
+        let response = self.record(body.clone()).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "recording {body} answered {text}");
+        assert_eq!(text, r#"{"message":"Success","code":"OK"}"#);
+    }
+
+    /// Creates an agreement over HTTP and returns its id (the newest of the customer's).
+    pub async fn create_agreement(&self, customer_id: &str, plan_code: &str) -> String {
+        let response = self
+            .post(
+                "/api/v1/billing/agreements",
+                &json!({"customer_id": customer_id, "plan_code": plan_code}),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{}",
+            response.text().await.unwrap()
+        );
+        let list = self
+            .list_agreements(&format!("customer_id={customer_id}&page_size=1"))
+            .await;
+        list["agreements"][0]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn list_agreements(&self, query: &str) -> Value {
+        let response = self
+            .get(&format!("/api/v1/billing/agreements?{query}"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// The usage value of one feature of an agreement, for the period containing `at` (default now).
+    pub async fn usage(&self, agreement: &str, feature: &str, at: Option<&str>) -> Value {
+        let mut path = format!(
+            "/api/v1/billing/meter_usage?customer_agreement_id={agreement}&billing_feature_code={feature}"
+        );
+        if let Some(at) = at {
+            path.push_str(&format!("&at={}", urlencode(at)));
+        }
+        let response = self.get(&path).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["usage"][0].clone()
+    }
+
+    /// Just the value string.
+    pub async fn usage_value(&self, agreement: &str, feature: &str, at: Option<&str>) -> String {
+        self.usage(agreement, feature, at).await["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+/// Asserts an error answer: status, and the codes of `errors[]` in order.
+pub async fn assert_error(response: Response, status: StatusCode, codes: &[&str]) -> Value {
+    let got = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    assert_eq!(got, status, "body: {body}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let errors = body["errors"].as_array().expect("errors[]");
+    let got_codes: Vec<&str> = errors.iter().map(|e| e["code"].as_str().unwrap()).collect();
+    assert_eq!(got_codes, codes, "body: {body}");
+    for e in errors {
+        assert!(!e["message"].as_str().unwrap().is_empty());
+    }
+    body
+}

@@ -1,0 +1,197 @@
+//! SPEC §5 for the built-in issuer: tokens that are not ours, not for us, expired
+//! or without the route's scope get 403; the route table's scopes hold route by route.
+
+mod common;
+
+use common::{TestApp, assert_error};
+use jiff::{SignedDuration, Timestamp};
+use kinde_meter_server::{
+    auth::{MintRequest, SigningKey, mint_token},
+    routes::ROUTES,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn request(app: &TestApp) -> MintRequest {
+    MintRequest {
+        issuer: app.issuer.clone(),
+        audience: vec![format!("{}/api", app.issuer)],
+        client_id: "c".into(),
+        scopes: vec!["create:meter_usage".into()],
+        lifetime: SignedDuration::from_hours(1),
+        now: Timestamp::now(),
+    }
+}
+
+async fn record_with(app: &TestApp, token: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/v1/billing/meter_usage"))
+        .bearer_auth(token)
+        .json(
+            &json!({"customer_agreement_id": "a", "billing_feature_code": "f", "meter_value": "1"}),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn foreign_expired_and_misaddressed_tokens_are_refused() {
+    let app = TestApp::spawn().await;
+    let stranger = SigningKey::generate().unwrap();
+    let cases = [
+        (
+            "signed by another key",
+            mint_token(&stranger, &request(&app)).unwrap(),
+        ),
+        (
+            "expired",
+            app.mint(MintRequest {
+                now: Timestamp::now() - SignedDuration::from_hours(3),
+                ..request(&app)
+            }),
+        ),
+        (
+            "wrong audience",
+            app.mint(MintRequest {
+                audience: vec!["https://elsewhere/api".into()],
+                ..request(&app)
+            }),
+        ),
+        (
+            "wrong issuer",
+            app.mint(MintRequest {
+                issuer: "https://evil.kinde.com".into(),
+                ..request(&app)
+            }),
+        ),
+        ("garbage", "not-a-jwt".to_owned()),
+    ];
+    for (what, token) in cases {
+        let body = assert_error(
+            record_with(&app, &token).await,
+            StatusCode::FORBIDDEN,
+            &["INVALID_CREDENTIALS"],
+        )
+        .await;
+        assert!(
+            !body.to_string().contains(&token),
+            "{what}: the token is echoed"
+        );
+    }
+    // No header, the wrong scheme, a token in the query string.
+    let response = app
+        .http
+        .post(app.url("/api/v1/billing/meter_usage"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::FORBIDDEN, &["INVALID_CREDENTIALS"]).await;
+    let response = app
+        .http
+        .post(app.url("/api/v1/billing/meter_usage"))
+        .header("authorization", format!("Basic {}", app.token))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::FORBIDDEN, &["INVALID_CREDENTIALS"]).await;
+    let response = app
+        .http
+        .post(app.url(&format!(
+            "/api/v1/billing/meter_usage?access_token={}",
+            app.token
+        )))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::FORBIDDEN, &["INVALID_CREDENTIALS"]).await;
+}
+
+#[tokio::test]
+async fn every_route_needs_its_scope_and_no_other() {
+    let app = TestApp::spawn().await;
+    for route in ROUTES {
+        let send = |token: Option<String>| {
+            let mut builder = match route.method {
+                "GET" => app.http.get(app.url(route.path)),
+                "POST" => app.http.post(app.url(route.path)).json(&json!({})),
+                other => panic!("method {other}"),
+            };
+            if let Some(token) = token {
+                builder = builder.bearer_auth(token);
+            }
+            builder.send()
+        };
+        match route.scope {
+            None => {
+                let response = send(None).await.unwrap();
+                assert!(
+                    response.status() == StatusCode::OK,
+                    "{} {} is public: {}",
+                    route.method,
+                    route.path,
+                    response.status()
+                );
+            }
+            Some(scope) => {
+                let others: Vec<&str> = common::ALL_SCOPES
+                    .iter()
+                    .copied()
+                    .filter(|s| *s != scope)
+                    .collect();
+                let response = send(Some(app.token_with(&others))).await.unwrap();
+                assert_error(response, StatusCode::FORBIDDEN, &["INSUFFICIENT_SCOPE"]).await;
+                let response = send(Some(app.token_with(&[scope]))).await.unwrap();
+                assert_ne!(
+                    response.status(),
+                    StatusCode::FORBIDDEN,
+                    "{} {} with {scope}",
+                    route.method,
+                    route.path
+                );
+                let response = send(None).await.unwrap();
+                assert_error(response, StatusCode::FORBIDDEN, &["INVALID_CREDENTIALS"]).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_jwks_verifies_our_tokens() {
+    let app = TestApp::spawn().await;
+    for path in ["/.well-known/jwks", "/.well-known/jwks.json"] {
+        let jwks: serde_json::Value = app
+            .http
+            .get(app.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = &jwks["keys"][0];
+        assert_eq!(
+            (key["kty"].as_str(), key["alg"].as_str()),
+            (Some("RSA"), Some("RS256"))
+        );
+        let decoding = jsonwebtoken::DecodingKey::from_rsa_components(
+            key["n"].as_str().unwrap(),
+            key["e"].as_str().unwrap(),
+        )
+        .unwrap();
+        let header = jsonwebtoken::decode_header(&app.token).unwrap();
+        assert_eq!(header.kid.as_deref(), key["kid"].as_str());
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&[format!("{}/api", app.issuer)]);
+        validation.set_issuer(&[&app.issuer]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(&app.token, &decoding, &validation)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["gty"], json!(["client_credentials"]));
+        assert_eq!(claims["azp"], "test-client");
+        assert!(claims["scp"].is_array() && claims["scope"].is_string());
+    }
+}

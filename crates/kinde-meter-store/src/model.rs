@@ -1,0 +1,250 @@
+//! The values that cross the [`crate::Store`] trait.
+
+use jiff::{SignedDuration, Timestamp};
+use kinde_meter_core::{
+    ErrorCode,
+    agreement::Agreement,
+    catalog::Plan,
+    idempotency::{Fingerprint, IdempotencyKey},
+    ids::{AgreementId, CustomerId, FeatureCode, PlanCode},
+    period::Period,
+    request::UsageRecord,
+    value::UsageTotal,
+};
+
+/// Storage could not do what was asked; nothing was stored. Answered with 503.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable or failed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The write queue is full.
+    #[error("the write queue is full")]
+    QueueFull,
+    /// The store is shutting down.
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+/// Tuning shared by every backend.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// How long after its end a period still takes usage (SPEC §3, default 0).
+    pub grace: SignedDuration,
+    /// How long idempotency keys are remembered (default 24 h).
+    pub idempotency_retention: SignedDuration,
+    /// Submissions that may wait for the writer before 503 (bounded memory).
+    pub queue_capacity: usize,
+    /// Most records committed in one transaction.
+    pub max_batch_records: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            grace: SignedDuration::ZERO,
+            idempotency_retention: kinde_meter_core::idempotency::DEFAULT_RETENTION,
+            queue_capacity: 4096,
+            max_batch_records: 1000,
+        }
+    }
+}
+
+/// A request to create an agreement.
+#[derive(Debug, Clone)]
+pub struct NewAgreement {
+    /// The customer.
+    pub customer_id: CustomerId,
+    /// The plan, which must be in the store's catalog.
+    pub plan_code: PlanCode,
+    /// Creation time and anchor.
+    pub now: Timestamp,
+    /// Randomness for the id (the store does not pick it, so tests can).
+    pub id_random: [u8; 10],
+}
+
+/// Why an agreement could not be created.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CreateAgreementError {
+    /// No plan with that code.
+    #[error("no plan with that code")]
+    PlanNotFound,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a page of agreements starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// The newest agreements.
+    First,
+    /// The page after this agreement (older ones).
+    StartingAfter(AgreementId),
+    /// The page just before this agreement (newer ones).
+    EndingBefore(AgreementId),
+}
+
+/// A query for a customer's agreements.
+#[derive(Debug, Clone)]
+pub struct AgreementQuery {
+    /// Whose agreements.
+    pub customer_id: CustomerId,
+    /// Only agreements whose plan has this feature.
+    pub feature_code: Option<FeatureCode>,
+    /// Page size, 1 to 500.
+    pub page_size: usize,
+    /// Where the page starts.
+    pub cursor: Cursor,
+    /// The time that decides `current_period_*` and activity.
+    pub now: Timestamp,
+}
+
+/// A page of agreements, newest first.
+#[derive(Debug, Clone)]
+pub struct AgreementPage {
+    /// The agreements with their plans.
+    pub agreements: Vec<AgreementView>,
+    /// Whether more agreements lie beyond the page in the direction of travel
+    /// (older for `First`/`StartingAfter`, newer for `EndingBefore`).
+    pub has_more: bool,
+}
+
+/// An agreement with its plan as the store knows it.
+#[derive(Debug, Clone)]
+pub struct AgreementView {
+    /// The agreement.
+    pub agreement: Agreement,
+    /// Its plan, `None` if the plan is no longer in the store.
+    pub plan: Option<Plan>,
+}
+
+/// Why agreements could not be listed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ListAgreementsError {
+    /// The cursor names no agreement of the customer.
+    #[error("unknown agreement in the paging cursor")]
+    UnknownCursor,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An idempotency key with the fingerprint of the request that carries it.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    /// The client's key.
+    pub key: IdempotencyKey,
+    /// The request's fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
+/// Whether a submission came from the single-record endpoint or the batch one.
+/// It decides when the outcome is remembered for the idempotency key: a single
+/// record only when stored (its answer was 200), a batch always (always 200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmissionKind {
+    /// `POST /api/v1/billing/meter_usage`.
+    Single,
+    /// `POST /api/v1/billing/meter_usage/batch`.
+    Batch,
+}
+
+/// Records to store, as one unit of idempotency.
+#[derive(Debug, Clone)]
+pub struct UsageSubmission {
+    /// The caller (`azp`), the namespace of its idempotency keys.
+    pub client_id: String,
+    /// The `Idempotency-Key`, if sent.
+    pub idempotency: Option<IdempotencyClaim>,
+    /// Parsed records, or the failure the HTTP edge already found (kept so a
+    /// replayed batch answers exactly as the first time).
+    pub records: Vec<Result<UsageRecord, RecordFailure>>,
+    /// Time of receipt.
+    pub received_at: Timestamp,
+    /// Single or batch.
+    pub kind: SubmissionKind,
+}
+
+/// Why one record was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFailure {
+    /// The error code.
+    pub code: ErrorCode,
+    /// A message naming the field or the problem.
+    pub message: String,
+}
+
+impl RecordFailure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> RecordFailure {
+        RecordFailure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// One record's fate: stored, or why not.
+pub type RecordResult = Result<(), RecordFailure>;
+
+/// What happened to a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmissionOutcome {
+    /// Processed now; one result per record, in order.
+    Processed(Vec<RecordResult>),
+    /// The key was seen with the same request: the original results, nothing new stored.
+    Replayed(Vec<RecordResult>),
+    /// The key was seen with another request: nothing stored.
+    KeyReused,
+}
+
+/// A usage read.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    /// The agreement.
+    pub agreement_id: AgreementId,
+    /// One feature, or every metered feature of the plan.
+    pub feature_code: Option<FeatureCode>,
+    /// An instant in the period to read.
+    pub at: Timestamp,
+}
+
+/// Usage of an agreement's metered features in one period.
+#[derive(Debug, Clone)]
+pub struct UsageReport {
+    /// The period read.
+    pub period: Period,
+    /// One entry per metered feature asked for, in catalog order.
+    pub usage: Vec<FeatureUsage>,
+}
+
+/// Usage of one feature in one period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureUsage {
+    /// The feature.
+    pub feature_code: FeatureCode,
+    /// Its usage.
+    pub value: UsageTotal,
+    /// Records assigned to the period.
+    pub record_count: u64,
+    /// Receipt time of the latest of them.
+    pub last_recorded_at: Option<Timestamp>,
+}
+
+/// Why usage could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadUsageError {
+    /// No agreement with that id.
+    #[error("no agreement with that id")]
+    AgreementNotFound,
+    /// The plan has no such feature.
+    #[error("the agreement's plan has no such feature")]
+    FeatureNotFound,
+    /// The feature is not metered.
+    #[error("the feature is not metered")]
+    FeatureNotMetered,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

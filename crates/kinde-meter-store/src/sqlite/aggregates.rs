@@ -1,0 +1,190 @@
+//! The maintained usage of each (agreement, feature, period): `usage_aggregates`.
+//!
+//! A row is [`AggregateState`] plus its `value`, stored so that reads never fold
+//! raw records. The one write-side read of raw records is [`deltas_after`], which
+//! the core asks for only when a late absolute becomes the latest one.
+
+use kinde_meter_core::{
+    aggregate::{AggregateState, OrderKey},
+    value::{MeterValue, UsageTotal},
+};
+use rusqlite::{Connection, OptionalExtension};
+
+use super::codec::{self, stored};
+
+/// Which aggregate: an agreement's feature in the period starting at `period_start_ns`.
+pub(super) struct PeriodKey<'a> {
+    pub agreement_id: &'a str,
+    pub feature_code: &'a str,
+    pub period_start_ns: i64,
+}
+
+/// The state of an aggregate, the empty state if it has no row yet.
+pub(super) fn load(conn: &Connection, key: &PeriodKey<'_>) -> rusqlite::Result<AggregateState> {
+    let row = conn
+        .prepare_cached(
+            "SELECT abs_effective_at_ns, abs_seq, abs_value, deltas_after, record_count,
+                    last_recorded_at_ns
+             FROM usage_aggregates
+             WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
+        )?
+        .query_row(
+            (key.agreement_id, key.feature_code, key.period_start_ns),
+            |r| {
+                Ok((
+                    r.get::<_, Option<i64>>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((abs_at, abs_seq, abs_value, deltas_after, count, last)) = row else {
+        return Ok(AggregateState::default());
+    };
+    let latest_absolute = match (abs_at, abs_seq, abs_value) {
+        (Some(at), Some(seq), Some(value)) => Some((
+            OrderKey {
+                effective_at: codec::timestamp(at)?,
+                seq,
+            },
+            stored(MeterValue::parse(&value))?,
+        )),
+        (None, None, None) => None,
+        _ => {
+            return Err(codec::corrupt(
+                "a partial latest absolute in usage_aggregates".into(),
+            ));
+        }
+    };
+    Ok(AggregateState {
+        latest_absolute,
+        deltas_after: stored(UsageTotal::parse(&deltas_after))?,
+        record_count: stored(u64::try_from(count))?,
+        last_recorded_at: codec::opt_timestamp(last)?,
+    })
+}
+
+/// Writes the state of an aggregate (and its value) for the period ending at `period_end_ns`.
+pub(super) fn save(
+    conn: &Connection,
+    key: &PeriodKey<'_>,
+    period_end_ns: i64,
+    state: &AggregateState,
+) -> rusqlite::Result<()> {
+    let (abs_at, abs_seq, abs_value) = match state.latest_absolute {
+        Some((k, v)) => (
+            Some(codec::ns(k.effective_at)?),
+            Some(k.seq),
+            Some(v.to_string()),
+        ),
+        None => (None, None, None),
+    };
+    let count = i64::try_from(state.record_count)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let last = state.last_recorded_at.map(codec::ns).transpose()?;
+    conn.prepare_cached(
+        "INSERT INTO usage_aggregates (agreement_id, feature_code, period_start_ns, period_end_ns,
+             abs_effective_at_ns, abs_seq, abs_value, deltas_after, value, record_count,
+             last_recorded_at_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (agreement_id, feature_code, period_start_ns) DO UPDATE SET
+             abs_effective_at_ns = excluded.abs_effective_at_ns,
+             abs_seq = excluded.abs_seq,
+             abs_value = excluded.abs_value,
+             deltas_after = excluded.deltas_after,
+             value = excluded.value,
+             record_count = excluded.record_count,
+             last_recorded_at_ns = excluded.last_recorded_at_ns",
+    )?
+    .execute((
+        key.agreement_id,
+        key.feature_code,
+        key.period_start_ns,
+        period_end_ns,
+        abs_at,
+        abs_seq,
+        abs_value,
+        state.deltas_after.to_string(),
+        state.value().to_string(),
+        count,
+        last,
+    ))?;
+    Ok(())
+}
+
+/// Why the deltas after an order key could not be summed.
+pub(super) enum SumError {
+    /// The sum passed 10^27 (only possible if the stored state is inconsistent).
+    OutOfRange,
+    /// SQLite failed.
+    Sql(rusqlite::Error),
+}
+
+/// The sum of the period's deltas ordered after `after`, by a range read of the
+/// period index (`effective_at_ns >= t` narrows it; the `OR` settles ties by seq).
+pub(super) fn deltas_after(
+    conn: &Connection,
+    key: &PeriodKey<'_>,
+    after: OrderKey,
+) -> Result<UsageTotal, SumError> {
+    let run = || -> rusqlite::Result<Result<UsageTotal, SumError>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT value FROM usage_records
+             WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3
+               AND effective_at_ns >= ?4 AND (effective_at_ns > ?4 OR seq > ?5)
+               AND meter_type = 'delta'",
+        )?;
+        let mut rows = stmt.query((
+            key.agreement_id,
+            key.feature_code,
+            key.period_start_ns,
+            codec::ns(after.effective_at)?,
+            after.seq,
+        ))?;
+        let mut sum = UsageTotal::ZERO;
+        while let Some(r) = rows.next()? {
+            let value = stored(MeterValue::parse(&r.get::<_, String>(0)?))?;
+            match sum.checked_add(value) {
+                Ok(next) => sum = next,
+                Err(_) => return Ok(Err(SumError::OutOfRange)),
+            }
+        }
+        Ok(Ok(sum))
+    };
+    run().map_err(SumError::Sql)?
+}
+
+/// Usage of one feature in a period, as read back: value, record count, last receipt.
+pub(super) fn read(
+    conn: &Connection,
+    key: &PeriodKey<'_>,
+) -> rusqlite::Result<Option<(UsageTotal, u64, Option<jiff::Timestamp>)>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT value, record_count, last_recorded_at_ns FROM usage_aggregates
+             WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
+        )?
+        .query_row(
+            (key.agreement_id, key.feature_code, key.period_start_ns),
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(value, count, last)| {
+        Ok((
+            stored(UsageTotal::parse(&value))?,
+            stored(u64::try_from(count))?,
+            codec::opt_timestamp(last)?,
+        ))
+    })
+    .transpose()
+}

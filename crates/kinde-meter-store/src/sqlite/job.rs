@@ -1,0 +1,135 @@
+//! The work the writer thread does: one job per call, answered after commit.
+
+use kinde_meter_core::{agreement::Agreement, catalog::Catalog};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::{agreements, catalog, usage};
+use crate::{CreateAgreementError, NewAgreement, StoreError, SubmissionOutcome, UsageSubmission};
+
+/// A write waiting for the writer. Each variant keeps its answer until the
+/// batch's transaction has committed (or failed), then sends it.
+pub(super) enum Job {
+    /// `Store::submit_usage`.
+    Usage {
+        submission: UsageSubmission,
+        reply: oneshot::Sender<Result<SubmissionOutcome, StoreError>>,
+        answer: Option<Result<SubmissionOutcome, StoreError>>,
+    },
+    /// `Store::create_agreement`.
+    CreateAgreement {
+        new: NewAgreement,
+        reply: oneshot::Sender<Result<Agreement, CreateAgreementError>>,
+        answer: Option<Result<Agreement, CreateAgreementError>>,
+    },
+    /// `Store::load_catalog`.
+    LoadCatalog {
+        catalog: Catalog,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+        done: bool,
+    },
+}
+
+/// Where a job's answer arrives.
+pub(super) type Answer<T, E> = oneshot::Receiver<Result<T, E>>;
+
+impl Job {
+    /// A usage submission and where its answer arrives.
+    pub(super) fn usage(
+        submission: UsageSubmission,
+    ) -> (Job, Answer<SubmissionOutcome, StoreError>) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Usage {
+            submission,
+            reply,
+            answer: None,
+        };
+        (job, rx)
+    }
+
+    /// An agreement creation and where its answer arrives.
+    pub(super) fn create_agreement(
+        new: NewAgreement,
+    ) -> (Job, Answer<Agreement, CreateAgreementError>) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::CreateAgreement {
+            new,
+            reply,
+            answer: None,
+        };
+        (job, rx)
+    }
+
+    /// A catalog load and where its answer arrives.
+    pub(super) fn load_catalog(catalog: Catalog) -> (Job, Answer<(), StoreError>) {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::LoadCatalog {
+            catalog,
+            reply,
+            done: false,
+        };
+        (job, rx)
+    }
+
+    /// Usage records the job carries (0 for other jobs): what batches are sized by.
+    pub(super) fn records(&self) -> usize {
+        match self {
+            Job::Usage { submission, .. } => submission.records.len(),
+            Job::CreateAgreement { .. } | Job::LoadCatalog { .. } => 0,
+        }
+    }
+
+    /// Does the job's work in the batch's transaction, keeping the answer.
+    pub(super) fn run(
+        &mut self,
+        conn: &Connection,
+        ctx: &mut usage::WriteContext<'_>,
+    ) -> rusqlite::Result<()> {
+        match self {
+            Job::Usage {
+                submission, answer, ..
+            } => *answer = Some(usage::apply_submission(conn, ctx, submission)?),
+            Job::CreateAgreement { new, answer, .. } => {
+                *answer = Some(agreements::create(conn, new)?);
+            }
+            Job::LoadCatalog {
+                catalog: c, done, ..
+            } => {
+                catalog::upsert(conn, c)?;
+                ctx.forget_plans();
+                *done = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the answer: the kept one if the batch committed (`failure` is `None`),
+    /// otherwise the batch's failure. A caller that stopped waiting is no error.
+    pub(super) fn answer(self, failure: Option<&StoreError>) {
+        let not_run = || StoreError::Unavailable("the write was not run".to_owned());
+        match self {
+            Job::Usage { reply, answer, .. } => {
+                let result = match failure {
+                    Some(e) => Err(e.clone()),
+                    None => answer.unwrap_or_else(|| Err(not_run())),
+                };
+                let _ = reply.send(result);
+            }
+            Job::CreateAgreement { reply, answer, .. } => {
+                let result = match failure {
+                    Some(e) => Err(e.clone().into()),
+                    None => answer.unwrap_or_else(|| Err(not_run().into())),
+                };
+                let _ = reply.send(result);
+            }
+            Job::LoadCatalog { reply, done, .. } => {
+                let result = match failure {
+                    Some(e) => Err(e.clone()),
+                    None if done => Ok(()),
+                    None => Err(not_run()),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The embedded SQLite store: one database file in the data directory.
+//!
+//! - Writes go through one dedicated writer thread (`writer`) that commits many
+//!   submissions per transaction (group commit): with `synchronous=FULL` every
+//!   commit costs an fsync, and sharing it is what makes the throughput.
+//! - Reads run on a small pool of read connections on tokio's blocking threads
+//!   (`read`); WAL mode lets them proceed while the writer commits.
+//! - Another process (the CLI working offline) may open the same directory at the
+//!   same time: every write transaction takes SQLite's write lock with
+//!   `BEGIN IMMEDIATE` and waits up to 5 s for it, and nothing the writer keeps
+//!   in memory outlives its transaction.
+//!
+//! The schema is in `schema.rs`; one module per table family does the SQL.
+
+mod aggregates;
+mod agreements;
+mod catalog;
+mod codec;
+mod connection;
+mod idempotency;
+mod job;
+mod read;
+mod schema;
+mod usage;
+mod writer;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
+
+pub use writer::WriterStats;
+
+use self::{job::Job, read::ReadPool, writer::WriterHandle};
+use crate::{
+    AgreementPage, AgreementQuery, CreateAgreementError, ListAgreementsError, NewAgreement,
+    ReadUsageError, Store, StoreConfig, StoreError, SubmissionOutcome, UsageQuery, UsageReport,
+    UsageSubmission,
+};
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "kinde-meter.db";
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: WriterHandle,
+    reads: Arc<ReadPool>,
+}
+
+impl SqliteStore {
+    /// Opens the store in `data_dir` (created if needed), creating or migrating
+    /// [`DATABASE_FILE`] in it, and starts the writer thread. Safe while another
+    /// process has the same directory open.
+    pub fn open(data_dir: &Path, config: StoreConfig) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let path = data_dir.join(DATABASE_FILE);
+        let mut conn = connection::open_writer(&path)?;
+        schema::migrate(&mut conn)
+            .map_err(|e| StoreError::Unavailable(format!("migrating {}: {e}", path.display())))?;
+        let writer = WriterHandle::spawn(conn, config)?;
+        Ok(SqliteStore {
+            reads: Arc::new(ReadPool::new(path.clone())),
+            path,
+            writer,
+        })
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer's counters (batches, jobs, records) since the store opened.
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// Jobs waiting for the writer right now (0 after shutdown).
+    pub fn queued_jobs(&self) -> usize {
+        self.writer.queued()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.reads.run(read::ping).await
+    }
+
+    async fn load_catalog(&self, catalog: &Catalog) -> Result<(), StoreError> {
+        let (job, answer) = Job::load_catalog(catalog.clone());
+        self.writer.send(job).await?;
+        writer::answer(answer).await
+    }
+
+    async fn catalog(&self) -> Result<Catalog, StoreError> {
+        self.reads
+            .run(|conn| {
+                let tx = conn.transaction()?;
+                catalog::load_all(&tx).map(Ok)
+            })
+            .await
+    }
+
+    async fn create_agreement(&self, new: NewAgreement) -> Result<Agreement, CreateAgreementError> {
+        let (job, answer) = Job::create_agreement(new);
+        self.writer.try_send(job)?;
+        writer::answer(answer).await
+    }
+
+    async fn agreement(&self, id: &AgreementId) -> Result<Option<Agreement>, StoreError> {
+        let id = id.clone();
+        self.reads
+            .run(move |conn| agreements::load(conn, &id).map(Ok))
+            .await
+    }
+
+    async fn list_agreements(
+        &self,
+        query: AgreementQuery,
+    ) -> Result<AgreementPage, ListAgreementsError> {
+        self.reads
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                agreements::list(&tx, &query)
+            })
+            .await
+    }
+
+    async fn submit_usage(
+        &self,
+        submission: UsageSubmission,
+    ) -> Result<SubmissionOutcome, StoreError> {
+        let (job, answer) = Job::usage(submission);
+        self.writer.try_send(job)?;
+        writer::answer(answer).await
+    }
+
+    async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
+        self.reads.run(move |conn| read::usage(conn, &query)).await
+    }
+
+    async fn shutdown(&self) {
+        self.writer.shutdown().await;
+    }
+}

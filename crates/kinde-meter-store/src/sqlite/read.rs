@@ -1,0 +1,144 @@
+//! Reads: a small pool of read connections used on tokio's blocking threads.
+//!
+//! In WAL mode readers see the last committed state and neither wait for nor
+//! delay the writer. Connections are opened lazily and reused; a semaphore keeps
+//! at most [`READ_CONNECTIONS`] in use, so a burst of reads queues rather than
+//! opening a connection per request.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use jiff::Timestamp;
+use kinde_meter_core::catalog::Feature;
+use rusqlite::Connection;
+use tokio::sync::Semaphore;
+
+use super::{
+    aggregates::{self, PeriodKey},
+    agreements, catalog, connection,
+};
+use crate::{FeatureUsage, ReadUsageError, StoreError, UsageQuery, UsageReport};
+
+/// Most read connections open at once.
+pub(super) const READ_CONNECTIONS: usize = 4;
+
+/// Read connections to one database file.
+pub(super) struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReadPool {
+    /// A pool for the database at `path`; no connection is opened yet.
+    pub(super) fn new(path: PathBuf) -> ReadPool {
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::with_capacity(READ_CONNECTIONS)),
+            permits: Arc::new(Semaphore::new(READ_CONNECTIONS)),
+        }
+    }
+
+    /// Runs `read` on a read connection on a blocking thread. Its outer `Err` (a
+    /// SQLite failure) becomes `StoreError::Unavailable`; the inner result is the
+    /// read's own answer.
+    pub(super) async fn run<T, E, F>(self: &Arc<Self>, read: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<Result<T, E>> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        let pool = self.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = match pool.take() {
+                Some(conn) => conn,
+                None => connection::open_reader(&pool.path)?,
+            };
+            let result = read(&mut conn);
+            // Back to the pool even after an error: SQLite connections recover.
+            // After a panic it is dropped with the unwinding closure instead.
+            pool.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            result
+        });
+        match task.await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string()).into()),
+            Err(e) => Err(StoreError::Unavailable(format!("read task failed: {e}")).into()),
+        }
+    }
+
+    fn take(&self) -> Option<Connection> {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+}
+
+/// A trivial query that touches the database file.
+pub(super) fn ping(conn: &mut Connection) -> rusqlite::Result<Result<(), StoreError>> {
+    conn.prepare_cached("SELECT count(*) FROM schema_migrations")?
+        .query_row([], |r| r.get::<_, i64>(0))?;
+    Ok(Ok(()))
+}
+
+/// Usage of the agreement's metered features (or the one asked for) in the
+/// period containing `query.at`, from the aggregates only.
+pub(super) fn usage(
+    conn: &mut Connection,
+    query: &UsageQuery,
+) -> rusqlite::Result<Result<UsageReport, ReadUsageError>> {
+    // One snapshot for agreement, plan and aggregates.
+    let tx = conn.transaction()?;
+    let Some(agreement) = agreements::load(&tx, &query.agreement_id)? else {
+        return Ok(Err(ReadUsageError::AgreementNotFound));
+    };
+    let plan = catalog::load_plan(&tx, &agreement.plan_code)?;
+    let features: Vec<&Feature> = match (&query.feature_code, &plan) {
+        (Some(code), plan) => match plan.as_ref().and_then(|p| p.feature(code)) {
+            None => return Ok(Err(ReadUsageError::FeatureNotFound)),
+            Some(f) if !f.metered => return Ok(Err(ReadUsageError::FeatureNotMetered)),
+            Some(f) => vec![f],
+        },
+        (None, Some(plan)) => plan.metered_features().collect(),
+        // A plan no longer in the store: no features to report.
+        (None, None) => Vec::new(),
+    };
+    let period = agreement.period_containing(query.at);
+    let mut usage = Vec::with_capacity(features.len());
+    for feature in features {
+        // A period beyond the instants the store holds has no aggregate.
+        let found = match i64::try_from(period.start.as_nanosecond()) {
+            Ok(period_start_ns) => {
+                let key = PeriodKey {
+                    agreement_id: agreement.id.as_str(),
+                    feature_code: feature.code.as_str(),
+                    period_start_ns,
+                };
+                aggregates::read(&tx, &key)?
+            }
+            Err(_) => None,
+        };
+        let (value, record_count, last_recorded_at): (_, _, Option<Timestamp>) =
+            found.unwrap_or_default();
+        usage.push(FeatureUsage {
+            feature_code: feature.code.clone(),
+            value,
+            record_count,
+            last_recorded_at,
+        });
+    }
+    Ok(Ok(UsageReport { period, usage }))
+}

@@ -1,0 +1,132 @@
+//! The database schema, as versioned migrations applied when the store opens.
+//!
+//! Migration `i` (1-based) is `MIGRATIONS[i - 1]`; `schema_migrations` records the
+//! versions applied. Migrations run inside one `BEGIN IMMEDIATE` transaction, so
+//! two processes opening the same directory at once serialise: the second waits
+//! for the first's write lock, then finds the versions applied and does nothing.
+//! Never edit a migration that has shipped; append a new one.
+
+use jiff::Timestamp;
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::codec;
+
+/// Version 1: plans, agreements, raw usage, per-period aggregates, idempotency.
+///
+/// - Instants are `*_ns` integers (see `codec`), decimals canonical text.
+/// - `agreements.seq` gives the newest-first order of listings; AUTOINCREMENT so a
+///   sequence number is never reused even if rows were ever deleted.
+/// - `usage_records.seq` is the arrival sequence, assigned by the writer; the
+///   period index serves the "deltas after an absolute" range read.
+/// - `usage_aggregates` is what usage reads are served from (SPEC §3).
+const V1: &str = "
+CREATE TABLE plans (
+    code      TEXT PRIMARY KEY NOT NULL,
+    ord       INTEGER NOT NULL,
+    name      TEXT NOT NULL,
+    interval  TEXT NOT NULL CHECK (interval IN ('day', 'week', 'month', 'year')),
+    grp       TEXT
+);
+
+CREATE TABLE plan_features (
+    plan_code   TEXT NOT NULL REFERENCES plans (code) ON DELETE CASCADE,
+    code        TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    metered     INTEGER NOT NULL CHECK (metered IN (0, 1)),
+    unit_amount INTEGER,
+    limit_max   INTEGER,
+    PRIMARY KEY (plan_code, code)
+) WITHOUT ROWID;
+
+CREATE TABLE agreements (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    customer_id   TEXT NOT NULL,
+    plan_code     TEXT NOT NULL,
+    interval      TEXT NOT NULL CHECK (interval IN ('day', 'week', 'month', 'year')),
+    anchor_ns     INTEGER NOT NULL,
+    expires_on_ns INTEGER
+);
+CREATE INDEX agreements_by_customer ON agreements (customer_id, seq);
+
+CREATE TABLE usage_records (
+    seq             INTEGER PRIMARY KEY,
+    agreement_id    TEXT NOT NULL REFERENCES agreements (id),
+    feature_code    TEXT NOT NULL,
+    period_start_ns INTEGER NOT NULL,
+    period_end_ns   INTEGER NOT NULL,
+    meter_type      TEXT NOT NULL CHECK (meter_type IN ('delta', 'absolute')),
+    value           TEXT NOT NULL,
+    usage_timestamp TEXT,
+    effective_at_ns INTEGER NOT NULL,
+    received_at_ns  INTEGER NOT NULL,
+    client_id       TEXT NOT NULL,
+    idempotency_key TEXT
+);
+CREATE INDEX usage_records_by_period
+    ON usage_records (agreement_id, feature_code, period_start_ns, effective_at_ns, seq);
+
+CREATE TABLE usage_aggregates (
+    agreement_id        TEXT NOT NULL REFERENCES agreements (id),
+    feature_code        TEXT NOT NULL,
+    period_start_ns     INTEGER NOT NULL,
+    period_end_ns       INTEGER NOT NULL,
+    abs_effective_at_ns INTEGER,
+    abs_seq             INTEGER,
+    abs_value           TEXT,
+    deltas_after        TEXT NOT NULL,
+    value               TEXT NOT NULL,
+    record_count        INTEGER NOT NULL,
+    last_recorded_at_ns INTEGER,
+    PRIMARY KEY (agreement_id, feature_code, period_start_ns)
+) WITHOUT ROWID;
+
+CREATE TABLE idempotency_keys (
+    client_id     TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    kind          TEXT NOT NULL CHECK (kind IN ('single', 'batch')),
+    outcome_json  TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (client_id, key)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ns);
+";
+
+/// Every migration, oldest first.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub(super) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`CURRENT_VERSION`], refusing a newer one (a newer
+/// kinde-meter migrated it; this build would misread it).
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            applied_at TEXT NOT NULL
+        )",
+    )?;
+    let applied: i64 = tx.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    if applied > CURRENT_VERSION {
+        return Err(codec::failure(format!(
+            "the database has schema version {applied}, newer than this kinde-meter knows ({CURRENT_VERSION})"
+        )));
+    }
+    let now = Timestamp::now().to_string();
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(applied as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            (version, &now),
+        )?;
+    }
+    tx.commit()
+}

@@ -1,0 +1,230 @@
+//! Applying usage submissions inside the writer's transaction (SPEC §2, §3).
+//!
+//! Business failures (unknown agreement, feature not metered, a total out of
+//! range, …) are per record: the record gets a [`RecordFailure`] and nothing of it
+//! is written, while the rest of the group commit goes on. Every check runs
+//! before the record's first write, so a failed record needs no savepoint. Only
+//! SQLite errors (`Err` of the outer `rusqlite::Result`) fail the whole batch.
+
+use std::{collections::HashMap, rc::Rc};
+
+use jiff::Timestamp;
+use kinde_meter_core::{
+    ErrorCode,
+    aggregate::{ApplyError, Entry, OrderKey},
+    assignment::assign,
+    catalog::Plan,
+    ids::PlanCode,
+    request::UsageRecord,
+};
+use rusqlite::Connection;
+
+use super::{
+    aggregates::{self, PeriodKey, SumError},
+    agreements, catalog, codec, idempotency,
+};
+use crate::{
+    RecordFailure, RecordResult, StoreConfig, StoreError, SubmissionKind, SubmissionOutcome,
+    UsageSubmission,
+};
+
+/// State of one write transaction.
+pub(super) struct WriteContext<'a> {
+    config: &'a StoreConfig,
+    /// The arrival sequence the next stored record gets.
+    next_seq: i64,
+    /// Plans looked up so far; valid for the transaction (the write lock keeps
+    /// other processes out) until a catalog load in the same batch.
+    plans: HashMap<PlanCode, Option<Rc<Plan>>>,
+}
+
+impl<'a> WriteContext<'a> {
+    /// Starts the state of a transaction that holds the write lock.
+    pub(super) fn begin(conn: &Connection, config: &'a StoreConfig) -> rusqlite::Result<Self> {
+        // Read per transaction, under the write lock, rather than once at start:
+        // another process (the CLI on the same data directory) may have written.
+        // `max` of an INTEGER PRIMARY KEY is one b-tree descent.
+        let max: Option<i64> = conn
+            .prepare_cached("SELECT max(seq) FROM usage_records")?
+            .query_row([], |r| r.get(0))?;
+        Ok(WriteContext {
+            config,
+            next_seq: max.unwrap_or(0) + 1,
+            plans: HashMap::new(),
+        })
+    }
+
+    /// Drops cached plans (the catalog changed in this transaction).
+    pub(super) fn forget_plans(&mut self) {
+        self.plans.clear();
+    }
+
+    fn plan(&mut self, conn: &Connection, code: &PlanCode) -> rusqlite::Result<Option<Rc<Plan>>> {
+        if let Some(plan) = self.plans.get(code) {
+            return Ok(plan.clone());
+        }
+        let plan = catalog::load_plan(conn, code)?.map(Rc::new);
+        self.plans.insert(code.clone(), plan.clone());
+        Ok(plan)
+    }
+}
+
+/// Applies a submission: the idempotency check, each record, and the remembered
+/// outcome. The inner `Err` fails this submission alone (nothing of it written).
+pub(super) fn apply_submission(
+    conn: &Connection,
+    ctx: &mut WriteContext<'_>,
+    s: &UsageSubmission,
+) -> rusqlite::Result<Result<SubmissionOutcome, StoreError>> {
+    let received_ns = codec::ns(s.received_at)?;
+    if let Some(claim) = &s.idempotency {
+        let window_start = s
+            .received_at
+            .checked_sub(ctx.config.idempotency_retention)
+            .unwrap_or(Timestamp::MIN);
+        let found = idempotency::check(
+            conn,
+            &s.client_id,
+            claim,
+            s.kind,
+            codec::ns_clamped(window_start),
+        )?;
+        if let Some(answer) = found {
+            return Ok(answer);
+        }
+    }
+    let mut results = Vec::with_capacity(s.records.len());
+    for record in &s.records {
+        results.push(match record {
+            Ok(record) => apply_record(conn, ctx, s, record)?,
+            Err(failure) => Err(failure.clone()),
+        });
+    }
+    if let Some(claim) = &s.idempotency {
+        // A single record's answer is replayed only if it was a 200; a batch is
+        // always answered 200, whatever its records' fates (model.rs).
+        let remember = match s.kind {
+            SubmissionKind::Batch => true,
+            SubmissionKind::Single => !results.is_empty() && results.iter().all(Result::is_ok),
+        };
+        if remember {
+            idempotency::remember(conn, &s.client_id, claim, s.kind, &results, received_ns)?;
+        }
+    }
+    Ok(Ok(SubmissionOutcome::Processed(results)))
+}
+
+fn fail(code: ErrorCode, message: String) -> rusqlite::Result<RecordResult> {
+    Ok(Err(RecordFailure::new(code, message)))
+}
+
+/// Checks, assigns and stores one record, updating its period's aggregate.
+fn apply_record(
+    conn: &Connection,
+    ctx: &mut WriteContext<'_>,
+    s: &UsageSubmission,
+    record: &UsageRecord,
+) -> rusqlite::Result<RecordResult> {
+    let id = &record.agreement_id;
+    let feature = &record.feature_code;
+    let Some(agreement) = agreements::load(conn, id)? else {
+        return fail(
+            ErrorCode::AgreementNotFound,
+            format!("customer_agreement_id: no agreement {id}"),
+        );
+    };
+    if !agreement.is_active(s.received_at) {
+        return fail(
+            ErrorCode::AgreementNotActive,
+            format!("customer_agreement_id: agreement {id} has ended"),
+        );
+    }
+    let plan_code = &agreement.plan_code;
+    let Some(plan) = ctx.plan(conn, plan_code)? else {
+        return fail(
+            ErrorCode::FeatureNotFound,
+            format!(
+                "billing_feature_code: plan {plan_code} of agreement {id} is not in the catalog"
+            ),
+        );
+    };
+    match plan.feature(feature) {
+        None => {
+            return fail(
+                ErrorCode::FeatureNotFound,
+                format!("billing_feature_code: plan {plan_code} has no feature {feature}"),
+            );
+        }
+        Some(f) if !f.metered => {
+            return fail(
+                ErrorCode::FeatureNotMetered,
+                format!(
+                    "billing_feature_code: feature {feature} of plan {plan_code} is not metered"
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+
+    let assignment = assign(
+        agreement.anchor,
+        agreement.interval,
+        record.timestamp.unwrap_or(s.received_at),
+        s.received_at,
+        ctx.config.grace,
+    );
+    let key = PeriodKey {
+        agreement_id: id.as_str(),
+        feature_code: feature.as_str(),
+        period_start_ns: codec::ns(assignment.period.start)?,
+    };
+    let seq = ctx.next_seq;
+    let entry = Entry {
+        key: OrderKey {
+            effective_at: assignment.effective_at,
+            seq,
+        },
+        meter_type: record.meter_type,
+        value: record.value,
+        received_at: s.received_at,
+    };
+    let state = aggregates::load(conn, &key)?;
+    let next = match state.apply(entry, |after| aggregates::deltas_after(conn, &key, after)) {
+        Ok(next) => next,
+        Err(ApplyError::OutOfRange | ApplyError::Source(SumError::OutOfRange)) => {
+            return fail(
+                ErrorCode::ValueOutOfRange,
+                format!(
+                    "meter_value: {} would take the usage of {feature} beyond 10^27",
+                    record.value
+                ),
+            );
+        }
+        Err(ApplyError::Source(SumError::Sql(e))) => return Err(e),
+    };
+
+    let period_end_ns = codec::ns(assignment.period.end)?;
+    conn.prepare_cached(
+        "INSERT INTO usage_records (seq, agreement_id, feature_code, period_start_ns,
+             period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
+             received_at_ns, client_id, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute((
+        seq,
+        key.agreement_id,
+        key.feature_code,
+        key.period_start_ns,
+        period_end_ns,
+        record.meter_type.as_str(),
+        record.value.to_string(),
+        record.timestamp.map(|t| t.to_string()),
+        codec::ns(assignment.effective_at)?,
+        codec::ns(s.received_at)?,
+        &s.client_id,
+        s.idempotency.as_ref().map(|c| c.key.as_str()),
+    ))?;
+    aggregates::save(conn, &key, period_end_ns, &next)?;
+    ctx.next_seq += 1;
+    Ok(Ok(()))
+}

@@ -1,0 +1,269 @@
+//! The single writer thread and its group commit.
+//!
+//! Every write goes through one bounded queue to one thread owning the one write
+//! connection. With `synchronous=FULL` each commit costs an fsync; the writer
+//! therefore takes the first queued job, then everything else already queued (up
+//! to about `max_batch_records` records) and commits it all in one transaction:
+//! whatever arrived while the previous commit was syncing shares the next one.
+//! Answers are sent only after COMMIT returns, so an answer always means durable.
+
+use std::{
+    panic::{self, AssertUnwindSafe},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+use jiff::Timestamp;
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use super::{
+    codec, idempotency,
+    job::{Answer, Job},
+    usage::WriteContext,
+};
+use crate::{StoreConfig, StoreError};
+
+/// Expired idempotency keys are purged after every this many batches.
+const PURGE_EVERY_BATCHES: u64 = 256;
+/// Most expired keys one purge deletes, so that it holds the write lock briefly.
+const PURGE_LIMIT: i64 = 1000;
+
+/// Counters of the writer since the store opened, e.g. for a benchmark to report
+/// the average batch size (`records / batches`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Jobs (submissions, agreement creations, catalog loads) taken off the queue
+    /// into a batch, counted when the batch is closed.
+    pub received: u64,
+    /// Transactions committed.
+    pub batches: u64,
+    /// Transactions rolled back (their jobs answered `Unavailable`).
+    pub failed_batches: u64,
+    /// Jobs in committed transactions.
+    pub jobs: u64,
+    /// Usage records in committed transactions, stored or refused one by one.
+    pub records: u64,
+    /// Most jobs committed in one transaction.
+    pub largest_batch: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    batches: AtomicU64,
+    failed_batches: AtomicU64,
+    jobs: AtomicU64,
+    records: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// The async side of the writer: its queue and its thread.
+pub(super) struct WriterHandle {
+    /// `None` once shut down. Dropping the sender is what closes the queue.
+    sender: RwLock<Option<mpsc::Sender<Job>>>,
+    /// Joined by `shutdown`; a tokio mutex so concurrent shutdowns all wait.
+    thread: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread on `conn`.
+    pub(super) fn spawn(conn: Connection, config: StoreConfig) -> Result<WriterHandle, StoreError> {
+        let (sender, queue) = mpsc::channel(config.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            conn,
+            config,
+            counters: counters.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("kinde-meter-sqlite-writer".to_owned())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(WriterHandle {
+            sender: RwLock::new(Some(sender)),
+            thread: tokio::sync::Mutex::new(Some(thread)),
+            counters,
+        })
+    }
+
+    /// Queues `job` without waiting: a full queue is answered at once (503), so
+    /// memory stays bounded under overload.
+    pub(super) fn try_send(&self, job: Job) -> Result<(), StoreError> {
+        let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = sender.as_ref() else {
+            return Err(StoreError::ShuttingDown);
+        };
+        sender.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => StoreError::QueueFull,
+            TrySendError::Closed(_) => StoreError::ShuttingDown,
+        })
+    }
+
+    /// Queues `job`, waiting for room: for rare administrative writes (catalog
+    /// loads) that should not fail because the queue is momentarily full.
+    pub(super) async fn send(&self, job: Job) -> Result<(), StoreError> {
+        let sender = self
+            .sender
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::ShuttingDown)?;
+        sender.send(job).await.map_err(|_| StoreError::ShuttingDown)
+    }
+
+    /// Jobs waiting in the queue (not yet taken by the writer).
+    pub(super) fn queued(&self) -> usize {
+        let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
+        sender
+            .as_ref()
+            .map_or(0, |s| s.max_capacity() - s.capacity())
+    }
+
+    /// The writer's counters.
+    pub(super) fn stats(&self) -> WriterStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriterStats {
+            received: get(&c.received),
+            batches: get(&c.batches),
+            failed_batches: get(&c.failed_batches),
+            jobs: get(&c.jobs),
+            records: get(&c.records),
+            largest_batch: get(&c.largest_batch),
+        }
+    }
+
+    /// Closes the queue, lets the writer commit and answer everything queued, and
+    /// waits for its thread to end.
+    pub(super) async fn shutdown(&self) {
+        let mut thread = self.thread.lock().await;
+        // The writer sees the queue end once this (the only lasting) sender is gone
+        // and the jobs queued before are received.
+        drop(
+            self.sender
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(handle) = thread.take() {
+            match tokio::task::spawn_blocking(move || handle.join()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => tracing::error!("the SQLite writer thread panicked"),
+                Err(e) => tracing::error!(error = %e, "joining the SQLite writer thread failed"),
+            }
+        }
+    }
+}
+
+/// Waits for a job's answer.
+pub(super) async fn answer<T, E: From<StoreError>>(rx: Answer<T, E>) -> Result<T, E> {
+    rx.await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable("the writer stopped before answering".to_owned()).into())
+    })
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    config: StoreConfig,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        let max_records = self.config.max_batch_records.max(1);
+        let mut batch = Vec::new();
+        let mut since_purge = 0;
+        while let Some(first) = queue.blocking_recv() {
+            // A job without records still takes room, so batches stay bounded.
+            let mut size = first.records().max(1);
+            batch.push(first);
+            while size < max_records {
+                let Ok(job) = queue.try_recv() else { break };
+                size += job.records().max(1);
+                batch.push(job);
+            }
+            // Counted once the batch is closed, so that an observer who sees the
+            // count knows a job queued afterwards waits for the next batch.
+            self.counters
+                .received
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.commit(&mut batch);
+            since_purge += 1;
+            if since_purge == PURGE_EVERY_BATCHES {
+                since_purge = 0;
+                self.purge_expired_keys();
+            }
+        }
+    }
+
+    /// Runs `batch` in one transaction and answers every job of it.
+    fn commit(&mut self, batch: &mut Vec<Job>) {
+        let config = &self.config;
+        let conn = &mut self.conn;
+        // A panic must not kill the only writer: the transaction rolls back as it
+        // unwinds, and the batch is answered like any failed one.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| execute(conn, config, batch)));
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(StoreError::Unavailable(e.to_string())),
+            Err(_) => Some(StoreError::Unavailable(
+                "internal error in the writer".to_owned(),
+            )),
+        };
+        let c = &self.counters;
+        match &failure {
+            None => {
+                let jobs = batch.len() as u64;
+                let records: usize = batch.iter().map(Job::records).sum();
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.jobs.fetch_add(jobs, Ordering::Relaxed);
+                c.records.fetch_add(records as u64, Ordering::Relaxed);
+                c.largest_batch.fetch_max(jobs, Ordering::Relaxed);
+            }
+            Some(e) => {
+                c.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, jobs = batch.len(), "write batch rolled back");
+            }
+        }
+        for job in batch.drain(..) {
+            job.answer(failure.as_ref());
+        }
+    }
+
+    /// Deletes a bounded slice of expired idempotency keys in a transaction of its
+    /// own, after the batch was answered. Failure only delays the purge.
+    fn purge_expired_keys(&mut self) {
+        let before = Timestamp::now()
+            .checked_sub(self.config.idempotency_retention)
+            .unwrap_or(Timestamp::MIN);
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let purged = idempotency::purge(&tx, codec::ns_clamped(before), PURGE_LIMIT)?;
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>(purged)
+        })();
+        match result {
+            Ok(purged) => tracing::debug!(purged, "purged expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "purging expired idempotency keys failed"),
+        }
+    }
+}
+
+/// The group commit itself: every job in one `BEGIN IMMEDIATE … COMMIT`; the first
+/// SQLite error rolls everything back (the transaction's drop does).
+fn execute(conn: &mut Connection, config: &StoreConfig, batch: &mut [Job]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut ctx = WriteContext::begin(&tx, config)?;
+    for job in batch.iter_mut() {
+        job.run(&tx, &mut ctx)?;
+    }
+    tx.commit()
+}

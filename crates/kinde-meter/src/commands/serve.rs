@@ -1,0 +1,148 @@
+//! `kinde-meter serve`: the server, with a ready token and curl lines printed so the
+//! demo works from the first command.
+
+use anyhow::{Context, bail};
+use jiff::{SignedDuration, Timestamp};
+use kinde_meter_core::{
+    catalog::Catalog,
+    ids::{CustomerId, PlanCode},
+};
+use kinde_meter_server::{Application, ServerConfig, auth::MintRequest};
+use kinde_meter_store::{AgreementQuery, Cursor, NewAgreement, Store, StoreConfig};
+
+use crate::cli::ServeArgs;
+
+/// Scopes of the token printed at start: everything the API has.
+const ALL_SCOPES: [&str; 4] = [
+    "create:meter_usage",
+    "read:meter_usage",
+    "create:billing_agreements",
+    "read:billing_agreements",
+];
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if args.database_url.is_some() {
+        bail!(
+            "--database-url (PostgreSQL) is not supported yet; run without it to use SQLite in --data-dir"
+        );
+    }
+    let (catalog, demo) = match &args.catalog {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the catalog {}", path.display()))?;
+            (Catalog::parse(&text, &path.display().to_string())?, false)
+        }
+        None => (Catalog::demo(), true),
+    };
+    let mut config = ServerConfig::new(args.listen, &args.data.data_dir);
+    config.public_url = args.public_url.clone();
+    config.catalog = catalog;
+    config.extra_audiences = args.audiences.clone();
+    config.store = StoreConfig {
+        grace: SignedDuration::from_secs(i64::try_from(args.grace_seconds)?),
+        queue_capacity: args.queue_capacity,
+        ..StoreConfig::default()
+    };
+    let app = Application::build(config).await?;
+    let url = app.identity().issuer();
+    let token = kinde_meter_server::auth::mint_token(
+        app.signing_key(),
+        &MintRequest {
+            issuer: app.identity().issuer(),
+            audience: vec![app.identity().audience()],
+            client_id: "kinde-meter-demo".to_owned(),
+            scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+            lifetime: SignedDuration::from_hours(24),
+            now: Timestamp::now(),
+        },
+    )?;
+    println!(
+        "kinde-meter serving {url} (listening on {}, data in {})",
+        app.local_addr(),
+        args.data.data_dir.display()
+    );
+    println!();
+    println!("A token with every scope, valid 24 h:");
+    println!("  export TOKEN={token}");
+    if demo {
+        let agreement = demo_agreement(app.store().as_ref()).await?;
+        println!();
+        println!("Record usage against the demo agreement:");
+        println!(
+            "  curl -sS -X POST {url}/api/v1/billing/meter_usage -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"customer_agreement_id\":\"{agreement}\",\"billing_feature_code\":\"api_calls\",\"meter_value\":\"5\"}}'"
+        );
+        println!("Read it back:");
+        println!(
+            "  curl -sS -H \"Authorization: Bearer $TOKEN\" '{url}/api/v1/billing/meter_usage?customer_agreement_id={agreement}'"
+        );
+    }
+    println!();
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("stopped: every accepted request answered, the write queue committed");
+    Ok(())
+}
+
+/// The demo customer's active agreement on the `pro` plan, created on first start.
+async fn demo_agreement(store: &dyn Store) -> anyhow::Result<String> {
+    let customer_id = CustomerId::parse("customer_demo")?;
+    let now = Timestamp::now();
+    let page = store
+        .list_agreements(AgreementQuery {
+            customer_id: customer_id.clone(),
+            feature_code: None,
+            page_size: 1,
+            cursor: Cursor::First,
+            now,
+        })
+        .await?;
+    if let Some(view) = page
+        .agreements
+        .first()
+        .filter(|v| v.agreement.is_active(now))
+    {
+        return Ok(view.agreement.id.to_string());
+    }
+    let created = store
+        .create_agreement(NewAgreement {
+            customer_id,
+            plan_code: PlanCode::parse("pro")?,
+            now,
+            id_random: rand_bytes(),
+        })
+        .await?;
+    Ok(created.id.to_string())
+}
+
+fn rand_bytes() -> [u8; 10] {
+    rand::random()
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received: draining");
+}

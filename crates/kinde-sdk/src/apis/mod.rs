@@ -1,0 +1,5 @@
+//! One struct per API group of Kinde's management API, named as in the official
+//! SDKs (`BillingMeterUsageApi`, `BillingAgreementsApi`).
+
+pub(crate) mod agreements;
+pub(crate) mod meter_usage;

@@ -1,0 +1,279 @@
+//! The HTTP side: [`ApiClient`] holds one connection pool per configuration
+//! and turns an operation's [`Call`] into a typed result.
+//!
+//! Every request goes through [`ApiClient::execute`], so headers, authentication
+//! and the mapping of answers to errors live in one place. A `Call` is built once
+//! per logical call (body serialized, idempotency key chosen) and can be executed
+//! again unchanged, which is what a retry must do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::configuration::{Auth, Configuration, ConfigurationError};
+use crate::error::{InvalidInput, OperationError, RawResponse};
+use crate::idempotency::IdempotencyKey;
+
+/// The `User-Agent` of every request: `kinde-sdk-rust/<version>`.
+pub const USER_AGENT: &str = concat!("kinde-sdk-rust/", env!("CARGO_PKG_VERSION"));
+
+/// The value of the `Kinde-SDK` header of every request, `Rust/<version>`, as the
+/// official SDKs send `Kinde-SDK: Python/<version>` and so on.
+pub const KINDE_SDK_HEADER_VALUE: &str = concat!("Rust/", env!("CARGO_PKG_VERSION"));
+
+/// How long an idle pooled connection is kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A client for the API described by a [`Configuration`]: one pooled HTTP
+/// client (HTTP/1.1 or HTTP/2 over rustls) with the configured timeouts.
+///
+/// Cloning is cheap and shares the connection pool; make one per host and
+/// credentials and hand clones to the API structs
+/// ([`BillingMeterUsageApi`](crate::BillingMeterUsageApi),
+/// [`BillingAgreementsApi`](crate::BillingAgreementsApi)).
+///
+/// ```
+/// use kinde_sdk::{ApiClient, BillingMeterUsageApi, Configuration};
+///
+/// let configuration =
+///     Configuration::new("https://your-subdomain.kinde.com").with_access_token("eyJhbGciOi...");
+/// let api_client = ApiClient::new(configuration)?;
+/// let api = BillingMeterUsageApi::new(api_client.clone());
+/// # Ok::<(), kinde_sdk::ConfigurationError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    configuration: Configuration,
+    /// `Bearer <token>`, marked sensitive so it never shows in `Debug`.
+    authorization: Option<HeaderValue>,
+}
+
+impl ApiClient {
+    /// Checks `configuration` and builds the HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigurationError::InvalidHost`] for a host that is not an `http` or
+    /// `https` URL, [`ConfigurationError::InvalidAccessToken`] for a token that
+    /// cannot be sent in a header, [`ConfigurationError::HttpClient`] if the TLS
+    /// backend cannot be initialised.
+    pub fn new(configuration: Configuration) -> Result<Self, ConfigurationError> {
+        check_host(configuration.host())?;
+        let authorization = match configuration.auth() {
+            Auth::None => None,
+            Auth::AccessToken(token) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| ConfigurationError::InvalidAccessToken)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("kinde-sdk"),
+            HeaderValue::from_static(KINDE_SDK_HEADER_VALUE),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .timeout(configuration.timeout())
+            .connect_timeout(configuration.connect_timeout())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build()
+            .map_err(|error| ConfigurationError::HttpClient(error.to_string()))?;
+        Ok(ApiClient {
+            inner: Arc::new(Inner {
+                http,
+                configuration,
+                authorization,
+            }),
+        })
+    }
+
+    /// The configuration this client was built from.
+    pub fn configuration(&self) -> &Configuration {
+        &self.inner.configuration
+    }
+
+    /// Sends `call` once and reads the answer: a 2xx body decoded as `T`, or the
+    /// operation's error `E`.
+    pub(crate) async fn execute<T, E>(&self, call: &Call<'_>) -> Result<T, E>
+    where
+        T: DeserializeOwned,
+        E: OperationError,
+    {
+        let url = format!("{}{}", self.inner.configuration.host(), call.path);
+        let mut request = self.inner.http.request(call.method.clone(), url);
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        if let Some(authorization) = &self.inner.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        if let Some(key) = call.idempotency_key {
+            request = request.header("idempotency-key", key.as_str());
+        }
+        if let Some(body) = &call.body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+
+        let response = request.send().await.map_err(E::transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(E::transport)?;
+        if !status.is_success() {
+            return Err(E::from_response(RawResponse {
+                status,
+                headers,
+                body,
+            }));
+        }
+        match serde_json::from_str(&body) {
+            Ok(value) => Ok(value),
+            Err(source) => Err(E::decode(status, body, source)),
+        }
+    }
+}
+
+/// One request of an operation, ready to be sent (and sent again).
+pub(crate) struct Call<'a> {
+    method: Method,
+    path: &'static str,
+    query: Vec<(&'static str, String)>,
+    body: Option<Vec<u8>>,
+    idempotency_key: Option<&'a IdempotencyKey>,
+}
+
+impl<'a> Call<'a> {
+    /// A `GET` of `path` (which starts with `/`).
+    pub(crate) fn get(path: &'static str) -> Self {
+        Call {
+            method: Method::GET,
+            path,
+            query: Vec::new(),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// A `POST` of `body` as JSON to `path`.
+    pub(crate) fn post_json(
+        path: &'static str,
+        body: &impl Serialize,
+    ) -> Result<Self, InvalidInput> {
+        let body = serde_json::to_vec(body)
+            .map_err(|error| InvalidInput(format!("the body cannot be serialized: {error}")))?;
+        Ok(Call {
+            method: Method::POST,
+            path,
+            query: Vec::new(),
+            body: Some(body),
+            idempotency_key: None,
+        })
+    }
+
+    /// Adds `name=value` to the query string if `value` is present.
+    pub(crate) fn query(mut self, name: &'static str, value: Option<impl ToString>) -> Self {
+        if let Some(value) = value {
+            self.query.push((name, value.to_string()));
+        }
+        self
+    }
+
+    /// Sends `key` as the `Idempotency-Key` header.
+    pub(crate) fn idempotency_key(mut self, key: &'a IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+}
+
+fn check_host(host: &str) -> Result<(), ConfigurationError> {
+    let invalid = |reason: &str| ConfigurationError::InvalidHost {
+        host: host.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(host).map_err(|error| invalid(&error.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("there is no host name"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("a host cannot have a query or fragment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_checked() {
+        for good in [
+            "https://acme.kinde.com",
+            "http://127.0.0.1:8080",
+            "https://gateway.example.com/kinde",
+        ] {
+            assert!(ApiClient::new(Configuration::new(good)).is_ok(), "{good}");
+        }
+        for bad in [
+            "ftp://acme.kinde.com",
+            "https://",
+            "https://acme.kinde.com?x=1",
+        ] {
+            assert!(
+                matches!(
+                    ApiClient::new(Configuration::new(bad)),
+                    Err(ConfigurationError::InvalidHost { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_must_fit_in_a_header() {
+        let configuration = Configuration::new("https://acme.kinde.com").with_access_token("a\nb");
+        assert_eq!(
+            ApiClient::new(configuration).unwrap_err(),
+            ConfigurationError::InvalidAccessToken
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let client = ApiClient::new(
+            Configuration::new("https://acme.kinde.com").with_access_token("secret-token"),
+        )
+        .unwrap();
+        let debug = format!("{client:?}");
+        assert!(!debug.contains("secret-token"), "{debug}");
+    }
+
+    #[test]
+    fn version_headers() {
+        assert_eq!(
+            USER_AGENT,
+            format!("kinde-sdk-rust/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            KINDE_SDK_HEADER_VALUE,
+            format!("Rust/{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
