@@ -76,6 +76,15 @@ fn split_offset(text: &str) -> Option<(&str, tz::Offset)> {
     Some((civil, offset))
 }
 
+/// Whether an instant lies in the range billing periods are computed for
+/// (1970 to 2200): wide enough for any real agreement, narrow enough that period
+/// arithmetic never leaves what the calendar and the store can represent.
+pub fn in_billing_range(at: Timestamp) -> bool {
+    const MIN: i64 = 0; // 1970-01-01T00:00:00Z
+    const MAX: i64 = 7_258_118_400; // 2200-01-01T00:00:00Z
+    (MIN..MAX).contains(&at.as_second())
+}
+
 /// Formats an instant as RFC 3339 UTC with `Z`, the way kinde-meter writes them
 /// back (`2024-11-18T02:32:03Z`, fractional seconds only when present).
 pub fn format_utc(at: Timestamp) -> String {
@@ -136,6 +145,14 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339_lenient(text), None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_billing_range_is_1970_to_2200() {
+        assert!(in_billing_range(utc("1970-01-01T00:00:00Z")));
+        assert!(in_billing_range(utc("2199-12-31T23:59:59Z")));
+        assert!(!in_billing_range(utc("2200-01-01T00:00:00Z")));
+        assert!(!in_billing_range(utc("1969-12-31T23:59:59Z")));
     }
 
     #[test]

@@ -214,6 +214,14 @@ async fn usage_reads_name_unknown_agreements_and_features() {
         &["FEATURE_NOT_METERED"],
     )
     .await;
+    for at in ["9999-12-31T23%3A59%3A59Z", "0001-01-01T00%3A00%3A00Z"] {
+        assert_error(
+            get(format!("customer_agreement_id={a}&at={at}")).await,
+            StatusCode::BAD_REQUEST,
+            &["INVALID_TIMESTAMP"],
+        )
+        .await;
+    }
     assert_error(
         get(format!("customer_agreement_id={a}&at=never")).await,
         StatusCode::BAD_REQUEST,

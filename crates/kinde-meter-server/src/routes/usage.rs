@@ -5,7 +5,7 @@ use axum::{Json, extract::State};
 use kinde_meter_core::{
     ErrorCode,
     ids::{AgreementId, FeatureCode},
-    timestamp::parse_rfc3339_lenient,
+    timestamp::{in_billing_range, parse_rfc3339_lenient},
 };
 use kinde_meter_store::{ReadUsageError, UsageQuery};
 use kinde_meter_wire::{ErrorResponse, GetMeterUsageResponse};
@@ -51,12 +51,14 @@ pub async fn get_meter_usage(
         })?;
     let at = match params.optional("at") {
         None => state.clock.now(),
-        Some(text) => parse_rfc3339_lenient(text).ok_or_else(|| {
-            ApiError::bad_request(
-                ErrorCode::InvalidTimestamp,
-                "at must be an RFC 3339 date-time",
-            )
-        })?,
+        Some(text) => parse_rfc3339_lenient(text)
+            .filter(|at| in_billing_range(*at))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidTimestamp,
+                    "at must be an RFC 3339 date-time between 1970 and 2200",
+                )
+            })?,
     };
     let report = state
         .store
