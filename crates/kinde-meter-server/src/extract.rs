@@ -4,11 +4,14 @@
 //! Order is the contract (SPEC §2): authentication and scope (403), rate limit
 //! (429), body size (413), body and field validation (400), storage (503). The auth
 //! middleware runs before the body is read, so an unauthenticated client never
-//! gets to make the server buffer 64 KiB.
+//! gets to make the server buffer 64 KiB. The rate limits are in
+//! [`crate::rate_limit`]; this middleware applies them.
+
+use std::net::SocketAddr;
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request, State},
+    extract::{ConnectInfo, FromRequest, Request, State},
     http::{HeaderMap, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -39,33 +42,76 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // A source address that sent many invalid credentials lately is refused
+    // before its token is verified (SPEC §2's one exception to the order).
+    let limits = &guard.state.limits;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    if let Some(ip) = peer
+        && let Err(limited) = limits.auth_failures.check(ip)
+    {
+        return ApiError::too_many_requests(limited.retry_after_secs()).into_response();
+    }
+    // Every 403 INVALID_CREDENTIALS counts against the source address.
+    let refuse = |error: ApiError| {
+        if let Some(ip) = peer {
+            limits.auth_failures.record_failure(ip);
+        }
+        error.into_response()
+    };
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return ApiError::invalid_credentials("an Authorization: Bearer token is required")
-            .into_response();
+        return refuse(ApiError::invalid_credentials(
+            "an Authorization: Bearer token is required",
+        ));
     };
     let Some(token) = value.to_str().ok().and_then(auth::bearer_token) else {
-        return ApiError::invalid_credentials("the Authorization header must be 'Bearer <token>'")
-            .into_response();
+        return refuse(ApiError::invalid_credentials(
+            "the Authorization header must be 'Bearer <token>'",
+        ));
     };
-    let principal = match guard
-        .state
-        .verifier
-        .verify(token, jiff::Timestamp::now().as_second())
-    {
+    let principal = match verify(&guard.state, token).await {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(reason = e.reason(), "token refused");
-            return ApiError::invalid_credentials(
+            return refuse(ApiError::invalid_credentials(
                 "the bearer token is invalid, expired or not issued for this server",
-            )
-            .into_response();
+            ));
         }
     };
+    // Tokens stay valid until they expire; a revoked client's are refused here
+    // (SPEC §6), checked after the signature so only genuine tokens get this far.
+    if guard.state.revoked_clients.contains(&principal.client_id) {
+        tracing::info!(client_id = %principal.client_id, "token refused: client revoked");
+        return refuse(ApiError::invalid_credentials(
+            "the client of this token has been revoked",
+        ));
+    }
     if !principal.has_scope(guard.scope) {
         return ApiError::insufficient_scope(guard.scope).into_response();
     }
+    // The caller's rate limit, before the body is read or storage is touched.
+    if let Err(limited) = limits.clients.check(&principal).await {
+        tracing::debug!(client_id = %principal.client_id, "rate limited");
+        return ApiError::too_many_requests(limited.retry_after_secs()).into_response();
+    }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// Verifies a token; in external issuer mode a token naming an unknown `kid`
+/// triggers one (throttled) refetch of the issuer's JWKS and a second try, which
+/// is how a key rotation at the issuer is picked up without a restart.
+async fn verify(state: &AppState, token: &str) -> Result<Principal, auth::AuthError> {
+    let now = || jiff::Timestamp::now().as_second();
+    match state.verifier.verify(token, now()) {
+        Err(auth::AuthError::UnknownKid) => match &state.remote_jwks {
+            Some(remote) if remote.refresh_if_due().await => state.verifier.verify(token, now()),
+            _ => Err(auth::AuthError::UnknownKid),
+        },
+        other => other,
+    }
 }
 
 /// A request body decoded as JSON, with Kinde's error codes for what can go wrong:

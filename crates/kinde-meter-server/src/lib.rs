@@ -8,18 +8,24 @@
 //! - [`extract`]: authentication, the body limit, the `Idempotency-Key` header,
 //! - [`error`]: every error becomes Kinde's `ErrorResponse` here,
 //! - [`auth`]: signing keys, token minting and verification,
+//! - [`clients`]: M2M clients, the client-credentials grant, revocations,
+//! - [`rate_limit`]: per-client and per-source-address rate limits,
+//! - [`transport`]: accept loop, connection limit, timeouts, TLS,
 //! - [`startup`]: building the application, binding, graceful shutdown,
 //! - [`openapi`]: the generated OpenAPI document.
 
 pub mod auth;
+pub mod clients;
 pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod transport;
 pub mod views;
 
 pub use clock::{Clock, ManualClock};
-pub use startup::{Application, ServerConfig};
+pub use startup::{Application, ExternalIssuer, ServerConfig};

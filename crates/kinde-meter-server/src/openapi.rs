@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{agreements, health, meter_usage, usage};
+use crate::routes::{agreements, health, meter_usage, oauth, usage};
 
 /// The document.
 #[derive(OpenApi)]
@@ -25,6 +25,7 @@ use crate::routes::{agreements, health, meter_usage, usage};
         health::healthz,
         health::readyz,
         health::jwks,
+        oauth::token,
     ),
     components(schemas(
         kinde_meter_wire::CreateMeterUsageRecordRequest,
@@ -42,6 +43,9 @@ use crate::routes::{agreements, health, meter_usage, usage};
         kinde_meter_wire::GetBillingAgreementsResponse,
         kinde_meter_wire::BillingAgreement,
         kinde_meter_wire::BillingEntitlement,
+        kinde_meter_wire::TokenResponse,
+        kinde_meter_wire::OAuthErrorResponse,
+        oauth::TokenRequestForm,
     )),
     modifiers(&BearerAuth)
 )]

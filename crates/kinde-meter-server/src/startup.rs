@@ -11,20 +11,30 @@ use std::{
 
 use anyhow::{Context, bail};
 use kinde_meter_core::catalog::Catalog;
-use kinde_meter_store::{Store, StoreConfig, sqlite::SqliteStore};
+use kinde_meter_store::{
+    Store, StoreConfig,
+    sqlite::{SqliteStore, WriterStats},
+};
 use tokio::net::TcpListener;
 
-use crate::auth::{IssuerIdentity, SigningKey, Verifier, VerifierConfig, jwks};
+use crate::auth::{
+    IssuerIdentity, KeySet, RemoteJwks, SigningKey, Verifier, VerifierConfig, check_issuer_url,
+    jwks,
+};
+use crate::clients::{self, RevokedClients, TokenIssuer};
 use crate::clock::Clock;
+use crate::rate_limit::{RateLimitConfig, RateLimits};
 use crate::routes;
 use crate::state::AppState;
+use crate::transport::{Transport, TransportConfig};
 
 /// Everything `kinde-meter serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Where to listen (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
-    /// The server's public URL, its token issuer identity; default `http://<bound address>`.
+    /// The server's public URL, its token issuer identity; default `http://<bound address>`
+    /// (`https://` with TLS).
     pub public_url: Option<String>,
     /// The data directory (SQLite database, signing key, issuer identity).
     pub data_dir: PathBuf,
@@ -36,6 +46,17 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Billing time.
     pub clock: Clock,
+    /// Rate limits per client and, for invalid credentials, per source address.
+    pub rate_limits: RateLimitConfig,
+    /// Timeouts, connection limit, TLS.
+    pub transport: TransportConfig,
+    /// Verify tokens of an external issuer (real Kinde) instead of our own.
+    pub external_issuer: Option<ExternalIssuer>,
+    /// Lifetime of tokens issued at `/oauth2/token` (`--token-lifetime`).
+    pub token_lifetime: jiff::SignedDuration,
+    /// How often the server polls the store for revoked M2M clients; their
+    /// tokens are refused at most this long (plus a poll) after a revocation.
+    pub revocation_refresh: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -49,6 +70,11 @@ impl ServerConfig {
             extra_audiences: Vec::new(),
             store: StoreConfig::default(),
             clock: Clock::System,
+            rate_limits: RateLimitConfig::default(),
+            transport: TransportConfig::default(),
+            external_issuer: None,
+            token_lifetime: clients::DEFAULT_TOKEN_LIFETIME,
+            revocation_refresh: clients::DEFAULT_REFRESH_INTERVAL,
         }
     }
 }
@@ -59,6 +85,10 @@ pub struct Application {
     state: AppState,
     identity: IssuerIdentity,
     signing_key: Arc<SigningKey>,
+    /// The same store as `state.store` when it is SQLite, for its writer counters.
+    sqlite: Option<Arc<SqliteStore>>,
+    transport: Transport,
+    revocation_refresh: std::time::Duration,
     _lock: DataDirLock,
 }
 
@@ -74,10 +104,17 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let transport = Transport::new(config.transport.clone())?;
+        if transport.scheme() == "http" && !local_addr.ip().is_loopback() {
+            tracing::warn!(
+                address = %local_addr,
+                "SERVING PLAIN HTTP ON A NON-LOOPBACK ADDRESS: bearer tokens and usage cross the network unencrypted; use --tls-cert and --tls-key, or a TLS-terminating proxy in front"
+            );
+        }
         let public_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{local_addr}"));
+            .unwrap_or_else(|| format!("{}://{local_addr}", transport.scheme()));
         let identity = IssuerIdentity::new(public_url);
 
         let data_dir = config.data_dir.clone();
@@ -99,23 +136,55 @@ impl Application {
             .context("cannot load the catalog into the store")?;
 
         let signing_key = Arc::new(signing_key);
-        let mut audiences = vec![identity.audience()];
-        audiences.extend(config.extra_audiences.iter().cloned());
-        let verifier = Verifier::built_in(
-            VerifierConfig::new(identity.issuer(), audiences),
-            &signing_key,
-        );
+        let store = Arc::new(store);
+        let (verifier, remote_jwks, served_jwks) = match &config.external_issuer {
+            None => {
+                let mut audiences = vec![identity.audience()];
+                audiences.extend(config.extra_audiences.iter().cloned());
+                let verifier = Verifier::built_in(
+                    VerifierConfig::new(identity.issuer(), audiences),
+                    &signing_key,
+                );
+                (verifier, None, jwks(&[&signing_key]))
+            }
+            Some(external) => {
+                let (verifier, remote) = external_verifier(external).await?;
+                // This server signs nothing in external mode; the issuer's keys
+                // are at the issuer.
+                (verifier, Some(remote), serde_json::json!({"keys": []}))
+            }
+        };
+        // Known before the first request, so a revoked client is never let in.
+        let revoked_clients = Arc::new(RevokedClients::new());
+        revoked_clients
+            .refresh(store.as_ref())
+            .await
+            .context("cannot load the revoked clients")?;
+        let token_issuer = config.external_issuer.is_none().then(|| {
+            Arc::new(TokenIssuer::new(
+                signing_key.clone(),
+                &identity,
+                config.token_lifetime,
+            ))
+        });
         let state = AppState {
-            store: Arc::new(store),
+            store: store.clone(),
             verifier: Arc::new(verifier),
-            jwks: Arc::new(jwks(&[&signing_key])),
+            remote_jwks,
+            jwks: Arc::new(served_jwks),
             clock: config.clock.clone(),
+            limits: RateLimits::start(&config.rate_limits),
+            token_issuer,
+            revoked_clients,
         };
         Ok(Application {
             listener,
             state,
             identity,
             signing_key,
+            sqlite: Some(store),
+            transport,
+            revocation_refresh: config.revocation_refresh,
             _lock: lock,
         })
     }
@@ -142,6 +211,18 @@ impl Application {
         self.state.store.clone()
     }
 
+    /// The SQLite store behind [`Application::store`], when the store is SQLite:
+    /// its `stats()` are the group-commit counters (batches, records) a benchmark
+    /// reports. The handle stays valid after the application has stopped.
+    pub fn sqlite_store(&self) -> Option<Arc<SqliteStore>> {
+        self.sqlite.clone()
+    }
+
+    /// The writer's group-commit counters so far, when the store is SQLite.
+    pub fn writer_stats(&self) -> Option<WriterStats> {
+        self.sqlite.as_ref().map(|s| s.stats())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting connections,
     /// answers every accepted request, commits what is queued, and returns.
     pub async fn run_until(
@@ -149,15 +230,61 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let store = self.state.store.clone();
+        // Polls while serving; dropping it at the end stops it.
+        let _refresher = clients::revocation::spawn_refresher(
+            self.state.revoked_clients.clone(),
+            store.clone(),
+            self.revocation_refresh,
+        );
         let app = routes::router(self.state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = self.transport.serve(self.listener, app, shutdown).await;
         // Every handler has had its answer by now; flush what may remain queued.
         store.shutdown().await;
         served.context("the HTTP server failed")?;
         Ok(())
     }
+}
+
+/// External issuer mode (SPEC §5): accept the tokens of a real Kinde business.
+#[derive(Debug, Clone)]
+pub struct ExternalIssuer {
+    /// `https://<subdomain>.kinde.com` (an `http://` issuer only on loopback).
+    pub issuer: String,
+    /// Accepted audiences; default `<issuer>/api`, as Kinde's M2M tokens carry.
+    pub audiences: Vec<String>,
+    /// Least time between two JWKS fetches triggered by unknown `kid`s.
+    pub refetch_interval: std::time::Duration,
+}
+
+impl ExternalIssuer {
+    /// An issuer with the default audience and refetch interval.
+    pub fn new(issuer: impl Into<String>) -> ExternalIssuer {
+        let issuer = issuer.into().trim_end_matches('/').to_owned();
+        ExternalIssuer {
+            audiences: vec![format!("{issuer}/api")],
+            issuer,
+            refetch_interval: crate::auth::DEFAULT_REFETCH_INTERVAL,
+        }
+    }
+}
+
+/// The verifier of external mode and its JWKS source, loaded once at start. A
+/// failed first fetch is not fatal: the issuer may be briefly unreachable, and
+/// the first token with an unknown `kid` refetches.
+async fn external_verifier(
+    external: &ExternalIssuer,
+) -> anyhow::Result<(Verifier, Arc<RemoteJwks>)> {
+    check_issuer_url(&external.issuer).map_err(anyhow::Error::msg)?;
+    let keys = Arc::new(KeySet::new());
+    let remote = Arc::new(
+        RemoteJwks::new(&external.issuer, keys.clone(), external.refetch_interval)
+            .map_err(anyhow::Error::msg)?,
+    );
+    if let Err(e) = remote.fetch().await {
+        tracing::warn!(error = %e, "cannot load the issuer's JWKS yet; tokens are refused until it loads");
+    }
+    let config = VerifierConfig::new(external.issuer.clone(), external.audiences.clone());
+    Ok((Verifier::new(config, keys), remote))
 }
 
 /// An exclusive lock on the data directory held by a serving process, so that a

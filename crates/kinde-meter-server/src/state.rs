@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use kinde_meter_store::Store;
 
-use crate::auth::Verifier;
+use crate::auth::{RemoteJwks, Verifier};
+use crate::clients::{RevokedClients, TokenIssuer};
 use crate::clock::Clock;
+use crate::rate_limit::RateLimits;
 
 /// The application state handed to every route.
 #[derive(Clone)]
@@ -14,8 +16,16 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Verifies bearer tokens.
     pub verifier: Arc<Verifier>,
+    /// The external issuer's JWKS, refetched on an unknown `kid` (external mode only).
+    pub remote_jwks: Option<Arc<RemoteJwks>>,
     /// The public signing keys, served at `/.well-known/jwks`.
     pub jwks: Arc<serde_json::Value>,
     /// Billing time.
     pub clock: Clock,
+    /// Issues tokens at `/oauth2/token` (built-in issuer mode only).
+    pub token_issuer: Option<Arc<TokenIssuer>>,
+    /// Registered clients that were revoked: their tokens are refused.
+    pub revoked_clients: Arc<RevokedClients>,
+    /// Rate limits: per client after authentication, per source address before it.
+    pub limits: Arc<RateLimits>,
 }

@@ -10,7 +10,8 @@ use serde_json::json;
 
 fn raw(app: &TestApp) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(app.data_dir.join("kinde-meter.db")).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
     conn
 }
 
@@ -24,13 +25,24 @@ async fn a_total_past_ten_to_the_27_is_refused_and_stores_nothing() {
     // grammar admits; stand in for that history by setting the aggregate there.
     let top = "1000000000000000000000000000";
     let changed = raw(&app)
-        .execute("UPDATE usage_aggregates SET deltas_after = ?1, value = ?1", [top])
+        .execute(
+            "UPDATE usage_aggregates SET deltas_after = ?1, value = ?1",
+            [top],
+        )
         .unwrap();
     assert_eq!(changed, 1);
-    let body = assert_error(app.record(record("0.000000001")).await, StatusCode::BAD_REQUEST, &["VALUE_OUT_OF_RANGE"]).await;
+    let body = assert_error(
+        app.record(record("0.000000001")).await,
+        StatusCode::BAD_REQUEST,
+        &["VALUE_OUT_OF_RANGE"],
+    )
+    .await;
     assert!(body.to_string().contains("meter_value"), "{body}");
     let usage = app.usage(&a, "api_calls", None).await;
-    assert_eq!((usage["value"].as_str(), usage["record_count"].as_u64()), (Some(top), Some(1)));
+    assert_eq!(
+        (usage["value"].as_str(), usage["record_count"].as_u64()),
+        (Some(top), Some(1))
+    );
     // An absolute brings the total back into range; zero still fits at the top.
     app.record_ok(json!({"customer_agreement_id": a, "billing_feature_code": "api_calls", "meter_value": "5", "meter_type_code": "absolute"}))
         .await;
@@ -47,10 +59,19 @@ async fn a_locked_database_answers_503_and_recovers() {
     let started = std::time::Instant::now();
     let response = app.record(record.clone()).await;
     let retry_after = response.headers().get("retry-after").cloned();
-    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, &["SERVICE_UNAVAILABLE"]).await;
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        &["SERVICE_UNAVAILABLE"],
+    )
+    .await;
     assert!(retry_after.is_some(), "503 carries Retry-After");
     // SPEC §5: answered, not waited out (the bound is 5 s plus scheduling slack).
-    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
     // Nothing from the refused request was stored, and the next one goes through.

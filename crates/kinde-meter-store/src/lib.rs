@@ -18,6 +18,7 @@ pub mod sqlite;
 pub use model::*;
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
 
 /// Everything kinde-meter stores, behind one interface.
@@ -56,6 +57,31 @@ pub trait Store: Send + Sync + 'static {
     /// Usage per metered feature for the period containing `query.at`, read from the
     /// maintained aggregates.
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError>;
+
+    /// Registers an M2M client with the id derived from `new.id_random`
+    /// ([`Client::id_from_random`]).
+    async fn create_client(&self, new: NewClient) -> Result<Client, StoreError>;
+
+    /// Every registered client, revoked ones too, oldest first; never secret hashes.
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+
+    /// One client with its secret hash, for the token endpoint; `None` if no
+    /// client has that id.
+    async fn client(&self, id: &str) -> Result<Option<ClientWithSecret>, StoreError>;
+
+    /// Revokes a client at `now` (a second revocation keeps the first time);
+    /// returns the client as it is afterwards, `None` if no client has that id.
+    async fn revoke_client(&self, id: &str, now: Timestamp) -> Result<Option<Client>, StoreError>;
+
+    /// Clients revoked at or after `since`, so that a server can keep its set of
+    /// revoked clients current by polling cheaply. `revoked_at` is the revoking
+    /// writer's clock and becomes visible at its commit, so a poller should let
+    /// each window overlap the previous one by more than commit delay plus clock
+    /// skew between writers.
+    async fn revoked_clients_since(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<RevokedClient>, StoreError>;
 
     /// Stops taking writes, commits everything already queued, and returns when
     /// the last answer has been sent.

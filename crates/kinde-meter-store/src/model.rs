@@ -248,3 +248,85 @@ pub enum ReadUsageError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// A request to register an M2M (client credentials) client.
+#[derive(Clone)]
+pub struct NewClient {
+    /// A human name (`--name`), for listings.
+    pub name: String,
+    /// The scopes the client may be granted, each without whitespace.
+    pub scopes: Vec<String>,
+    /// The secret's hash as a PHC string (`$argon2id$…`); the secret itself never
+    /// reaches the store.
+    pub secret_hash: String,
+    /// Creation time.
+    pub now: Timestamp,
+    /// Randomness for the id (the store does not pick it, so tests can).
+    pub id_random: [u8; 16],
+}
+
+impl std::fmt::Debug for NewClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewClient")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("secret_hash", &"<redacted>")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registered M2M client, without its secret hash (what listings show).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// The client id (`azp` of its tokens): 32 lowercase hex digits, like Kinde's.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The scopes it may be granted.
+    pub scopes: Vec<String>,
+    /// When it was registered.
+    pub created_at: Timestamp,
+    /// When it was revoked; a revoked client gets no tokens and its tokens are refused.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Client {
+    /// The client id of [`NewClient::id_random`]: its 16 bytes in lowercase hex.
+    pub fn id_from_random(random: &[u8; 16]) -> String {
+        hex::encode(random)
+    }
+
+    /// Whether the client has been revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+}
+
+/// A client with the hash of its secret, for the token endpoint to check a
+/// presented secret against.
+#[derive(Clone)]
+pub struct ClientWithSecret {
+    /// The client.
+    pub client: Client,
+    /// The secret's hash as a PHC string.
+    pub secret_hash: String,
+}
+
+impl std::fmt::Debug for ClientWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientWithSecret")
+            .field("client", &self.client)
+            .field("secret_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A revoked client as [`crate::Store::revoked_clients_since`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedClient {
+    /// The client id.
+    pub id: String,
+    /// When it was revoked.
+    pub revoked_at: Timestamp,
+}

@@ -9,6 +9,8 @@ mod common;
 
 #[path = "sqlite/agreements.rs"]
 mod agreements;
+#[path = "sqlite/clients.rs"]
+mod clients;
 #[path = "sqlite/durability.rs"]
 mod durability;
 #[path = "sqlite/idempotency.rs"]

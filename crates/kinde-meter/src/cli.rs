@@ -24,6 +24,12 @@ pub enum Command {
     Agreements(AgreementsCommand),
     /// Read the usage of an agreement's metered features for one period.
     Usage(UsageArgs),
+    /// Register, list or revoke M2M clients (for POST /oauth2/token).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Run the load benchmark: a fixed number of usage records at a baseline and a
+    /// higher concurrency, with latency, CPU per request and group-commit batch size.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -31,7 +37,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "KINDE_METER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The server's public URL: the issuer of its tokens (default: http://LISTEN_ADDRESS).
+    /// The server's public URL: the issuer of its tokens (default: http://LISTEN_ADDRESS,
+    /// https:// with --tls-cert).
     #[arg(long, env = "KINDE_METER_PUBLIC_URL")]
     pub public_url: Option<String>,
     #[command(flatten)]
@@ -39,15 +46,53 @@ pub struct ServeArgs {
     /// Plan catalog (TOML); default: the demo catalog.
     #[arg(long, env = "KINDE_METER_CATALOG")]
     pub catalog: Option<PathBuf>,
-    /// Another audience to accept besides PUBLIC_URL/api (repeatable).
+    /// Another audience to accept besides PUBLIC_URL/api (repeatable); with
+    /// --issuer, the audiences to accept (default ISSUER/api).
     #[arg(long = "audience", env = "KINDE_METER_AUDIENCE", value_delimiter = ',')]
     pub audiences: Vec<String>,
+    /// Accept the tokens of this external issuer (`https://SUBDOMAIN.kinde.com`)
+    /// instead of our own, verified with its JWKS.
+    #[arg(long, env = "KINDE_METER_ISSUER")]
+    pub issuer: Option<String>,
+    /// Lifetime in seconds of the tokens POST /oauth2/token issues.
+    #[arg(long, env = "KINDE_METER_TOKEN_LIFETIME", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub token_lifetime: u64,
     /// Seconds after a period's end during which it still takes usage.
     #[arg(long, env = "KINDE_METER_GRACE_SECONDS", default_value_t = 0)]
     pub grace_seconds: u64,
     /// Submissions that may wait for the writer before answering 503.
     #[arg(long, env = "KINDE_METER_QUEUE_CAPACITY", default_value_t = 4096)]
     pub queue_capacity: usize,
+    /// Requests per second per client (the token's azp), a token bucket; 0: no limit.
+    #[arg(long, env = "KINDE_METER_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// Bucket size of the per-client rate limit: requests a client may send at once.
+    #[arg(long, env = "KINDE_METER_BURST", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: u32,
+    /// One client's own limit, CLIENT=RATE or CLIENT=RATE:BURST (burst default 2 x RATE;
+    /// RATE 0: no limit); repeatable.
+    #[arg(long = "client-rate-limit", env = "KINDE_METER_CLIENT_RATE_LIMIT", value_delimiter = ',', value_parser = kinde_meter_server::rate_limit::parse_client_limit)]
+    pub client_rate_limits: Vec<(String, kinde_meter_server::rate_limit::Limit)>,
+    /// Requests with invalid credentials per source address, RATE:BURST (RATE per second);
+    /// past the burst the address gets 429 before its tokens are checked. 0: no limit.
+    #[arg(long, env = "KINDE_METER_AUTH_FAILURE_LIMIT", default_value = "10:100", value_parser = kinde_meter_server::rate_limit::Limit::parse)]
+    pub auth_failure_limit: kinde_meter_server::rate_limit::Limit,
+    /// Seconds a client has to send a request's headers (also the idle keep-alive
+    /// timeout and the TLS handshake limit).
+    #[arg(long, env = "KINDE_METER_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout: u64,
+    /// Seconds a client has to send a request's body after its headers.
+    #[arg(long, env = "KINDE_METER_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "KINDE_METER_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "KINDE_METER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "KINDE_METER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// PostgreSQL URL (not yet supported: see issue 5).
     #[arg(long, env = "KINDE_METER_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -136,4 +181,82 @@ pub struct UsageArgs {
     pub at: Option<String>,
     #[command(flatten)]
     pub target: Target,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Usage records to send in each run.
+    #[arg(long, env = "KINDE_METER_BENCH_REQUESTS", default_value_t = 20_000)]
+    pub requests: usize,
+    /// Concurrent keep-alive connections of the main run.
+    #[arg(long, env = "KINDE_METER_BENCH_CONNECTIONS", default_value_t = 64)]
+    pub connections: usize,
+    /// Connections of the baseline run made first, in the same process (0: no baseline).
+    #[arg(
+        long,
+        env = "KINDE_METER_BENCH_BASELINE_CONNECTIONS",
+        default_value_t = 1
+    )]
+    pub baseline_connections: usize,
+    /// Agreements (one customer each) the records of a run are spread over.
+    #[arg(long, env = "KINDE_METER_BENCH_AGREEMENTS", default_value_t = 16)]
+    pub agreements: usize,
+    /// Plan of the benchmark's agreements.
+    #[arg(long, env = "KINDE_METER_BENCH_PLAN_CODE", default_value = "pro")]
+    pub plan_code: String,
+    /// Metered feature the records are for.
+    #[arg(
+        long,
+        env = "KINDE_METER_BENCH_FEATURE_CODE",
+        default_value = "api_calls"
+    )]
+    pub feature_code: String,
+    /// Where the in-process server's fresh data directory is made (default: the
+    /// system's temporary directory). Put it on the disk you want to measure.
+    #[arg(long, env = "KINDE_METER_BENCH_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Benchmark a running server instead of an in-process one (with --token, which
+    /// needs create:meter_usage, read:meter_usage and the agreement scopes; start
+    /// it with --rate-limit 0).
+    #[arg(long, env = "KINDE_METER_SERVER", requires = "token")]
+    pub server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long, env = "KINDE_METER_TOKEN")]
+    pub token: Option<String>,
+}
+
+/// `kinde-meter clients …`: M2M clients of the built-in issuer, managed on the
+/// data directory directly (whether or not a server runs on it).
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Register a client; prints `client_id: …` and `client_secret: …` (the secret
+    /// is shown this once and stored only as a hash).
+    Create {
+        /// A name for listings.
+        #[arg(long)]
+        name: String,
+        /// Space-separated scopes the client may be granted.
+        #[arg(long)]
+        scopes: String,
+        /// Print a JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List the clients (never their secrets).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Revoke a client: no new tokens, and servers refuse its tokens within a minute.
+    Revoke {
+        /// The client id.
+        client_id: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
 }

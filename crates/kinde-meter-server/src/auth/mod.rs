@@ -11,6 +11,7 @@
 pub mod identity;
 pub mod keys;
 pub mod mint;
+pub mod remote_jwks;
 pub mod verify;
 
 pub use identity::{DEFAULT_PUBLIC_URL, IDENTITY_FILE_NAME, IssuerIdentity};
@@ -19,6 +20,7 @@ pub use mint::{
     CLI_CLIENT_ID, DEFAULT_LIFETIME, MintError, MintRequest, mint_for_data_dir, mint_token,
     split_scopes,
 };
+pub use remote_jwks::{DEFAULT_REFETCH_INTERVAL, RemoteJwks, check_issuer_url};
 pub use verify::{
     AuthError, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY_SECS, KeySet, MAX_LEEWAY_SECS, MAX_TOKEN_LEN,
     Principal, Verifier, VerifierConfig, bearer_token, parse_jwks,

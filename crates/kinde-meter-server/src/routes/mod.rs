@@ -6,6 +6,7 @@
 pub mod agreements;
 pub mod health;
 pub mod meter_usage;
+pub mod oauth;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -86,6 +87,11 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/openapi.json",
         scope: None,
     },
+    RouteSpec {
+        method: "POST",
+        path: "/oauth2/token",
+        scope: None,
+    },
 ];
 
 /// The scope [`ROUTES`] gives a route; panics at start-up for a route missing
@@ -152,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))
+        .route("/oauth2/token", post(oauth::token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -43,6 +43,11 @@ pub struct Options {
     pub catalog: Catalog,
     pub store: StoreConfig,
     pub data_dir: Option<PathBuf>,
+    pub rate_limits: kinde_meter_server::rate_limit::RateLimitConfig,
+    pub transport: kinde_meter_server::transport::TransportConfig,
+    pub external_issuer: Option<kinde_meter_server::ExternalIssuer>,
+    /// How often the server polls for revoked clients (default: the server's).
+    pub revocation_refresh: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -52,6 +57,10 @@ impl Default for Options {
             catalog: Catalog::demo(),
             store: StoreConfig::default(),
             data_dir: None,
+            rate_limits: Default::default(),
+            transport: Default::default(),
+            external_issuer: None,
+            revocation_refresh: None,
         }
     }
 }
@@ -83,6 +92,12 @@ impl TestApp {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), &data_dir);
         config.catalog = options.catalog;
         config.store = options.store;
+        config.rate_limits = options.rate_limits;
+        config.transport = options.transport;
+        config.external_issuer = options.external_issuer;
+        if let Some(refresh) = options.revocation_refresh {
+            config.revocation_refresh = refresh;
+        }
         let clock = options.clock_at.map(ManualClock::new);
         if let Some(c) = &clock {
             config.clock = Clock::Manual(c.clone());

@@ -4,7 +4,7 @@ use kinde_meter_core::{agreement::Agreement, catalog::Catalog};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{agreements, catalog, usage};
+use super::{agreements, catalog, exec::ExecJob, usage};
 use crate::{CreateAgreementError, NewAgreement, StoreError, SubmissionOutcome, UsageSubmission};
 
 /// A write waiting for the writer. Each variant keeps its answer until the
@@ -28,6 +28,8 @@ pub(super) enum Job {
         reply: oneshot::Sender<Result<(), StoreError>>,
         done: bool,
     },
+    /// A closure write (`exec`): M2M client registration and revocation.
+    Exec(Box<dyn ExecJob>),
 }
 
 /// Where a job's answer arrives.
@@ -75,7 +77,7 @@ impl Job {
     pub(super) fn records(&self) -> usize {
         match self {
             Job::Usage { submission, .. } => submission.records.len(),
-            Job::CreateAgreement { .. } | Job::LoadCatalog { .. } => 0,
+            Job::CreateAgreement { .. } | Job::LoadCatalog { .. } | Job::Exec(_) => 0,
         }
     }
 
@@ -99,6 +101,7 @@ impl Job {
                 ctx.forget_plans();
                 *done = true;
             }
+            Job::Exec(work) => work.run(conn)?,
         }
         Ok(())
     }
@@ -130,6 +133,7 @@ impl Job {
                 };
                 let _ = reply.send(result);
             }
+            Job::Exec(work) => work.answer(failure),
         }
     }
 }

@@ -15,8 +15,10 @@
 mod aggregates;
 mod agreements;
 mod catalog;
+mod clients;
 mod codec;
 mod connection;
+mod exec;
 mod idempotency;
 mod job;
 mod read;
@@ -30,6 +32,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
 
 pub use writer::WriterStats;
@@ -40,6 +43,7 @@ use crate::{
     ReadUsageError, Store, StoreConfig, StoreError, SubmissionOutcome, UsageQuery, UsageReport,
     UsageSubmission,
 };
+use crate::{Client, ClientWithSecret, NewClient, RevokedClient};
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "kinde-meter.db";
@@ -144,6 +148,40 @@ impl Store for SqliteStore {
 
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
         self.reads.run(move |conn| read::usage(conn, &query)).await
+    }
+
+    async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {
+        let (job, answer) = exec::job(move |conn| clients::create(conn, &new));
+        // Administrative, like catalog loads: wait for room rather than fail.
+        self.writer.send(Job::Exec(job)).await?;
+        writer::answer(answer).await?
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.reads.run(|conn| clients::list(conn).map(Ok)).await
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientWithSecret>, StoreError> {
+        let id = id.to_owned();
+        self.reads
+            .run(move |conn| clients::load(conn, &id).map(Ok))
+            .await
+    }
+
+    async fn revoke_client(&self, id: &str, now: Timestamp) -> Result<Option<Client>, StoreError> {
+        let id = id.to_owned();
+        let (job, answer) = exec::job(move |conn| clients::revoke(conn, &id, now));
+        self.writer.send(Job::Exec(job)).await?;
+        writer::answer(answer).await
+    }
+
+    async fn revoked_clients_since(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<RevokedClient>, StoreError> {
+        self.reads
+            .run(move |conn| clients::revoked_since(conn, since).map(Ok))
+            .await
     }
 
     async fn shutdown(&self) {

@@ -94,8 +94,29 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ns);
 ";
 
+/// Version 2: M2M clients of the built-in issuer (`/oauth2/token`).
+///
+/// - `id` is 32 lowercase hex digits, like Kinde's client ids; `seq` orders listings.
+/// - `scopes` is a JSON array of strings.
+/// - `secret_hash` is an argon2id PHC string; the CHECK refuses anything else, so
+///   a bug can never store a secret in plain text.
+/// - The partial index serves `revoked_clients_since`, which servers poll.
+const V2: &str = "
+CREATE TABLE m2m_clients (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    name          TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    secret_hash   TEXT NOT NULL CHECK (secret_hash LIKE '$argon2id$%'),
+    created_at_ns INTEGER NOT NULL,
+    revoked_at_ns INTEGER
+);
+CREATE INDEX m2m_clients_by_revocation
+    ON m2m_clients (revoked_at_ns) WHERE revoked_at_ns IS NOT NULL;
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(super) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -74,7 +74,7 @@ async fn data_survives_shutdown_and_reopening() {
     assert_eq!((u.value.to_string(), u.record_count), ("1".to_owned(), 2));
     assert_eq!(
         count(&raw(&store), "SELECT count(*) FROM schema_migrations"),
-        1
+        2 // every migration once: v1, v2 (M2M clients)
     );
     store.shutdown().await;
 }
@@ -90,7 +90,7 @@ async fn two_stores_on_one_directory_share_it_safely() {
     });
     assert_eq!(
         count(&raw(&one), "SELECT count(*) FROM schema_migrations"),
-        1
+        2 // every migration once: v1, v2 (M2M clients)
     );
     one.load_catalog(&catalog()).await.unwrap();
     let a = create(&two, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 mod agreements;
+mod bench;
+mod clients;
 mod remote;
 mod serve;
 mod token;
@@ -20,6 +22,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Agreements(command) => agreements::run(command).await,
         Command::Usage(args) => usage::run(args).await,
+        Command::Clients(command) => clients::run(command).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -1,13 +1,20 @@
 //! `kinde-meter serve`: the server, with a ready token and curl lines printed so the
 //! demo works from the first command.
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     catalog::Catalog,
     ids::{CustomerId, PlanCode},
 };
-use kinde_meter_server::{Application, ServerConfig, auth::MintRequest};
+use kinde_meter_server::{
+    Application, ExternalIssuer, ServerConfig,
+    auth::MintRequest,
+    rate_limit::{Limit, RateLimitConfig},
+    transport::{TlsFiles, TransportConfig},
+};
 use kinde_meter_store::{AgreementQuery, Cursor, NewAgreement, Store, StoreConfig};
 
 use crate::cli::ServeArgs;
@@ -44,33 +51,69 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(args.listen, &args.data.data_dir);
     config.public_url = args.public_url.clone();
     config.catalog = catalog;
-    config.extra_audiences = args.audiences.clone();
+    config.token_lifetime = SignedDuration::from_secs(i64::try_from(args.token_lifetime)?);
+    match &args.issuer {
+        None => config.extra_audiences = args.audiences.clone(),
+        Some(issuer) => {
+            let mut external = ExternalIssuer::new(issuer);
+            if !args.audiences.is_empty() {
+                external.audiences = args.audiences.clone();
+            }
+            config.external_issuer = Some(external);
+        }
+    }
     config.store = StoreConfig {
         grace: SignedDuration::from_secs(i64::try_from(args.grace_seconds)?),
         queue_capacity: args.queue_capacity,
         ..StoreConfig::default()
     };
+    config.rate_limits = RateLimitConfig {
+        default: Limit::per_second(args.rate_limit, args.burst),
+        clients: args.client_rate_limits.iter().cloned().collect(),
+        auth_failures: args.auth_failure_limit,
+    };
+    config.transport = TransportConfig {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        request_timeout: Duration::from_secs(args.request_timeout),
+        max_connections: usize::try_from(args.max_connections)?,
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        ..TransportConfig::default()
+    };
+    // Handlers first: a SIGTERM sent as soon as the ready line is read must drain,
+    // not kill the process with the signal's default action.
+    let shutdown = shutdown_signal()?;
     let app = Application::build(config).await?;
     let url = app.identity().issuer();
-    let token = kinde_meter_server::auth::mint_token(
-        app.signing_key(),
-        &MintRequest {
-            issuer: app.identity().issuer(),
-            audience: vec![app.identity().audience()],
-            client_id: "kinde-meter-demo".to_owned(),
-            scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
-            lifetime: SignedDuration::from_hours(24),
-            now: Timestamp::now(),
-        },
-    )?;
     println!(
         "kinde-meter serving {url} (listening on {}, data in {})",
         app.local_addr(),
         args.data.data_dir.display()
     );
     println!();
-    println!("A token with every scope, valid 24 h:");
-    println!("  export TOKEN={token}");
+    match &args.issuer {
+        Some(issuer) => {
+            println!("Accepting tokens issued by {issuer} (export TOKEN=<a token from it>)")
+        }
+        None => {
+            let token = kinde_meter_server::auth::mint_token(
+                app.signing_key(),
+                &MintRequest {
+                    issuer: app.identity().issuer(),
+                    audience: vec![app.identity().audience()],
+                    client_id: "kinde-meter-demo".to_owned(),
+                    scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+                    lifetime: SignedDuration::from_hours(24),
+                    now: Timestamp::now(),
+                },
+            )?;
+            println!("A token with every scope, valid 24 h:");
+            println!("  export TOKEN={token}");
+        }
+    }
     if demo {
         let agreement = demo_agreement(app.store().as_ref()).await?;
         println!();
@@ -84,7 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!();
-    app.run_until(shutdown_signal()).await?;
+    app.run_until(shutdown).await?;
     tracing::info!("stopped: every accepted request answered, the write queue committed");
     Ok(())
 }
@@ -124,25 +167,29 @@ fn rand_bytes() -> [u8; 10] {
     rand::random()
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that
+/// resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+            tracing::info!("shutdown signal received: draining");
+        })
     }
-    tracing::info!("shutdown signal received: draining");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown signal received: draining");
+        })
+    }
 }

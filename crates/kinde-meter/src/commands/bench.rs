@@ -1,0 +1,698 @@
+//! `kinde-meter bench`: the load benchmark.
+//!
+//! It sends a fixed number of `POST /api/v1/billing/meter_usage` records (a
+//! `delta` of `1` each) over a fixed number of concurrent keep-alive connections,
+//! first at a baseline concurrency (1 connection by default) and then at
+//! `--connections`, in the same process against the same server, so that the
+//! figures to quote are the ratios between the two runs (PERFORMANCE-NOTES: the
+//! run-to-run spread on a shared 2-core machine reaches 20 %).
+//!
+//! For each run it reports requests/s, latency percentiles, the answers by
+//! status, CPU time per request and, for the in-process SQLite server, the
+//! average group-commit batch (records per committed transaction). Then it
+//! reads the usage back and checks that exactly the acknowledged (200) records
+//! were stored: a fixed request count, not a deadline, makes that check exact.
+//!
+//! By default the server runs in this process on a fresh data directory
+//! (127.0.0.1:0, SQLite, demo catalog). The load generator then shares the
+//! process, on its own runtime whose threads are named [`LOAD_THREAD_PREFIX`]:
+//! their CPU time, read per thread from `/proc/self/task`, is subtracted from
+//! the process's to give the server's share.
+//!
+//! The in-process server runs without rate limits; an external one (`--server`)
+//! should be started with `--rate-limit 0`, or its 429s show in the answers.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use jiff::{SignedDuration, Timestamp};
+use kinde_meter_server::{
+    Application, ServerConfig,
+    auth::{MintRequest, mint_token},
+    rate_limit::RateLimitConfig,
+};
+use kinde_meter_store::sqlite::{SqliteStore, WriterStats};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::cli::BenchArgs;
+
+/// Thread name of the load generator's runtime (Linux keeps 15 characters).
+const LOAD_THREAD_PREFIX: &str = "km-bench-load";
+
+/// Thread name of the SQLite store's writer (`kinde-meter-sqlite-writer`) as
+/// Linux keeps it.
+const WRITER_THREAD_PREFIX: &str = "kinde-meter-sql";
+
+/// Scopes the in-process benchmark token carries.
+const BENCH_SCOPES: [&str; 4] = [
+    "create:meter_usage",
+    "read:meter_usage",
+    "create:billing_agreements",
+    "read:billing_agreements",
+];
+
+/// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.requests == 0 || args.connections == 0 || args.agreements == 0 {
+        bail!("--requests, --connections and --agreements must be at least 1");
+    }
+    let command_line = command_line();
+    let target = match &args.server {
+        Some(server) => Target::External {
+            base: server.trim_end_matches('/').to_owned(),
+            token: args.token.clone().context("--server needs --token")?,
+        },
+        None => Target::InProcess(InProcess::start(&args).await?),
+    };
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus())
+        .thread_name(LOAD_THREAD_PREFIX)
+        .enable_all()
+        .build()
+        .context("cannot start the load generator's runtime")?;
+
+    let mut plan = Vec::new();
+    if args.baseline_connections > 0 && args.baseline_connections != args.connections {
+        plan.push(args.baseline_connections);
+    }
+    plan.push(args.connections);
+
+    println!("kinde-meter bench");
+    println!("command: {command_line}");
+    match &target {
+        Target::InProcess(server) => println!(
+            "server:  in-process at {}, SQLite (WAL, synchronous=FULL, group commit) in {}",
+            server.base,
+            server.data_dir.display()
+        ),
+        Target::External { base, .. } => println!("server:  {base} (external)"),
+    }
+    println!(
+        "load:    {} records per run, each a delta of \"1\" to {} over {} agreements (plan {}), \
+         HTTP/1.1 keep-alive, load generator in this process ({} threads) on {} CPUs",
+        args.requests,
+        args.feature_code,
+        args.agreements,
+        args.plan_code,
+        cpus(),
+        cpus()
+    );
+
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let mut results = Vec::new();
+    let mut failure = None;
+    for (index, &connections) in plan.iter().enumerate() {
+        let result = run_phase(&args, &target, &load, &run_id, index + 1, connections).await;
+        match result {
+            Ok(result) => {
+                print_phase(index + 1, &result);
+                if !result.exact() {
+                    failure.get_or_insert_with(|| {
+                        format!(
+                            "run {}: stored usage {} (in {} records) differs from the {} acknowledged records",
+                            index + 1,
+                            result.stored_value,
+                            result.stored_records,
+                            result.ok
+                        )
+                    });
+                }
+                results.push(result);
+            }
+            Err(e) => {
+                failure = Some(format!("run {}: {e:#}", index + 1));
+                break;
+            }
+        }
+    }
+    load.shutdown_background();
+    if let [base, main] = results.as_slice() {
+        print_ratio(base, main);
+    }
+    if let Target::InProcess(server) = target {
+        server.stop().await?;
+    }
+    match failure {
+        Some(failure) => bail!("{failure}"),
+        None => {
+            println!("stored = acknowledged in every run: yes");
+            Ok(())
+        }
+    }
+}
+
+/// Where the requests go.
+enum Target {
+    InProcess(InProcess),
+    External { base: String, token: String },
+}
+
+impl Target {
+    fn base(&self) -> &str {
+        match self {
+            Target::InProcess(s) => &s.base,
+            Target::External { base, .. } => base,
+        }
+    }
+
+    fn token(&self) -> &str {
+        match self {
+            Target::InProcess(s) => &s.token,
+            Target::External { token, .. } => token,
+        }
+    }
+
+    fn writer_stats(&self) -> Option<WriterStats> {
+        match self {
+            Target::InProcess(s) => s.sqlite.as_ref().map(|s| s.stats()),
+            Target::External { .. } => None,
+        }
+    }
+
+    fn in_process(&self) -> bool {
+        matches!(self, Target::InProcess(_))
+    }
+}
+
+/// A server started in this process on a fresh data directory.
+struct InProcess {
+    base: String,
+    token: String,
+    data_dir: PathBuf,
+    sqlite: Option<Arc<SqliteStore>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    async fn start(args: &BenchArgs) -> anyhow::Result<InProcess> {
+        let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("kinde-meter-bench-")
+            .tempdir_in(&parent)
+            .with_context(|| format!("cannot make a data directory in {}", parent.display()))?;
+        let data_dir = dir.path().to_owned();
+        let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), &data_dir);
+        // The benchmark measures the server, not the per-client limit (one client
+        // sends everything here).
+        config.rate_limits = RateLimitConfig::off();
+        let app = Application::build(config).await?;
+        let token = mint_token(
+            app.signing_key(),
+            &MintRequest {
+                issuer: app.identity().issuer(),
+                audience: vec![app.identity().audience()],
+                client_id: "kinde-meter-bench".to_owned(),
+                scopes: BENCH_SCOPES.iter().map(|s| s.to_string()).collect(),
+                lifetime: SignedDuration::from_hours(24),
+                now: Timestamp::now(),
+            },
+        )?;
+        let base = format!("http://{}", app.local_addr());
+        let sqlite = app.sqlite_store();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Ok(InProcess {
+            base,
+            token,
+            data_dir,
+            sqlite,
+            stop,
+            task,
+            _dir: dir,
+        })
+    }
+
+    /// Stops the server (draining it) before the data directory is removed.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("the server task failed")??;
+        Ok(())
+    }
+}
+
+/// What one run measured.
+struct PhaseResult {
+    connections: usize,
+    requests: usize,
+    elapsed: Duration,
+    /// Latencies of the answered requests, sorted, in microseconds.
+    latencies: Vec<u64>,
+    /// Answers by status, and transport failures under `"transport error"`.
+    outcomes: BTreeMap<String, u64>,
+    first_transport_error: Option<String>,
+    ok: u64,
+    cpu: Option<Cpu>,
+    writer: Option<WriterStats>,
+    stored_value: String,
+    stored_records: u64,
+}
+
+impl PhaseResult {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Stored usage is exactly the acknowledged records.
+    fn exact(&self) -> bool {
+        self.stored_value == self.ok.to_string() && self.stored_records == self.ok
+    }
+
+    fn records_per_commit(&self) -> Option<f64> {
+        self.writer
+            .filter(|w| w.batches > 0)
+            .map(|w| w.records as f64 / w.batches as f64)
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank =
+            ((p * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
+        self.latencies[rank - 1] as f64 / 1000.0
+    }
+}
+
+/// CPU time of a run, in seconds.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// The whole process.
+    process: f64,
+    /// The load generator's threads.
+    load: f64,
+    /// The SQLite writer thread (part of the server's share).
+    writer: f64,
+}
+
+async fn run_phase(
+    args: &BenchArgs,
+    target: &Target,
+    load: &tokio::runtime::Runtime,
+    run_id: &str,
+    phase: usize,
+    connections: usize,
+) -> anyhow::Result<PhaseResult> {
+    // Fresh agreements per run, so that each run's stored usage is its own.
+    let mut agreements = Vec::with_capacity(args.agreements);
+    for i in 0..args.agreements {
+        let customer = format!("bench_{run_id}_{phase}_{i}");
+        let id = super::remote::create_agreement(
+            target.base(),
+            Some(target.token()),
+            &customer,
+            &args.plan_code,
+        )
+        .await
+        .with_context(|| format!("cannot create the agreement for {customer}"))?;
+        agreements.push(id);
+    }
+    let bodies: Arc<Vec<String>> = Arc::new(
+        agreements
+            .iter()
+            .map(|id| {
+                serde_json::json!({
+                    "customer_agreement_id": id,
+                    "billing_feature_code": args.feature_code,
+                    "meter_value": "1",
+                    "meter_type_code": "delta",
+                })
+                .to_string()
+            })
+            .collect(),
+    );
+    let url = format!("{}/api/v1/billing/meter_usage", target.base());
+    let auth = HeaderValue::from_str(&format!("Bearer {}", target.token()))
+        .context("the token is not a valid header value")?;
+
+    let writer_before = target.writer_stats();
+    let cpu_before = target.in_process().then(cpu_now).flatten();
+    let requests = args.requests;
+    let outcome = load
+        .spawn(drive(url, auth, bodies, requests, connections))
+        .await
+        .context("the load generator panicked")??;
+    let cpu_after = target.in_process().then(cpu_now).flatten();
+    let writer = match (writer_before, target.writer_stats()) {
+        (Some(a), Some(b)) => Some(WriterStats {
+            received: b.received - a.received,
+            batches: b.batches - a.batches,
+            failed_batches: b.failed_batches - a.failed_batches,
+            jobs: b.jobs - a.jobs,
+            records: b.records - a.records,
+            largest_batch: b.largest_batch,
+        }),
+        _ => None,
+    };
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some(Cpu {
+            process: b.process - a.process,
+            load: b.load - a.load,
+            writer: b.writer - a.writer,
+        }),
+        _ => None,
+    };
+
+    // Read back what was stored.
+    let mut stored = 0u128;
+    let mut stored_records = 0u64;
+    for id in &agreements {
+        let usage = super::remote::get_usage(
+            target.base(),
+            Some(target.token()),
+            id,
+            Some(&args.feature_code),
+            None,
+        )
+        .await
+        .with_context(|| format!("cannot read the usage of {id}"))?;
+        for feature in usage.usage {
+            stored += feature
+                .value
+                .parse::<u128>()
+                .with_context(|| format!("usage {:?} of {id} is not an integer", feature.value))?;
+            stored_records += feature.record_count;
+        }
+    }
+
+    let ok = outcome.outcomes.get("200").copied().unwrap_or(0);
+    Ok(PhaseResult {
+        connections,
+        requests,
+        elapsed: outcome.elapsed,
+        latencies: outcome.latencies,
+        outcomes: outcome.outcomes,
+        first_transport_error: outcome.first_transport_error,
+        ok,
+        cpu,
+        writer,
+        stored_value: stored.to_string(),
+        stored_records,
+    })
+}
+
+struct LoadOutcome {
+    elapsed: Duration,
+    latencies: Vec<u64>,
+    outcomes: BTreeMap<String, u64>,
+    first_transport_error: Option<String>,
+}
+
+/// Sends `requests` records over `connections` concurrent keep-alive connections:
+/// each of `connections` tasks sends one request at a time, taking the next
+/// number until all are taken. Runs on the load generator's runtime.
+async fn drive(
+    url: String,
+    auth: HeaderValue,
+    bodies: Arc<Vec<String>>,
+    requests: usize,
+    connections: usize,
+) -> anyhow::Result<LoadOutcome> {
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(connections)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (client, url, auth, bodies, next) = (
+            client.clone(),
+            url.clone(),
+            auth.clone(),
+            bodies.clone(),
+            next.clone(),
+        );
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(requests / connections + 1);
+            let mut outcomes = BTreeMap::<String, u64>::new();
+            let mut first_error = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let body = bodies[i % bodies.len()].clone();
+                let sent = Instant::now();
+                let answer = client
+                    .post(&url)
+                    .header(AUTHORIZATION, auth.clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(body)
+                    .send()
+                    .await;
+                let status = match answer {
+                    // The body is read to the end so that the connection is reused.
+                    Ok(response) => {
+                        let status = response.status();
+                        match response.bytes().await {
+                            Ok(_) => Ok(status),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match status {
+                    Ok(status) => {
+                        latencies.push(sent.elapsed().as_micros() as u64);
+                        *outcomes.entry(status.as_u16().to_string()).or_default() += 1;
+                    }
+                    Err(e) => {
+                        *outcomes.entry("transport error".to_owned()).or_default() += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            (latencies, outcomes, first_error)
+        });
+    }
+    let mut outcome = LoadOutcome {
+        elapsed: Duration::ZERO,
+        latencies: Vec::with_capacity(requests),
+        outcomes: BTreeMap::new(),
+        first_transport_error: None,
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let (latencies, outcomes, first_error) = joined.context("a connection task panicked")?;
+        outcome.latencies.extend(latencies);
+        for (k, v) in outcomes {
+            *outcome.outcomes.entry(k).or_default() += v;
+        }
+        if outcome.first_transport_error.is_none() {
+            outcome.first_transport_error = first_error;
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome.latencies.sort_unstable();
+    Ok(outcome)
+}
+
+fn print_phase(index: usize, r: &PhaseResult) {
+    let plural = if r.connections == 1 { "" } else { "s" };
+    println!();
+    println!("run {index}: {} connection{plural}", r.connections);
+    println!(
+        "  throughput    {:.0} req/s ({} requests in {:.2} s)",
+        r.throughput(),
+        r.requests,
+        r.elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency       p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        r.percentile(0.50),
+        r.percentile(0.90),
+        r.percentile(0.99),
+        r.percentile(1.0)
+    );
+    let mut answers = String::new();
+    for (status, count) in &r.outcomes {
+        if !answers.is_empty() {
+            answers.push_str(", ");
+        }
+        let _ = write!(answers, "{status}: {count}");
+    }
+    println!("  answers       {answers}");
+    if let Some(e) = &r.first_transport_error {
+        println!("                first transport error: {e}");
+    }
+    match r.cpu {
+        Some(cpu) => {
+            let per = |s: f64| s * 1e6 / r.requests as f64;
+            println!(
+                "  CPU/request   {:.1} µs process = {:.1} µs server (of which {:.1} µs the SQLite \
+                 writer thread) + {:.1} µs load generator (user+sys from /proc/self, {} ms resolution)",
+                per(cpu.process),
+                per(cpu.process - cpu.load),
+                per(cpu.writer),
+                per(cpu.load),
+                1000.0 / USER_HZ
+            );
+        }
+        None => println!("  CPU/request   n/a (server not in this process)"),
+    }
+    match (r.writer, r.records_per_commit()) {
+        (Some(w), Some(avg)) => println!(
+            "  group commit  {} records in {} commits: {avg:.2} records/commit (largest batch so far {} jobs{})",
+            w.records,
+            w.batches,
+            w.largest_batch,
+            if w.failed_batches > 0 {
+                format!(", {} failed batches", w.failed_batches)
+            } else {
+                String::new()
+            }
+        ),
+        _ => println!("  group commit  n/a (server not in this process)"),
+    }
+    println!(
+        "  stored        usage {} in {} records, acknowledged {}: {}",
+        r.stored_value,
+        r.stored_records,
+        r.ok,
+        if r.exact() { "exact" } else { "MISMATCH" }
+    );
+}
+
+fn print_ratio(base: &PhaseResult, main: &PhaseResult) {
+    println!();
+    let mut line = format!(
+        "ratio {} vs {} connection{}: {:.2}x req/s",
+        main.connections,
+        base.connections,
+        if base.connections == 1 { "" } else { "s" },
+        main.throughput() / base.throughput()
+    );
+    if let (Some(b), Some(m)) = (base.cpu, main.cpu) {
+        let server = |c: Cpu, r: &PhaseResult| (c.process - c.load) / r.requests as f64;
+        let _ = write!(
+            line,
+            ", {:.2}x server CPU/request",
+            server(m, main) / server(b, base)
+        );
+    }
+    if let (Some(b), Some(m)) = (base.records_per_commit(), main.records_per_commit()) {
+        let _ = write!(line, ", records/commit {b:.2} -> {m:.2}");
+    }
+    println!("{line}");
+}
+
+/// CPU time so far of the whole process and of the load generator's threads.
+fn cpu_now() -> Option<Cpu> {
+    let process = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, process) = parse_stat(&process)?;
+    let (mut load, mut writer) = (0, 0);
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // the thread has just ended
+        };
+        match parse_stat(&stat) {
+            Some((comm, ticks)) if comm.starts_with(LOAD_THREAD_PREFIX) => load += ticks,
+            Some((comm, ticks)) if comm.starts_with(WRITER_THREAD_PREFIX) => writer += ticks,
+            _ => {}
+        }
+    }
+    Some(Cpu {
+        process: process as f64 / USER_HZ,
+        load: load as f64 / USER_HZ,
+        writer: writer as f64 / USER_HZ,
+    })
+}
+
+/// `(comm, utime + stime)` of a `/proc/…/stat` line.
+fn parse_stat(stat: &str) -> Option<(&str, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = &stat[open + 1..close];
+    // After the comm: state is field 3; utime and stime are fields 14 and 15.
+    let mut fields = stat[close + 1..].split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// This process's command line, quoted for a POSIX shell, with a token's value
+/// left out.
+fn command_line() -> String {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for arg in std::env::args() {
+        if hide_next {
+            out.push("\"$TOKEN\"".to_owned());
+            hide_next = false;
+            continue;
+        }
+        if arg == "--token" {
+            hide_next = true;
+            out.push(arg);
+            continue;
+        }
+        if arg.starts_with("--token=") {
+            out.push("--token=\"$TOKEN\"".to_owned());
+            continue;
+        }
+        out.push(shell_quote(&arg));
+    }
+    out.join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cpu_ticks_and_comm_from_a_stat_line() {
+        let line = "1234 (km-bench-load) S 1 2 3 4 5 6 7 8 9 10 250 30 0 0 20 0 4 0 99";
+        assert_eq!(parse_stat(line), Some(("km-bench-load", 280)));
+        // A comm with spaces and parentheses.
+        let line = "7 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 1 2 0 0";
+        assert_eq!(parse_stat(line), Some(("a (b) c", 3)));
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(parse_stat(&own).is_some());
+    }
+
+    #[test]
+    fn quotes_only_what_a_shell_needs_quoted() {
+        assert_eq!(shell_quote("--requests"), "--requests");
+        assert_eq!(
+            shell_quote("target/release/kinde-meter"),
+            "target/release/kinde-meter"
+        );
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

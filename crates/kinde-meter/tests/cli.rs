@@ -1,0 +1,993 @@
+//! End-to-end tests of the real `kinde-meter` binary (SPEC §6): `serve` in a child
+//! process on 127.0.0.1:0 with a temporary data directory, the other commands
+//! run as a user would run them, and HTTP to check what the server accepts.
+//!
+//! Every wait is for a condition with a deadline; every child process is killed
+//! when its guard drops, so a failing test leaves nothing running.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+/// How long a server may take to print its first line, a command to finish.
+const DEADLINE: Duration = Duration::from_secs(60);
+/// How long a server may take to exit after SIGTERM (SPEC §5: 10 s, with margin).
+const EXIT_DEADLINE: Duration = Duration::from_secs(20);
+const SUCCESS: &str = r#"{"message":"Success","code":"OK"}"#;
+fn kinde_meter() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinde-meter"));
+    // The caller's `KINDE_METER_*` settings must not change what a test means.
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("KINDE_METER_") {
+            command.env_remove(var);
+        }
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// Kills the child if it is still running when dropped (a failed assertion).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Text a thread collects from a child's pipe.
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<String>>);
+
+impl Collected {
+    /// Starts collecting; the thread ends when the pipe closes.
+    fn from_pipe(pipe: impl Read + Send + 'static) -> (Collected, JoinHandle<()>) {
+        let collected = Collected::default();
+        let sink = collected.clone();
+        let thread = std::thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.0
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        (collected, thread)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Waits for `condition` to hold, checking every few milliseconds, until `deadline`.
+fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !condition() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a command to its end (killed after [`DEADLINE`]).
+fn run(command: &mut Command) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kinde-meter starts");
+    let mut guard = ChildGuard(child);
+    let (stdout, out_thread) = Collected::from_pipe(guard.0.stdout.take().unwrap());
+    let (stderr, err_thread) = Collected::from_pipe(guard.0.stderr.take().unwrap());
+    let status = wait_exit(&mut guard.0, DEADLINE, &stderr);
+    // The pipes close with the process: the readers have their last bytes.
+    out_thread.join().unwrap();
+    err_thread.join().unwrap();
+    Output {
+        status,
+        stdout: stdout.text().into_bytes(),
+        stderr: stderr.text().into_bytes(),
+    }
+}
+
+fn wait_exit(child: &mut Child, deadline: Duration, stderr: &Collected) -> ExitStatus {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < until,
+            "the process did not exit within {deadline:?}; stderr so far:\n{}",
+            stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn run_ok(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Stdout that must be exactly one line; returns it.
+fn one_line(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "expected exactly one line, got {stdout:?}");
+    assert!(stdout.ends_with('\n'));
+    lines[0].to_owned()
+}
+
+/// A `kinde-meter serve` child process.
+struct Server {
+    guard: ChildGuard,
+    /// Stdout lines read so far.
+    lines: Vec<String>,
+    line_rx: mpsc::Receiver<String>,
+    stderr: Collected,
+    /// `http://127.0.0.1:PORT`, from the first line.
+    url: String,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// `serve --listen 127.0.0.1:0 --data-dir DIR` plus `extra` arguments.
+    fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut command = kinde_meter();
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra);
+        Server::spawn(command)
+    }
+
+    /// Spawns `command` (a `serve`) and waits for its first line, the URL.
+    fn spawn(mut command: Command) -> Server {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kinde-meter serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let (stderr, _) = Collected::from_pipe(child.stderr.take().unwrap());
+        let guard = ChildGuard(child);
+        let (tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            guard,
+            lines: Vec::new(),
+            line_rx,
+            stderr,
+            url: String::new(),
+            addr: "0.0.0.0:0".parse().unwrap(),
+        };
+        let first = server.next_line();
+        let rest = first
+            .strip_prefix("kinde-meter serving ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let url = rest.split(' ').next().unwrap().to_owned();
+        assert!(
+            rest[url.len()..].starts_with(" (listening on "),
+            "first line: {first:?}"
+        );
+        server.addr = url.strip_prefix("http://").unwrap().parse().unwrap();
+        assert_ne!(server.addr.port(), 0);
+        server.url = url;
+        server
+    }
+
+    /// The next stdout line, waiting up to [`DEADLINE`].
+    fn next_line(&mut self) -> String {
+        match self.line_rx.recv_timeout(DEADLINE) {
+            Ok(line) => {
+                self.lines.push(line.clone());
+                line
+            }
+            Err(e) => panic!(
+                "no stdout line from the server ({e}); stdout so far: {:?}; stderr:\n{}",
+                self.lines,
+                self.stderr.text()
+            ),
+        }
+    }
+
+    /// Reads stdout lines until one satisfies `predicate`; returns it.
+    fn line_where(&mut self, predicate: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.lines.iter().find(|l| predicate(l)) {
+            return line.clone();
+        }
+        loop {
+            let line = self.next_line();
+            if predicate(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The printed ready token.
+    fn printed_token(&mut self) -> String {
+        let line = self.line_where(|l| l.trim_start().starts_with("export TOKEN="));
+        line.trim()
+            .strip_prefix("export TOKEN=")
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The printed curl line that records usage, and the agreement id in it.
+    fn printed_record_line(&mut self) -> (String, String) {
+        let line = self.line_where(|l| l.contains("curl") && l.contains("-X POST"));
+        let marker = r#""customer_agreement_id":""#;
+        let start = line.find(marker).expect("the curl line names an agreement") + marker.len();
+        let id = line[start..].split('"').next().unwrap().to_owned();
+        (line.trim().to_owned(), id)
+    }
+
+    /// The printed curl line that reads usage back.
+    fn printed_read_line(&mut self) -> String {
+        self.line_where(|l| l.contains("curl") && !l.contains("-X POST"))
+            .trim()
+            .to_owned()
+    }
+
+    fn pid(&self) -> u32 {
+        self.guard.0.id()
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit and returns its status.
+    fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        wait_exit(&mut self.guard.0, deadline, &self.stderr)
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> ExitStatus {
+        self.terminate();
+        self.wait_exit(EXIT_DEADLINE)
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POSTs one usage record; returns the status and the body.
+async fn record(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    agreement: &str,
+    value: &str,
+) -> (u16, String) {
+    let response = client
+        .post(format!("{url}/api/v1/billing/meter_usage"))
+        .bearer_auth(token)
+        .json(&json!({
+            "customer_agreement_id": agreement,
+            "billing_feature_code": "api_calls",
+            "meter_value": value,
+        }))
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Reads the usage of `feature` over HTTP; returns (value, record_count).
+async fn usage_over_http(url: &str, token: &str, agreement: &str, feature: &str) -> (String, u64) {
+    let response = http()
+        .get(format!("{url}/api/v1/billing/meter_usage"))
+        .query(&[
+            ("customer_agreement_id", agreement),
+            ("billing_feature_code", feature),
+        ])
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    usage_entry(&body, feature)
+}
+
+/// `(value, record_count)` of `feature` in a usage response body.
+fn usage_entry(body: &Value, feature: &str) -> (String, u64) {
+    assert_eq!(body["code"], "OK", "{body}");
+    let entry = body["usage"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no usage array in {body}"))
+        .iter()
+        .find(|u| u["billing_feature_code"] == feature)
+        .unwrap_or_else(|| panic!("no {feature} in {body}"));
+    (
+        entry["value"].as_str().unwrap().to_owned(),
+        entry["record_count"].as_u64().unwrap(),
+    )
+}
+
+/// `kinde-meter usage --data-dir DIR --agreement-id A --feature-code api_calls`, parsed.
+fn usage_offline(data_dir: &Path, agreement: &str) -> (String, u64) {
+    let stdout = run_ok(
+        kinde_meter()
+            .args([
+                "usage",
+                "--feature-code",
+                "api_calls",
+                "--agreement-id",
+                agreement,
+            ])
+            .arg("--data-dir")
+            .arg(data_dir),
+    );
+    let body: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("usage prints JSON ({e}): {stdout}"));
+    usage_entry(&body, "api_calls")
+}
+
+/// `kinde-meter token --data-dir DIR --scope SCOPE`: exactly one line, a JWT.
+fn mint(data_dir: &Path, scope: &str) -> String {
+    let stdout = run_ok(
+        kinde_meter()
+            .args(["token", "--scope", scope])
+            .arg("--data-dir")
+            .arg(data_dir),
+    );
+    let token = one_line(&stdout);
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token:?}");
+    token
+}
+
+fn error_code(body: &str) -> String {
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    body["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_flags_prints_a_ready_token_and_curl_lines_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let first = server.lines[0].clone();
+    assert!(
+        first.contains(&format!("data in {}", dir.path().display())),
+        "{first}"
+    );
+    let token = server.printed_token();
+    let (record_line, agreement) = server.printed_record_line();
+    let read_line = server.printed_read_line();
+    assert!(agreement.starts_with("agreement_"), "{agreement}");
+    for line in [&record_line, &read_line] {
+        assert!(line.starts_with("curl "), "{line}");
+        assert!(line.contains(&server.url), "{line}");
+        assert!(line.contains("Authorization: Bearer $TOKEN"), "{line}");
+        assert!(line.contains("/api/v1/billing/meter_usage"), "{line}");
+    }
+
+    // The token and the agreement record usage and read it back exactly.
+    let client = http();
+    assert_eq!(
+        record(&client, &server.url, &token, &agreement, "5").await,
+        (200, SUCCESS.to_owned())
+    );
+    assert_eq!(
+        record(&client, &server.url, &token, &agreement, "0.25").await,
+        (200, SUCCESS.to_owned())
+    );
+    assert_eq!(
+        usage_over_http(&server.url, &token, &agreement, "api_calls").await,
+        ("5.25".to_owned(), 2)
+    );
+
+    // The printed curl lines themselves, run by a shell, do the same.
+    let curl = |line: &str| {
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(line)
+                .env("TOKEN", &token)
+                .current_dir(dir.path()),
+        )
+    };
+    assert_eq!(curl(&record_line).trim(), SUCCESS);
+    let body: Value = serde_json::from_str(&curl(&read_line)).unwrap();
+    assert_eq!(usage_entry(&body, "api_calls"), ("10.25".to_owned(), 3));
+
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_only_a_token_that_the_server_accepts_within_its_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let (_, agreement) = server.printed_record_line();
+    let client = http();
+
+    let writer = mint(dir.path(), "create:meter_usage");
+    let reader = mint(dir.path(), "read:meter_usage");
+    assert_eq!(
+        record(&client, &server.url, &writer, &agreement, "3").await,
+        (200, SUCCESS.to_owned())
+    );
+    assert_eq!(
+        usage_over_http(&server.url, &reader, &agreement, "api_calls").await,
+        ("3".to_owned(), 1)
+    );
+
+    // Each token is limited to its scope.
+    let (status, body) = record(&client, &server.url, &reader, &agreement, "1").await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (403, "INSUFFICIENT_SCOPE")
+    );
+    let response = client
+        .get(format!("{}/api/v1/billing/meter_usage", server.url))
+        .query(&[("customer_agreement_id", agreement.as_str())])
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    assert_eq!(
+        error_code(&response.text().await.unwrap()),
+        "INSUFFICIENT_SCOPE"
+    );
+    let lister = mint(dir.path(), "read:billing_agreements");
+    let response = client
+        .post(format!("{}/api/v1/billing/agreements", server.url))
+        .bearer_auth(&lister)
+        .json(&json!({"customer_id": "c", "plan_code": "pro"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    assert_eq!(
+        error_code(&response.text().await.unwrap()),
+        "INSUFFICIENT_SCOPE"
+    );
+
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreements_and_usage_commands_work_offline_and_against_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let token = server.printed_token();
+    let client = http();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+
+    // Offline, on the directory the server is running on: only an id is printed.
+    let offline = one_line(&run_ok(kinde_meter().args([
+        "agreements",
+        "create",
+        "--customer-id",
+        "customer_offline",
+        "--plan-code",
+        "pro",
+        "--data-dir",
+        &data_dir,
+    ])));
+    assert!(offline.starts_with("agreement_"), "{offline}");
+    // Through the running server.
+    let remote = one_line(&run_ok(kinde_meter().args([
+        "agreements",
+        "create",
+        "--customer-id",
+        "customer_remote",
+        "--plan-code",
+        "starter",
+        "--server",
+        &server.url,
+        "--token",
+        &token,
+    ])));
+    assert!(remote.starts_with("agreement_"), "{remote}");
+    assert_ne!(offline, remote);
+
+    // The running server takes usage against both.
+    for (agreement, value) in [(&offline, "7"), (&remote, "11.5")] {
+        assert_eq!(
+            record(&client, &server.url, &token, agreement, value).await,
+            (200, SUCCESS.to_owned())
+        );
+    }
+
+    // `agreements list` prints Kinde's GetBillingAgreementsResponse as JSON, both ways.
+    for target in [
+        vec!["--data-dir", data_dir.as_str()],
+        vec!["--server", server.url.as_str(), "--token", token.as_str()],
+    ] {
+        for (customer, id, plan) in [
+            ("customer_offline", &offline, "pro"),
+            ("customer_remote", &remote, "starter"),
+        ] {
+            let stdout = run_ok(
+                kinde_meter()
+                    .args(["agreements", "list", "--customer-id", customer])
+                    .args(&target),
+            );
+            let body: Value = serde_json::from_str(&stdout)
+                .unwrap_or_else(|e| panic!("agreements list prints JSON ({e}): {stdout}"));
+            assert_eq!(body["code"], "OK", "{body}");
+            assert_eq!(body["has_more"], false, "{body}");
+            let agreements = body["agreements"].as_array().unwrap();
+            assert_eq!(agreements.len(), 1, "{body}");
+            assert_eq!(agreements[0]["id"], id.as_str());
+            assert_eq!(agreements[0]["plan_code"], plan);
+            assert!(agreements[0]["expires_on"].is_null());
+        }
+    }
+
+    // `usage` prints the usage JSON, both ways, with the exact values.
+    assert_eq!(usage_offline(dir.path(), &offline), ("7".to_owned(), 1));
+    let stdout = run_ok(kinde_meter().args([
+        "usage",
+        "--agreement-id",
+        &remote,
+        "--server",
+        &server.url,
+        "--token",
+        &token,
+    ]));
+    let body: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(usage_entry(&body, "api_calls"), ("11.5".to_owned(), 1));
+
+    // An unknown plan is an error naming it, with nothing on stdout.
+    let output = run(kinde_meter().args([
+        "agreements",
+        "create",
+        "--customer-id",
+        "customer_offline",
+        "--plan-code",
+        "no_such_plan",
+        "--data-dir",
+        &data_dir,
+    ]));
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("PLAN_NOT_FOUND"));
+
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let token = server.printed_token();
+    let (_, agreement) = server.printed_record_line();
+
+    let output = run(kinde_meter()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path()));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already serving"), "stderr: {stderr}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("kinde-meter serving"),
+        "the refused server must not claim to serve"
+    );
+
+    // The first one is unharmed.
+    assert_eq!(
+        record(&http(), &server.url, &token, &agreement, "1").await,
+        (200, SUCCESS.to_owned())
+    );
+    assert!(server.stop().success());
+
+    // Once it has stopped, the directory can be served again; and a SIGTERM sent
+    // as soon as the ready line is out is a clean stop too (the handlers are
+    // installed before it is printed).
+    let server = Server::start(dir.path(), &[]);
+    assert!(server.stop().success());
+}
+
+/// Sends the headers of a usage POST with `Expect: 100-continue` and waits for
+/// the server's `100 Continue`: proof that the request is accepted and its handler
+/// is reading the body, i.e. the request is in flight.
+fn start_slow_request(addr: SocketAddr, token: &str, body: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/v1/billing/meter_usage HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        let n = stream
+            .read(&mut byte)
+            .expect("the server answers 100 Continue");
+        assert_eq!(
+            n,
+            1,
+            "connection closed; got {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&seen);
+    assert!(head.starts_with("HTTP/1.1 100"), "{head}");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_in_flight_requests_exits_0_and_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let token = server.printed_token();
+    let (_, agreement) = server.printed_record_line();
+
+    // Load: four connections recording "1" each until the server goes away.
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (url, token, agreement) = (server.url.clone(), token.clone(), agreement.clone());
+        let (acknowledged, stopped) = (acknowledged.clone(), stopped.clone());
+        load.push(tokio::spawn(async move {
+            let client = http();
+            let mut refused = 0u64;
+            while !stopped.load(Ordering::Relaxed) {
+                let sent = client
+                    .post(format!("{url}/api/v1/billing/meter_usage"))
+                    .bearer_auth(&token)
+                    .json(&json!({
+                        "customer_agreement_id": agreement,
+                        "billing_feature_code": "api_calls",
+                        "meter_value": "1",
+                    }))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let body = response.text().await;
+                        if status == 200 && body.as_deref().ok() == Some(SUCCESS) {
+                            acknowledged.fetch_add(1, Ordering::SeqCst);
+                        } else {
+                            refused += 1;
+                        }
+                    }
+                    // The server has closed its listener or this connection.
+                    Err(_) => break,
+                }
+            }
+            refused
+        }));
+    }
+    let counter = acknowledged.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("200 acknowledged records", DEADLINE, || {
+            counter.load(Ordering::SeqCst) >= 200
+        })
+    })
+    .await
+    .unwrap();
+
+    // One request in flight: accepted, its handler waiting for the body.
+    let slow_body = json!({
+        "customer_agreement_id": agreement,
+        "billing_feature_code": "api_calls",
+        "meter_value": "1000",
+    })
+    .to_string();
+    let (addr, slow_token) = (server.addr, token.clone());
+    let body = slow_body.clone();
+    let mut slow =
+        tokio::task::spawn_blocking(move || start_slow_request(addr, &slow_token, &body))
+            .await
+            .unwrap();
+    let acknowledged_before_signal = acknowledged.load(Ordering::SeqCst);
+
+    server.terminate();
+    // Draining: the signal is logged and new connections are refused...
+    let stderr = server.stderr.clone();
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        wait_for("the shutdown to start", DEADLINE, || {
+            stderr.text().contains("shutdown signal received")
+        });
+        wait_for("the listener to close", DEADLINE, || {
+            TcpStream::connect(addr).is_err()
+        });
+    })
+    .await
+    .unwrap();
+    // ...while the request in flight is still answered, and committed.
+    let answer = tokio::task::spawn_blocking(move || {
+        slow.write_all(slow_body.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&answer).ends_with(SUCCESS) {
+            match slow.read(&mut byte) {
+                Ok(1) => answer.push(byte[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(SUCCESS), "{answer}");
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit(EXIT_DEADLINE);
+        (status, server)
+    })
+    .await
+    .unwrap();
+    let (status, server) = status;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr.text());
+    drop(server);
+    stopped.store(true, Ordering::Relaxed);
+    let mut refused = 0;
+    for task in load {
+        refused += task.await.unwrap();
+    }
+    assert_eq!(refused, 0, "no request may be refused while draining");
+    let acknowledged = acknowledged.load(Ordering::SeqCst);
+    assert!(acknowledged >= acknowledged_before_signal);
+
+    // Every acknowledged record is stored (and nothing else), read offline...
+    let expected = ((acknowledged + 1000).to_string(), acknowledged + 1);
+    let (data_dir, agreement_id) = (dir.path().to_owned(), agreement.clone());
+    let stored = tokio::task::spawn_blocking(move || usage_offline(&data_dir, &agreement_id))
+        .await
+        .unwrap();
+    assert_eq!(stored, expected);
+
+    // ...and after a restart, offline and over HTTP.
+    let mut server = Server::start(dir.path(), &[]);
+    let token = server.printed_token();
+    let (_, demo) = server.printed_record_line();
+    assert_eq!(demo, agreement, "the demo agreement survives the restart");
+    let (data_dir, agreement_id) = (dir.path().to_owned(), agreement.clone());
+    let stored = tokio::task::spawn_blocking(move || usage_offline(&data_dir, &agreement_id))
+        .await
+        .unwrap();
+    assert_eq!(stored, expected);
+    assert_eq!(
+        usage_over_http(&server.url, &token, &agreement, "api_calls").await,
+        expected
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_bad_catalog_fails_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // An unknown interval: the value on line 4, column 12.
+        (
+            "bad-interval.toml",
+            "[[plans]]\ncode = \"pro\"\nname = \"Pro\"\ninterval = \"fortnight\"\n",
+            "4:12: ",
+        ),
+        // Not TOML at all, on line 2.
+        ("bad-syntax.toml", "[[plans]]\ncode = = \"pro\"\n", ":2:"),
+    ];
+    for (name, text, at) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let output = run(kinde_meter()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--catalog")
+            .arg(&path));
+        assert!(!output.status.success(), "{name} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let located = format!("{}:", path.display());
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&located))
+            .unwrap_or_else(|| panic!("{name}: no `file:line:col: message` in {stderr}"));
+        let after = &line[line.find(&located).unwrap() + located.len()..];
+        // `line:col: message`, both numbers known.
+        let mut parts = after.splitn(3, ':');
+        let (l, c, message) = (
+            parts.next().unwrap(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        assert!(l.parse::<usize>().unwrap() > 0, "{line}");
+        assert!(c.parse::<usize>().unwrap() > 0, "{line}");
+        assert!(
+            message.starts_with(' ') && message.trim().len() > 3,
+            "{line}"
+        );
+        assert!(line.contains(at), "{name}: expected {at:?} in {line}");
+        assert!(output.stdout.is_empty(), "nothing served");
+    }
+    let missing = run(kinde_meter()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--catalog")
+        .arg(dir.path().join("missing.toml")));
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("missing.toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_variables_work_instead_of_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("from-env");
+    let mut command = kinde_meter();
+    command
+        .arg("serve")
+        .env("KINDE_METER_DATA_DIR", &data_dir)
+        .env("KINDE_METER_LISTEN", "127.0.0.1:0")
+        .current_dir(dir.path());
+    let mut server = Server::spawn(command);
+    assert!(
+        server.lines[0].contains(&format!("data in {}", data_dir.display())),
+        "{}",
+        server.lines[0]
+    );
+    assert!(data_dir.join("kinde-meter.db").exists());
+    assert!(
+        !dir.path().join("kinde-meter-data").exists(),
+        "the default data dir was used despite KINDE_METER_DATA_DIR"
+    );
+    let (_, agreement) = server.printed_record_line();
+
+    // `token` and `agreements create` read the data dir from the environment too.
+    let token = one_line(&run_ok(
+        kinde_meter()
+            .args(["token", "--scope", "create:meter_usage read:meter_usage"])
+            .env("KINDE_METER_DATA_DIR", &data_dir)
+            .current_dir(dir.path()),
+    ));
+    assert_eq!(
+        record(&http(), &server.url, &token, &agreement, "2").await,
+        (200, SUCCESS.to_owned())
+    );
+    let created = one_line(&run_ok(
+        kinde_meter()
+            .args(["agreements", "create", "--customer-id", "customer_env"])
+            .args(["--plan-code", "pro"])
+            .env("KINDE_METER_DATA_DIR", &data_dir)
+            .current_dir(dir.path()),
+    ));
+    assert!(created.starts_with("agreement_"));
+
+    // `usage` against the server named by KINDE_METER_SERVER / KINDE_METER_TOKEN.
+    let stdout = run_ok(
+        kinde_meter()
+            .args(["usage", "--agreement-id", &agreement])
+            .env("KINDE_METER_SERVER", &server.url)
+            .env("KINDE_METER_TOKEN", &token)
+            .current_dir(dir.path()),
+    );
+    let body: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(usage_entry(&body, "api_calls"), ("2".to_owned(), 1));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn bench_runs_a_baseline_and_a_concurrent_run_and_checks_what_was_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run_ok(
+        kinde_meter()
+            .args(["bench", "--requests", "300", "--connections", "4"])
+            .args(["--agreements", "3", "--work-dir"])
+            .arg(dir.path()),
+    );
+    assert!(
+        stdout.contains("command: ") && stdout.contains("bench --requests 300 --connections 4"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("run 1: 1 connection\n"), "{stdout}");
+    assert!(stdout.contains("run 2: 4 connections\n"), "{stdout}");
+    assert_eq!(
+        stdout.matches("answers       200: 300\n").count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("stored        usage 300 in 300 records, acknowledged 300: exact")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert!(stdout.contains("records/commit"), "{stdout}");
+    assert!(stdout.contains("ratio 4 vs 1 connection: "), "{stdout}");
+    assert!(
+        stdout.ends_with("stored = acknowledged in every run: yes\n"),
+        "{stdout}"
+    );
+    // The in-process server's data directory is removed afterwards.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_against_a_running_server_does_not_echo_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--rate-limit", "0"]);
+    let token = server.printed_token();
+    let stdout = run_ok(kinde_meter().args([
+        "bench",
+        "--requests",
+        "100",
+        "--connections",
+        "2",
+        "--agreements",
+        "2",
+        "--server",
+        &server.url,
+        "--token",
+        &token,
+    ]));
+    assert!(
+        stdout.contains(&format!("server:  {} (external)", server.url)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--token \"$TOKEN\""), "{stdout}");
+    assert!(!stdout.contains(&token), "the token is printed: {stdout}");
+    assert!(stdout.contains("CPU/request   n/a"), "{stdout}");
+    assert_eq!(
+        stdout
+            .matches("stored        usage 100 in 100 records, acknowledged 100: exact")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert!(server.stop().success());
+}

@@ -1,0 +1,431 @@
+"""Wire compatibility: Kinde's official Python SDK against a running kinde-meter.
+
+Uses only the classes of the official `kinde-python-sdk` package (pinned in
+run.sh): `Configuration`, `ApiClient`, `BillingAgreementsApi`,
+`BillingMeterUsageApi`, their request/response models and the SDK's own
+exception classes. The one call the SDK has no method for (our usage read-back,
+`GET /api/v1/billing/meter_usage`, which Kinde lacks) goes through the SDK's own
+`ApiClient.param_serialize` / `call_api` / `response_deserialize`.
+
+Environment (run.sh sets them):
+  KINDE_METER_URL         the server, e.g. http://127.0.0.1:PORT
+  KINDE_METER_TOKEN       a token with every scope
+  KINDE_METER_READ_TOKEN  a token with only read:meter_usage
+
+Talks to nothing but that URL. Prints one line per test and, last, a line
+`N passed, M failed`; the exit status is non-zero when a test failed.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from kinde_sdk.management import (
+    ApiClient,
+    BillingAgreementsApi,
+    BillingMeterUsageApi,
+    Configuration,
+)
+from kinde_sdk.management.exceptions import (
+    ApiException,
+    BadRequestException,
+    ForbiddenException,
+)
+from kinde_sdk.management.models import (
+    CreateBillingAgreementRequest,
+    CreateMeterUsageRecordRequest,
+    CreateMeterUsageRecordResponse,
+    ErrorResponse,
+    GetBillingAgreementsResponse,
+    SuccessResponse,
+)
+
+URL = os.environ["KINDE_METER_URL"].rstrip("/")
+TOKEN = os.environ["KINDE_METER_TOKEN"]
+READ_TOKEN = os.environ["KINDE_METER_READ_TOKEN"]
+
+# A run-unique prefix, so that reruns against one data directory do not collide.
+RUN = uuid.uuid4().hex[:12]
+
+
+# --- the SDK, configured the documented way: host and access_token ---------------
+
+
+def client(token=TOKEN):
+    """An ApiClient for our server, configured only through `host` and `access_token`."""
+    return ApiClient(Configuration(host=URL, access_token=token))
+
+
+def agreements_api(token=TOKEN):
+    return BillingAgreementsApi(client(token))
+
+
+def meter_usage_api(token=TOKEN):
+    return BillingMeterUsageApi(client(token))
+
+
+def new_customer():
+    return f"customer_py_{RUN}_{uuid.uuid4().hex[:8]}"
+
+
+def new_agreement(plan_code="pro", customer_id=None):
+    """Creates an agreement with the SDK and finds its id by listing (Kinde's create
+    answers only {message, code})."""
+    customer_id = customer_id or new_customer()
+    api = agreements_api()
+    created = api.create_billing_agreement(
+        CreateBillingAgreementRequest(customer_id=customer_id, plan_code=plan_code)
+    )
+    assert isinstance(created, SuccessResponse), type(created)
+    listed = api.get_billing_agreements(customer_id=customer_id, page_size=1)
+    assert listed.agreements, listed
+    return customer_id, listed.agreements[0]
+
+
+def record(agreement_id, feature, value, *, timestamp=None, meter_type=None, token=TOKEN, headers=None):
+    kwargs = {}
+    if timestamp is not None:
+        kwargs["meter_usage_timestamp"] = timestamp
+    if meter_type is not None:
+        kwargs["meter_type_code"] = meter_type
+    request = CreateMeterUsageRecordRequest(
+        customer_agreement_id=agreement_id,
+        billing_feature_code=feature,
+        meter_value=value,
+        **kwargs,
+    )
+    return meter_usage_api(token).create_meter_usage_record(request, _headers=headers)
+
+
+def read_usage(agreement_id, feature=None, token=TOKEN):
+    """Our extension `GET /api/v1/billing/meter_usage`, through the SDK's own
+    ApiClient machinery (so errors come back as the SDK's exceptions)."""
+    api_client = client(token)
+    query = [("customer_agreement_id", agreement_id)]
+    if feature is not None:
+        query.append(("billing_feature_code", feature))
+    params = api_client.param_serialize(
+        method="GET",
+        resource_path="/api/v1/billing/meter_usage",
+        query_params=query,
+        header_params={"Accept": "application/json"},
+        auth_settings=["kindeBearerAuth"],
+    )
+    response = api_client.call_api(*params)
+    response.read()
+    return api_client.response_deserialize(
+        response_data=response,
+        response_types_map={"200": "object", "400": "ErrorResponse", "403": "ErrorResponse"},
+    ).data
+
+
+def usage_of(agreement_id, feature):
+    body = read_usage(agreement_id, feature)
+    assert body["code"] == "OK", body
+    rows = [u for u in body["usage"] if u["billing_feature_code"] == feature]
+    assert len(rows) == 1, body
+    return rows[0]
+
+
+def expect_error(exception_class, status, code, call):
+    """Runs `call`, expects the SDK to raise `exception_class` with that status and a
+    body that parses (both by us and by the SDK) to errors[0].code == code."""
+    try:
+        result = call()
+    except ApiException as e:
+        assert type(e) is exception_class, f"expected {exception_class.__name__}, got {type(e).__name__}: {e}"
+        assert e.status == status, e.status
+        assert e.body, "the exception carries no body"
+        parsed = json.loads(e.body)
+        assert isinstance(parsed, dict) and isinstance(parsed.get("errors"), list), parsed
+        assert parsed["errors"][0]["code"] == code, parsed
+        assert parsed["errors"][0]["message"], parsed
+        # The SDK itself deserialised the body into its ErrorResponse model.
+        assert isinstance(e.data, ErrorResponse), f"e.data is {e.data!r}"
+        assert e.data.errors[0].code == code, e.data
+        assert e.data.errors[0].message == parsed["errors"][0]["message"], e.data
+        assert e.headers.get("content-type", "").startswith("application/json"), e.headers
+        return e
+    raise AssertionError(f"expected {exception_class.__name__} ({code}), the call returned {result!r}")
+
+
+# --- the tests ----------------------------------------------------------------------
+
+
+def test_create_agreement():
+    api = agreements_api()
+    customer = new_customer()
+    response = api.create_billing_agreement_with_http_info(
+        CreateBillingAgreementRequest(customer_id=customer, plan_code="pro", is_invoice_now=False, is_prorate=True)
+    )
+    assert response.status_code == 200, response.status_code
+    assert isinstance(response.data, SuccessResponse), type(response.data)
+    assert response.data.code == "OK" and response.data.message == "Success", response.data
+    assert json.loads(response.raw_data) == {"message": "Success", "code": "OK"}, response.raw_data
+
+
+def test_list_agreements():
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    customer, _ = new_agreement("pro")
+    after = datetime.now(timezone.utc)
+    response = agreements_api().get_billing_agreements_with_http_info(customer_id=customer)
+    assert response.status_code == 200
+    listed = response.data
+    assert isinstance(listed, GetBillingAgreementsResponse), type(listed)
+    assert listed.code == "OK" and listed.message == "Success", listed
+    assert listed.has_more is False, listed
+    assert len(listed.agreements) == 1, listed
+    a = listed.agreements[0]
+    assert a.id.startswith("agreement_"), a.id
+    assert a.plan_code == "pro", a
+    assert a.expires_on is None, a
+    assert a.billing_group_id == "saas", a
+    # Parsed by the SDK into timezone-aware datetimes.
+    assert a.current_period_start.tzinfo is not None and a.current_period_end.tzinfo is not None, a
+    assert before <= a.current_period_start <= after, (before, a.current_period_start, after)
+    assert a.current_period_start < a.current_period_end, a
+    assert 28 <= (a.current_period_end - a.current_period_start).days <= 31, a  # a monthly plan
+    codes = sorted(e.feature_code for e in a.entitlements)
+    assert codes == ["api_calls", "sso", "storage_gb"], codes
+    assert all(e.entitlement_id for e in a.entitlements), a.entitlements
+
+
+def test_list_agreements_newest_first_paging_and_filter():
+    customer, first = new_agreement("starter")
+    time.sleep(0.05)
+    _, second = new_agreement("pro", customer_id=customer)
+    api = agreements_api()
+    listed = api.get_billing_agreements(customer_id=customer)
+    assert [a.id for a in listed.agreements] == [second.id, first.id], listed
+    newest, ended = listed.agreements
+    # Creating an agreement ends the customer's other active agreements, as Kinde does.
+    assert newest.expires_on is None, newest
+    assert ended.expires_on is not None and ended.expires_on.tzinfo is not None, ended
+    assert ended.current_period_start is None and ended.current_period_end is None, ended
+    page = api.get_billing_agreements(customer_id=customer, page_size=1)
+    assert page.has_more is True and [a.id for a in page.agreements] == [second.id], page
+    page = api.get_billing_agreements(customer_id=customer, page_size=1, starting_after=second.id)
+    assert page.has_more is False and [a.id for a in page.agreements] == [first.id], page
+    page = api.get_billing_agreements(customer_id=customer, page_size=1, ending_before=first.id)
+    assert [a.id for a in page.agreements] == [second.id], page
+    filtered = api.get_billing_agreements(customer_id=customer, feature_code="storage_gb")
+    assert [a.id for a in filtered.agreements] == [second.id], filtered
+    nobody = api.get_billing_agreements(customer_id=new_customer())
+    assert nobody.agreements == [] and nobody.has_more is False, nobody
+
+
+def test_record_delta_and_read_back_exact_decimal():
+    _, a = new_agreement("pro")
+    response = record(a.id, "api_calls", "5")
+    assert isinstance(response, CreateMeterUsageRecordResponse), type(response)
+    assert response.message == "Success" and response.code == "OK", response
+    record(a.id, "api_calls", "0.1", meter_type="delta")
+    record(a.id, "api_calls", "0.2")
+    usage = usage_of(a.id, "api_calls")
+    assert usage["value"] == "5.3", usage  # exact decimal, never 5.300000000000001
+    assert usage["record_count"] == 3, usage
+    assert usage["last_recorded_at"] is not None, usage
+    # The period read back is the agreement's current period as listed.
+    assert datetime.fromisoformat(usage["period_start"].replace("Z", "+00:00")) == a.current_period_start, (usage, a)
+    assert datetime.fromisoformat(usage["period_end"].replace("Z", "+00:00")) == a.current_period_end, (usage, a)
+    # A feature without records reads "0".
+    untouched = usage_of(a.id, "storage_gb")
+    assert untouched["value"] == "0" and untouched["record_count"] == 0, untouched
+    assert untouched["last_recorded_at"] is None, untouched
+    # The whole-agreement read lists every metered feature of the plan.
+    everything = read_usage(a.id)
+    assert sorted(u["billing_feature_code"] for u in everything["usage"]) == ["api_calls", "storage_gb"], everything
+
+
+def test_large_values_are_exact_and_canonical():
+    _, a = new_agreement("pro")
+    record(a.id, "api_calls", "999999999999999999")
+    record(a.id, "api_calls", "0.000000001")
+    record(a.id, "api_calls", "007.500000000")
+    assert usage_of(a.id, "api_calls")["value"] == "1000000000000000006.500000001"
+
+
+def test_absolute_with_timezone_aware_datetimes():
+    _, a = new_agreement("pro")
+    time.sleep(1.1)  # timestamps below are inside the agreement's first period
+    t = datetime.now(timezone.utc) - timedelta(milliseconds=500)
+    record(a.id, "storage_gb", "10", timestamp=t - timedelta(milliseconds=300))
+    record(a.id, "storage_gb", "100.25", timestamp=t, meter_type="absolute")
+    assert usage_of(a.id, "storage_gb")["value"] == "100.25"
+    # A delta timed before the absolute changes nothing; one after it adds.
+    record(a.id, "storage_gb", "7", timestamp=t - timedelta(milliseconds=100))
+    assert usage_of(a.id, "storage_gb")["value"] == "100.25"
+    # The same instant written with a +11:00 offset, 50 ms after the absolute.
+    sydney = timezone(timedelta(hours=11))
+    record(a.id, "storage_gb", "0.75", timestamp=(t + timedelta(milliseconds=50)).astimezone(sydney))
+    usage = usage_of(a.id, "storage_gb")
+    assert usage["value"] == "101", usage
+    assert usage["record_count"] == 4, usage
+
+
+def test_naive_datetime_is_read_as_utc():
+    # The SDK accepts a naive datetime and sends `datetime.isoformat()` without an
+    # offset; the server reads it as UTC.
+    _, a = new_agreement("pro")
+    time.sleep(1.5)
+    aware = datetime.now(timezone.utc) - timedelta(seconds=1)
+    naive = aware.replace(tzinfo=None)
+    assert naive.isoformat()[-6] not in "+-", naive.isoformat()
+    record(a.id, "storage_gb", "10", timestamp=aware, meter_type="absolute")
+    record(a.id, "storage_gb", "20", timestamp=naive - timedelta(milliseconds=200), meter_type="absolute")
+    assert usage_of(a.id, "storage_gb")["value"] == "10"  # the naive one is 200 ms earlier
+    record(a.id, "storage_gb", "30", timestamp=naive + timedelta(milliseconds=200), meter_type="absolute")
+    assert usage_of(a.id, "storage_gb")["value"] == "30"  # and this one 200 ms later
+    # A naive time 10 minutes ahead (in UTC) is in the future.
+    expect_error(
+        BadRequestException,
+        400,
+        "TIMESTAMP_IN_FUTURE",
+        lambda: record(a.id, "storage_gb", "1", timestamp=naive + timedelta(minutes=10)),
+    )
+
+
+def test_idempotency_key_through_sdk_headers():
+    _, a = new_agreement("pro")
+    key = f"py-{RUN}-{uuid.uuid4().hex}"
+    for _ in range(3):
+        response = record(a.id, "api_calls", "4", headers={"Idempotency-Key": key})
+        assert response.code == "OK", response
+    usage = usage_of(a.id, "api_calls")
+    assert usage["value"] == "4" and usage["record_count"] == 1, usage
+    expect_error(
+        BadRequestException,
+        400,
+        "IDEMPOTENCY_KEY_REUSED",
+        lambda: record(a.id, "api_calls", "5", headers={"Idempotency-Key": key}),
+    )
+
+
+def test_400_invalid_meter_value():
+    _, a = new_agreement("pro")
+    for bad in ["-1", "1e3", ".5", "5.", "1.0000000001", " 1", "", "abc"]:
+        e = expect_error(BadRequestException, 400, "INVALID_METER_VALUE", lambda: record(a.id, "api_calls", bad))
+        assert "meter_value" in e.data.errors[0].message, e.data
+    assert usage_of(a.id, "api_calls")["record_count"] == 0
+
+
+def test_400_unknown_agreement():
+    expect_error(
+        BadRequestException,
+        400,
+        "AGREEMENT_NOT_FOUND",
+        lambda: record("agreement_00000000000000000000000000000000", "api_calls", "1"),
+    )
+
+
+def test_400_feature_and_agreement_state():
+    customer, a = new_agreement("pro")
+    expect_error(BadRequestException, 400, "FEATURE_NOT_FOUND", lambda: record(a.id, "no_such_feature", "1"))
+    expect_error(BadRequestException, 400, "FEATURE_NOT_METERED", lambda: record(a.id, "sso", "1"))
+    new_agreement("starter", customer_id=customer)  # ends `a`
+    expect_error(BadRequestException, 400, "AGREEMENT_NOT_ACTIVE", lambda: record(a.id, "api_calls", "1"))
+
+
+def test_400_unknown_plan():
+    expect_error(
+        BadRequestException,
+        400,
+        "PLAN_NOT_FOUND",
+        lambda: agreements_api().create_billing_agreement(
+            CreateBillingAgreementRequest(customer_id=new_customer(), plan_code="no_such_plan")
+        ),
+    )
+
+
+def test_403_bad_token():
+    _, a = new_agreement("pro")
+    forged = TOKEN[:-4] + ("AAAA" if not TOKEN.endswith("AAAA") else "BBBB")
+    for bad in ["not-a-jwt", forged]:
+        expect_error(
+            ForbiddenException, 403, "INVALID_CREDENTIALS", lambda: record(a.id, "api_calls", "1", token=bad)
+        )
+        expect_error(
+            ForbiddenException,
+            403,
+            "INVALID_CREDENTIALS",
+            lambda: agreements_api(bad).get_billing_agreements(customer_id=new_customer()),
+        )
+    # No access_token at all: the SDK sends no Authorization header.
+    expect_error(
+        ForbiddenException,
+        403,
+        "INVALID_CREDENTIALS",
+        lambda: BillingMeterUsageApi(ApiClient(Configuration(host=URL))).create_meter_usage_record(
+            CreateMeterUsageRecordRequest(customer_agreement_id=a.id, billing_feature_code="api_calls", meter_value="1")
+        ),
+    )
+    assert usage_of(a.id, "api_calls")["record_count"] == 0
+
+
+def test_403_insufficient_scope():
+    customer, a = new_agreement("pro")
+    expect_error(
+        ForbiddenException, 403, "INSUFFICIENT_SCOPE", lambda: record(a.id, "api_calls", "1", token=READ_TOKEN)
+    )
+    expect_error(
+        ForbiddenException,
+        403,
+        "INSUFFICIENT_SCOPE",
+        lambda: agreements_api(READ_TOKEN).create_billing_agreement(
+            CreateBillingAgreementRequest(customer_id=customer, plan_code="pro")
+        ),
+    )
+    expect_error(
+        ForbiddenException,
+        403,
+        "INSUFFICIENT_SCOPE",
+        lambda: agreements_api(READ_TOKEN).get_billing_agreements(customer_id=customer),
+    )
+    # The token's one scope does allow reading usage.
+    body = read_usage(a.id, "api_calls", token=READ_TOKEN)
+    assert body["usage"][0]["value"] == "0" and body["usage"][0]["record_count"] == 0, body
+
+
+TESTS = [
+    test_create_agreement,
+    test_list_agreements,
+    test_list_agreements_newest_first_paging_and_filter,
+    test_record_delta_and_read_back_exact_decimal,
+    test_large_values_are_exact_and_canonical,
+    test_absolute_with_timezone_aware_datetimes,
+    test_naive_datetime_is_read_as_utc,
+    test_idempotency_key_through_sdk_headers,
+    test_400_invalid_meter_value,
+    test_400_unknown_agreement,
+    test_400_feature_and_agreement_state,
+    test_400_unknown_plan,
+    test_403_bad_token,
+    test_403_insufficient_scope,
+]
+
+
+def main():
+    only = sys.argv[1:]
+    passed = failed = 0
+    for test in TESTS:
+        if only and test.__name__ not in only:
+            continue
+        try:
+            test()
+        except Exception:  # noqa: BLE001 - report every failure and go on
+            failed += 1
+            print(f"FAIL {test.__name__}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+        else:
+            passed += 1
+            print(f"ok   {test.__name__}", flush=True)
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
