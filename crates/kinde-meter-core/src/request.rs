@@ -6,7 +6,10 @@
 //! (`INVALID_METER_VALUE`, `INVALID_TIMESTAMP`, …). Unknown fields are ignored and
 //! `null` means absent, as Kinde's generated clients send them.
 
+use std::{borrow::Cow, fmt};
+
 use jiff::Timestamp;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::ErrorCode;
@@ -55,11 +58,30 @@ impl UsageRecord {
     /// used for the future-timestamp bound. Every problem is reported.
     pub fn from_json(body: &Value, now: Timestamp) -> Result<UsageRecord, Vec<FieldError>> {
         let Some(object) = body.as_object() else {
-            return Err(vec![FieldError::new(
-                ErrorCode::InvalidJson,
-                "the body must be a JSON object",
-            )]);
+            return Err(vec![not_an_object()]);
         };
+        UsageRecord::from_fields(&RawFields::of_object(object), now)
+    }
+
+    /// Parses a request body straight from its JSON text, as [`from_json`]
+    /// would parse it decoded: the same records, problems and messages, and
+    /// `Err(Err(e))` where decoding into a [`Value`] fails with `e`. It skips
+    /// building the [`Value`] (a map, and a string per field), which is most
+    /// of the cost of a request body on the hot path.
+    ///
+    /// [`from_json`]: UsageRecord::from_json
+    pub fn from_json_slice(
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<UsageRecord, Result<Vec<FieldError>, serde_json::Error>> {
+        match serde_json::from_slice::<RawBody<'_>>(body) {
+            Ok(RawBody::Object(fields)) => UsageRecord::from_fields(&fields, now).map_err(Ok),
+            Ok(RawBody::NotObject) => Err(Ok(vec![not_an_object()])),
+            Err(e) => Err(Err(e)),
+        }
+    }
+
+    fn from_fields(object: &RawFields<'_>, now: Timestamp) -> Result<UsageRecord, Vec<FieldError>> {
         let mut errors = Vec::new();
         let agreement_id = required_code(
             object,
@@ -146,20 +168,24 @@ impl UsageRecord {
     }
 }
 
+fn not_an_object() -> FieldError {
+    FieldError::new(ErrorCode::InvalidJson, "the body must be a JSON object")
+}
+
 /// `Some(Some(s))` for a string, `Some(None)` for absent or null, `None` (with an
 /// error recorded) for another JSON type.
 fn optional_string<'a>(
-    object: &'a Map<String, Value>,
+    object: &'a RawFields<'_>,
     field: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<Option<&'a str>> {
     match object.get(field) {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(s)),
-        Some(other) => {
+        RawField::Absent => Some(None),
+        RawField::Text(s) => Some(Some(s)),
+        RawField::Other(json_type) => {
             errors.push(FieldError::new(
                 ErrorCode::InvalidField,
-                format!("{field} must be a string, not {}", json_type(other)),
+                format!("{field} must be a string, not {json_type}"),
             ));
             None
         }
@@ -167,7 +193,7 @@ fn optional_string<'a>(
 }
 
 fn required_string<'a>(
-    object: &'a Map<String, Value>,
+    object: &'a RawFields<'_>,
     field: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<&'a str> {
@@ -184,7 +210,7 @@ fn required_string<'a>(
 }
 
 fn required_code<T>(
-    object: &Map<String, Value>,
+    object: &RawFields<'_>,
     field: &str,
     errors: &mut Vec<FieldError>,
     parse: impl FnOnce(String) -> Result<T, CodeError>,
@@ -210,6 +236,241 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// The fields a record is parsed from, as they arrived: what [`from_json`]
+/// reads of a decoded object, and what [`from_json_slice`] decodes directly.
+///
+/// [`from_json`]: UsageRecord::from_json
+/// [`from_json_slice`]: UsageRecord::from_json_slice
+#[derive(Debug, Default)]
+struct RawFields<'a> {
+    customer_agreement_id: RawField<'a>,
+    billing_feature_code: RawField<'a>,
+    meter_value: RawField<'a>,
+    meter_usage_timestamp: RawField<'a>,
+    meter_type_code: RawField<'a>,
+}
+
+/// One field: absent or `null`, a string, or another JSON type (its name).
+#[derive(Debug, Default)]
+enum RawField<'a> {
+    #[default]
+    Absent,
+    Text(Cow<'a, str>),
+    Other(&'static str),
+}
+
+/// The fields of a record request.
+#[derive(Clone, Copy)]
+enum FieldName {
+    AgreementId,
+    FeatureCode,
+    Value,
+    Timestamp,
+    MeterType,
+}
+
+impl FieldName {
+    fn parse(name: &str) -> Option<FieldName> {
+        Some(match name {
+            "customer_agreement_id" => FieldName::AgreementId,
+            "billing_feature_code" => FieldName::FeatureCode,
+            "meter_value" => FieldName::Value,
+            "meter_usage_timestamp" => FieldName::Timestamp,
+            "meter_type_code" => FieldName::MeterType,
+            _ => return None,
+        })
+    }
+}
+
+impl<'a> RawFields<'a> {
+    fn of_object(object: &'a Map<String, Value>) -> RawFields<'a> {
+        let mut fields = RawFields::default();
+        for (name, value) in object {
+            if let Some(name) = FieldName::parse(name) {
+                *fields.field_mut(name) = match value {
+                    Value::Null => RawField::Absent,
+                    Value::String(s) => RawField::Text(Cow::Borrowed(s)),
+                    other => RawField::Other(json_type(other)),
+                };
+            }
+        }
+        fields
+    }
+
+    fn field_mut(&mut self, name: FieldName) -> &mut RawField<'a> {
+        match name {
+            FieldName::AgreementId => &mut self.customer_agreement_id,
+            FieldName::FeatureCode => &mut self.billing_feature_code,
+            FieldName::Value => &mut self.meter_value,
+            FieldName::Timestamp => &mut self.meter_usage_timestamp,
+            FieldName::MeterType => &mut self.meter_type_code,
+        }
+    }
+
+    fn get(&self, field: &str) -> &RawField<'a> {
+        match FieldName::parse(field) {
+            Some(FieldName::AgreementId) => &self.customer_agreement_id,
+            Some(FieldName::FeatureCode) => &self.billing_feature_code,
+            Some(FieldName::Value) => &self.meter_value,
+            Some(FieldName::Timestamp) => &self.meter_usage_timestamp,
+            Some(FieldName::MeterType) => &self.meter_type_code,
+            None => &RawField::Absent,
+        }
+    }
+}
+
+/// A request body decoded for [`UsageRecord::from_json_slice`]. Everything it
+/// does not keep (other fields, a field of the wrong type, a body that is not
+/// an object) is decoded as a [`Value`] and dropped, so that exactly the texts
+/// [`Value`] refuses are refused, with its errors; a repeated key keeps its
+/// last value, as a [`Map`] does.
+enum RawBody<'a> {
+    Object(RawFields<'a>),
+    NotObject,
+}
+
+impl<'de> Deserialize<'de> for RawBody<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = RawBody<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = RawFields::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match FieldName::parse(&key) {
+                Some(name) => *fields.field_mut(name) = map.next_value::<FieldValue<'de>>()?.0,
+                None => {
+                    map.next_value::<Value>()?;
+                }
+            }
+        }
+        Ok(RawBody::Object(fields))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(RawBody::NotObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(RawBody::NotObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(RawBody::NotObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(RawBody::NotObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(RawBody::NotObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(RawBody::NotObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(RawBody::NotObject)
+    }
+}
+
+/// An object key, borrowed from the text when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor).map(Key)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+}
+
+/// The value of a known field, of whatever JSON type.
+struct FieldValue<'a>(RawField<'a>);
+
+impl<'de> Deserialize<'de> for FieldValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldVisitor).map(FieldValue)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = RawField<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(RawField::Text(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(RawField::Text(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(RawField::Absent)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(RawField::Other(json_type(&Value::Bool(false))))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(RawField::Other(json_type(&Value::from(0))))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(RawField::Other(json_type(&Value::from(0))))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(RawField::Other(json_type(&Value::from(0))))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(RawField::Other(json_type(&Value::Array(Vec::new()))))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<String, Value>()?.is_some() {}
+        Ok(RawField::Other(json_type(&Value::Object(Map::new()))))
     }
 }
 
@@ -279,6 +540,67 @@ mod tests {
             ),
             [ErrorCode::TimestampInFuture]
         );
+    }
+
+    /// `from_json_slice` answers what decoding into a `Value` and `from_json`
+    /// answer: the record, or the same problems, or the same decoding error.
+    #[test]
+    fn parsing_the_text_directly_answers_as_parsing_a_value() {
+        let bodies = [
+            r#"{"customer_agreement_id": "agreement_1", "billing_feature_code": "api_calls", "meter_value": "5"}"#,
+            r#"{"customer_agreement_id":"a","billing_feature_code":"f","meter_value":"007","meter_type_code":"absolute","meter_usage_timestamp":"2024-11-17T13:32:03+11:00"}"#,
+            r#"{"customer_agreement_id":"a","billing_feature_code":"f","meter_value":"1","meter_usage_timestamp":null,"meter_type_code":null,"extra":{"deep":[1,2,{"x":null}]}}"#,
+            // Escapes in keys and values; duplicate keys keep the last value.
+            r#"{"customer_agreement_\u0069d":"a\u0062","billing_feature_code":"f","meter_value":"1","meter_value":"2"}"#,
+            r#"{"meter_value":"1","meter_value":3,"customer_agreement_id":"a","billing_feature_code":"f"}"#,
+            // Every kind of problem, and every JSON type in a string field.
+            r#"{}"#,
+            r#"{"customer_agreement_id": 5, "billing_feature_code": ["x"], "meter_value": 1.5, "meter_usage_timestamp": {"a": 1}, "meter_type_code": true}"#,
+            r#"{"customer_agreement_id": -1, "billing_feature_code": 18446744073709551615, "meter_value": false}"#,
+            r#"{"customer_agreement_id": "", "billing_feature_code": "f", "meter_value": "1e3", "meter_usage_timestamp": "soon", "meter_type_code": "set"}"#,
+            r#"{"customer_agreement_id": "a", "billing_feature_code": "f", "meter_value": "1", "meter_usage_timestamp": "2030-01-01T00:00:00Z"}"#,
+            // Not an object.
+            r#"[]"#,
+            r#"[1, {"a": [2]}]"#,
+            r#""text""#,
+            r#"12"#,
+            r#"-1.5"#,
+            r#"true"#,
+            r#"null"#,
+            // Not JSON, or refused by Value: the same error, word for word.
+            r#""#,
+            r#"{"#,
+            r#"not json"#,
+            r#"{"customer_agreement_id": "a",}"#,
+            r#"{"a": 1} trailing"#,
+            r#"{"extra": 1e400, "customer_agreement_id": "a"}"#,
+            r#"{"meter_value": [1e400]}"#,
+            r#"{"meter_value": "\ud800"}"#,
+            r#"{"meter_value": "a"#,
+        ];
+        let nested = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let deep_field = format!(
+            r#"{{"meter_value": {}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let all = bodies.iter().map(|b| b.as_bytes().to_vec()).chain([
+            nested.into_bytes(),
+            deep_field.into_bytes(),
+            b"{\"meter_value\": \"\xff\"}".to_vec(),
+            b"{\"k\xff\": 1}".to_vec(),
+        ]);
+        for body in all {
+            let via_value = serde_json::from_slice::<Value>(&body)
+                .map_err(|e| e.to_string())
+                .map(|value| UsageRecord::from_json(&value, now()));
+            let direct = match UsageRecord::from_json_slice(&body, now()) {
+                Ok(record) => Ok(Ok(record)),
+                Err(Ok(problems)) => Ok(Err(problems)),
+                Err(Err(e)) => Err(e.to_string()),
+            };
+            assert_eq!(direct, via_value, "{}", String::from_utf8_lossy(&body));
+        }
     }
 
     #[test]

@@ -7,12 +7,12 @@
 //! gets to make the server buffer 64 KiB. The rate limits are in
 //! [`crate::rate_limit`]; this middleware applies them.
 
-use std::net::SocketAddr;
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, Request, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State},
+    http::{HeaderMap, StatusCode, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
+use crate::metrics::{AuthFailure, LimitKind};
 use crate::state::AppState;
 
 /// Largest request body (SPEC §2).
@@ -45,6 +46,7 @@ pub async fn authenticate(
     // A source address that sent many invalid credentials lately is refused
     // before its token is verified (SPEC §2's one exception to the order).
     let limits = &guard.state.limits;
+    let metrics = &guard.state.metrics;
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -52,51 +54,62 @@ pub async fn authenticate(
     if let Some(ip) = peer
         && let Err(limited) = limits.auth_failures.check(ip)
     {
+        metrics.rate_limited(LimitKind::SourceAddress);
         return ApiError::too_many_requests(limited.retry_after_secs()).into_response();
     }
     // Every 403 INVALID_CREDENTIALS counts against the source address.
-    let refuse = |error: ApiError| {
+    let refuse = |failure: AuthFailure, error: ApiError| {
+        metrics.auth_failure(failure);
         if let Some(ip) = peer {
             limits.auth_failures.record_failure(ip);
         }
         error.into_response()
     };
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return refuse(ApiError::invalid_credentials(
-            "an Authorization: Bearer token is required",
-        ));
+        return refuse(
+            AuthFailure::Token(auth::AuthError::MissingToken),
+            ApiError::invalid_credentials("an Authorization: Bearer token is required"),
+        );
     };
     let Some(token) = value.to_str().ok().and_then(auth::bearer_token) else {
-        return refuse(ApiError::invalid_credentials(
-            "the Authorization header must be 'Bearer <token>'",
-        ));
+        return refuse(
+            AuthFailure::MalformedHeader,
+            ApiError::invalid_credentials("the Authorization header must be 'Bearer <token>'"),
+        );
     };
     let principal = match verify(&guard.state, token).await {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(reason = e.reason(), "token refused");
-            return refuse(ApiError::invalid_credentials(
-                "the bearer token is invalid, expired or not issued for this server",
-            ));
+            return refuse(
+                AuthFailure::Token(e),
+                ApiError::invalid_credentials(
+                    "the bearer token is invalid, expired or not issued for this server",
+                ),
+            );
         }
     };
     // Tokens stay valid until they expire; a revoked client's are refused here
     // (SPEC §6), checked after the signature so only genuine tokens get this far.
     if guard.state.revoked_clients.contains(&principal.client_id) {
         tracing::info!(client_id = %principal.client_id, "token refused: client revoked");
-        return refuse(ApiError::invalid_credentials(
-            "the client of this token has been revoked",
-        ));
+        return refuse(
+            AuthFailure::RevokedClient,
+            ApiError::invalid_credentials("the client of this token has been revoked"),
+        );
     }
     if !principal.has_scope(guard.scope) {
+        metrics.auth_failure(AuthFailure::InsufficientScope);
         return ApiError::insufficient_scope(guard.scope).into_response();
     }
     // The caller's rate limit, before the body is read or storage is touched.
     if let Err(limited) = limits.clients.check(&principal).await {
         tracing::debug!(client_id = %principal.client_id, "rate limited");
+        metrics.rate_limited(LimitKind::Client);
         return ApiError::too_many_requests(limited.retry_after_secs()).into_response();
     }
-    request.extensions_mut().insert(principal);
+    // Shared, so that handlers take the caller without copying its scopes.
+    request.extensions_mut().insert(Arc::new(principal));
     next.run(request).await
 }
 
@@ -119,6 +132,29 @@ async fn verify(state: &AppState, token: &str) -> Result<Principal, auth::AuthEr
 pub struct JsonBody(pub Value);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonText(bytes) = JsonText::from_request(request, state).await?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(invalid_json)?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// 400 `INVALID_JSON` for a body that does not decode.
+pub fn invalid_json(e: serde_json::Error) -> ApiError {
+    ApiError::bad_request(
+        ErrorCode::InvalidJson,
+        format!("the body is not valid JSON: {e}"),
+    )
+}
+
+/// A request body meant to be JSON, read but not decoded yet (for handlers
+/// that decode it into their own types), with [`JsonBody`]'s errors for
+/// what can go wrong before decoding.
+pub struct JsonText(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonText {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -146,13 +182,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "Content-Type must be application/json",
             ));
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request(
-                ErrorCode::InvalidJson,
-                format!("the body is not valid JSON: {e}"),
-            )
-        })?;
-        Ok(JsonBody(value))
+        Ok(JsonText(bytes))
     }
 }
 
@@ -174,5 +204,18 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Ap
     Ok(Some(parsed))
 }
 
+/// The `Idempotency-Key` header as [`idempotency_key`] reads it, taken from the
+/// request's head without copying its headers. A malformed key is left for
+/// the handler to answer, after the body's own errors.
+pub struct IdempotencyKeyHeader(pub Result<Option<IdempotencyKey>, ApiError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(IdempotencyKeyHeader(idempotency_key(&parts.headers)))
+    }
+}
+
 /// The authenticated caller, for handlers.
-pub type Caller = axum::Extension<Principal>;
+pub type Caller = axum::Extension<Arc<Principal>>;

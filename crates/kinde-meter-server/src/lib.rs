@@ -11,7 +11,10 @@
 //! - [`clients`]: M2M clients, the client-credentials grant, revocations,
 //! - [`rate_limit`]: per-client and per-source-address rate limits,
 //! - [`transport`]: accept loop, connection limit, timeouts, TLS,
+//! - [`metrics`]: `GET /metrics`, request and write-path counters for Prometheus,
 //! - [`startup`]: building the application, binding, graceful shutdown,
+//! - [`storage`]: SQLite in the data directory or PostgreSQL, and where the
+//!   built-in issuer's keys and identity live with each,
 //! - [`openapi`]: the generated OpenAPI document.
 
 pub mod auth;
@@ -19,11 +22,13 @@ pub mod clients;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod storage;
 pub mod transport;
 pub mod views;
 

@@ -25,6 +25,7 @@ use crate::routes::{agreements, health, meter_usage, oauth, usage};
         health::healthz,
         health::readyz,
         health::jwks,
+        crate::metrics::serve,
         oauth::token,
     ),
     components(schemas(

@@ -9,23 +9,27 @@ use std::{
     sync::Arc,
 };
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::{Context, bail};
 use kinde_meter_core::catalog::Catalog;
 use kinde_meter_store::{
     Store, StoreConfig,
+    postgres::PgSettings,
     sqlite::{SqliteStore, WriterStats},
 };
 use tokio::net::TcpListener;
 
 use crate::auth::{
     IssuerIdentity, KeySet, RemoteJwks, SigningKey, Verifier, VerifierConfig, check_issuer_url,
-    jwks,
 };
 use crate::clients::{self, RevokedClients, TokenIssuer};
 use crate::clock::Clock;
+use crate::metrics::{Metrics, WritePathStats};
 use crate::rate_limit::{RateLimitConfig, RateLimits};
 use crate::routes;
 use crate::state::AppState;
+use crate::storage;
 use crate::transport::{Transport, TransportConfig};
 
 /// Everything `kinde-meter serve` can be told.
@@ -36,7 +40,8 @@ pub struct ServerConfig {
     /// The server's public URL, its token issuer identity; default `http://<bound address>`
     /// (`https://` with TLS).
     pub public_url: Option<String>,
-    /// The data directory (SQLite database, signing key, issuer identity).
+    /// The data directory (SQLite database, signing key, issuer identity);
+    /// unused with [`database_url`](Self::database_url).
     pub data_dir: PathBuf,
     /// The plan catalog, loaded into the store at start.
     pub catalog: Catalog,
@@ -57,6 +62,12 @@ pub struct ServerConfig {
     /// How often the server polls the store for revoked M2M clients; their
     /// tokens are refused at most this long (plus a poll) after a revocation.
     pub revocation_refresh: std::time::Duration,
+    /// PostgreSQL instead of SQLite (`--database-url postgres://…`): several
+    /// servers may share the database, and with it agreements, usage and the
+    /// built-in issuer's keys, identity and M2M clients (see [`crate::storage`]).
+    pub database_url: Option<String>,
+    /// Pool size, timeouts and schema for [`database_url`](Self::database_url).
+    pub database: PgSettings,
 }
 
 impl ServerConfig {
@@ -75,6 +86,8 @@ impl ServerConfig {
             external_issuer: None,
             token_lifetime: clients::DEFAULT_TOKEN_LIFETIME,
             revocation_refresh: clients::DEFAULT_REFRESH_INTERVAL,
+            database_url: None,
+            database: PgSettings::default(),
         }
     }
 }
@@ -87,19 +100,33 @@ pub struct Application {
     signing_key: Arc<SigningKey>,
     /// The same store as `state.store` when it is SQLite, for its writer counters.
     sqlite: Option<Arc<SqliteStore>>,
+    /// The store's write-path counters (either backend).
+    write_stats: Arc<dyn WritePathStats>,
     transport: Transport,
     revocation_refresh: std::time::Duration,
-    _lock: DataDirLock,
+    /// SQLite only: servers sharing a database share no directory.
+    _lock: Option<DataDirLock>,
 }
 
 impl Application {
-    /// Claims the data directory, opens the store, loads the catalog and the
-    /// signing key, and binds the listener.
+    /// Claims the data directory (SQLite), opens the store, loads the catalog
+    /// and the signing key, and binds the listener.
     pub async fn build(config: ServerConfig) -> anyhow::Result<Application> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
-        let lock = DataDirLock::acquire(&config.data_dir)?;
+        let lock = match &config.database_url {
+            Some(_) => None,
+            None => {
+                // 0700: the directory holds the signing key, client secret hashes
+                // and every customer's usage.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&config.data_dir)
+                    .with_context(|| {
+                        format!("cannot create data directory {}", config.data_dir.display())
+                    })?;
+                Some(DataDirLock::acquire(&config.data_dir)?)
+            }
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -117,35 +144,29 @@ impl Application {
             .unwrap_or_else(|| format!("{}://{local_addr}", transport.scheme()));
         let identity = IssuerIdentity::new(public_url);
 
-        let data_dir = config.data_dir.clone();
-        let store_config = config.store.clone();
-        let (store, signing_key) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let key =
-                SigningKey::load_or_create(&data_dir).context("cannot load the signing key")?;
-            let store = SqliteStore::open(&data_dir, store_config)
-                .context("cannot open the SQLite store")?;
-            Ok((store, key))
-        })
-        .await??;
-        identity
-            .save(&config.data_dir)
-            .context("cannot save the issuer identity")?;
+        let storage = storage::open(
+            config.database_url.as_deref(),
+            &config.database,
+            &config.data_dir,
+            config.store.clone(),
+        )
+        .await?;
+        let store = storage.store.clone();
+        storage::record_identity(store.as_ref(), &identity, &config.data_dir).await?;
         store
             .load_catalog(&config.catalog)
             .await
             .context("cannot load the catalog into the store")?;
-
-        let signing_key = Arc::new(signing_key);
-        let store = Arc::new(store);
+        let signing_key = storage.keys.signing.clone();
         let (verifier, remote_jwks, served_jwks) = match &config.external_issuer {
             None => {
                 let mut audiences = vec![identity.audience()];
                 audiences.extend(config.extra_audiences.iter().cloned());
-                let verifier = Verifier::built_in(
+                let verifier = Verifier::new(
                     VerifierConfig::new(identity.issuer(), audiences),
-                    &signing_key,
+                    Arc::new(storage.keys.key_set()),
                 );
-                (verifier, None, jwks(&[&signing_key]))
+                (verifier, None, storage.keys.jwks())
             }
             Some(external) => {
                 let (verifier, remote) = external_verifier(external).await?;
@@ -176,13 +197,15 @@ impl Application {
             limits: RateLimits::start(&config.rate_limits),
             token_issuer,
             revoked_clients,
+            metrics: Arc::new(Metrics::new(Some(storage.write_stats.clone()))),
         };
         Ok(Application {
             listener,
             state,
             identity,
             signing_key,
-            sqlite: Some(store),
+            sqlite: storage.sqlite,
+            write_stats: storage.write_stats,
             transport,
             revocation_refresh: config.revocation_refresh,
             _lock: lock,
@@ -218,9 +241,9 @@ impl Application {
         self.sqlite.clone()
     }
 
-    /// The writer's group-commit counters so far, when the store is SQLite.
+    /// The writer's group-commit counters so far (SQLite or PostgreSQL).
     pub fn writer_stats(&self) -> Option<WriterStats> {
-        self.sqlite.as_ref().map(|s| s.stats())
+        Some(self.write_stats.writer_stats())
     }
 
     /// Serves until `shutdown` completes, then stops accepting connections,

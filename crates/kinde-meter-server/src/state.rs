@@ -7,6 +7,7 @@ use kinde_meter_store::Store;
 use crate::auth::{RemoteJwks, Verifier};
 use crate::clients::{RevokedClients, TokenIssuer};
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 
 /// The application state handed to every route.
@@ -28,4 +29,6 @@ pub struct AppState {
     pub revoked_clients: Arc<RevokedClients>,
     /// Rate limits: per client after authentication, per source address before it.
     pub limits: Arc<RateLimits>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
 }

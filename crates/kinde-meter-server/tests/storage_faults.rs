@@ -1,19 +1,13 @@
 //! What a client sees when storage refuses: VALUE_OUT_OF_RANGE for a total past
 //! 10^27, and 503 SERVICE_UNAVAILABLE (nothing stored) while the database is
-//! locked by someone else, recovering by itself afterwards.
+//! locked by someone else, recovering by itself afterwards. On either backend;
+//! PostgreSQL going away altogether is in `postgres.rs`.
 
 mod common;
 
-use common::{TestApp, assert_error};
+use common::{TestApp, assert_error, backend};
 use reqwest::StatusCode;
 use serde_json::json;
-
-fn raw(app: &TestApp) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(app.data_dir.join("kinde-meter.db")).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .unwrap();
-    conn
-}
 
 #[tokio::test]
 async fn a_total_past_ten_to_the_27_is_refused_and_stores_nothing() {
@@ -24,12 +18,11 @@ async fn a_total_past_ten_to_the_27_is_refused_and_stores_nothing() {
     // Reaching 10^27 through the API takes 10^9 records of the largest value the
     // grammar admits; stand in for that history by setting the aggregate there.
     let top = "1000000000000000000000000000";
-    let changed = raw(&app)
-        .execute(
-            "UPDATE usage_aggregates SET deltas_after = ?1, value = ?1",
-            [top],
-        )
-        .unwrap();
+    let changed = backend::execute_sql(
+        &app.data_dir,
+        &format!("UPDATE usage_aggregates SET deltas_after = '{top}', value = '{top}'"),
+    )
+    .await;
     assert_eq!(changed, 1);
     let body = assert_error(
         app.record(record("0.000000001")).await,
@@ -54,8 +47,7 @@ async fn a_locked_database_answers_503_and_recovers() {
     let app = TestApp::spawn().await;
     let a = app.create_agreement("cust", "pro").await;
     let record = json!({"customer_agreement_id": a, "billing_feature_code": "api_calls", "meter_value": "1"});
-    let blocker = raw(&app);
-    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let blocker = backend::lock_writes(&app.data_dir).await;
     let started = std::time::Instant::now();
     let response = app.record(record.clone()).await;
     let retry_after = response.headers().get("retry-after").cloned();
@@ -72,8 +64,7 @@ async fn a_locked_database_answers_503_and_recovers() {
         "{:?}",
         started.elapsed()
     );
-    blocker.execute_batch("ROLLBACK").unwrap();
-    drop(blocker);
+    blocker.release().await;
     // Nothing from the refused request was stored, and the next one goes through.
     assert_eq!(app.usage(&a, "api_calls", None).await["record_count"], 0);
     app.record_ok(record).await;

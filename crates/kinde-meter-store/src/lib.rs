@@ -5,7 +5,10 @@
 //!
 //! - [`sqlite::SqliteStore`]: the embedded default, one file in the data directory,
 //!   WAL with `synchronous=FULL`, one writer thread with group commit.
-//! - PostgreSQL: planned (issue 5), same trait, same contract.
+//! - [`postgres::PgStore`]: PostgreSQL, for several servers sharing one
+//!   database; a writer task per server with group commit, row locks taken in
+//!   one order across servers, idempotency held by a primary key. It also holds
+//!   the built-in issuer's keys and identity ([`IssuerStore`]).
 //!
 //! The write contract, shared by every implementation: a usage submission is
 //! answered only after its transaction has committed; a record, its aggregate
@@ -13,6 +16,9 @@
 //! stores nothing partial.
 
 mod model;
+mod outcome;
+pub mod postgres;
+mod record_checks;
 pub mod sqlite;
 
 pub use model::*;
@@ -86,4 +92,35 @@ pub trait Store: Send + Sync + 'static {
     /// Stops taking writes, commits everything already queued, and returns when
     /// the last answer has been sent.
     async fn shutdown(&self);
+
+    /// The built-in issuer's state, when this store holds it: servers sharing a
+    /// database share their issuer through it (SPEC §5). `None` for a store whose
+    /// server keeps its signing key and identity in its data directory (SQLite).
+    fn issuer(&self) -> Option<&dyn IssuerStore> {
+        None
+    }
+}
+
+/// Makes a new private key (PKCS#8 PEM) for [`IssuerStore::load_or_create_signing_keys`];
+/// called only when the store holds no key, off the async threads.
+pub type NewKeyPem = Box<dyn FnOnce() -> Result<String, String> + Send>;
+
+/// The built-in issuer's state kept in a shared store: its RS256 signing keys
+/// and its identity (the public URL tokens carry as `iss`).
+#[async_trait]
+pub trait IssuerStore: Send + Sync {
+    /// The private keys (PKCS#8 PEM) in use, newest first: sign with the first,
+    /// accept all. When there is none yet, stores the one `generate` makes;
+    /// several servers doing this at once end up with one key.
+    async fn load_or_create_signing_keys(
+        &self,
+        generate: NewKeyPem,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// The public URL the servers last started with, if any did.
+    async fn public_url(&self) -> Result<Option<String>, StoreError>;
+
+    /// Records the public URL a server starts with; returns the different one
+    /// it replaced, if any (servers sharing a database should agree on it).
+    async fn set_public_url(&self, url: &str) -> Result<Option<String>, StoreError>;
 }

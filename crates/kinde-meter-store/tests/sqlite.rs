@@ -1,21 +1,17 @@
-//! The SQLite store against real database files in temporary directories.
+//! The SQLite store's own behaviour against real database files in temporary
+//! directories: its writer (bounded queue, group commit, failed commits) and
+//! its migrations. The contract every backend meets is in `contract.rs`.
 //!
 //! No test waits by sleeping: where a test needs jobs to pile up in the writer's
 //! queue, it holds SQLite's write lock from a second connection (as another
 //! process would) and watches the writer's counters.
 
-#[path = "sqlite/common.rs"]
 mod common;
 
-#[path = "sqlite/agreements.rs"]
-mod agreements;
+#[path = "sqlite/common.rs"]
+mod sqlite_common;
+
 #[path = "sqlite/clients.rs"]
 mod clients;
-#[path = "sqlite/durability.rs"]
-mod durability;
-#[path = "sqlite/idempotency.rs"]
-mod idempotency;
-#[path = "sqlite/usage.rs"]
-mod usage;
 #[path = "sqlite/writer.rs"]
 mod writer;

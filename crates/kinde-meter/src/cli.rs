@@ -24,12 +24,17 @@ pub enum Command {
     Agreements(AgreementsCommand),
     /// Read the usage of an agreement's metered features for one period.
     Usage(UsageArgs),
+    /// Record one usage value on a running server (ours or Kinde) and print its answer.
+    Record(RecordArgs),
     /// Register, list or revoke M2M clients (for POST /oauth2/token).
     #[command(subcommand)]
     Clients(ClientsCommand),
     /// Run the load benchmark: a fixed number of usage records at a baseline and a
     /// higher concurrency, with latency, CPU per request and group-commit batch size.
     Bench(BenchArgs),
+    /// Apply the database migrations a PostgreSQL database lacks (servers also do
+    /// this at start; safe while they run or start).
+    Migrate(MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,16 +98,46 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "KINDE_METER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// PostgreSQL URL (not yet supported: see issue 5).
+    #[command(flatten)]
+    pub pool: PoolArgs,
+}
+
+/// Where the state is: a data directory (SQLite, signing key, issuer identity)
+/// or, with `--database-url`, a PostgreSQL database shared by several servers.
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// Data directory (SQLite database, signing key, issuer identity); unused
+    /// with --database-url.
+    #[arg(long, env = "KINDE_METER_DATA_DIR", default_value = "kinde-meter-data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL instead of the data directory (postgres://USER@HOST:PORT/DB):
+    /// agreements, usage, M2M clients and the issuer's keys live in the database,
+    /// shared by every server started with it.
     #[arg(long, env = "KINDE_METER_DATABASE_URL")]
     pub database_url: Option<String>,
 }
 
+/// The PostgreSQL connection pool of a server.
 #[derive(Debug, Args)]
-pub struct DataDirArg {
-    /// Data directory (SQLite database, signing key, issuer identity).
-    #[arg(long, env = "KINDE_METER_DATA_DIR", default_value = "kinde-meter-data")]
-    pub data_dir: PathBuf,
+pub struct PoolArgs {
+    /// Most PostgreSQL connections this server holds.
+    #[arg(long, env = "KINDE_METER_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
+    /// Seconds a database operation may take (waiting for a connection included)
+    /// before it fails with 503; also the sessions' statement_timeout.
+    #[arg(long, env = "KINDE_METER_DATABASE_TIMEOUT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub database_timeout: u64,
+    /// Seconds connecting to the database may take (unless the URL's
+    /// connect_timeout says otherwise).
+    #[arg(long, env = "KINDE_METER_DATABASE_CONNECT_TIMEOUT", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub database_connect_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The PostgreSQL database to migrate.
+    #[arg(long, env = "KINDE_METER_DATABASE_URL")]
+    pub database_url: String,
 }
 
 #[derive(Debug, Args)]
@@ -130,14 +165,83 @@ pub struct TokenArgs {
 /// Where a client command acts: a running server, or the data directory directly.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// URL of a running server (with --token); without it the data directory is used directly.
-    #[arg(long, env = "KINDE_METER_SERVER", requires = "token")]
+    /// URL of a running server, kinde-meter or https://SUBDOMAIN.kinde.com (with
+    /// --token or --client-id); without it the data directory is used directly.
+    #[arg(long, env = "KINDE_METER_SERVER", requires = "credentials")]
     pub server: Option<String>,
-    /// Bearer token for --server.
-    #[arg(long, env = "KINDE_METER_TOKEN")]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub credentials: Credentials,
     #[command(flatten)]
     pub data: DataDirArg,
+}
+
+/// How a client command authenticates to a server: a bearer token, or an M2M
+/// application's client credentials (the command gets tokens from
+/// SERVER/oauth2/token itself, as the official SDKs do).
+#[derive(Debug, Args)]
+pub struct Credentials {
+    /// Bearer token for the server.
+    #[arg(long, env = "KINDE_METER_TOKEN", group = "credentials")]
+    pub token: Option<String>,
+    /// M2M client id (with --client-secret), instead of --token.
+    #[arg(
+        long,
+        env = "KINDE_METER_CLIENT_ID",
+        group = "credentials",
+        requires = "client_secret"
+    )]
+    pub client_id: Option<String>,
+    /// M2M client secret of --client-id.
+    #[arg(long, env = "KINDE_METER_CLIENT_SECRET", requires = "client_id")]
+    pub client_secret: Option<String>,
+    /// The audience to ask tokens for (default: SERVER/api, right for Kinde and for
+    /// a kinde-meter server whose public URL is SERVER).
+    #[arg(long, env = "KINDE_METER_TOKEN_AUDIENCE", requires = "client_id")]
+    pub token_audience: Option<String>,
+}
+
+impl Credentials {
+    /// The SDK's authentication for these flags.
+    pub fn auth(&self) -> kinde_sdk::Auth {
+        match (&self.token, &self.client_id, &self.client_secret) {
+            (Some(token), _, _) => kinde_sdk::Auth::AccessToken(token.clone()),
+            (None, Some(id), Some(secret)) => kinde_sdk::Auth::ClientCredentials {
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                audience: self.token_audience.clone(),
+            },
+            _ => kinde_sdk::Auth::None,
+        }
+    }
+}
+
+/// `kinde-meter record`: one usage record sent through kinde-sdk.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The customer agreement to record against.
+    #[arg(long)]
+    pub agreement_id: String,
+    /// The metered feature's code, e.g. api_calls.
+    #[arg(long)]
+    pub feature_code: String,
+    /// The value: a non-negative decimal, e.g. 150 or 1.5 (the server checks it).
+    #[arg(long, allow_hyphen_values = true)]
+    pub value: String,
+    /// Replace the usage with the value (meter_type_code absolute) instead of adding it.
+    #[arg(long)]
+    pub absolute: bool,
+    /// When the usage happened, RFC 3339 (default: when the server receives it).
+    #[arg(long)]
+    pub timestamp: Option<String>,
+    /// The Idempotency-Key (default: a random one). Retries of this command's
+    /// request reuse it; pass your own to make re-running the command safe too.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// URL of the server: kinde-meter, or https://SUBDOMAIN.kinde.com.
+    #[arg(long, env = "KINDE_METER_SERVER", requires = "credentials")]
+    pub server: String,
+    #[command(flatten)]
+    pub credentials: Credentials,
 }
 
 #[derive(Debug, Subcommand)]

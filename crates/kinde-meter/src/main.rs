@@ -2,10 +2,19 @@
 //! usage. This crate only wires the others together; each subcommand lives in
 //! its own module under `commands/`.
 
+// Doc comments on the clap types are the --help text, where a URL reads best bare.
+#![allow(rustdoc::bare_urls)]
+
 mod cli;
 mod commands;
 
 use clap::Parser;
+
+/// mimalloc rather than glibc's malloc: the server allocates per request on
+/// the HTTP workers and frees much of it on the SQLite writer thread, the case
+/// where glibc's arenas are slowest (see the README's Performance section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -2,12 +2,15 @@
 //!
 //! ```sh
 //! export KINDE_HOST=https://your-subdomain.kinde.com   # or http://127.0.0.1:8080 for kinde-meter
-//! export KINDE_ACCESS_TOKEN=eyJhbGciOi...              # a token with create:meter_usage
+//! export KINDE_ACCESS_TOKEN=eyJhbGciOi...              # a token with create:meter_usage, or:
+//! # export KINDE_MANAGEMENT_CLIENT_ID=… KINDE_MANAGEMENT_CLIENT_SECRET=…   # an M2M application's
 //! cargo run -p kinde-sdk --example record_usage -- agreement_0195ac80a14c2ca2cec97d026d864de0 api_calls 150
 //! ```
 //!
 //! Arguments: the customer agreement id, the billing feature code (default
-//! `api_calls`) and the value (default `1`).
+//! `api_calls`) and the value (default `1`). Failed attempts are retried with
+//! the default `RetryPolicy`, all under one `Idempotency-Key`; what is printed
+//! is the last attempt's outcome.
 
 use std::process::ExitCode;
 

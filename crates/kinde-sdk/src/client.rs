@@ -1,13 +1,14 @@
 //! The HTTP side: [`ApiClient`] holds one connection pool per configuration
 //! and turns an operation's [`Call`] into a typed result.
 //!
-//! Every request goes through [`ApiClient::execute`], so headers, authentication
-//! and the mapping of answers to errors live in one place. A `Call` is built once
-//! per logical call (body serialized, idempotency key chosen) and can be executed
-//! again unchanged, which is what a retry must do.
+//! Every request goes through [`ApiClient::execute`], so headers, authentication,
+//! retries and the mapping of answers to errors live in one place. A `Call` is
+//! built once per logical call (body serialized, idempotency key chosen) and is
+//! sent again unchanged by every retry, which is what makes a retried usage
+//! write count once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::configuration::{Auth, Configuration, ConfigurationError};
 use crate::error::{InvalidInput, OperationError, RawResponse};
 use crate::idempotency::IdempotencyKey;
+use crate::token::{Bearer, TokenManager};
 
 /// The `User-Agent` of every request: `kinde-sdk-rust/<version>`.
 pub const USER_AGENT: &str = concat!("kinde-sdk-rust/", env!("CARGO_PKG_VERSION"));
@@ -29,10 +31,11 @@ pub const KINDE_SDK_HEADER_VALUE: &str = concat!("Rust/", env!("CARGO_PKG_VERSIO
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A client for the API described by a [`Configuration`]: one pooled HTTP
-/// client (HTTP/1.1 or HTTP/2 over rustls) with the configured timeouts.
+/// client (HTTP/1.1 or HTTP/2 over rustls) with the configured timeouts, the
+/// token cache of its client credentials, and its retry policy.
 ///
-/// Cloning is cheap and shares the connection pool; make one per host and
-/// credentials and hand clones to the API structs
+/// Cloning is cheap and shares the connection pool and the token cache; make
+/// one per host and credentials and hand clones to the API structs
 /// ([`BillingMeterUsageApi`](crate::BillingMeterUsageApi),
 /// [`BillingAgreementsApi`](crate::BillingAgreementsApi)).
 ///
@@ -54,8 +57,17 @@ pub struct ApiClient {
 struct Inner {
     http: reqwest::Client,
     configuration: Configuration,
+    authorization: Authorization,
+}
+
+/// Where the `Authorization` header comes from.
+#[derive(Debug)]
+enum Authorization {
+    None,
     /// `Bearer <token>`, marked sensitive so it never shows in `Debug`.
-    authorization: Option<HeaderValue>,
+    Static(HeaderValue),
+    /// Fetched from client credentials, cached, refreshed.
+    Managed(Box<TokenManager>),
 }
 
 impl ApiClient {
@@ -65,18 +77,27 @@ impl ApiClient {
     ///
     /// [`ConfigurationError::InvalidHost`] for a host that is not an `http` or
     /// `https` URL, [`ConfigurationError::InvalidAccessToken`] for a token that
-    /// cannot be sent in a header, [`ConfigurationError::HttpClient`] if the TLS
-    /// backend cannot be initialised.
+    /// cannot be sent in a header,
+    /// [`ConfigurationError::InvalidClientCredentials`] for an empty client id or
+    /// secret, [`ConfigurationError::HttpClient`] if the TLS backend cannot be
+    /// initialised.
     pub fn new(configuration: Configuration) -> Result<Self, ConfigurationError> {
         check_host(configuration.host())?;
-        let authorization = match configuration.auth() {
-            Auth::None => None,
+        let static_token = match configuration.auth() {
             Auth::AccessToken(token) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .map_err(|_| ConfigurationError::InvalidAccessToken)?;
                 value.set_sensitive(true);
                 Some(value)
             }
+            Auth::ClientCredentials {
+                client_id,
+                client_secret,
+                ..
+            } if client_id.is_empty() || client_secret.is_empty() => {
+                return Err(ConfigurationError::InvalidClientCredentials);
+            }
+            _ => None,
         };
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -92,6 +113,24 @@ impl ApiClient {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|error| ConfigurationError::HttpClient(error.to_string()))?;
+        let authorization = match (configuration.auth(), static_token) {
+            (_, Some(header)) => Authorization::Static(header),
+            (
+                Auth::ClientCredentials {
+                    client_id,
+                    client_secret,
+                    ..
+                },
+                None,
+            ) => Authorization::Managed(Box::new(TokenManager::new(
+                http.clone(),
+                configuration.token_url(),
+                client_id.clone(),
+                client_secret.clone(),
+                configuration.token_audience(),
+            ))),
+            _ => Authorization::None,
+        };
         Ok(ApiClient {
             inner: Arc::new(Inner {
                 http,
@@ -106,9 +145,67 @@ impl ApiClient {
         &self.inner.configuration
     }
 
-    /// Sends `call` once and reads the answer: a 2xx body decoded as `T`, or the
-    /// operation's error `E`.
+    /// Sends `call` until it succeeds, fails for good or the
+    /// [`RetryPolicy`](crate::RetryPolicy) is spent, and returns the last
+    /// answer: a 2xx body decoded as `T`, or the operation's error `E`.
+    ///
+    /// Every attempt sends the same `Call` — the same body and the same
+    /// idempotency key. A managed token the API refuses (401, 403) is
+    /// invalidated and the call sent once more with a fresh token; that extra
+    /// attempt is not counted against the policy.
     pub(crate) async fn execute<T, E>(&self, call: &Call<'_>) -> Result<T, E>
+    where
+        T: DeserializeOwned,
+        E: OperationError,
+    {
+        let policy = self.inner.configuration.retry_policy();
+        let started = Instant::now();
+        let mut attempt = 1;
+        let mut token_renewed = false;
+        loop {
+            let (bearer, result) = match self.bearer().await {
+                Ok(bearer) => {
+                    let result = self.execute_once(call, bearer.as_ref()).await;
+                    (bearer, result)
+                }
+                Err(error) => (None, Err(E::token(error))),
+            };
+            let error = match result {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if let (Some(bearer), Authorization::Managed(manager)) =
+                (&bearer, &self.inner.authorization)
+                && error.token_refused()
+                && !token_renewed
+            {
+                manager.invalidate(bearer).await;
+                token_renewed = true;
+                continue;
+            }
+            if !error.retryable() || attempt >= policy.max_attempts() {
+                return Err(error);
+            }
+            let delay = policy.delay(attempt, error.server_delay());
+            if started.elapsed() + delay > policy.max_elapsed() {
+                return Err(error);
+            }
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// The token to send: the static one, a managed one, or none.
+    async fn bearer(&self) -> Result<Option<Bearer>, crate::token::TokenError> {
+        match &self.inner.authorization {
+            Authorization::None => Ok(None),
+            Authorization::Static(header) => Ok(Some(Bearer::fixed(header.clone()))),
+            Authorization::Managed(manager) => manager.bearer().await.map(Some),
+        }
+    }
+
+    /// Sends `call` once.
+    async fn execute_once<T, E>(&self, call: &Call<'_>, bearer: Option<&Bearer>) -> Result<T, E>
     where
         T: DeserializeOwned,
         E: OperationError,
@@ -118,8 +215,8 @@ impl ApiClient {
         if !call.query.is_empty() {
             request = request.query(&call.query);
         }
-        if let Some(authorization) = &self.inner.authorization {
-            request = request.header(AUTHORIZATION, authorization.clone());
+        if let Some(bearer) = bearer {
+            request = request.header(AUTHORIZATION, bearer.header.clone());
         }
         if let Some(key) = call.idempotency_key {
             request = request.header("idempotency-key", key.as_str());

@@ -6,14 +6,16 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::retry::RetryPolicy;
+
 /// How requests are authenticated.
 ///
-/// Today the SDK sends a bearer token you obtained yourself. The enum is
-/// `#[non_exhaustive]` so that an OAuth2 client-credentials variant (the SDK
-/// fetching and refreshing tokens from `/oauth2/token` itself) can be added
-/// without breaking callers.
+/// Either a bearer token you obtained yourself ([`Auth::AccessToken`]), or an
+/// M2M application's client id and secret ([`Auth::ClientCredentials`]), with
+/// which the SDK fetches, caches and refreshes tokens itself, as the official
+/// management clients do (see [the crate documentation](crate#tokens)).
 ///
-/// `Debug` never prints a token.
+/// `Debug` never prints a token or a secret.
 #[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Auth {
@@ -25,6 +27,34 @@ pub enum Auth {
     /// an M2M access token with the scopes the calls need (`create:meter_usage`,
     /// `read:billing_agreements`, …).
     AccessToken(String),
+    /// OAuth2 client credentials of an M2M application: the SDK posts
+    /// `grant_type=client_credentials` with them to `{host}/oauth2/token` and
+    /// sends the token it gets, cached until shortly before it expires.
+    /// [`Auth::client_credentials`] builds one with the default audience.
+    ClientCredentials {
+        /// The M2M application's client id.
+        client_id: String,
+        /// The M2M application's client secret.
+        client_secret: String,
+        /// The `audience` to ask for; `None` means `{host}/api`, the audience
+        /// of Kinde's management API (and of a kinde-meter server whose
+        /// public URL is `host`).
+        audience: Option<String>,
+    },
+}
+
+impl Auth {
+    /// [`Auth::ClientCredentials`] with the default audience, `{host}/api`.
+    pub fn client_credentials(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        Auth::ClientCredentials {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            audience: None,
+        }
+    }
 }
 
 impl fmt::Debug for Auth {
@@ -32,12 +62,22 @@ impl fmt::Debug for Auth {
         match self {
             Auth::None => f.write_str("None"),
             Auth::AccessToken(_) => f.write_str("AccessToken(<redacted>)"),
+            Auth::ClientCredentials {
+                client_id,
+                audience,
+                ..
+            } => f
+                .debug_struct("ClientCredentials")
+                .field("client_id", client_id)
+                .field("client_secret", &"<redacted>")
+                .field("audience", audience)
+                .finish(),
         }
     }
 }
 
-/// Settings of an [`ApiClient`](crate::ApiClient): the host, credentials and
-/// timeouts.
+/// Settings of an [`ApiClient`](crate::ApiClient): the host, credentials,
+/// timeouts and retry policy.
 ///
 /// The counterpart of the Python SDK's
 /// `Configuration(host="https://your-subdomain.kinde.com", access_token="...")`:
@@ -57,6 +97,7 @@ pub struct Configuration {
     auth: Auth,
     timeout: Duration,
     connect_timeout: Duration,
+    retry_policy: RetryPolicy,
 }
 
 /// A [`Configuration`] that cannot be used.
@@ -67,6 +108,13 @@ pub enum ConfigurationError {
     /// [`Configuration::from_env`]).
     #[error("KINDE_HOST (or KINDE_DOMAIN) is not set")]
     MissingHost,
+    /// A client id is set without its secret, or a secret without its id (from
+    /// [`Configuration::from_env`]; the variable named is the one missing).
+    #[error("{0} is not set (a client id and its secret go together)")]
+    MissingCredential(&'static str),
+    /// [`Auth::ClientCredentials`] with an empty client id or secret.
+    #[error("client credentials need a non-empty client id and secret")]
+    InvalidClientCredentials,
     /// The host is not an `http` or `https` URL without query or fragment.
     #[error("invalid host {host:?}: {reason}")]
     InvalidHost {
@@ -88,15 +136,18 @@ pub enum ConfigurationError {
 impl Configuration {
     /// How long a whole request may take, from connecting to reading the last
     /// byte of the response, unless [`with_timeout`](Self::with_timeout) says
-    /// otherwise.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// otherwise. Shorter than the default retry budget
+    /// ([`RetryPolicy::default`], 30 s), so that a request that timed out can
+    /// still be retried.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
     /// How long establishing a connection (TCP and TLS) may take, unless
     /// [`with_connect_timeout`](Self::with_connect_timeout) says otherwise.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// A configuration for the API at `host`, e.g.
     /// `https://your-subdomain.kinde.com` or `http://127.0.0.1:8080` for a local
-    /// kinde-meter server, with no credentials and default timeouts.
+    /// kinde-meter server, with no credentials, default timeouts and the default
+    /// [`RetryPolicy`].
     ///
     /// A host without a scheme (`your-subdomain.kinde.com`) is taken as `https://`;
     /// a trailing `/` is dropped. A path is kept as a prefix of every route
@@ -109,16 +160,30 @@ impl Configuration {
             auth: Auth::None,
             timeout: Self::DEFAULT_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            retry_policy: RetryPolicy::default(),
         }
     }
 
-    /// A configuration from the environment: the host from `KINDE_HOST`, or else
-    /// `KINDE_DOMAIN`; a bearer token from `KINDE_ACCESS_TOKEN` if it is set and
-    /// not empty. Surrounding whitespace is trimmed from each.
+    /// A configuration from the environment, with the variable names the
+    /// official SDKs read:
+    ///
+    /// | what | variables, first set wins |
+    /// |---|---|
+    /// | host | `KINDE_HOST` (Python SDK), `KINDE_DOMAIN` (`@kinde/management-api-js`) |
+    /// | bearer token | `KINDE_ACCESS_TOKEN` |
+    /// | client credentials | `KINDE_MANAGEMENT_CLIENT_ID` + `KINDE_MANAGEMENT_CLIENT_SECRET` (`@kinde/management-api-js`, the Python SDK's management examples), else `KINDE_CLIENT_ID` + `KINDE_CLIENT_SECRET` (Python SDK) |
+    ///
+    /// A token, when set, is used as is; otherwise client credentials become
+    /// [`Auth::ClientCredentials`] with the default audience `{host}/api`
+    /// (`KINDE_AUDIENCE` is deliberately not read: the Python SDK uses it for
+    /// *user* tokens, and the management API needs `{host}/api`). Empty
+    /// variables count as unset; surrounding whitespace is trimmed.
     ///
     /// # Errors
     ///
-    /// [`ConfigurationError::MissingHost`] when neither host variable is set.
+    /// [`ConfigurationError::MissingHost`] when neither host variable is set;
+    /// [`ConfigurationError::MissingCredential`] for a client id without its
+    /// secret or the reverse.
     pub fn from_env() -> Result<Self, ConfigurationError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -137,15 +202,43 @@ impl Configuration {
             .or_else(|| var("KINDE_DOMAIN"))
             .ok_or(ConfigurationError::MissingHost)?;
         let configuration = Configuration::new(host);
-        Ok(match var("KINDE_ACCESS_TOKEN") {
-            Some(token) => configuration.with_access_token(token),
-            None => configuration,
-        })
+        if let Some(token) = var("KINDE_ACCESS_TOKEN") {
+            return Ok(configuration.with_access_token(token));
+        }
+        for (id_var, secret_var) in [
+            (
+                "KINDE_MANAGEMENT_CLIENT_ID",
+                "KINDE_MANAGEMENT_CLIENT_SECRET",
+            ),
+            ("KINDE_CLIENT_ID", "KINDE_CLIENT_SECRET"),
+        ] {
+            match (var(id_var), var(secret_var)) {
+                (Some(id), Some(secret)) => {
+                    return Ok(configuration.with_client_credentials(id, secret));
+                }
+                (Some(_), None) => return Err(ConfigurationError::MissingCredential(secret_var)),
+                (None, Some(_)) => return Err(ConfigurationError::MissingCredential(id_var)),
+                (None, None) => {}
+            }
+        }
+        Ok(configuration)
     }
 
     /// Authenticates with `Authorization: Bearer <token>`.
     pub fn with_access_token(self, token: impl Into<String>) -> Self {
         self.with_auth(Auth::AccessToken(token.into()))
+    }
+
+    /// Authenticates with an M2M application's client credentials: the SDK gets
+    /// tokens from `{host}/oauth2/token` for the audience `{host}/api` and
+    /// refreshes them itself. Use [`with_auth`](Self::with_auth) and
+    /// [`Auth::ClientCredentials`] for another audience.
+    pub fn with_client_credentials(
+        self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        self.with_auth(Auth::client_credentials(client_id, client_secret))
     }
 
     /// Authenticates as `auth` says.
@@ -170,6 +263,13 @@ impl Configuration {
         self
     }
 
+    /// How failed calls are retried (default [`RetryPolicy::default`];
+    /// [`RetryPolicy::none`] sends every request once).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = policy;
+        self
+    }
+
     /// The base URL every route is appended to, without a trailing `/`.
     pub fn host(&self) -> &str {
         &self.host
@@ -188,6 +288,28 @@ impl Configuration {
     /// The limit on establishing a connection.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
+    }
+
+    /// How failed calls are retried.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry_policy
+    }
+
+    /// Where client credentials are exchanged for tokens: `{host}/oauth2/token`.
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth2/token", self.host)
+    }
+
+    /// The audience tokens are requested for: the one of
+    /// [`Auth::ClientCredentials`] if set, else `{host}/api`.
+    pub fn token_audience(&self) -> String {
+        match &self.auth {
+            Auth::ClientCredentials {
+                audience: Some(audience),
+                ..
+            } => audience.clone(),
+            _ => format!("{}/api", self.host),
+        }
     }
 }
 
@@ -260,6 +382,69 @@ mod tests {
     }
 
     #[test]
+    fn from_env_reads_client_credentials_with_the_official_names() {
+        let management = Configuration::from_lookup(env(&[
+            ("KINDE_DOMAIN", "https://acme.kinde.com"),
+            ("KINDE_MANAGEMENT_CLIENT_ID", "m2m"),
+            ("KINDE_MANAGEMENT_CLIENT_SECRET", "s3cret"),
+            ("KINDE_CLIENT_ID", "frontend"),
+            ("KINDE_CLIENT_SECRET", "other"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            management.auth(),
+            &Auth::client_credentials("m2m", "s3cret")
+        );
+        assert_eq!(
+            management.token_url(),
+            "https://acme.kinde.com/oauth2/token"
+        );
+        assert_eq!(management.token_audience(), "https://acme.kinde.com/api");
+
+        let python = Configuration::from_lookup(env(&[
+            ("KINDE_HOST", "acme.kinde.com"),
+            ("KINDE_CLIENT_ID", "id"),
+            ("KINDE_CLIENT_SECRET", "secret"),
+        ]))
+        .unwrap();
+        assert_eq!(python.auth(), &Auth::client_credentials("id", "secret"));
+
+        let token_wins = Configuration::from_lookup(env(&[
+            ("KINDE_HOST", "acme.kinde.com"),
+            ("KINDE_ACCESS_TOKEN", "tok"),
+            ("KINDE_CLIENT_ID", "id"),
+            ("KINDE_CLIENT_SECRET", "secret"),
+        ]))
+        .unwrap();
+        assert_eq!(token_wins.auth(), &Auth::AccessToken("tok".to_owned()));
+
+        assert_eq!(
+            Configuration::from_lookup(env(&[
+                ("KINDE_HOST", "acme.kinde.com"),
+                ("KINDE_MANAGEMENT_CLIENT_ID", "id"),
+            ])),
+            Err(ConfigurationError::MissingCredential(
+                "KINDE_MANAGEMENT_CLIENT_SECRET"
+            ))
+        );
+    }
+
+    #[test]
+    fn an_explicit_audience_wins() {
+        let configuration =
+            Configuration::new("http://127.0.0.1:9000").with_auth(Auth::ClientCredentials {
+                client_id: "id".into(),
+                client_secret: "secret".into(),
+                audience: Some("http://meter.internal/api".into()),
+            });
+        assert_eq!(configuration.token_audience(), "http://meter.internal/api");
+        assert_eq!(
+            configuration.token_url(),
+            "http://127.0.0.1:9000/oauth2/token"
+        );
+    }
+
+    #[test]
     fn from_env_without_host_fails() {
         assert_eq!(
             Configuration::from_lookup(env(&[("KINDE_ACCESS_TOKEN", "tok")])),
@@ -274,5 +459,11 @@ mod tests {
         let debug = format!("{configuration:?}");
         assert!(!debug.contains("secret-token"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
+
+        let credentials = Configuration::new("https://acme.kinde.com")
+            .with_client_credentials("visible-id", "client-secret-value");
+        let debug = format!("{credentials:?}");
+        assert!(!debug.contains("client-secret-value"), "{debug}");
+        assert!(debug.contains("visible-id"), "{debug}");
     }
 }

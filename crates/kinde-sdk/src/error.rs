@@ -16,6 +16,10 @@
 //! | `Transport(reqwest::Error)` | connection failure, timeout, interrupted response |
 //! | `Decode { status, body, source }` | a 2xx whose body is not the expected JSON |
 //! | `InvalidInput(String)` | the SDK refused to send the request (e.g. a required field unset) |
+//! | `Token(TokenError)` | no access token could be obtained from the client credentials |
+//!
+//! With the default [`RetryPolicy`](crate::RetryPolicy) an error is what the
+//! *last* attempt got: retryable failures were already retried.
 //!
 //! Error bodies are parsed leniently: Kinde's `{"errors":[{"code","message"}]}`,
 //! a single `{"code","message"}` object or an OAuth2 `{"error","error_description"}`
@@ -30,6 +34,8 @@ use kinde_meter_wire::ErrorResponse;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
+pub use crate::token::TokenError;
+
 /// A non-success answer as read off the wire.
 pub(crate) struct RawResponse {
     pub(crate) status: StatusCode,
@@ -41,7 +47,8 @@ pub(crate) struct RawResponse {
 #[derive(Debug)]
 pub(crate) struct InvalidInput(pub(crate) String);
 
-/// How [`crate::client::ApiClient`] builds any operation's error.
+/// How [`crate::client::ApiClient`] builds any operation's error, and what its
+/// retry loop needs to know about one.
 pub(crate) trait OperationError: From<InvalidInput> {
     /// A non-2xx answer.
     fn from_response(response: RawResponse) -> Self;
@@ -49,6 +56,14 @@ pub(crate) trait OperationError: From<InvalidInput> {
     fn transport(error: reqwest::Error) -> Self;
     /// A 2xx answer whose body did not decode.
     fn decode(status: StatusCode, body: String, source: serde_json::Error) -> Self;
+    /// No token.
+    fn token(error: TokenError) -> Self;
+    /// Whether the same request may be sent again.
+    fn retryable(&self) -> bool;
+    /// The delay the server asked for.
+    fn server_delay(&self) -> Option<Duration>;
+    /// A 401 or 403: the token was refused.
+    fn token_refused(&self) -> bool;
 }
 
 /// Defines an operation's error enum, its accessors and its [`OperationError`]
@@ -126,6 +141,11 @@ macro_rules! operation_error {
             /// of a builder was not set or the idempotency key is invalid.
             #[error("invalid request: {0}")]
             InvalidInput(String),
+            /// No access token could be obtained from the client credentials
+            /// ([`Auth::ClientCredentials`](crate::Auth::ClientCredentials)); the
+            /// request itself was not sent.
+            #[error("could not get an access token: {0}")]
+            Token(#[source] TokenError),
         }
 
         impl $name {
@@ -138,7 +158,10 @@ macro_rules! operation_error {
                     | Self::TooManyRequests { error, .. }
                     | Self::ServiceUnavailable { error, .. } => Some(error),
                     Self::Unexpected { error, .. } => error.as_ref(),
-                    Self::Transport(_) | Self::Decode { .. } | Self::InvalidInput(_) => None,
+                    Self::Transport(_)
+                    | Self::Decode { .. }
+                    | Self::InvalidInput(_)
+                    | Self::Token(_) => None,
                 }
             }
 
@@ -176,15 +199,17 @@ macro_rules! operation_error {
                     Self::ServiceUnavailable { .. } => Some(StatusCode::SERVICE_UNAVAILABLE),
                     Self::Unexpected { status, .. } | Self::Decode { status, .. } => Some(*status),
                     Self::Transport(error) => error.status(),
-                    Self::InvalidInput(_) => None,
+                    Self::InvalidInput(_) | Self::Token(_) => None,
                 }
             }
 
-            /// How long the server asked to wait before trying again (429, 503).
+            /// How long the server asked to wait before trying again (429, 503,
+            /// or the token endpoint's 429/503).
             pub fn retry_after(&self) -> Option<Duration> {
                 match self {
                     Self::TooManyRequests { retry_after, .. }
                     | Self::ServiceUnavailable { retry_after, .. } => *retry_after,
+                    Self::Token(error) => error.retry_after(),
                     _ => None,
                 }
             }
@@ -197,8 +222,10 @@ macro_rules! operation_error {
             /// the outcome unknown — timeouts, cut-off responses, 408, 500, 502,
             /// 504 — are retryable only for operations that are safe to replay:
             /// reads, and usage writes, which always carry an `Idempotency-Key`.
-            /// Everything else (400, 403, 413, a success that did not decode, a
-            /// refused input) fails the same way again.
+            /// A token that could not be fetched is retryable when the token
+            /// endpoint's failure is ([`TokenError::is_retryable`]): the request
+            /// itself was never sent. Everything else (400, 403, 413, a success
+            /// that did not decode, a refused input) fails the same way again.
             pub fn is_retryable(&self) -> bool {
                 const REPLAY_SAFE: bool = $replay_safe;
                 match self {
@@ -209,6 +236,7 @@ macro_rules! operation_error {
                     Self::Transport(error) => {
                         !error.is_builder() && (error.is_connect() || REPLAY_SAFE)
                     }
+                    Self::Token(error) => error.is_retryable(),
                     Self::BadRequest(_)
                     | Self::Forbidden(_)
                     | Self::PayloadTooLarge(_)
@@ -250,6 +278,25 @@ macro_rules! operation_error {
 
             fn decode(status: StatusCode, body: String, source: serde_json::Error) -> Self {
                 Self::Decode { status, body, source }
+            }
+
+            fn token(error: TokenError) -> Self {
+                Self::Token(error)
+            }
+
+            fn retryable(&self) -> bool {
+                self.is_retryable()
+            }
+
+            fn server_delay(&self) -> Option<Duration> {
+                self.retry_after()
+            }
+
+            fn token_refused(&self) -> bool {
+                matches!(
+                    self.status().map(|status| status.as_u16()),
+                    Some(401 | 403)
+                ) && !matches!(self, Self::Transport(_))
             }
         }
     };
@@ -336,7 +383,7 @@ fn raw_error(status: StatusCode, body: &str) -> ErrorResponse {
 /// The delay the server asks for: `RateLimit-Reset` first, then `Retry-After`,
 /// either as whole seconds (a fraction is rounded up); `Retry-After` may also be
 /// an HTTP date.
-fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
     ["ratelimit-reset", "retry-after"]
         .into_iter()
         .filter_map(|name| headers.get(name)?.to_str().ok())

@@ -848,4 +848,23 @@ fn bearer_header_parsing() {
     assert_eq!(bearer_token("Bearer ==="), None);
     assert_eq!(bearer_token("Bearer a=b"), None);
     assert_eq!(bearer_token(""), None);
+    // Long tokens are checked in blocks: a bad byte anywhere is found.
+    let long = "aZ09-._~+/".repeat(30);
+    assert_eq!(
+        bearer_token(&format!("Bearer {long}==")).map(str::len),
+        Some(302)
+    );
+    // (Not first or last: spaces there are trimmed, and `=`s end a token.)
+    for at in [1, 63, 64, 65, 127, 128, 200, 298] {
+        for bad in ['=', ' ', '%', '\u{e9}', '\u{0}'] {
+            let mut token: Vec<char> = long.chars().collect();
+            token[at] = bad;
+            let token: String = token.into_iter().collect();
+            assert_eq!(
+                bearer_token(&format!("Bearer {token}")),
+                None,
+                "{bad:?} at {at}"
+            );
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, HeaderValue},
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use kinde_meter_core::{
@@ -22,7 +22,7 @@ use kinde_meter_wire::{
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, idempotency_key};
+use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, JsonText, invalid_json};
 use crate::state::AppState;
 
 /// Most records in one batch request.
@@ -49,12 +49,21 @@ pub const MAX_BATCH_RECORDS: usize = 100;
 pub async fn create_meter_usage_record(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    JsonText(body): JsonText,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let key = idempotency_key(&headers)?;
-    let record = UsageRecord::from_json(&body, now).map_err(ApiError::fields)?;
+    // Decoded straight into the record's fields, without a `Value` in between;
+    // a body that is not JSON is refused before the key is, as with `JsonBody`.
+    let record = match UsageRecord::from_json_slice(&body, now) {
+        Err(Err(e)) => return Err(invalid_json(e)),
+        parsed => parsed,
+    };
+    let key = key?;
+    let record = record.map_err(|problems| match problems {
+        Ok(problems) => ApiError::fields(problems),
+        Err(e) => invalid_json(e),
+    })?;
     let idempotency = key.map(|key| IdempotencyClaim {
         key,
         fingerprint: record.fingerprint(),
@@ -75,10 +84,7 @@ pub async fn create_meter_usage_record(
         SubmissionOutcome::KeyReused => return Err(key_reused()),
     };
     match results.into_iter().next() {
-        Some(Ok(())) => Ok(replay_marked(
-            Json(CreateMeterUsageRecordResponse::success()).into_response(),
-            replayed,
-        )),
+        Some(Ok(())) => Ok(replay_marked(success(), replayed)),
         Some(Err(failure)) => Err(ApiError::bad_request(failure.code, failure.message)),
         None => Err(ApiError::unavailable(
             "storage returned no result; nothing was stored",
@@ -107,11 +113,11 @@ pub async fn create_meter_usage_record(
 pub async fn create_meter_usage_records_batch(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let key = idempotency_key(&headers)?;
+    let key = key?;
     let Value::Object(mut object) = body else {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidJson,
@@ -183,6 +189,21 @@ pub async fn create_meter_usage_records_batch(
     Ok(replay_marked(Json(body).into_response(), replayed))
 }
 
+/// Kinde's answer to a stored record, `CreateMeterUsageRecordResponse::success()`
+/// serialized once rather than per request (a test keeps the two equal).
+const SUCCESS_BODY: &str = r#"{"message":"Success","code":"OK"}"#;
+
+fn success() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        SUCCESS_BODY,
+    )
+        .into_response()
+}
+
 fn batch_result((index, result): (usize, RecordResult)) -> BatchRecordResult {
     match result {
         Ok(()) => BatchRecordResult {
@@ -225,4 +246,15 @@ fn replay_marked(mut response: Response, replayed: bool) -> Response {
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_success_body_is_the_wire_type_serialized() {
+        let serialized = serde_json::to_string(&CreateMeterUsageRecordResponse::success()).unwrap();
+        assert_eq!(SUCCESS_BODY, serialized);
+    }
 }

@@ -84,6 +84,11 @@ pub const ROUTES: &[RouteSpec] = &[
     },
     RouteSpec {
         method: "GET",
+        path: "/metrics",
+        scope: None,
+    },
+    RouteSpec {
+        method: "GET",
         path: "/openapi.json",
         scope: None,
     },
@@ -106,6 +111,9 @@ fn scope_of(method: Method, path: &str) -> &'static str {
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
+    // Outermost, after routing: it sees the matched path and every answer,
+    // 404s and auth refusals included.
+    let metrics = state.metrics.layer();
     let guarded = |method: Method, path: &'static str, route: MethodRouter<AppState>| {
         route.route_layer(middleware::from_fn_with_state(
             RequireScope {
@@ -157,11 +165,13 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(health::jwks))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/oauth2/token", post(oauth::token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(metrics)
         .with_state(state)
 }
 

@@ -1,6 +1,12 @@
 //! The test harness: a real server on 127.0.0.1:0 with its own data directory,
-//! talked to over HTTP, as a client would.
+//! talked to over HTTP, as a client would. With `KINDE_METER_TEST_DATABASE_URL`
+//! set, every server runs on PostgreSQL instead of SQLite (see `backend`).
 #![allow(dead_code)]
+
+pub mod backend;
+
+#[allow(unused_imports)]
+pub use backend::{TestDir, on_postgres};
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -34,7 +40,9 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    _tmp: Option<tempfile::TempDir>,
+    _tmp: Option<TestDir>,
+    /// The PostgreSQL schema made for a data directory the test passed in.
+    _schema: Option<Arc<kinde_meter_store::postgres::scratch::ScratchSchema>>,
 }
 
 /// How to start a test server.
@@ -48,6 +56,16 @@ pub struct Options {
     pub external_issuer: Option<kinde_meter_server::ExternalIssuer>,
     /// How often the server polls for revoked clients (default: the server's).
     pub revocation_refresh: Option<std::time::Duration>,
+    /// Where to listen (default `127.0.0.1:0`); a restarted server can take its
+    /// predecessor's address, and so its issuer identity.
+    pub listen: Option<SocketAddr>,
+    /// Lifetime of `/oauth2/token` tokens (default: the server's).
+    pub token_lifetime: Option<SignedDuration>,
+    /// The public URL (issuer identity); default `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// On PostgreSQL: the URL the server connects to instead of the suite's
+    /// (a proxy in front of it).
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -61,6 +79,10 @@ impl Default for Options {
             transport: Default::default(),
             external_issuer: None,
             revocation_refresh: None,
+            listen: None,
+            token_lifetime: None,
+            public_url: None,
+            database_url: None,
         }
     }
 }
@@ -81,15 +103,23 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
-        let (tmp, data_dir) = match options.data_dir {
+        let (mut tmp, data_dir) = match options.data_dir {
             Some(dir) => (None, dir),
             None => {
-                let tmp = tempfile::tempdir().unwrap();
+                let tmp = TestDir::new();
                 let dir = tmp.path().to_owned();
                 (Some(tmp), dir)
             }
         };
-        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), &data_dir);
+        let listen = options
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+        let mut config = ServerConfig::new(listen, &data_dir);
+        let mut schema = backend::configure(&mut config, &data_dir, options.database_url).await;
+        if let Some(tmp) = &mut tmp {
+            tmp.schema = schema.take();
+        }
+        config.public_url = options.public_url;
         config.catalog = options.catalog;
         config.store = options.store;
         config.rate_limits = options.rate_limits;
@@ -97,6 +127,9 @@ impl TestApp {
         config.external_issuer = options.external_issuer;
         if let Some(refresh) = options.revocation_refresh {
             config.revocation_refresh = refresh;
+        }
+        if let Some(lifetime) = options.token_lifetime {
+            config.token_lifetime = lifetime;
         }
         let clock = options.clock_at.map(ManualClock::new);
         if let Some(c) = &clock {
@@ -122,6 +155,7 @@ impl TestApp {
             stop: Some(stop),
             task: Some(task),
             _tmp: tmp,
+            _schema: schema,
         };
         test.token = test.token_with(ALL_SCOPES);
         test
@@ -129,7 +163,7 @@ impl TestApp {
 
     /// Stops the server gracefully and waits until it has drained. Keeps the data
     /// directory (a [`TestApp`] that owns a temporary one hands it back).
-    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+    pub async fn stop(mut self) -> Option<TestDir> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

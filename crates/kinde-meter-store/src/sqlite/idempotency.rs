@@ -5,20 +5,12 @@
 //! Rows older than the retention window count as absent: they are overwritten by
 //! the next use of the key and purged in bounded slices by the writer.
 
-use kinde_meter_core::ErrorCode;
 use rusqlite::{Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
 use crate::{
-    IdempotencyClaim, RecordFailure, RecordResult, StoreError, SubmissionKind, SubmissionOutcome,
+    IdempotencyClaim, RecordResult, StoreError, SubmissionKind, SubmissionOutcome,
+    outcome::{decode, encode, kind_str},
 };
-
-fn kind_str(kind: SubmissionKind) -> &'static str {
-    match kind {
-        SubmissionKind::Single => "single",
-        SubmissionKind::Batch => "batch",
-    }
-}
 
 /// What a claim finds: `None` if the key is unused (or expired), otherwise the
 /// answer to give instead of processing: the original results when the request
@@ -96,38 +88,4 @@ pub(super) fn purge(conn: &Connection, before_ns: i64, limit: i64) -> rusqlite::
              SELECT client_id, key FROM idempotency_keys WHERE created_at_ns < ?1 LIMIT ?2)",
     )?
     .execute((before_ns, limit))
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredFailure {
-    code: String,
-    message: String,
-}
-
-fn encode(results: &[RecordResult]) -> String {
-    let stored: Vec<Option<StoredFailure>> = results
-        .iter()
-        .map(|r| {
-            r.as_ref().err().map(|f| StoredFailure {
-                code: f.code.as_str().to_owned(),
-                message: f.message.clone(),
-            })
-        })
-        .collect();
-    serde_json::to_string(&stored).expect("plain strings serialise")
-}
-
-fn decode(json: &str) -> Result<Vec<RecordResult>, String> {
-    let stored: Vec<Option<StoredFailure>> =
-        serde_json::from_str(json).map_err(|e| e.to_string())?;
-    stored
-        .into_iter()
-        .map(|entry| match entry {
-            None => Ok(Ok(())),
-            Some(f) => match ErrorCode::parse(&f.code) {
-                Some(code) => Ok(Err(RecordFailure::new(code, f.message))),
-                None => Err(format!("unknown error code {:?}", f.code)),
-            },
-        })
-        .collect()
 }

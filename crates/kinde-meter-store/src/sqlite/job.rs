@@ -92,16 +92,23 @@ impl Job {
                 submission, answer, ..
             } => *answer = Some(usage::apply_submission(conn, ctx, submission)?),
             Job::CreateAgreement { new, answer, .. } => {
+                // It ends the customer's other agreements.
+                ctx.forget_agreements_and_plans();
                 *answer = Some(agreements::create(conn, new)?);
             }
             Job::LoadCatalog {
                 catalog: c, done, ..
             } => {
+                ctx.forget_agreements_and_plans();
                 catalog::upsert(conn, c)?;
-                ctx.forget_plans();
                 *done = true;
             }
-            Job::Exec(work) => work.run(conn)?,
+            Job::Exec(work) => {
+                // Client registrations and revocations, but a closure could
+                // write anything that is cached.
+                ctx.forget_agreements_and_plans();
+                work.run(conn)?;
+            }
         }
         Ok(())
     }

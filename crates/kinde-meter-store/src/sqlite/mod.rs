@@ -7,13 +7,16 @@
 //!   (`read`); WAL mode lets them proceed while the writer commits.
 //! - Another process (the CLI working offline) may open the same directory at the
 //!   same time: every write transaction takes SQLite's write lock with
-//!   `BEGIN IMMEDIATE` and waits up to 5 s for it, and nothing the writer keeps
-//!   in memory outlives its transaction.
+//!   `BEGIN IMMEDIATE` and waits up to 5 s for it, and what the writer keeps in
+//!   memory between transactions (`cache`: agreements, plans, aggregate states)
+//!   is dropped as soon as `PRAGMA data_version` shows another connection has
+//!   committed.
 //!
 //! The schema is in `schema.rs`; one module per table family does the SQL.
 
 mod aggregates;
 mod agreements;
+mod cache;
 mod catalog;
 mod clients;
 mod codec;

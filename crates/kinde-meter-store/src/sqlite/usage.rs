@@ -1,31 +1,27 @@
 //! Applying usage submissions inside the writer's transaction (SPEC §2, §3).
 //!
 //! Business failures (unknown agreement, feature not metered, a total out of
-//! range, …) are per record: the record gets a [`RecordFailure`] and nothing of it
+//! range, …) are per record: the record gets a [`crate::RecordFailure`] and nothing of it
 //! is written, while the rest of the group commit goes on. Every check runs
 //! before the record's first write, so a failed record needs no savepoint. Only
 //! SQLite errors (`Err` of the outer `rusqlite::Result`) fail the whole batch.
 
-use std::{collections::HashMap, rc::Rc};
-
 use jiff::Timestamp;
 use kinde_meter_core::{
-    ErrorCode,
     aggregate::{ApplyError, Entry, OrderKey},
     assignment::assign,
-    catalog::Plan,
-    ids::PlanCode,
     request::UsageRecord,
 };
 use rusqlite::Connection;
 
 use super::{
     aggregates::{self, PeriodKey, SumError},
-    agreements, catalog, codec, idempotency,
+    cache::{AggregateKey, WriterCache},
+    codec, idempotency,
 };
 use crate::{
-    RecordFailure, RecordResult, StoreConfig, StoreError, SubmissionKind, SubmissionOutcome,
-    UsageSubmission,
+    RecordResult, StoreConfig, StoreError, SubmissionKind, SubmissionOutcome, UsageSubmission,
+    record_checks,
 };
 
 /// State of one write transaction.
@@ -33,14 +29,18 @@ pub(super) struct WriteContext<'a> {
     config: &'a StoreConfig,
     /// The arrival sequence the next stored record gets.
     next_seq: i64,
-    /// Plans looked up so far; valid for the transaction (the write lock keeps
-    /// other processes out) until a catalog load in the same batch.
-    plans: HashMap<PlanCode, Option<Rc<Plan>>>,
+    /// Agreements, plans and aggregates, read through (see `cache.rs`).
+    cache: &'a mut WriterCache,
 }
 
 impl<'a> WriteContext<'a> {
     /// Starts the state of a transaction that holds the write lock.
-    pub(super) fn begin(conn: &Connection, config: &'a StoreConfig) -> rusqlite::Result<Self> {
+    pub(super) fn begin(
+        conn: &Connection,
+        config: &'a StoreConfig,
+        cache: &'a mut WriterCache,
+    ) -> rusqlite::Result<Self> {
+        cache.begin(conn)?;
         // Read per transaction, under the write lock, rather than once at start:
         // another process (the CLI on the same data directory) may have written.
         // `max` of an INTEGER PRIMARY KEY is one b-tree descent.
@@ -50,22 +50,19 @@ impl<'a> WriteContext<'a> {
         Ok(WriteContext {
             config,
             next_seq: max.unwrap_or(0) + 1,
-            plans: HashMap::new(),
+            cache,
         })
     }
 
-    /// Drops cached plans (the catalog changed in this transaction).
-    pub(super) fn forget_plans(&mut self) {
-        self.plans.clear();
+    /// Drops cached agreements and plans: a job of this transaction may have
+    /// changed them (an agreement creation, a catalog load).
+    pub(super) fn forget_agreements_and_plans(&mut self) {
+        self.cache.forget_agreements_and_plans();
     }
 
-    fn plan(&mut self, conn: &Connection, code: &PlanCode) -> rusqlite::Result<Option<Rc<Plan>>> {
-        if let Some(plan) = self.plans.get(code) {
-            return Ok(plan.clone());
-        }
-        let plan = catalog::load_plan(conn, code)?.map(Rc::new);
-        self.plans.insert(code.clone(), plan.clone());
-        Ok(plan)
+    /// Writes the aggregates the transaction changed; before COMMIT.
+    pub(super) fn finish(self, conn: &Connection) -> rusqlite::Result<()> {
+        self.cache.flush(conn)
     }
 }
 
@@ -114,10 +111,6 @@ pub(super) fn apply_submission(
     Ok(Ok(SubmissionOutcome::Processed(results)))
 }
 
-fn fail(code: ErrorCode, message: String) -> rusqlite::Result<RecordResult> {
-    Ok(Err(RecordFailure::new(code, message)))
-}
-
 /// Checks, assigns and stores one record, updating its period's aggregate.
 fn apply_record(
     conn: &Connection,
@@ -125,46 +118,23 @@ fn apply_record(
     s: &UsageSubmission,
     record: &UsageRecord,
 ) -> rusqlite::Result<RecordResult> {
+    let loaded = ctx.cache.agreement(conn, &record.agreement_id)?;
+    let plan = match &loaded {
+        Some(a) if a.is_active(s.received_at) => ctx.cache.plan(conn, &a.plan_code)?,
+        _ => None,
+    };
+    // The checks and their messages are shared with the other backends.
+    let agreement = match record_checks::check(
+        record,
+        loaded.as_deref(),
+        |_| plan.as_deref(),
+        s.received_at,
+    ) {
+        Ok(agreement) => agreement,
+        Err(failure) => return Ok(Err(failure)),
+    };
     let id = &record.agreement_id;
     let feature = &record.feature_code;
-    let Some(agreement) = agreements::load(conn, id)? else {
-        return fail(
-            ErrorCode::AgreementNotFound,
-            format!("customer_agreement_id: no agreement {id}"),
-        );
-    };
-    if !agreement.is_active(s.received_at) {
-        return fail(
-            ErrorCode::AgreementNotActive,
-            format!("customer_agreement_id: agreement {id} has ended"),
-        );
-    }
-    let plan_code = &agreement.plan_code;
-    let Some(plan) = ctx.plan(conn, plan_code)? else {
-        return fail(
-            ErrorCode::FeatureNotFound,
-            format!(
-                "billing_feature_code: plan {plan_code} of agreement {id} is not in the catalog"
-            ),
-        );
-    };
-    match plan.feature(feature) {
-        None => {
-            return fail(
-                ErrorCode::FeatureNotFound,
-                format!("billing_feature_code: plan {plan_code} has no feature {feature}"),
-            );
-        }
-        Some(f) if !f.metered => {
-            return fail(
-                ErrorCode::FeatureNotMetered,
-                format!(
-                    "billing_feature_code: feature {feature} of plan {plan_code} is not metered"
-                ),
-            );
-        }
-        Some(_) => {}
-    }
 
     let assignment = assign(
         agreement.anchor,
@@ -188,17 +158,16 @@ fn apply_record(
         value: record.value,
         received_at: s.received_at,
     };
-    let state = aggregates::load(conn, &key)?;
+    let cache_key = AggregateKey {
+        agreement_id: id.clone(),
+        feature_code: feature.clone(),
+        period_start_ns: key.period_start_ns,
+    };
+    let state = ctx.cache.aggregate(conn, &cache_key)?;
     let next = match state.apply(entry, |after| aggregates::deltas_after(conn, &key, after)) {
         Ok(next) => next,
         Err(ApplyError::OutOfRange | ApplyError::Source(SumError::OutOfRange)) => {
-            return fail(
-                ErrorCode::ValueOutOfRange,
-                format!(
-                    "meter_value: {} would take the usage of {feature} beyond 10^27",
-                    record.value
-                ),
-            );
+            return Ok(Err(record_checks::out_of_range(record)));
         }
         Err(ApplyError::Source(SumError::Sql(e))) => return Err(e),
     };
@@ -224,7 +193,8 @@ fn apply_record(
         &s.client_id,
         s.idempotency.as_ref().map(|c| c.key.as_str()),
     ))?;
-    aggregates::save(conn, &key, period_end_ns, &next)?;
+    // Written once per transaction, before COMMIT (WriterCache::flush).
+    ctx.cache.set_aggregate(&cache_key, period_end_ns, next);
     ctx.next_seq += 1;
     Ok(Ok(()))
 }

@@ -21,6 +21,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{
+    cache::WriterCache,
     codec, idempotency,
     job::{Answer, Job},
     usage::WriteContext,
@@ -179,6 +180,7 @@ impl Writer {
         let max_records = self.config.max_batch_records.max(1);
         let mut batch = Vec::new();
         let mut since_purge = 0;
+        let mut cache = WriterCache::default();
         while let Some(first) = queue.blocking_recv() {
             // A job without records still takes room, so batches stay bounded.
             let mut size = first.records().max(1);
@@ -193,7 +195,7 @@ impl Writer {
             self.counters
                 .received
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            self.commit(&mut batch);
+            self.commit(&mut batch, &mut cache);
             since_purge += 1;
             if since_purge == PURGE_EVERY_BATCHES {
                 since_purge = 0;
@@ -203,12 +205,14 @@ impl Writer {
     }
 
     /// Runs `batch` in one transaction and answers every job of it.
-    fn commit(&mut self, batch: &mut Vec<Job>) {
+    fn commit(&mut self, batch: &mut Vec<Job>, cache: &mut WriterCache) {
         let config = &self.config;
         let conn = &mut self.conn;
         // A panic must not kill the only writer: the transaction rolls back as it
         // unwinds, and the batch is answered like any failed one.
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| execute(conn, config, batch)));
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            execute(conn, config, batch, &mut *cache)
+        }));
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(StoreError::Unavailable(e.to_string())),
@@ -227,6 +231,8 @@ impl Writer {
                 c.largest_batch.fetch_max(jobs, Ordering::Relaxed);
             }
             Some(e) => {
+                // What the cache learnt in the rolled-back transaction is void.
+                cache.clear();
                 c.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, jobs = batch.len(), "write batch rolled back");
             }
@@ -259,11 +265,17 @@ impl Writer {
 
 /// The group commit itself: every job in one `BEGIN IMMEDIATE … COMMIT`; the first
 /// SQLite error rolls everything back (the transaction's drop does).
-fn execute(conn: &mut Connection, config: &StoreConfig, batch: &mut [Job]) -> rusqlite::Result<()> {
+fn execute(
+    conn: &mut Connection,
+    config: &StoreConfig,
+    batch: &mut [Job],
+    cache: &mut WriterCache,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut ctx = WriteContext::begin(&tx, config)?;
+    let mut ctx = WriteContext::begin(&tx, config, cache)?;
     for job in batch.iter_mut() {
         job.run(&tx, &mut ctx)?;
     }
+    ctx.finish(&tx)?;
     tx.commit()
 }

@@ -8,7 +8,7 @@ use kinde_meter_store::{
 };
 use tempfile::tempdir;
 
-use super::common::*;
+use crate::sqlite_common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_queue_full() {

@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use jiff::Timestamp;
 use kinde_meter_core::ids::{AgreementId, CustomerId, FeatureCode, PlanCode};
-use kinde_meter_store::{AgreementQuery, CreateAgreementError, Cursor, NewAgreement, Store};
+use kinde_meter_store::{AgreementQuery, CreateAgreementError, Cursor, NewAgreement};
 
 use crate::cli::{AgreementsCommand, Target};
 
@@ -38,7 +38,7 @@ async fn create(customer_id: String, plan_code: String, target: Target) -> anyho
     if let Some(server) = &target.server {
         let id = super::remote::create_agreement(
             server,
-            target.token.as_deref(),
+            &target.credentials.auth(),
             &customer_id,
             &plan_code,
         )
@@ -46,7 +46,7 @@ async fn create(customer_id: String, plan_code: String, target: Target) -> anyho
         println!("{id}");
         return Ok(());
     }
-    let store = super::open_store(&target.data.data_dir).await?;
+    let store = super::open_store(&target.data).await?;
     let plan_code = PlanCode::parse(plan_code).context("--plan-code")?;
     let created = store
         .create_agreement(NewAgreement {
@@ -64,7 +64,7 @@ async fn create(customer_id: String, plan_code: String, target: Target) -> anyho
         }
         Err(CreateAgreementError::PlanNotFound) => bail!(
             "PLAN_NOT_FOUND: no plan {plan_code} in {} (the plans the server last loaded)",
-            target.data.data_dir.display()
+            super::store_place(&target.data)
         ),
         Err(CreateAgreementError::Store(e)) => Err(e.into()),
     }
@@ -80,7 +80,7 @@ async fn list(
     if let Some(server) = &target.server {
         let body = super::remote::list_agreements(
             server,
-            target.token.as_deref(),
+            &target.credentials.auth(),
             &customer_id,
             feature_code.as_deref(),
             page_size,
@@ -90,7 +90,7 @@ async fn list(
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
-    let store = super::open_store(&target.data.data_dir).await?;
+    let store = super::open_store(&target.data).await?;
     let now = Timestamp::now();
     let page = store
         .list_agreements(AgreementQuery {

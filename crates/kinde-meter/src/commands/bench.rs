@@ -314,7 +314,7 @@ async fn run_phase(
         let customer = format!("bench_{run_id}_{phase}_{i}");
         let id = super::remote::create_agreement(
             target.base(),
-            Some(target.token()),
+            &kinde_sdk::Auth::AccessToken(target.token().to_owned()),
             &customer,
             &args.plan_code,
         )
@@ -374,7 +374,7 @@ async fn run_phase(
     for id in &agreements {
         let usage = super::remote::get_usage(
             target.base(),
-            Some(target.token()),
+            &kinde_sdk::Auth::AccessToken(target.token().to_owned()),
             id,
             Some(&args.feature_code),
             None,

@@ -5,7 +5,7 @@
 use anyhow::bail;
 use jiff::Timestamp;
 use kinde_meter_server::clients::{self, DEFAULT_REFRESH_INTERVAL};
-use kinde_meter_store::{Client, Store};
+use kinde_meter_store::Client;
 use serde_json::json;
 
 use crate::cli::ClientsCommand;
@@ -18,8 +18,9 @@ pub async fn run(command: ClientsCommand) -> anyhow::Result<()> {
             json,
             data,
         } => {
-            let store = super::open_store(&data.data_dir).await?;
-            let registered = clients::register(&store, &name, &scopes, Timestamp::now()).await;
+            let store = super::open_store(&data).await?;
+            let registered =
+                clients::register(store.as_ref(), &name, &scopes, Timestamp::now()).await;
             store.shutdown().await;
             let registered = registered?;
             let client = &registered.client;
@@ -39,7 +40,7 @@ pub async fn run(command: ClientsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClientsCommand::List { json, data } => {
-            let store = super::open_store(&data.data_dir).await?;
+            let store = super::open_store(&data).await?;
             let listed = store.list_clients().await;
             store.shutdown().await;
             let listed = listed?;
@@ -52,12 +53,12 @@ pub async fn run(command: ClientsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClientsCommand::Revoke { client_id, data } => {
-            let store = super::open_store(&data.data_dir).await?;
+            let store = super::open_store(&data).await?;
             let now = Timestamp::now();
             let revoked = store.revoke_client(&client_id, now).await;
             store.shutdown().await;
             let Some(client) = revoked? else {
-                bail!("no client {client_id} in {}", data.data_dir.display());
+                bail!("no client {client_id} in {}", super::store_place(&data));
             };
             let at = client.revoked_at.unwrap_or(now);
             if at == now {

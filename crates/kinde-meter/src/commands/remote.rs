@@ -4,28 +4,27 @@ use anyhow::Context;
 use jiff::Timestamp;
 use kinde_meter_store::Cursor;
 use kinde_sdk::{
-    ApiClient, BillingAgreementsApi, BillingMeterUsageApi, Configuration,
+    ApiClient, Auth, BillingAgreementsApi, BillingMeterUsageApi, Configuration,
     GetBillingAgreementsParams,
     models::{CreateBillingAgreementRequest, GetBillingAgreementsResponse, GetMeterUsageResponse},
 };
 
-fn client(server: &str, token: Option<&str>) -> anyhow::Result<ApiClient> {
-    let mut configuration = Configuration::new(server);
-    if let Some(token) = token {
-        configuration = configuration.with_access_token(token);
-    }
-    ApiClient::new(configuration).context("cannot configure the HTTP client")
+/// A client for `server` authenticating with `auth` (a token, or client
+/// credentials the SDK turns into tokens), with the SDK's default retries.
+pub fn client(server: &str, auth: &Auth) -> anyhow::Result<ApiClient> {
+    ApiClient::new(Configuration::new(server).with_auth(auth.clone()))
+        .context("cannot configure the HTTP client")
 }
 
 /// Creates an agreement and returns its id. Kinde's create answers only
 /// `{"message":"Success"}`, so the id is the customer's newest agreement.
 pub async fn create_agreement(
     server: &str,
-    token: Option<&str>,
+    auth: &Auth,
     customer_id: &str,
     plan_code: &str,
 ) -> anyhow::Result<String> {
-    let api = BillingAgreementsApi::new(client(server, token)?);
+    let api = BillingAgreementsApi::new(client(server, auth)?);
     api.create_billing_agreement(CreateBillingAgreementRequest {
         customer_id: customer_id.to_owned(),
         plan_code: plan_code.to_owned(),
@@ -51,13 +50,13 @@ pub async fn create_agreement(
 
 pub async fn list_agreements(
     server: &str,
-    token: Option<&str>,
+    auth: &Auth,
     customer_id: &str,
     feature_code: Option<&str>,
     page_size: usize,
     cursor: &Cursor,
 ) -> anyhow::Result<GetBillingAgreementsResponse> {
-    let api = BillingAgreementsApi::new(client(server, token)?);
+    let api = BillingAgreementsApi::new(client(server, auth)?);
     let (starting_after, ending_before) = match cursor {
         Cursor::First => (None, None),
         Cursor::StartingAfter(id) => (Some(id.to_string()), None),
@@ -78,11 +77,11 @@ pub async fn list_agreements(
 
 pub async fn get_usage(
     server: &str,
-    token: Option<&str>,
+    auth: &Auth,
     agreement_id: &str,
     feature_code: Option<&str>,
     at: Option<Timestamp>,
 ) -> anyhow::Result<GetMeterUsageResponse> {
-    let api = BillingMeterUsageApi::new(client(server, token)?);
+    let api = BillingMeterUsageApi::new(client(server, auth)?);
     Ok(api.get_meter_usage(agreement_id, feature_code, at).await?)
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     catalog::Catalog,
@@ -15,7 +15,9 @@ use kinde_meter_server::{
     rate_limit::{Limit, RateLimitConfig},
     transport::{TlsFiles, TransportConfig},
 };
-use kinde_meter_store::{AgreementQuery, Cursor, NewAgreement, Store, StoreConfig};
+use kinde_meter_store::{
+    AgreementQuery, Cursor, NewAgreement, Store, StoreConfig, postgres::PgSettings,
+};
 
 use crate::cli::ServeArgs;
 
@@ -35,11 +37,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if args.database_url.is_some() {
-        bail!(
-            "--database-url (PostgreSQL) is not supported yet; run without it to use SQLite in --data-dir"
-        );
-    }
     let (catalog, demo) = match &args.catalog {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -50,6 +47,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut config = ServerConfig::new(args.listen, &args.data.data_dir);
     config.public_url = args.public_url.clone();
+    if args.data.database_url.is_some() && args.public_url.is_none() {
+        tracing::warn!(
+            "--database-url without --public-url: this server's issuer is its own address; servers sharing a database accept each other's tokens only with one --public-url (the load balancer's)"
+        );
+    }
+    config.database_url = args.data.database_url.clone();
+    config.database = PgSettings {
+        pool_size: usize::try_from(args.pool.database_pool_size)?,
+        operation_timeout: Duration::from_secs(args.pool.database_timeout),
+        connect_timeout: Duration::from_secs(args.pool.database_connect_timeout),
+        ..PgSettings::default()
+    };
     config.catalog = catalog;
     config.token_lifetime = SignedDuration::from_secs(i64::try_from(args.token_lifetime)?);
     match &args.issuer {
@@ -88,10 +97,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let app = Application::build(config).await?;
     let url = app.identity().issuer();
+    let data = match &args.data.database_url {
+        Some(_) => "data in PostgreSQL".to_owned(),
+        None => format!("data in {}", args.data.data_dir.display()),
+    };
     println!(
-        "kinde-meter serving {url} (listening on {}, data in {})",
-        app.local_addr(),
-        args.data.data_dir.display()
+        "kinde-meter serving {url} (listening on {}, {data})",
+        app.local_addr()
     );
     println!();
     match &args.issuer {

@@ -1,22 +1,44 @@
 //! `kinde-meter token`: prints a token signed with the data directory's key, for
-//! the identity the server in that directory last started with.
+//! the identity the server in that directory last started with; with
+//! `--database-url`, with the key and identity the servers on that database share.
 
 use jiff::{SignedDuration, Timestamp};
-use kinde_meter_server::auth::mint_for_data_dir;
+use kinde_meter_server::{auth::mint_for_data_dir, storage::mint_for_database};
+use kinde_meter_store::postgres::PgSettings;
 
 use crate::cli::TokenArgs;
 
-pub fn run(args: TokenArgs) -> anyhow::Result<()> {
+pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
     let scopes: Vec<String> = args.scope.split_whitespace().map(str::to_owned).collect();
     let lifetime = SignedDuration::from_secs(i64::try_from(args.lifetime)?);
-    let token = mint_for_data_dir(
-        &args.data.data_dir,
-        &scopes,
-        Some(&args.client_id),
-        args.public_url.as_deref(),
-        lifetime,
-        Timestamp::now(),
-    )?;
+    let token = match &args.data.database_url {
+        Some(url) => {
+            mint_for_database(
+                url,
+                &PgSettings::default(),
+                &scopes,
+                Some(&args.client_id),
+                args.public_url.as_deref(),
+                lifetime,
+                Timestamp::now(),
+            )
+            .await?
+        }
+        None => {
+            // Key creation and file access: off the async threads.
+            tokio::task::spawn_blocking(move || {
+                mint_for_data_dir(
+                    &args.data.data_dir,
+                    &scopes,
+                    Some(&args.client_id),
+                    args.public_url.as_deref(),
+                    lifetime,
+                    Timestamp::now(),
+                )
+            })
+            .await??
+        }
+    };
     println!("{token}");
     Ok(())
 }

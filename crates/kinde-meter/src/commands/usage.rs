@@ -6,7 +6,7 @@ use kinde_meter_core::{
     ids::{AgreementId, FeatureCode},
     timestamp::parse_rfc3339_lenient,
 };
-use kinde_meter_store::{ReadUsageError, Store, UsageQuery};
+use kinde_meter_store::{ReadUsageError, UsageQuery};
 
 use crate::cli::UsageArgs;
 
@@ -20,7 +20,7 @@ pub async fn run(args: UsageArgs) -> anyhow::Result<()> {
     if let Some(server) = &args.target.server {
         let body = super::remote::get_usage(
             server,
-            args.target.token.as_deref(),
+            &args.target.credentials.auth(),
             &args.agreement_id,
             args.feature_code.as_deref(),
             at,
@@ -29,7 +29,7 @@ pub async fn run(args: UsageArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
-    let store = super::open_store(&args.target.data.data_dir).await?;
+    let store = super::open_store(&args.target.data).await?;
     let report = store
         .read_usage(UsageQuery {
             agreement_id: AgreementId::parse(args.agreement_id.clone())

@@ -4,4 +4,6 @@
 mod agreements;
 mod errors;
 mod meter_usage;
+mod retries;
 mod support;
+mod tokens;

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kinde_sdk::{ApiClient, BillingAgreementsApi, BillingMeterUsageApi, Configuration};
+use kinde_sdk::{
+    ApiClient, BillingAgreementsApi, BillingMeterUsageApi, Configuration, RetryPolicy,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -134,8 +136,12 @@ impl MockServer {
         requests.into_iter().next().unwrap()
     }
 
+    /// A configuration for this server that sends every request once, so that
+    /// one canned answer is one error (`tests/http/retries.rs` retries).
     pub fn configuration(&self) -> Configuration {
-        Configuration::new(&self.url).with_access_token(TOKEN)
+        Configuration::new(&self.url)
+            .with_access_token(TOKEN)
+            .with_retry_policy(RetryPolicy::none())
     }
 
     pub fn client(&self) -> ApiClient {

@@ -8,14 +8,11 @@ use kinde_meter_core::{
 use kinde_meter_store::{
     AgreementQuery, CreateAgreementError, Cursor, ListAgreementsError, NewAgreement, Store,
 };
-use tempfile::tempdir;
 
-use super::common::*;
+use crate::common::*;
 
-#[tokio::test]
-async fn creating_an_agreement_ends_the_customers_previous_one() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn creating_an_agreement_ends_the_customers_previous_one(b: Backend) {
+    let store = open(&b).await;
     let first = create(&store, "cust_1", "pro", "2024-01-15T00:00:00Z", 1).await;
     let second = create(&store, "cust_1", "basic", "2024-02-01T00:00:00Z", 2).await;
     let other = create(&store, "cust_2", "pro", "2024-02-02T00:00:00Z", 3).await;
@@ -77,10 +74,8 @@ async fn creating_an_agreement_ends_the_customers_previous_one() {
     assert_eq!(store.agreement(&unknown).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn pages_walk_both_ways_with_has_more() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn pages_walk_both_ways_with_has_more(b: Backend) {
+    let store = open(&b).await;
     let mut ids = Vec::new();
     for i in 0..5u8 {
         let at = format!("2024-01-0{}T00:00:00Z", i + 1);
@@ -177,10 +172,8 @@ async fn pages_walk_both_ways_with_has_more() {
     }
 }
 
-#[tokio::test]
-async fn the_feature_filter_keeps_paging_correct() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn the_feature_filter_keeps_paging_correct(b: Backend) {
+    let store = open(&b).await;
     // 0 pro, 1 basic, 2 pro, 3 basic, 4 pro, 5 basic.
     let mut ids = Vec::new();
     for i in 0..6u8 {
@@ -226,3 +219,9 @@ async fn the_feature_filter_keeps_paging_correct() {
         (vec![], false)
     );
 }
+
+contract_tests!(
+    creating_an_agreement_ends_the_customers_previous_one,
+    pages_walk_both_ways_with_has_more,
+    the_feature_filter_keeps_paging_correct,
+);

@@ -9,14 +9,11 @@ use kinde_meter_store::{
     ReadUsageError, RecordFailure, Store, SubmissionKind, SubmissionOutcome, UsageQuery,
     UsageSubmission,
 };
-use tempfile::tempdir;
 
-use super::common::*;
+use crate::common::*;
 
-#[tokio::test]
-async fn usage_follows_the_ordered_delta_absolute_rule() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn usage_follows_the_ordered_delta_absolute_rule(b: Backend) {
+    let store = open(&b).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     let steps = [
         (delta(&a, "api_calls", "10", "2024-03-02T00:00:00Z"), "10"),
@@ -159,10 +156,8 @@ async fn usage_follows_the_ordered_delta_absolute_rule() {
     assert!(matches!(e, ReadUsageError::AgreementNotFound), "{e:?}");
 }
 
-#[tokio::test]
-async fn late_usage_after_a_period_closed_counts_in_the_current_period() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn late_usage_after_a_period_closed_counts_in_the_current_period(b: Backend) {
+    let store = open(&b).await;
     let a = create(&store, "cust", "pro", "2024-01-15T00:00:00Z", 1).await;
     // Usage of January's period, received after it closed on Feb 15.
     let late = delta(&a, "api_calls", "3", "2024-02-10T00:00:00Z");
@@ -210,10 +205,8 @@ async fn late_usage_after_a_period_closed_counts_in_the_current_period() {
     );
 }
 
-#[tokio::test]
-async fn failures_are_per_record_and_store_nothing() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn failures_are_per_record_and_store_nothing(b: Backend) {
+    let store = open(&b).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     let at = "2024-03-02T00:00:00Z";
     let pre_failed = RecordFailure::new(
@@ -277,13 +270,11 @@ async fn failures_are_per_record_and_store_nothing() {
 
     let u = usage(&store, &a, "api_calls", at).await;
     assert_eq!((u.value.to_string(), u.record_count), ("3".to_owned(), 2));
-    assert_eq!(count(&raw(&store), "SELECT count(*) FROM usage_records"), 2);
+    assert_eq!(store.count("SELECT count(*) FROM usage_records").await, 2);
 }
 
-#[tokio::test]
-async fn a_value_out_of_range_is_refused_and_stores_nothing() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn a_value_out_of_range_is_refused_and_stores_nothing(b: Backend) {
+    let store = open(&b).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     assert_eq!(
         submit(
@@ -296,12 +287,8 @@ async fn a_value_out_of_range_is_refused_and_stores_nothing() {
     );
     // Reaching 10^27 through the API takes 10^9 records; set the aggregate there.
     let top = "1000000000000000000000000000";
-    raw(&store)
-        .execute(
-            "UPDATE usage_aggregates SET deltas_after = ?1, value = ?1",
-            [top],
-        )
-        .unwrap();
+    let set = format!("UPDATE usage_aggregates SET deltas_after = '{top}', value = '{top}'");
+    assert_eq!(store.execute(&set).await, 1);
 
     let over = delta(&a, "api_calls", "0.000000001", "2024-03-04T00:00:00Z");
     let failure = submit(&store, over, "2024-03-05T00:00:00Z")
@@ -315,7 +302,7 @@ async fn a_value_out_of_range_is_refused_and_stores_nothing() {
     );
     let u = usage(&store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
     assert_eq!((u.value.to_string(), u.record_count), (top.to_owned(), 1));
-    assert_eq!(count(&raw(&store), "SELECT count(*) FROM usage_records"), 1);
+    assert_eq!(store.count("SELECT count(*) FROM usage_records").await, 1);
 
     // Zero still fits, and an absolute brings the total back down.
     assert_eq!(
@@ -339,3 +326,10 @@ async fn a_value_out_of_range_is_refused_and_stores_nothing() {
     let u = usage(&store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
     assert_eq!((u.value.to_string(), u.record_count), ("5".to_owned(), 3));
 }
+
+contract_tests!(
+    usage_follows_the_ordered_delta_absolute_rule,
+    late_usage_after_a_period_closed_counts_in_the_current_period,
+    failures_are_per_record_and_store_nothing,
+    a_value_out_of_range_is_refused_and_stores_nothing,
+);

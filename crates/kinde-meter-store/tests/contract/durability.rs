@@ -3,16 +3,13 @@
 use kinde_meter_core::ids::{CustomerId, PlanCode};
 use kinde_meter_store::{
     CreateAgreementError, NewAgreement, Store, StoreConfig, StoreError, SubmissionOutcome,
-    UsageSubmission, sqlite::SqliteStore,
+    UsageSubmission,
 };
-use tempfile::tempdir;
 
-use super::common::*;
+use crate::common::*;
 
-#[tokio::test]
-async fn data_survives_shutdown_and_reopening() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn data_survives_shutdown_and_reopening(b: Backend) {
+    let store = open(&b).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     let at = "2024-03-02T00:00:00Z";
     let rec = delta(&a, "api_calls", "2.5", at);
@@ -46,10 +43,11 @@ async fn data_survives_shutdown_and_reopening() {
         ),
         "{after:?}"
     );
+    let place = store.place.clone();
     drop(store);
 
     // Reopened without loading a catalog: the plans are the ones stored.
-    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let store = TestStore::on(&place, StoreConfig::default()).await;
     assert_eq!(store.catalog().await.unwrap(), catalog());
     store.ping().await.unwrap();
     assert_eq!(store.agreement(&a.id).await.unwrap(), Some(a.clone()));
@@ -72,26 +70,18 @@ async fn data_survives_shutdown_and_reopening() {
     );
     let u = usage(&store, &a, "api_calls", at).await;
     assert_eq!((u.value.to_string(), u.record_count), ("1".to_owned(), 2));
-    assert_eq!(
-        count(&raw(&store), "SELECT count(*) FROM schema_migrations"),
-        2 // every migration once: v1, v2 (M2M clients)
-    );
+    assert_every_migration_once(&b, &store).await;
     store.shutdown().await;
 }
 
-#[tokio::test]
-async fn two_stores_on_one_directory_share_it_safely() {
-    let dir = tempdir().unwrap();
-    // Opened at once, as a server and an offline CLI command might be.
-    let (one, two) = std::thread::scope(|s| {
-        let one = s.spawn(|| SqliteStore::open(dir.path(), StoreConfig::default()));
-        let two = s.spawn(|| SqliteStore::open(dir.path(), StoreConfig::default()));
-        (one.join().unwrap().unwrap(), two.join().unwrap().unwrap())
-    });
-    assert_eq!(
-        count(&raw(&one), "SELECT count(*) FROM schema_migrations"),
-        2 // every migration once: v1, v2 (M2M clients)
+async fn two_stores_on_one_place_share_it_safely(b: Backend) {
+    // Opened at once, as a server and an offline CLI command (or two servers) might be.
+    let place = Place::fresh(&b).await;
+    let (one, two) = tokio::join!(
+        TestStore::on(&place, StoreConfig::default()),
+        TestStore::on(&place, StoreConfig::default())
     );
+    assert_every_migration_once(&b, &one).await;
     one.load_catalog(&catalog()).await.unwrap();
     let a = create(&two, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     assert_eq!(one.agreement(&a.id).await.unwrap(), Some(a.clone()));
@@ -144,3 +134,27 @@ async fn two_stores_on_one_directory_share_it_safely() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// Every migration of the backend applied exactly once (SQLite: v1, v2 for
+/// the M2M clients; PostgreSQL: its own list).
+async fn assert_every_migration_once(b: &Backend, store: &TestStore) {
+    let expected = match b {
+        Backend::Sqlite => 2,
+        Backend::Postgres(_) => i64::from(kinde_meter_store::postgres::CURRENT_VERSION),
+    };
+    assert_eq!(
+        store.count("SELECT count(*) FROM schema_migrations").await,
+        expected
+    );
+    assert_eq!(
+        store
+            .count("SELECT max(version) FROM schema_migrations")
+            .await,
+        expected
+    );
+}
+
+contract_tests!(
+    data_survives_shutdown_and_reopening,
+    two_stores_on_one_place_share_it_safely,
+);

@@ -4,14 +4,11 @@ use std::sync::Arc;
 
 use kinde_meter_core::{ErrorCode, aggregate::MeterType, request::UsageRecord};
 use kinde_meter_store::{Store, SubmissionKind, SubmissionOutcome, UsageSubmission};
-use tempfile::tempdir;
 
-use super::common::*;
+use crate::common::*;
 
-#[tokio::test]
-async fn idempotency_replays_refuses_reuse_and_expires() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn idempotency_replays_refuses_reuse_and_expires(b: Backend) {
+    let store = open(&b).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     let rec = delta(&a, "api_calls", "5", "2024-03-02T00:00:00Z");
     let keyed = |client: &str, key: &str, record: &UsageRecord, received: &str| UsageSubmission {
@@ -112,10 +109,8 @@ async fn idempotency_replays_refuses_reuse_and_expires() {
     assert_eq!(count_now().await, 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_concurrent_duplicates_store_one_record() {
-    let dir = tempdir().unwrap();
-    let store = Arc::new(open(dir.path()).await);
+async fn twenty_concurrent_duplicates_store_one_record(b: Backend) {
+    let store = Arc::new(open(&b).await);
     let a = create(&*store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     let rec = delta(&a, "api_calls", "5", "2024-03-02T00:00:00Z");
     let tasks: Vec<_> = (0..20)
@@ -146,3 +141,8 @@ async fn twenty_concurrent_duplicates_store_one_record() {
     let u = usage(&*store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
     assert_eq!((u.value.to_string(), u.record_count), ("5".to_owned(), 1));
 }
+
+contract_tests!(
+    idempotency_replays_refuses_reuse_and_expires,
+    twenty_concurrent_duplicates_store_one_record,
+);

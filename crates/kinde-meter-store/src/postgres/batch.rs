@@ -1,0 +1,399 @@
+//! One group commit: every submission of a batch in one transaction.
+//!
+//! The transaction runs in phases so that every lock is taken in one global
+//! order, whatever the batch and whichever server runs it: idempotency keys
+//! first (sorted), then aggregate rows (sorted). In between nothing is locked.
+//!
+//! 1. claim the idempotency keys (`idempotency::claim`);
+//! 2. load the agreements and plans of every record, check each record and
+//!    assign it to its period (per-record business failures: the record gets
+//!    a [`crate::RecordFailure`] and nothing of it is written);
+//! 3. create and lock the aggregate rows the records fall into, and take
+//!    arrival sequence numbers from `usage_record_seq` for all of them at once;
+//! 4. apply the submissions in order in memory, with the core's
+//!    `AggregateState::apply` (the only reads now are the rare "deltas after a
+//!    late absolute" sums);
+//! 5. write: one multi-row INSERT of the stored records, one UPDATE of the
+//!    aggregates, one statement per kind of idempotency key change.
+//!
+//! Any SQL failure fails the whole batch (the writer answers every submission
+//! 503, nothing stored); business failures never do.
+
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::{GenericClient, Object};
+use jiff::Timestamp;
+use kinde_meter_core::{
+    aggregate::{AggregateState, ApplyError, Entry, MeterType, OrderKey},
+    agreement::Agreement,
+    assignment::assign,
+    catalog::Plan,
+    ids::{AgreementId, PlanCode},
+    request::UsageRecord,
+    value::UsageTotal,
+};
+
+use super::{
+    aggregates::{self, PeriodKey},
+    agreements, catalog, codec,
+    failure::PgResult,
+    idempotency::{self, KeyId, KeyState},
+};
+use crate::{
+    RecordFailure, RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
+    outcome::kind_str, record_checks,
+};
+
+/// What each submission of the batch is answered, in order.
+pub(super) type Answers = Vec<Result<SubmissionOutcome, StoreError>>;
+
+/// A record that passed its checks, placed in its period.
+struct Placed {
+    key: PeriodKey,
+    period_end_ns: i64,
+    effective_at: Timestamp,
+}
+
+/// A record to insert, with what its row needs beyond the request.
+struct Stored<'a> {
+    record: &'a UsageRecord,
+    submission: &'a UsageSubmission,
+    key: PeriodKey,
+    period_end_ns: i64,
+    order: OrderKey,
+}
+
+/// Runs the batch in one transaction on `conn` and returns the answers; an
+/// `Err` means nothing of the batch was committed.
+pub(super) async fn run(
+    conn: &mut Object,
+    config: &StoreConfig,
+    submissions: &[&UsageSubmission],
+) -> PgResult<Answers> {
+    let tx = conn.transaction().await?;
+
+    // 1. Keys.
+    let mut keys = idempotency::claim(&tx, config, submissions).await?;
+    let key_of = |s: &UsageSubmission| -> Option<KeyId> {
+        s.idempotency
+            .as_ref()
+            .map(|c| (s.client_id.clone(), c.key.as_str().to_owned()))
+    };
+    // Submissions answered from another transaction's outcome are not applied.
+    let applies = |s: &UsageSubmission| match key_of(s) {
+        Some(id) => matches!(keys.states.get(&id), Some(KeyState::Free)),
+        None => true,
+    };
+    let to_apply: Vec<bool> = submissions.iter().map(|s| applies(s)).collect();
+
+    // 2. Agreements, plans, checks and periods.
+    let mut ids: Vec<&str> = Vec::new();
+    for (s, apply) in submissions.iter().zip(&to_apply) {
+        if *apply {
+            ids.extend(s.records.iter().flatten().map(|r| r.agreement_id.as_str()));
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let agreements = load_agreements(&tx, &ids).await?;
+    let mut codes: Vec<&str> = agreements.values().map(|a| a.plan_code.as_str()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let plans = catalog::load_plans(&tx, &codes).await?;
+    let mut placed: Vec<Vec<Result<Placed, RecordFailure>>> = Vec::with_capacity(submissions.len());
+    for (s, apply) in submissions.iter().zip(&to_apply) {
+        let mut list = Vec::new();
+        if *apply {
+            for record in s.records.iter().flatten() {
+                list.push(place(record, s, config, &agreements, &plans)?);
+            }
+        }
+        placed.push(list);
+    }
+
+    // 3. Lock the aggregates; sequence numbers for every record that may be stored.
+    let mut period_keys: Vec<(PeriodKey, i64)> = placed
+        .iter()
+        .flatten()
+        .filter_map(|p| p.as_ref().ok())
+        .map(|p| (p.key.clone(), p.period_end_ns))
+        .collect();
+    period_keys.sort();
+    period_keys.dedup_by(|a, b| a.0 == b.0);
+    let mut states = HashMap::new();
+    let mut seqs = Vec::new();
+    if !period_keys.is_empty() {
+        aggregates::ensure(&tx, &period_keys).await?;
+        states = aggregates::lock(&tx, &period_keys).await?;
+        seqs = next_seqs(&tx, placed.iter().flatten().filter(|p| p.is_ok()).count()).await?;
+    }
+    let mut seqs = seqs.into_iter();
+
+    // 4. Apply, in order.
+    let mut stored: Vec<Stored<'_>> = Vec::new();
+    let mut changed: HashSet<PeriodKey> = HashSet::new();
+    let mut answers = Vec::with_capacity(submissions.len());
+    for (s, placed) in submissions.iter().zip(placed) {
+        let id = key_of(s);
+        if let Some(id) = &id
+            && let Some(KeyState::Remembered {
+                fingerprint,
+                kind,
+                outcome,
+                ..
+            }) = keys.states.get(id)
+        {
+            let claim = s.idempotency.as_ref().expect("keyed");
+            // The same key on the other endpoint is another request, whatever the hash.
+            answers.push(
+                if fingerprint != claim.fingerprint.as_str() || kind != kind_str(s.kind) {
+                    Ok(SubmissionOutcome::KeyReused)
+                } else {
+                    outcome
+                        .clone()
+                        .map(SubmissionOutcome::Replayed)
+                        .map_err(|e| {
+                            StoreError::Unavailable(format!(
+                                "the outcome stored for idempotency key {:?} is unreadable: {e}",
+                                claim.key.as_str()
+                            ))
+                        })
+                },
+            );
+            continue;
+        }
+        let mut placed = placed.into_iter();
+        let mut results: Vec<RecordResult> = Vec::with_capacity(s.records.len());
+        for record in &s.records {
+            let record = match record {
+                Ok(record) => record,
+                Err(failure) => {
+                    results.push(Err(failure.clone()));
+                    continue;
+                }
+            };
+            let p = match placed.next().expect("one placement per parsed record") {
+                Ok(p) => p,
+                Err(failure) => {
+                    results.push(Err(failure));
+                    continue;
+                }
+            };
+            let seq = *seqs
+                .as_slice()
+                .first()
+                .expect("a sequence number per placed record");
+            let entry = Entry {
+                key: OrderKey {
+                    effective_at: p.effective_at,
+                    seq,
+                },
+                meter_type: record.meter_type,
+                value: record.value,
+                received_at: s.received_at,
+            };
+            let state = states.get(&p.key).copied().unwrap_or_default();
+            match apply(&tx, &state, entry, &p.key, &stored).await? {
+                Some(next) => {
+                    seqs.next();
+                    states.insert(p.key.clone(), next);
+                    changed.insert(p.key.clone());
+                    stored.push(Stored {
+                        record,
+                        submission: s,
+                        key: p.key,
+                        period_end_ns: p.period_end_ns,
+                        order: entry.key,
+                    });
+                    results.push(Ok(()));
+                }
+                None => results.push(Err(record_checks::out_of_range(record))),
+            }
+        }
+        if let (Some(id), Some(claim)) = (&id, &s.idempotency)
+            && idempotency::remembers(s.kind, &results)
+        {
+            keys.states.insert(
+                id.clone(),
+                KeyState::Remembered {
+                    fingerprint: claim.fingerprint.as_str().to_owned(),
+                    kind: kind_str(s.kind).to_owned(),
+                    outcome: Ok(results.clone()),
+                    created_at: Some(s.received_at),
+                },
+            );
+        }
+        answers.push(Ok(SubmissionOutcome::Processed(results)));
+    }
+
+    // 5. Write.
+    insert_records(&tx, &stored).await?;
+    let mut saved: Vec<(&PeriodKey, &AggregateState)> = changed
+        .iter()
+        .map(|k| (k, states.get(k).expect("changed keys have states")))
+        .collect();
+    saved.sort_by(|a, b| a.0.cmp(b.0));
+    aggregates::save(&tx, &saved).await?;
+    idempotency::finish(&tx, &keys).await?;
+    tx.commit().await?;
+    Ok(answers)
+}
+
+/// The agreements with the given ids, by id.
+async fn load_agreements(
+    conn: &impl GenericClient,
+    ids: &[&str],
+) -> PgResult<HashMap<AgreementId, Agreement>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM agreements WHERE id = ANY($1)",
+            agreements::COLUMNS
+        ))
+        .await?;
+    conn.query(&stmt, &[&ids])
+        .await?
+        .iter()
+        .map(|r| agreements::from_row(r).map(|a| (a.id.clone(), a)))
+        .collect()
+}
+
+/// Checks a record and assigns it to its period (SPEC §3).
+fn place(
+    record: &UsageRecord,
+    s: &UsageSubmission,
+    config: &StoreConfig,
+    agreements: &HashMap<AgreementId, Agreement>,
+    plans: &HashMap<PlanCode, Plan>,
+) -> PgResult<Result<Placed, RecordFailure>> {
+    let agreement = match record_checks::check(
+        record,
+        agreements.get(&record.agreement_id),
+        |a| plans.get(&a.plan_code),
+        s.received_at,
+    ) {
+        Ok(agreement) => agreement,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let assignment = assign(
+        agreement.anchor,
+        agreement.interval,
+        record.timestamp.unwrap_or(s.received_at),
+        s.received_at,
+        config.grace,
+    );
+    Ok(Ok(Placed {
+        key: PeriodKey {
+            agreement_id: record.agreement_id.as_str().to_owned(),
+            feature_code: record.feature_code.as_str().to_owned(),
+            period_start_ns: codec::ns(assignment.period.start)?,
+        },
+        period_end_ns: codec::ns(assignment.period.end)?,
+        effective_at: assignment.effective_at,
+    }))
+}
+
+/// `count` arrival sequence numbers, ascending.
+async fn next_seqs(conn: &impl GenericClient, count: usize) -> PgResult<Vec<i64>> {
+    let stmt = conn
+        .prepare_cached("SELECT nextval('usage_record_seq') FROM generate_series(1, $1)")
+        .await?;
+    let n = i32::try_from(count).unwrap_or(i32::MAX);
+    let mut seqs: Vec<i64> = conn
+        .query(&stmt, &[&n])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// The state after `entry`, or `None` if the usage would pass 10^27. When a late
+/// absolute becomes the latest, the deltas after it are the committed ones (read
+/// under the row's lock) plus those of this batch not yet inserted.
+async fn apply(
+    conn: &impl GenericClient,
+    state: &AggregateState,
+    entry: Entry,
+    key: &PeriodKey,
+    pending: &[Stored<'_>],
+) -> PgResult<Option<AggregateState>> {
+    /// The sum is needed: `apply` is synchronous, so it asks, and is asked again
+    /// with the answer (it is pure, so asking twice is harmless).
+    struct Needs(OrderKey);
+    let after = match state.apply(entry, |after| Err::<UsageTotal, _>(Needs(after))) {
+        Ok(next) => return Ok(Some(next)),
+        Err(ApplyError::OutOfRange) => return Ok(None),
+        Err(ApplyError::Source(Needs(after))) => after,
+    };
+    let Some(committed) = aggregates::deltas_after(conn, key, after).await? else {
+        return Ok(None);
+    };
+    let mut sum = Some(committed);
+    for p in pending {
+        if p.key == *key && p.record.meter_type == MeterType::Delta && p.order > after {
+            sum = sum.and_then(|s| s.checked_add(p.record.value).ok());
+        }
+    }
+    let Some(sum) = sum else { return Ok(None) };
+    match state.apply(entry, |_| Ok::<_, ()>(sum)) {
+        Ok(next) => Ok(Some(next)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// One multi-row INSERT of the batch's stored records.
+async fn insert_records(conn: &impl GenericClient, stored: &[Stored<'_>]) -> PgResult<()> {
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let n = stored.len();
+    let mut a = Vec::with_capacity(n);
+    let mut f = Vec::with_capacity(n);
+    let mut ps = Vec::with_capacity(n);
+    let mut eff = Vec::with_capacity(n);
+    let mut seq = Vec::with_capacity(n);
+    let mut pe = Vec::with_capacity(n);
+    let mut mt = Vec::with_capacity(n);
+    let mut v = Vec::with_capacity(n);
+    let mut ts = Vec::with_capacity(n);
+    let mut rcv = Vec::with_capacity(n);
+    let mut client = Vec::with_capacity(n);
+    let mut key = Vec::with_capacity(n);
+    for r in stored {
+        a.push(r.key.agreement_id.as_str());
+        f.push(r.key.feature_code.as_str());
+        ps.push(r.key.period_start_ns);
+        eff.push(codec::ns(r.order.effective_at)?);
+        seq.push(r.order.seq);
+        pe.push(r.period_end_ns);
+        mt.push(r.record.meter_type.as_str());
+        v.push(r.record.value.to_string());
+        ts.push(r.record.timestamp.map(|t| t.to_string()));
+        rcv.push(codec::ns(r.submission.received_at)?);
+        client.push(r.submission.client_id.as_str());
+        key.push(r.submission.idempotency.as_ref().map(|c| c.key.as_str()));
+    }
+    let stmt = conn
+        .prepare_cached(
+            "INSERT INTO usage_records (agreement_id, feature_code, period_start_ns,
+                 effective_at_ns, seq, period_end_ns, meter_type, value, usage_timestamp,
+                 received_at_ns, client_id, idempotency_key)
+             SELECT a, f, ps, eff, seq, pe, mt, v::numeric, ts, rcv, client, key
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
+                         $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[])
+                  AS u (a, f, ps, eff, seq, pe, mt, v, ts, rcv, client, key)",
+        )
+        .await?;
+    conn.execute(
+        &stmt,
+        &[
+            &a, &f, &ps, &eff, &seq, &pe, &mt, &v, &ts, &rcv, &client, &key,
+        ],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! What can go wrong talking to PostgreSQL, and what each failure means for the
+//! caller and for the connection it happened on.
+
+use std::fmt;
+
+use tokio_postgres::error::SqlState;
+
+use crate::StoreError;
+
+/// A failed store operation: PostgreSQL's own error, a stored value that does not
+/// decode, or the operation's time running out.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The driver or the server failed.
+    Db(tokio_postgres::Error),
+    /// A stored value does not decode to anything the domain knows.
+    Data(String),
+    /// The operation did not finish within its deadline.
+    Timeout,
+    /// No connection could be had from the pool.
+    Pool(String),
+}
+
+/// Results of code that talks to PostgreSQL.
+pub(super) type PgResult<T> = Result<T, Failure>;
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Db(e)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The driver's Display of a server error is only "db error"; the
+            // server's message is what says what happened.
+            Failure::Db(e) => match e.as_db_error() {
+                Some(db) => write!(f, "PostgreSQL: {} ({})", db.message(), db.code().code()),
+                None => write!(f, "PostgreSQL: {e}"),
+            },
+            Failure::Data(what) => write!(f, "unreadable stored data: {what}"),
+            Failure::Timeout => f.write_str("PostgreSQL did not answer in time"),
+            Failure::Pool(what) => write!(f, "no PostgreSQL connection: {what}"),
+        }
+    }
+}
+
+impl Failure {
+    /// The SQLSTATE of a server error.
+    pub(super) fn code(&self) -> Option<&SqlState> {
+        match self {
+            Failure::Db(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether running the same transaction again may succeed: the server chose
+    /// it as a deadlock victim or refused it for a serialization conflict.
+    pub(super) fn is_retryable(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        )
+    }
+
+    /// Whether the connection it happened on must not be reused: anything but
+    /// an error the server reported on a healthy session (a timed-out or
+    /// broken connection may be mid-transaction or dead).
+    pub(super) fn poisons_connection(&self) -> bool {
+        match self {
+            Failure::Db(e) => e.as_db_error().is_none() || e.is_closed(),
+            Failure::Timeout => true,
+            Failure::Data(_) | Failure::Pool(_) => false,
+        }
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(f: Failure) -> Self {
+        StoreError::Unavailable(f.to_string())
+    }
+}

@@ -1,0 +1,226 @@
+//! Idempotency keys in a group commit shared with other servers (SPEC §2).
+//!
+//! A batch claims the keys of its submissions first, all in one statement in
+//! sorted order: a key nobody holds (or whose row has expired) is inserted or
+//! taken over, and so locked by this batch until it commits; a key held by
+//! another server's uncommitted batch makes this one wait (the primary key's
+//! conflict check), then see that batch's outcome. Two servers racing one key
+//! therefore store one record, and the later request gets the earlier's answer.
+//!
+//! Inside the batch, the key's state evolves as its submissions are applied in
+//! order; at the end the claimed rows are written (an outcome to remember) or
+//! deleted (a single record that failed leaves no trace, as with SQLite).
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+
+use super::{codec, failure::PgResult};
+use crate::{
+    RecordResult, StoreConfig, SubmissionKind, UsageSubmission,
+    outcome::{self, kind_str},
+};
+
+/// A key, in a client's namespace. Ordered bytewise: the order keys are claimed in.
+pub(super) type KeyId = (String, String);
+
+/// What is known about a key while the batch runs.
+#[derive(Debug, Clone)]
+pub(super) enum KeyState {
+    /// Claimed by this batch and not (yet) remembered: the next submission
+    /// with the key is processed.
+    Free,
+    /// An outcome is remembered for it: by an earlier transaction (found), or
+    /// by an earlier submission of this batch.
+    Remembered {
+        fingerprint: String,
+        kind: String,
+        outcome: Result<Vec<RecordResult>, String>,
+        /// Received time of the submission that remembered it, in this batch.
+        created_at: Option<Timestamp>,
+    },
+}
+
+/// The keys of a batch and their states.
+pub(super) struct Keys {
+    pub states: HashMap<KeyId, KeyState>,
+    /// Keys this batch claimed (their rows are its to write or delete).
+    pub claimed: Vec<KeyId>,
+}
+
+/// Claims the keys of `submissions` and reads the outcomes of those held by
+/// committed transactions.
+pub(super) async fn claim(
+    conn: &impl GenericClient,
+    config: &StoreConfig,
+    submissions: &[&UsageSubmission],
+) -> PgResult<Keys> {
+    // The first submission carrying each key claims it.
+    let mut first: HashMap<KeyId, &UsageSubmission> = HashMap::new();
+    for s in submissions {
+        if let Some(claim) = &s.idempotency {
+            first
+                .entry((s.client_id.clone(), claim.key.as_str().to_owned()))
+                .or_insert(s);
+        }
+    }
+    let mut keys = Keys {
+        states: HashMap::with_capacity(first.len()),
+        claimed: Vec::new(),
+    };
+    if first.is_empty() {
+        return Ok(keys);
+    }
+    let mut sorted: Vec<(&KeyId, &&UsageSubmission)> = first.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let n = sorted.len();
+    let (mut c, mut k, mut f, mut kd, mut t) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((client, key), s) in &sorted {
+        let claim = s.idempotency.as_ref().expect("keyed submissions only");
+        c.push(client.as_str());
+        k.push(key.as_str());
+        f.push(claim.fingerprint.as_str());
+        kd.push(kind_str(s.kind));
+        t.push(codec::ns(s.received_at)?);
+    }
+    let retention_ns = i64::try_from(config.idempotency_retention.as_nanos()).unwrap_or(i64::MAX);
+    // `DO UPDATE … WHERE` takes over only an expired row; a live one is left
+    // alone (but locked until this transaction ends) and not returned.
+    let stmt = conn
+        .prepare_cached(
+            "INSERT INTO idempotency_keys (client_id, key, fingerprint, kind, created_at_ns)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
+             ON CONFLICT (client_id, key) DO UPDATE SET
+                 fingerprint = excluded.fingerprint, kind = excluded.kind,
+                 outcome_json = NULL, created_at_ns = excluded.created_at_ns
+             WHERE idempotency_keys.created_at_ns < excluded.created_at_ns - $6
+             RETURNING client_id, key",
+        )
+        .await?;
+    let rows = conn
+        .query(&stmt, &[&c, &k, &f, &kd, &t, &retention_ns])
+        .await?;
+    for r in rows {
+        let id: KeyId = (r.get(0), r.get(1));
+        keys.states.insert(id.clone(), KeyState::Free);
+        keys.claimed.push(id);
+    }
+    if keys.claimed.len() < n {
+        // Held by committed transactions (this one waited for any in flight).
+        let stmt = conn
+            .prepare_cached(
+                "SELECT i.client_id, i.key, i.fingerprint, i.kind, i.outcome_json
+                 FROM idempotency_keys i
+                 JOIN unnest($1::text[], $2::text[]) AS u (c, k)
+                   ON i.client_id = u.c AND i.key = u.k",
+            )
+            .await?;
+        for r in conn.query(&stmt, &[&c, &k]).await? {
+            let id: KeyId = (r.get(0), r.get(1));
+            if keys.states.contains_key(&id) {
+                continue;
+            }
+            let outcome = match r.get::<_, Option<&str>>(4) {
+                Some(json) => outcome::decode(json),
+                None => Err("the outcome was never written".to_owned()),
+            };
+            keys.states.insert(
+                id,
+                KeyState::Remembered {
+                    fingerprint: r.get(2),
+                    kind: r.get(3),
+                    outcome,
+                    created_at: None,
+                },
+            );
+        }
+    }
+    Ok(keys)
+}
+
+/// Writes the claimed keys' final states: remembered outcomes are stored,
+/// claims that remembered nothing are deleted.
+pub(super) async fn finish(conn: &impl GenericClient, keys: &Keys) -> PgResult<()> {
+    // Columns of the two statements: client, key, fingerprint, kind, outcome, time.
+    let mut remembered = (Vec::<&str>::new(), Vec::<&str>::new(), Vec::<&str>::new());
+    let mut remembered_rest = (Vec::<&str>::new(), Vec::<String>::new(), Vec::<i64>::new());
+    let mut released: (Vec<&str>, Vec<&str>) = Default::default();
+    for id in &keys.claimed {
+        match keys.states.get(id) {
+            Some(KeyState::Remembered {
+                fingerprint,
+                kind,
+                outcome: Ok(results),
+                created_at: Some(at),
+            }) => {
+                remembered.0.push(id.0.as_str());
+                remembered.1.push(id.1.as_str());
+                remembered.2.push(fingerprint.as_str());
+                remembered_rest.0.push(kind.as_str());
+                remembered_rest.1.push(outcome::encode(results));
+                remembered_rest.2.push(codec::ns(*at)?);
+            }
+            _ => {
+                released.0.push(id.0.as_str());
+                released.1.push(id.1.as_str());
+            }
+        }
+    }
+    if !remembered.0.is_empty() {
+        let stmt = conn
+            .prepare_cached(
+                "UPDATE idempotency_keys i SET
+                     fingerprint = u.f, kind = u.kd, outcome_json = u.o, created_at_ns = u.t
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                      AS u (c, k, f, kd, o, t)
+                 WHERE i.client_id = u.c AND i.key = u.k",
+            )
+            .await?;
+        let (c, k, f) = &remembered;
+        let (kd, o, t) = &remembered_rest;
+        conn.execute(&stmt, &[c, k, f, kd, o, t]).await?;
+    }
+    if !released.0.is_empty() {
+        let stmt = conn
+            .prepare_cached(
+                "DELETE FROM idempotency_keys i USING unnest($1::text[], $2::text[]) AS u (c, k)
+                 WHERE i.client_id = u.c AND i.key = u.k",
+            )
+            .await?;
+        conn.execute(&stmt, &[&released.0, &released.1]).await?;
+    }
+    Ok(())
+}
+
+/// Whether a submission of `kind` with `results` is remembered: a batch always
+/// (always answered 200), a single record only when stored (its answer was 200).
+pub(super) fn remembers(kind: SubmissionKind, results: &[RecordResult]) -> bool {
+    match kind {
+        SubmissionKind::Batch => true,
+        SubmissionKind::Single => !results.is_empty() && results.iter().all(Result::is_ok),
+    }
+}
+
+/// Deletes up to `limit` keys created before `before`, skipping rows a batch
+/// holds (so a purge never waits for a batch nor deadlocks with one).
+pub(super) async fn purge(
+    conn: &impl GenericClient,
+    before: Timestamp,
+    limit: i64,
+) -> PgResult<u64> {
+    Ok(conn
+        .execute(
+            "DELETE FROM idempotency_keys WHERE (client_id, key) IN (
+                 SELECT client_id, key FROM idempotency_keys WHERE created_at_ns < $1
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&codec::ns_clamped(before), &limit],
+        )
+        .await?)
+}

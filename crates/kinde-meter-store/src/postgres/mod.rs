@@ -1,0 +1,294 @@
+//! The PostgreSQL store: several kinde-meter servers sharing one database.
+//!
+//! - Writes go through one writer task per server with group commit
+//!   (`writer`): one transaction per batch of queued submissions, its records
+//!   inserted with one multi-row statement (`batch`).
+//! - Servers never lose each other's updates: a batch locks the aggregate rows
+//!   it updates (`aggregates`) and claims its idempotency keys (`idempotency`)
+//!   in one global order, takes arrival sequence numbers from one sequence, and
+//!   commits records, aggregates and keys together.
+//! - Everything else (agreements, catalog, M2M clients, the issuer's keys and
+//!   identity) is a short transaction of its own on the pool (`pool`).
+//! - Outages are answered: every operation is bounded by
+//!   [`PgSettings::operation_timeout`], then fails with
+//!   [`StoreError::Unavailable`]; broken connections are replaced as the
+//!   database comes back, without a restart.
+//!
+//! The schema is in `schema.rs` (migrations under an advisory lock); one module
+//! per table family does the SQL.
+
+mod aggregates;
+mod agreements;
+mod batch;
+mod catalog;
+mod clients;
+mod codec;
+mod failure;
+mod idempotency;
+mod issuer;
+mod pool;
+mod read;
+mod schema;
+pub mod scratch;
+mod writer;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
+
+pub use schema::{CURRENT_VERSION, valid_schema_name};
+
+use self::{failure::Failure, pool::Db, pool::on_conn, writer::WriterHandle};
+use crate::{
+    AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError, IssuerStore,
+    ListAgreementsError, NewAgreement, NewClient, NewKeyPem, ReadUsageError, RevokedClient, Store,
+    StoreConfig, StoreError, SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission,
+    sqlite::WriterStats,
+};
+
+/// How to use the database, beyond its URL.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// The schema to keep kinde-meter's tables in (created by the migrations);
+    /// `None`: the connection's default (`public`, or what the URL's `options`
+    /// set). Lowercase letters, digits and `_` ([`valid_schema_name`]).
+    pub schema: Option<String>,
+    /// Most connections this server holds (the writer uses one at a time; the
+    /// rest serve reads, agreements and clients).
+    pub pool_size: usize,
+    /// Connecting gives up after this, unless the URL's `connect_timeout` says
+    /// otherwise.
+    pub connect_timeout: Duration,
+    /// Longest a store operation may take, waiting for a connection included;
+    /// also every session's `statement_timeout`. A write is answered within it
+    /// (503 when the database does not commit in time); SPEC §5 asks for 5 s.
+    pub operation_timeout: Duration,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        PgSettings {
+            schema: None,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(3),
+            operation_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PgStore {
+    db: Arc<Db>,
+    writer: WriterHandle,
+    /// Set by `shutdown`: writes outside the writer are refused from then on
+    /// too, as the SQLite store (whose every write goes through its writer) does.
+    closed: AtomicBool,
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, applies the migrations it lacks (safe
+    /// while other servers start on it) and starts the writer task on the
+    /// current tokio runtime. Fails if the database cannot be reached within the
+    /// connect and operation timeouts: a server should not start without it.
+    pub async fn connect(
+        url: &str,
+        settings: PgSettings,
+        config: StoreConfig,
+    ) -> Result<PgStore, StoreError> {
+        let db = Arc::new(Db::new(url, &settings)?);
+        migrate_on(&db, settings.schema.as_deref()).await?;
+        let writer = WriterHandle::spawn(db.clone(), config);
+        Ok(PgStore {
+            db,
+            writer,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Applies the migrations the database at `url` lacks and returns the
+    /// versions applied by this call (empty if it was up to date), as
+    /// `kinde-meter migrate` does.
+    pub async fn migrate(url: &str, settings: &PgSettings) -> Result<Vec<i32>, StoreError> {
+        let db = Db::new(url, settings)?;
+        let applied = migrate_on(&db, settings.schema.as_deref()).await;
+        db.close();
+        applied
+    }
+
+    /// The writer's counters (batches, jobs, records) since the store opened.
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// Submissions waiting for the writer right now.
+    pub fn queued_jobs(&self) -> usize {
+        self.writer.queued()
+    }
+}
+
+async fn migrate_on(db: &Db, schema: Option<&str>) -> Result<Vec<i32>, StoreError> {
+    // Migrations may wait for another server's; give them more time than a request.
+    let deadline = tokio::time::Instant::now() + db.operation_timeout * 15;
+    let applied = on_conn!(db, deadline, |conn| schema::migrate(conn, schema).await)
+        .map_err(|e| StoreError::Unavailable(format!("migrating the database: {e}")))?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "applied database migrations");
+    }
+    Ok(applied)
+}
+
+impl PgStore {
+    /// Refuses a write once the store is shut down.
+    fn open_for_writes(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::ShuttingDown);
+        }
+        Ok(())
+    }
+}
+
+/// Maps an operation's outcome: its own answer, or 503 for a database failure.
+fn answer<T, E: From<StoreError>>(result: Result<Result<T, E>, Failure>) -> Result<T, E> {
+    match result {
+        Ok(answer) => answer,
+        Err(failure) => Err(StoreError::from(failure).into()),
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| read::ping(
+            conn
+        )
+        .await)?)
+    }
+
+    async fn load_catalog(&self, catalog: &Catalog) -> Result<(), StoreError> {
+        self.open_for_writes()?;
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            catalog::upsert(conn, catalog).await
+        })?)
+    }
+
+    async fn catalog(&self) -> Result<Catalog, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            catalog::load_all(&*conn).await
+        })?)
+    }
+
+    async fn create_agreement(&self, new: NewAgreement) -> Result<Agreement, CreateAgreementError> {
+        self.open_for_writes()?;
+        answer(on_conn!(self.db, self.db.deadline(), |conn| {
+            agreements::create(conn, &new).await
+        }))
+    }
+
+    async fn agreement(&self, id: &AgreementId) -> Result<Option<Agreement>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            agreements::load(&*conn, id).await
+        })?)
+    }
+
+    async fn list_agreements(
+        &self,
+        query: AgreementQuery,
+    ) -> Result<AgreementPage, ListAgreementsError> {
+        answer(on_conn!(self.db, self.db.deadline(), |conn| {
+            agreements::list(conn, &query).await
+        }))
+    }
+
+    async fn submit_usage(
+        &self,
+        submission: UsageSubmission,
+    ) -> Result<SubmissionOutcome, StoreError> {
+        self.writer.submit(submission).await
+    }
+
+    async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
+        answer(on_conn!(self.db, self.db.deadline(), |conn| read::usage(
+            conn, &query
+        )
+        .await))
+    }
+
+    async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {
+        self.open_for_writes()?;
+        answer(on_conn!(self.db, self.db.deadline(), |conn| {
+            clients::create(&*conn, &new).await
+        }))
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            clients::list(&*conn).await
+        })?)
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientWithSecret>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            clients::load(&*conn, id).await
+        })?)
+    }
+
+    async fn revoke_client(&self, id: &str, now: Timestamp) -> Result<Option<Client>, StoreError> {
+        self.open_for_writes()?;
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            clients::revoke(&*conn, id, now).await
+        })?)
+    }
+
+    async fn revoked_clients_since(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<RevokedClient>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            clients::revoked_since(&*conn, since).await
+        })?)
+    }
+
+    async fn shutdown(&self) {
+        // The pool stays: reads after shutdown still work, as with SQLite.
+        self.closed.store(true, Ordering::Release);
+        self.writer.shutdown().await;
+    }
+
+    fn issuer(&self) -> Option<&dyn IssuerStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl IssuerStore for PgStore {
+    async fn load_or_create_signing_keys(
+        &self,
+        generate: NewKeyPem,
+    ) -> Result<Vec<String>, StoreError> {
+        // Key generation may take a while on a busy machine: a longer bound.
+        let deadline = tokio::time::Instant::now() + self.db.operation_timeout * 4;
+        Ok(on_conn!(self.db, deadline, |conn| {
+            issuer::load_or_create_keys(conn, generate).await
+        })?)
+    }
+
+    async fn public_url(&self) -> Result<Option<String>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            issuer::public_url(&*conn).await
+        })?)
+    }
+
+    async fn set_public_url(&self, url: &str) -> Result<Option<String>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            issuer::set_public_url(&*conn, url).await
+        })?)
+    }
+}

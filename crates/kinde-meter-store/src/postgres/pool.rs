@@ -1,0 +1,187 @@
+//! Connections: the pool, the session settings every connection gets, and
+//! running an operation within a deadline on a pooled connection.
+//!
+//! Every operation is bounded twice: on the server by `statement_timeout` (a
+//! statement waiting for a lock or grinding gives up) and here by a deadline
+//! around the whole operation (a server that stopped answering, a network that
+//! drops packets). A connection that timed out or broke is taken out of the
+//! pool and closed, which also makes the server roll back whatever it was
+//! doing; the next operation opens a fresh one, which is how the store
+//! recovers by itself when PostgreSQL comes back.
+
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tokio::time::Instant;
+use tokio_postgres::NoTls;
+
+use super::{
+    PgSettings,
+    failure::{Failure, PgResult},
+    schema::valid_schema_name,
+};
+use crate::StoreError;
+
+/// The connection pool of one store.
+pub(super) struct Db {
+    pool: Pool,
+    /// Bound of one operation (and the sessions' `statement_timeout`).
+    pub(super) operation_timeout: Duration,
+}
+
+impl Db {
+    /// A pool for `url` with `settings`; connects lazily, so this never waits.
+    pub(super) fn new(url: &str, settings: &PgSettings) -> Result<Db, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(settings.connect_timeout);
+        }
+        // Dead peers are noticed by the operation deadline; keepalives let the
+        // server side notice a vanished client too.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("kinde-meter");
+        }
+        config.options(&session_options(
+            config.get_options(),
+            settings.schema.as_deref(),
+            settings.operation_timeout,
+        )?);
+        // TLS: a `MakeTlsConnect` (tokio-postgres-rustls, say) goes here
+        // instead of `NoTls`; nothing else changes.
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .wait_timeout(Some(settings.operation_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot build the connection pool: {e}"))
+            })?;
+        Ok(Db {
+            pool,
+            operation_timeout: settings.operation_timeout,
+        })
+    }
+
+    /// When an operation started now must have finished.
+    pub(super) fn deadline(&self) -> Instant {
+        Instant::now() + self.operation_timeout
+    }
+
+    /// A connection, by `deadline`.
+    pub(super) async fn get(&self, deadline: Instant) -> PgResult<Object> {
+        match tokio::time::timeout_at(deadline, self.pool.get()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(PoolError::Backend(e))) => Err(Failure::Db(e)),
+            Ok(Err(PoolError::Timeout(_))) | Err(_) => Err(Failure::Timeout),
+            Ok(Err(e)) => Err(Failure::Pool(e.to_string())),
+        }
+    }
+
+    /// Puts a connection back after an operation, or closes it if the
+    /// operation's failure left it in doubt (timed out mid-statement, broken).
+    pub(super) fn release<T>(&self, conn: Object, result: &PgResult<T>) {
+        if let Err(failure) = result
+            && failure.poisons_connection()
+        {
+            drop(Object::take(conn));
+        }
+    }
+
+    /// Closes the pool: idle connections now, the others as they come back.
+    pub(super) fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// The `options` startup parameter: whatever the URL asked for, then the
+/// schema (`search_path`) and the timeouts every session of the store runs
+/// with. `idle_in_transaction_session_timeout` frees the locks of a server
+/// that vanished mid-transaction without closing its connection.
+fn session_options(
+    from_url: Option<&str>,
+    schema: Option<&str>,
+    operation_timeout: Duration,
+) -> Result<String, StoreError> {
+    let mut options = from_url.unwrap_or_default().to_owned();
+    let mut set = |name: &str, value: &str| {
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        options.push_str(&format!("-c {name}={value}"));
+    };
+    if let Some(schema) = schema {
+        if !valid_schema_name(schema) {
+            return Err(StoreError::Unavailable(format!(
+                "invalid schema name {schema:?}: use lowercase letters, digits and _"
+            )));
+        }
+        set("search_path", schema);
+    }
+    let ms = operation_timeout.as_millis().max(1).to_string();
+    set("statement_timeout", &ms);
+    let idle_ms = (operation_timeout * 4).as_millis().max(1000).to_string();
+    set("idle_in_transaction_session_timeout", &idle_ms);
+    Ok(options)
+}
+
+/// Runs `$body` (an expression using the connection `$conn: &mut Object`) on a
+/// connection of `$db`, bounded by `$deadline`: a [`Failure::Timeout`] when time
+/// runs out, and the connection closed rather than reused when the outcome left
+/// it in doubt. A macro rather than a function taking a closure, because the
+/// body's future borrows the connection.
+macro_rules! on_conn {
+    ($db:expr, $deadline:expr, |$conn:ident| $body:expr) => {{
+        let db: &$crate::postgres::pool::Db = &$db;
+        let deadline = $deadline;
+        match db.get(deadline).await {
+            Err(failure) => Err(failure),
+            Ok(mut conn) => {
+                let result = {
+                    let $conn = &mut conn;
+                    match tokio::time::timeout_at(deadline, async { $body }).await {
+                        Ok(result) => result,
+                        Err(_) => Err($crate::postgres::failure::Failure::Timeout),
+                    }
+                };
+                db.release(conn, &result);
+                result
+            }
+        }
+    }};
+}
+pub(super) use on_conn;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_options_keep_the_urls_and_add_ours() {
+        let o = session_options(
+            Some("-c work_mem=4MB"),
+            Some("tenant_a"),
+            Duration::from_secs(4),
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            "-c work_mem=4MB -c search_path=tenant_a -c statement_timeout=4000 -c idle_in_transaction_session_timeout=16000"
+        );
+        assert!(session_options(None, Some("a b"), Duration::from_secs(1)).is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! The write queue and its group commit, for PostgreSQL.
+//!
+//! Like the SQLite writer: submissions go through one bounded queue to one
+//! writer task, which takes the first queued submission and everything else
+//! already queued (up to about `max_batch_records` records) and commits it all
+//! in one transaction (`batch`), answering only after COMMIT returns.
+//! Concurrency with the other servers on the database is the batch's business
+//! (row locks in one order); this task only keeps this server's commits few
+//! and large.
+//!
+//! Outages are answered, not waited out: every submission carries a deadline
+//! (its arrival plus the operation timeout); a batch must finish by the
+//! earliest deadline among its submissions, and a submission whose deadline
+//! has passed before its batch starts is answered 503 without being run. Since
+//! nothing is run after its deadline, a 503 always means nothing was stored,
+//! except in the one case no client of any database escapes: the connection
+//! breaks after COMMIT was sent and before its answer came back.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::FutureExt;
+use jiff::Timestamp;
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use super::{batch, idempotency, pool::Db, pool::on_conn};
+use crate::{StoreConfig, StoreError, SubmissionOutcome, UsageSubmission, sqlite::WriterStats};
+
+/// Expired idempotency keys are purged after every this many batches.
+const PURGE_EVERY_BATCHES: u64 = 256;
+/// Most expired keys one purge deletes.
+const PURGE_LIMIT: i64 = 1000;
+/// A batch that lost a deadlock or a serialization conflict is run again this
+/// many times at most (time permitting).
+const MAX_ATTEMPTS: u32 = 3;
+/// A submission with less time left than this is answered 503 rather than run:
+/// a batch that short could not commit.
+const MIN_BUDGET: Duration = Duration::from_millis(20);
+
+/// A submission waiting for the writer.
+struct Job {
+    submission: UsageSubmission,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<SubmissionOutcome, StoreError>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    batches: AtomicU64,
+    failed_batches: AtomicU64,
+    jobs: AtomicU64,
+    records: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// The async side of the writer: its queue and its task.
+pub(super) struct WriterHandle {
+    /// `None` once shut down. Dropping the sender is what closes the queue.
+    sender: RwLock<Option<mpsc::Sender<Job>>>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+    operation_timeout: Duration,
+}
+
+impl WriterHandle {
+    /// Starts the writer task (on the current tokio runtime).
+    pub(super) fn spawn(db: Arc<Db>, config: StoreConfig) -> WriterHandle {
+        let (sender, queue) = mpsc::channel(config.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let operation_timeout = db.operation_timeout;
+        let writer = Writer {
+            db,
+            config,
+            counters: counters.clone(),
+        };
+        let task = tokio::spawn(writer.run(queue));
+        WriterHandle {
+            sender: RwLock::new(Some(sender)),
+            task: tokio::sync::Mutex::new(Some(task)),
+            counters,
+            operation_timeout,
+        }
+    }
+
+    /// Queues a submission without waiting (a full queue is answered at once)
+    /// and waits for its answer, which comes by its deadline.
+    pub(super) async fn submit(
+        &self,
+        submission: UsageSubmission,
+    ) -> Result<SubmissionOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            submission,
+            deadline: Instant::now() + self.operation_timeout,
+            reply,
+        };
+        {
+            let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(sender) = sender.as_ref() else {
+                return Err(StoreError::ShuttingDown);
+            };
+            sender.try_send(job).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
+            })?;
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the writer stopped before answering".to_owned(),
+            ))
+        })
+    }
+
+    /// Jobs waiting in the queue.
+    pub(super) fn queued(&self) -> usize {
+        let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
+        sender
+            .as_ref()
+            .map_or(0, |s| s.max_capacity() - s.capacity())
+    }
+
+    /// The writer's counters.
+    pub(super) fn stats(&self) -> WriterStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriterStats {
+            received: get(&c.received),
+            batches: get(&c.batches),
+            failed_batches: get(&c.failed_batches),
+            jobs: get(&c.jobs),
+            records: get(&c.records),
+            largest_batch: get(&c.largest_batch),
+        }
+    }
+
+    /// Closes the queue, lets the writer commit and answer everything queued,
+    /// and waits for it to end.
+    pub(super) async fn shutdown(&self) {
+        let mut task = self.task.lock().await;
+        drop(
+            self.sender
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(task) = task.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the PostgreSQL writer task failed");
+        }
+    }
+}
+
+/// The writer task's state.
+struct Writer {
+    db: Arc<Db>,
+    config: StoreConfig,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    async fn run(self, mut queue: mpsc::Receiver<Job>) {
+        let max_records = self.config.max_batch_records.max(1);
+        let mut batch = Vec::new();
+        let mut since_purge = 0;
+        while let Some(first) = queue.recv().await {
+            // A job without records still takes room, so batches stay bounded.
+            let mut size = first.submission.records.len().max(1);
+            batch.push(first);
+            while size < max_records {
+                let Ok(job) = queue.try_recv() else { break };
+                size += job.submission.records.len().max(1);
+                batch.push(job);
+            }
+            self.counters
+                .received
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.commit(std::mem::take(&mut batch)).await;
+            since_purge += 1;
+            if since_purge == PURGE_EVERY_BATCHES {
+                since_purge = 0;
+                self.purge_expired_keys().await;
+            }
+        }
+    }
+
+    /// Runs the batch in one transaction and answers every job of it.
+    async fn commit(&self, batch: Vec<Job>) {
+        let now = Instant::now();
+        let (live, late): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|job| job.deadline > now + MIN_BUDGET);
+        for job in late {
+            let _ = job.reply.send(Err(StoreError::Unavailable(
+                "PostgreSQL did not take the write in time".to_owned(),
+            )));
+        }
+        let Some(deadline) = live.iter().map(|job| job.deadline).min() else {
+            return;
+        };
+        let submissions: Vec<&UsageSubmission> = live.iter().map(|job| &job.submission).collect();
+        let mut attempt = 1;
+        let outcome = loop {
+            // A panic must not kill the only writer: the transaction is
+            // dropped (rolled back) as it unwinds, the batch answered 503.
+            let run = AssertUnwindSafe(async {
+                on_conn!(self.db, deadline, |conn| batch::run(
+                    conn,
+                    &self.config,
+                    &submissions
+                )
+                .await)
+            })
+            .catch_unwind()
+            .await;
+            let result = match run {
+                Ok(result) => result.map_err(|failure| {
+                    let retry = failure.is_retryable()
+                        && attempt < MAX_ATTEMPTS
+                        && Instant::now() + MIN_BUDGET < deadline;
+                    (StoreError::from(failure), retry)
+                }),
+                Err(_) => Err((
+                    StoreError::Unavailable("internal error in the writer".to_owned()),
+                    false,
+                )),
+            };
+            match result {
+                Err((e, true)) => {
+                    tracing::debug!(error = %e, attempt, "write batch conflicted; running it again");
+                    attempt += 1;
+                }
+                Ok(answers) => break Ok(answers),
+                Err((e, false)) => break Err(e),
+            }
+        };
+        let c = &self.counters;
+        match outcome {
+            Ok(answers) => {
+                let jobs = live.len() as u64;
+                let records: usize = live.iter().map(|j| j.submission.records.len()).sum();
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.jobs.fetch_add(jobs, Ordering::Relaxed);
+                c.records.fetch_add(records as u64, Ordering::Relaxed);
+                c.largest_batch.fetch_max(jobs, Ordering::Relaxed);
+                for (job, answer) in live.into_iter().zip(answers) {
+                    // A caller that stopped waiting is no error.
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                c.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, jobs = live.len(), "write batch rolled back");
+                for job in live {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Deletes a bounded slice of expired idempotency keys, after the batch was
+    /// answered. Failure only delays the purge.
+    async fn purge_expired_keys(&self) {
+        let before = Timestamp::now()
+            .checked_sub(self.config.idempotency_retention)
+            .unwrap_or(Timestamp::MIN);
+        let result = on_conn!(self.db, self.db.deadline(), |conn| idempotency::purge(
+            &*conn,
+            before,
+            PURGE_LIMIT
+        )
+        .await);
+        match result {
+            Ok(purged) => tracing::debug!(purged, "purged expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "purging expired idempotency keys failed"),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The business checks a usage record passes before it is stored (SPEC §2,
+//! §3), with the messages clients see: one definition for every backend (the
+//! contract tests compare the messages on each).
+
+use jiff::Timestamp;
+use kinde_meter_core::{
+    ErrorCode, agreement::Agreement, catalog::Plan, ids::AgreementId, request::UsageRecord,
+};
+
+use crate::RecordFailure;
+
+/// Checks `record` against its agreement and plan as loaded (`None`: absent):
+/// the agreement exists and is active at `received_at`, its plan is known, and
+/// the feature is one of the plan's metered features.
+pub(crate) fn check<'a>(
+    record: &UsageRecord,
+    agreement: Option<&'a Agreement>,
+    plan: impl FnOnce(&Agreement) -> Option<&'a Plan>,
+    received_at: Timestamp,
+) -> Result<&'a Agreement, RecordFailure> {
+    let id: &AgreementId = &record.agreement_id;
+    let feature = &record.feature_code;
+    let Some(agreement) = agreement else {
+        return Err(RecordFailure::new(
+            ErrorCode::AgreementNotFound,
+            format!("customer_agreement_id: no agreement {id}"),
+        ));
+    };
+    if !agreement.is_active(received_at) {
+        return Err(RecordFailure::new(
+            ErrorCode::AgreementNotActive,
+            format!("customer_agreement_id: agreement {id} has ended"),
+        ));
+    }
+    let plan_code = &agreement.plan_code;
+    let Some(plan) = plan(agreement) else {
+        return Err(RecordFailure::new(
+            ErrorCode::FeatureNotFound,
+            format!(
+                "billing_feature_code: plan {plan_code} of agreement {id} is not in the catalog"
+            ),
+        ));
+    };
+    match plan.feature(feature) {
+        None => Err(RecordFailure::new(
+            ErrorCode::FeatureNotFound,
+            format!("billing_feature_code: plan {plan_code} has no feature {feature}"),
+        )),
+        Some(f) if !f.metered => Err(RecordFailure::new(
+            ErrorCode::FeatureNotMetered,
+            format!("billing_feature_code: feature {feature} of plan {plan_code} is not metered"),
+        )),
+        Some(_) => Ok(agreement),
+    }
+}
+
+/// The failure of a record that would take its total beyond 10^27.
+pub(crate) fn out_of_range(record: &UsageRecord) -> RecordFailure {
+    RecordFailure::new(
+        ErrorCode::ValueOutOfRange,
+        format!(
+            "meter_value: {} would take the usage of {} beyond 10^27",
+            record.value, record.feature_code
+        ),
+    )
+}

@@ -1,0 +1,19 @@
+//! The store contract, run against every backend: SQLite in a temporary
+//! directory and PostgreSQL in a scratch schema of its own (when
+//! `KINDE_METER_TEST_DATABASE_URL` names a server; skipped otherwise). Each
+//! test is an `async fn(Backend)`; `contract_tests!` makes it two tests,
+//! `on_sqlite::NAME` and `on_postgres::NAME`.
+
+#[macro_use]
+mod common;
+
+#[path = "contract/agreements.rs"]
+mod agreements;
+#[path = "contract/clients.rs"]
+mod clients;
+#[path = "contract/durability.rs"]
+mod durability;
+#[path = "contract/idempotency.rs"]
+mod idempotency;
+#[path = "contract/usage.rs"]
+mod usage;

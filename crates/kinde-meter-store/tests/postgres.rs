@@ -1,0 +1,15 @@
+//! The PostgreSQL store's own behaviour: several stores (standing for several
+//! servers) on one schema, its writer, and its migrations. Each test runs in a
+//! scratch schema of its own on the server named by
+//! `KINDE_METER_TEST_DATABASE_URL`, and is skipped when that is unset. The
+//! contract every backend meets is in `contract.rs`.
+
+#[macro_use]
+mod common;
+
+#[path = "postgres/concurrency.rs"]
+mod concurrency;
+#[path = "postgres/migrations.rs"]
+mod migrations;
+#[path = "postgres/writer.rs"]
+mod writer;
