@@ -549,3 +549,32 @@ async fn the_token_endpoint_is_in_the_openapi_document() {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
 }
+
+#[tokio::test]
+async fn failed_client_logins_count_against_the_source_address() {
+    use kinde_meter_server::rate_limit::{Limit, RateLimitConfig};
+    let app = TestApp::spawn_with(Options {
+        rate_limits: RateLimitConfig {
+            // A burst of three failures and no refill for an hour: the fourth
+            // failure finds the bucket empty and blocks the address.
+            auth_failures: Limit::one_per(Duration::from_secs(3600), 3),
+            ..RateLimitConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let (id, secret) = register(&app, "reporter", USAGE_SCOPES).await;
+    for _ in 0..4 {
+        assert_oauth_error(
+            request_token(&app, &id, "wrong-secret", None).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        )
+        .await;
+    }
+    // Over the limit: refused before the (slow) secret check, even with the right secret.
+    let response = request_token(&app, &id, &secret, None).await;
+    assert!(response.headers().get("retry-after").is_some());
+    assert!(response.headers().get("ratelimit-reset").is_some());
+    assert_oauth_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+}

@@ -11,12 +11,12 @@
 //! audience (400 `invalid_request`), the client and its secret (401
 //! `invalid_client`), the scopes (400 `invalid_scope`).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::SocketAddr};
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
-    extract::{State, rejection::BytesRejection},
+    extract::{ConnectInfo, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -63,13 +63,52 @@ pub struct TokenRequestForm {
 )]
 pub async fn token(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // Each secret check is a deliberately slow argon2 hash, so failed client
+    // logins count against the source address like invalid bearer tokens do,
+    // and an address over its limit is refused before any hashing.
+    let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let failures = &state.limits.auth_failures;
+    if let Some(ip) = ip
+        && let Err(limited) = failures.check(ip)
+    {
+        return too_many_requests(limited.retry_after_secs());
+    }
     match grant(&state, &headers, body).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => {
+            if error.status == StatusCode::UNAUTHORIZED
+                && let Some(ip) = ip
+            {
+                failures.record_failure(ip);
+            }
+            error.into_response()
+        }
     }
+}
+
+/// 429 in RFC 6749's error shape, with SPEC §2's headers.
+fn too_many_requests(seconds: u64) -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(OAuthErrorResponse {
+            error: "too_many_requests".to_owned(),
+            error_description: Some(
+                "too many failed client authentications from this address; retry later".to_owned(),
+            ),
+        }),
+    )
+        .into_response();
+    let value = HeaderValue::from(seconds);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, value.clone());
+    response.headers_mut().insert("ratelimit-reset", value);
+    no_store(response.headers_mut());
+    response
 }
 
 async fn grant(
