@@ -20,8 +20,10 @@
 //! accepted again ([`Limited`]); it becomes `Retry-After` and `RateLimit-Reset`.
 //!
 //! The limiters here keep their buckets in memory ([`governor`]'s GCRA over a
-//! `DashMap`). The per-client check is behind the [`ClientLimiter`] trait so a
-//! shared limiter (Redis, `--redis-url`, issue 5) can take its place. Memory is
+//! `DashMap`). The per-client check is behind the [`ClientLimiter`] trait; with
+//! `--redis-url` the [Redis limiter](redis::RedisClientLimiter) takes its place
+//! and the buckets are shared by every server using that Redis (failing open
+//! while Redis is unreachable). The per-address limit stays in memory. Memory is
 //! bounded by dropping buckets that have refilled ([`RateLimits::maintain`],
 //! run every [`MAINTENANCE_INTERVAL`] by [`RateLimits::spawn_maintenance`], and
 //! early when the per-address table grows past [`MAX_TRACKED_ADDRESSES`]).
@@ -42,6 +44,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota, RateLimiter};
 
 use crate::auth::Principal;
+
+pub mod redis;
 
 /// Requests per second per client unless configured (`--rate-limit`).
 pub const DEFAULT_RATE_LIMIT: u32 = 1000;
@@ -449,6 +453,24 @@ impl RateLimits {
         let limits = Arc::new(RateLimits::local(config));
         limits.spawn_maintenance();
         limits
+    }
+
+    /// As [`start`](Self::start), with the per-client buckets in Redis when
+    /// `redis` is given (shared by every server using it). Fails only on an
+    /// invalid Redis URL; Redis itself is reached on first use.
+    pub fn start_with(
+        config: &RateLimitConfig,
+        redis: Option<&redis::RedisLimitConfig>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let Some(redis) = redis else {
+            return Ok(RateLimits::start(config));
+        };
+        let limits = Arc::new(RateLimits {
+            clients: Arc::new(redis::RedisClientLimiter::new(redis, config)?),
+            auth_failures: AuthFailureLimiter::new(config.auth_failures),
+        });
+        limits.spawn_maintenance();
+        Ok(limits)
     }
 
     /// Drops refilled buckets and ended blocks.

@@ -26,7 +26,7 @@ use crate::auth::{
 use crate::clients::{self, RevokedClients, TokenIssuer};
 use crate::clock::Clock;
 use crate::metrics::{Metrics, WritePathStats};
-use crate::rate_limit::{RateLimitConfig, RateLimits};
+use crate::rate_limit::{RateLimitConfig, RateLimits, redis::RedisLimitConfig};
 use crate::routes;
 use crate::state::AppState;
 use crate::storage;
@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub clock: Clock,
     /// Rate limits per client and, for invalid credentials, per source address.
     pub rate_limits: RateLimitConfig,
+    /// Per-client buckets in Redis, shared by every server using it
+    /// (`--redis-url`); `None`: in memory, each server limits on its own.
+    pub redis: Option<RedisLimitConfig>,
     /// Timeouts, connection limit, TLS.
     pub transport: TransportConfig,
     /// Verify tokens of an external issuer (real Kinde) instead of our own.
@@ -82,6 +85,7 @@ impl ServerConfig {
             store: StoreConfig::default(),
             clock: Clock::System,
             rate_limits: RateLimitConfig::default(),
+            redis: None,
             transport: TransportConfig::default(),
             external_issuer: None,
             token_lifetime: clients::DEFAULT_TOKEN_LIFETIME,
@@ -188,13 +192,17 @@ impl Application {
                 config.token_lifetime,
             ))
         });
+        let limits = RateLimits::start_with(&config.rate_limits, config.redis.as_ref())?;
+        if let Some(redis) = &config.redis {
+            tracing::info!(key_prefix = %redis.key_prefix, "per-client rate limits shared through Redis");
+        }
         let state = AppState {
             store: store.clone(),
             verifier: Arc::new(verifier),
             remote_jwks,
             jwks: Arc::new(served_jwks),
             clock: config.clock.clone(),
-            limits: RateLimits::start(&config.rate_limits),
+            limits,
             token_issuer,
             revoked_clients,
             metrics: Arc::new(Metrics::new(Some(storage.write_stats.clone()))),

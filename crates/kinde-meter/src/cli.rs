@@ -82,6 +82,15 @@ pub struct ServeArgs {
     /// past the burst the address gets 429 before its tokens are checked. 0: no limit.
     #[arg(long, env = "KINDE_METER_AUTH_FAILURE_LIMIT", default_value = "10:100", value_parser = kinde_meter_server::rate_limit::Limit::parse)]
     pub auth_failure_limit: kinde_meter_server::rate_limit::Limit,
+    /// Share the per-client rate limit buckets with every server using this Redis
+    /// (redis://HOST:PORT, or redis://USER:PASSWORD@HOST:PORT/DB). While Redis is
+    /// unreachable requests are let through (fail-open) and a warning is logged.
+    /// Without it each server limits on its own.
+    #[arg(long, env = "KINDE_METER_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys of the rate limit buckets (one key per client id).
+    #[arg(long, env = "KINDE_METER_REDIS_KEY_PREFIX", default_value = kinde_meter_server::rate_limit::redis::DEFAULT_KEY_PREFIX, requires = "redis_url")]
+    pub redis_key_prefix: String,
     /// Seconds a client has to send a request's headers (also the idle keep-alive
     /// timeout and the TLS handshake limit).
     #[arg(long, env = "KINDE_METER_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -52,6 +52,8 @@ pub struct Options {
     pub store: StoreConfig,
     pub data_dir: Option<PathBuf>,
     pub rate_limits: kinde_meter_server::rate_limit::RateLimitConfig,
+    /// Per-client buckets in Redis (`--redis-url`) instead of in memory.
+    pub redis: Option<kinde_meter_server::rate_limit::redis::RedisLimitConfig>,
     pub transport: kinde_meter_server::transport::TransportConfig,
     pub external_issuer: Option<kinde_meter_server::ExternalIssuer>,
     /// How often the server polls for revoked clients (default: the server's).
@@ -76,6 +78,7 @@ impl Default for Options {
             store: StoreConfig::default(),
             data_dir: None,
             rate_limits: Default::default(),
+            redis: None,
             transport: Default::default(),
             external_issuer: None,
             revocation_refresh: None,
@@ -123,6 +126,7 @@ impl TestApp {
         config.catalog = options.catalog;
         config.store = options.store;
         config.rate_limits = options.rate_limits;
+        config.redis = options.redis;
         config.transport = options.transport;
         config.external_issuer = options.external_issuer;
         if let Some(refresh) = options.revocation_refresh {

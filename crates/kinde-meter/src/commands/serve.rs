@@ -12,7 +12,7 @@ use kinde_meter_core::{
 use kinde_meter_server::{
     Application, ExternalIssuer, ServerConfig,
     auth::MintRequest,
-    rate_limit::{Limit, RateLimitConfig},
+    rate_limit::{Limit, RateLimitConfig, redis::RedisLimitConfig},
     transport::{TlsFiles, TransportConfig},
 };
 use kinde_meter_store::{
@@ -81,6 +81,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         clients: args.client_rate_limits.iter().cloned().collect(),
         auth_failures: args.auth_failure_limit,
     };
+    config.redis = args.redis_url.as_ref().map(|url| RedisLimitConfig {
+        key_prefix: args.redis_key_prefix.clone(),
+        ..RedisLimitConfig::new(url)
+    });
     config.transport = TransportConfig {
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         request_timeout: Duration::from_secs(args.request_timeout),
