@@ -20,6 +20,9 @@ mod outcome;
 pub mod postgres;
 mod record_checks;
 pub mod sqlite;
+mod writer_queue;
+
+pub use writer_queue::WriterStats;
 
 pub use model::*;
 

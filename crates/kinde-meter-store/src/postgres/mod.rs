@@ -51,7 +51,7 @@ use crate::{
     AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError, IssuerStore,
     ListAgreementsError, NewAgreement, NewClient, NewKeyPem, ReadUsageError, RevokedClient, Store,
     StoreConfig, StoreError, SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission,
-    sqlite::WriterStats,
+    WriterStats,
 };
 
 /// How to use the database, beyond its URL.

@@ -18,10 +18,7 @@
 
 use std::{
     panic::AssertUnwindSafe,
-    sync::{
-        Arc, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -34,7 +31,10 @@ use tokio::{
 };
 
 use super::{batch, idempotency, pool::Db, pool::on_conn};
-use crate::{StoreConfig, StoreError, SubmissionOutcome, UsageSubmission, sqlite::WriterStats};
+use crate::{
+    StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
+    writer_queue::{Counters, JobQueue, WriterStats},
+};
 
 /// Expired idempotency keys are purged after every this many batches.
 const PURGE_EVERY_BATCHES: u64 = 256;
@@ -54,20 +54,9 @@ struct Job {
     reply: oneshot::Sender<Result<SubmissionOutcome, StoreError>>,
 }
 
-#[derive(Default)]
-struct Counters {
-    received: AtomicU64,
-    batches: AtomicU64,
-    failed_batches: AtomicU64,
-    jobs: AtomicU64,
-    records: AtomicU64,
-    largest_batch: AtomicU64,
-}
-
 /// The async side of the writer: its queue and its task.
 pub(super) struct WriterHandle {
-    /// `None` once shut down. Dropping the sender is what closes the queue.
-    sender: RwLock<Option<mpsc::Sender<Job>>>,
+    queue: JobQueue<Job>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
     operation_timeout: Duration,
@@ -76,7 +65,7 @@ pub(super) struct WriterHandle {
 impl WriterHandle {
     /// Starts the writer task (on the current tokio runtime).
     pub(super) fn spawn(db: Arc<Db>, config: StoreConfig) -> WriterHandle {
-        let (sender, queue) = mpsc::channel(config.queue_capacity.max(1));
+        let (jobs, queue) = JobQueue::new(config.queue_capacity);
         let counters = Arc::new(Counters::default());
         let operation_timeout = db.operation_timeout;
         let writer = Writer {
@@ -86,7 +75,7 @@ impl WriterHandle {
         };
         let task = tokio::spawn(writer.run(queue));
         WriterHandle {
-            sender: RwLock::new(Some(sender)),
+            queue: jobs,
             task: tokio::sync::Mutex::new(Some(task)),
             counters,
             operation_timeout,
@@ -105,16 +94,7 @@ impl WriterHandle {
             deadline: Instant::now() + self.operation_timeout,
             reply,
         };
-        {
-            let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(sender) = sender.as_ref() else {
-                return Err(StoreError::ShuttingDown);
-            };
-            sender.try_send(job).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
-            })?;
-        }
+        self.queue.try_send(job)?;
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
                 "the writer stopped before answering".to_owned(),
@@ -124,36 +104,19 @@ impl WriterHandle {
 
     /// Jobs waiting in the queue.
     pub(super) fn queued(&self) -> usize {
-        let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
-        sender
-            .as_ref()
-            .map_or(0, |s| s.max_capacity() - s.capacity())
+        self.queue.queued()
     }
 
     /// The writer's counters.
     pub(super) fn stats(&self) -> WriterStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        WriterStats {
-            received: get(&c.received),
-            batches: get(&c.batches),
-            failed_batches: get(&c.failed_batches),
-            jobs: get(&c.jobs),
-            records: get(&c.records),
-            largest_batch: get(&c.largest_batch),
-        }
+        self.counters.snapshot()
     }
 
     /// Closes the queue, lets the writer commit and answer everything queued,
     /// and waits for it to end.
     pub(super) async fn shutdown(&self) {
         let mut task = self.task.lock().await;
-        drop(
-            self.sender
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        self.queue.close();
         if let Some(task) = task.take()
             && let Err(e) = task.await
         {

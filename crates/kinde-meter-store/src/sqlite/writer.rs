@@ -9,16 +9,13 @@
 
 use std::{
     panic::{self, AssertUnwindSafe},
-    sync::{
-        Arc, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     thread::JoinHandle,
 };
 
 use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 
 use super::{
     cache::WriterCache,
@@ -26,46 +23,21 @@ use super::{
     job::{Answer, Job},
     usage::WriteContext,
 };
-use crate::{StoreConfig, StoreError};
+use crate::{
+    StoreConfig, StoreError,
+    writer_queue::{Counters, JobQueue},
+};
+
+pub use crate::writer_queue::WriterStats;
 
 /// Expired idempotency keys are purged after every this many batches.
 const PURGE_EVERY_BATCHES: u64 = 256;
 /// Most expired keys one purge deletes, so that it holds the write lock briefly.
 const PURGE_LIMIT: i64 = 1000;
 
-/// Counters of the writer since the store opened, e.g. for a benchmark to report
-/// the average batch size (`records / batches`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Jobs (submissions, agreement creations, catalog loads) taken off the queue
-    /// into a batch, counted when the batch is closed.
-    pub received: u64,
-    /// Transactions committed.
-    pub batches: u64,
-    /// Transactions rolled back (their jobs answered `Unavailable`).
-    pub failed_batches: u64,
-    /// Jobs in committed transactions.
-    pub jobs: u64,
-    /// Usage records in committed transactions, stored or refused one by one.
-    pub records: u64,
-    /// Most jobs committed in one transaction.
-    pub largest_batch: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    received: AtomicU64,
-    batches: AtomicU64,
-    failed_batches: AtomicU64,
-    jobs: AtomicU64,
-    records: AtomicU64,
-    largest_batch: AtomicU64,
-}
-
 /// The async side of the writer: its queue and its thread.
 pub(super) struct WriterHandle {
-    /// `None` once shut down. Dropping the sender is what closes the queue.
-    sender: RwLock<Option<mpsc::Sender<Job>>>,
+    queue: JobQueue<Job>,
     /// Joined by `shutdown`; a tokio mutex so concurrent shutdowns all wait.
     thread: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
@@ -74,7 +46,7 @@ pub(super) struct WriterHandle {
 impl WriterHandle {
     /// Starts the writer thread on `conn`.
     pub(super) fn spawn(conn: Connection, config: StoreConfig) -> Result<WriterHandle, StoreError> {
-        let (sender, queue) = mpsc::channel(config.queue_capacity.max(1));
+        let (jobs, queue) = JobQueue::new(config.queue_capacity);
         let counters = Arc::new(Counters::default());
         let writer = Writer {
             conn,
@@ -86,71 +58,37 @@ impl WriterHandle {
             .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(WriterHandle {
-            sender: RwLock::new(Some(sender)),
+            queue: jobs,
             thread: tokio::sync::Mutex::new(Some(thread)),
             counters,
         })
     }
 
-    /// Queues `job` without waiting: a full queue is answered at once (503), so
-    /// memory stays bounded under overload.
+    /// Queues `job` without waiting (a full queue is answered 503 at once).
     pub(super) fn try_send(&self, job: Job) -> Result<(), StoreError> {
-        let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(sender) = sender.as_ref() else {
-            return Err(StoreError::ShuttingDown);
-        };
-        sender.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => StoreError::QueueFull,
-            TrySendError::Closed(_) => StoreError::ShuttingDown,
-        })
+        self.queue.try_send(job)
     }
 
-    /// Queues `job`, waiting for room: for rare administrative writes (catalog
-    /// loads) that should not fail because the queue is momentarily full.
+    /// Queues `job`, waiting for room (rare administrative writes).
     pub(super) async fn send(&self, job: Job) -> Result<(), StoreError> {
-        let sender = self
-            .sender
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(StoreError::ShuttingDown)?;
-        sender.send(job).await.map_err(|_| StoreError::ShuttingDown)
+        self.queue.send(job).await
     }
 
     /// Jobs waiting in the queue (not yet taken by the writer).
     pub(super) fn queued(&self) -> usize {
-        let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
-        sender
-            .as_ref()
-            .map_or(0, |s| s.max_capacity() - s.capacity())
+        self.queue.queued()
     }
 
     /// The writer's counters.
     pub(super) fn stats(&self) -> WriterStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        WriterStats {
-            received: get(&c.received),
-            batches: get(&c.batches),
-            failed_batches: get(&c.failed_batches),
-            jobs: get(&c.jobs),
-            records: get(&c.records),
-            largest_batch: get(&c.largest_batch),
-        }
+        self.counters.snapshot()
     }
 
     /// Closes the queue, lets the writer commit and answer everything queued, and
     /// waits for its thread to end.
     pub(super) async fn shutdown(&self) {
         let mut thread = self.thread.lock().await;
-        // The writer sees the queue end once this (the only lasting) sender is gone
-        // and the jobs queued before are received.
-        drop(
-            self.sender
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        self.queue.close();
         if let Some(handle) = thread.take() {
             match tokio::task::spawn_blocking(move || handle.join()).await {
                 Ok(Ok(())) => {}
