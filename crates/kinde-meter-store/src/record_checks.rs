@@ -4,10 +4,14 @@
 
 use jiff::Timestamp;
 use kinde_meter_core::{
-    ErrorCode, agreement::Agreement, catalog::Plan, ids::AgreementId, request::UsageRecord,
+    ErrorCode,
+    agreement::Agreement,
+    catalog::{Feature, Plan},
+    ids::{AgreementId, FeatureCode},
+    request::UsageRecord,
 };
 
-use crate::RecordFailure;
+use crate::{ReadUsageError, RecordFailure};
 
 /// Checks `record` against its agreement and plan as loaded (`None`: absent):
 /// the agreement exists and is active at `received_at`, its plan is known, and
@@ -63,4 +67,22 @@ pub(crate) fn out_of_range(record: &UsageRecord) -> RecordFailure {
             record.value, record.feature_code
         ),
     )
+}
+
+/// The features a usage read reports: the one asked for (which must be a
+/// metered feature of the plan), or every metered feature of the plan in
+/// catalog order; none for a plan no longer in the store.
+pub(crate) fn features_to_report<'a>(
+    plan: Option<&'a Plan>,
+    asked: Option<&FeatureCode>,
+) -> Result<Vec<&'a Feature>, ReadUsageError> {
+    match (asked, plan) {
+        (Some(code), plan) => match plan.and_then(|p| p.feature(code)) {
+            None => Err(ReadUsageError::FeatureNotFound),
+            Some(f) if !f.metered => Err(ReadUsageError::FeatureNotMetered),
+            Some(f) => Ok(vec![f]),
+        },
+        (None, Some(plan)) => Ok(plan.metered_features().collect()),
+        (None, None) => Ok(Vec::new()),
+    }
 }

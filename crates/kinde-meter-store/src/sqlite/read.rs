@@ -11,7 +11,6 @@ use std::{
 };
 
 use jiff::Timestamp;
-use kinde_meter_core::catalog::Feature;
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
@@ -106,15 +105,12 @@ pub(super) fn usage(
         return Ok(Err(ReadUsageError::AgreementNotFound));
     };
     let plan = catalog::load_plan(&tx, &agreement.plan_code)?;
-    let features: Vec<&Feature> = match (&query.feature_code, &plan) {
-        (Some(code), plan) => match plan.as_ref().and_then(|p| p.feature(code)) {
-            None => return Ok(Err(ReadUsageError::FeatureNotFound)),
-            Some(f) if !f.metered => return Ok(Err(ReadUsageError::FeatureNotMetered)),
-            Some(f) => vec![f],
-        },
-        (None, Some(plan)) => plan.metered_features().collect(),
-        // A plan no longer in the store: no features to report.
-        (None, None) => Vec::new(),
+    let features = match crate::record_checks::features_to_report(
+        plan.as_ref(),
+        query.feature_code.as_ref(),
+    ) {
+        Ok(features) => features,
+        Err(e) => return Ok(Err(e)),
     };
     let period = agreement.period_containing(query.at);
     let mut usage = Vec::with_capacity(features.len());
