@@ -16,9 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Options, TestApp, assert_error};
+use common::limits::{assert_too_many_requests, list};
+use common::{Options, TestApp};
 use kinde_meter_server::rate_limit::{Limit, RateLimitConfig, redis::RedisLimitConfig};
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -79,42 +80,6 @@ fn limits(default: Limit, clients: &[(&str, Limit)]) -> RateLimitConfig {
             .collect::<HashMap<_, _>>(),
         ..RateLimitConfig::default()
     }
-}
-
-/// A cheap authenticated request: list a customer's agreements.
-async fn list(app: &TestApp, token: &str) -> Response {
-    app.http
-        .get(app.url("/api/v1/billing/agreements?customer_id=customer_rl"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn header(response: &Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("a 429 carries {name}"))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// Asserts the 429 contract and returns the seconds to wait.
-async fn assert_too_many_requests(response: Response) -> u64 {
-    let retry_after = header(&response, "retry-after");
-    let reset = header(&response, "ratelimit-reset");
-    assert_eq!(retry_after, reset, "both headers give the same wait");
-    let seconds: u64 = retry_after.parse().expect("whole seconds");
-    assert!(seconds >= 1);
-    assert_error(
-        response,
-        StatusCode::TOO_MANY_REQUESTS,
-        &["TOO_MANY_REQUESTS"],
-    )
-    .await;
-    seconds
 }
 
 /// Sends `total` requests for `client`, alternating between the servers;

@@ -78,11 +78,7 @@ pub async fn create_meter_usage_record(
             kind: SubmissionKind::Single,
         })
         .await?;
-    let (results, replayed) = match outcome {
-        SubmissionOutcome::Processed(results) => (results, false),
-        SubmissionOutcome::Replayed(results) => (results, true),
-        SubmissionOutcome::KeyReused => return Err(key_reused()),
-    };
+    let (results, replayed) = results_of(outcome)?;
     match results.into_iter().next() {
         Some(Ok(())) => Ok(replay_marked(success(), replayed)),
         Some(Err(failure)) => Err(ApiError::bad_request(failure.code, failure.message)),
@@ -176,11 +172,7 @@ pub async fn create_meter_usage_records_batch(
             kind: SubmissionKind::Batch,
         })
         .await?;
-    let (results, replayed) = match outcome {
-        SubmissionOutcome::Processed(results) => (results, false),
-        SubmissionOutcome::Replayed(results) => (results, true),
-        SubmissionOutcome::KeyReused => return Err(key_reused()),
-    };
+    let (results, replayed) = results_of(outcome)?;
     let body = CreateMeterUsageRecordsBatchResponse {
         code: OK_CODE.to_owned(),
         message: SUCCESS_MESSAGE.to_owned(),
@@ -229,6 +221,16 @@ fn summarise(problems: Vec<FieldError>) -> RecordFailure {
         .collect::<Vec<_>>()
         .join("; ");
     RecordFailure::new(code, message)
+}
+
+/// The per-record results of a submission and whether they are a replay; a key
+/// reused with another body is the one outcome that answers 400 as a whole.
+fn results_of(outcome: SubmissionOutcome) -> Result<(Vec<RecordResult>, bool), ApiError> {
+    match outcome {
+        SubmissionOutcome::Processed(results) => Ok((results, false)),
+        SubmissionOutcome::Replayed(results) => Ok((results, true)),
+        SubmissionOutcome::KeyReused => Err(key_reused()),
+    }
 }
 
 fn key_reused() -> ApiError {

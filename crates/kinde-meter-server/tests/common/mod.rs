@@ -8,6 +8,8 @@ pub mod backend;
 #[allow(unused_imports)]
 pub use backend::{TestDir, on_postgres};
 
+pub mod limits;
+
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use jiff::{SignedDuration, Timestamp};
