@@ -1,15 +1,21 @@
-//! The plan catalog (SPEC §6): plans, their intervals and features, from TOML.
+//! The plan catalog: plans, their intervals and features, from TOML (docs/catalog.md).
 //!
-//! Errors name the file, the line and what is wrong, because a catalog is edited by
-//! hand and read once at start, where a vague error costs an outage.
+//! Errors name the file, the line, the plan and the feature, and what is wrong,
+//! because a catalog is edited by hand and read once at start, where a vague error
+//! costs an outage.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use serde::Deserialize;
-use toml::Spanned;
+use toml::{Spanned, Value};
 
 use crate::ids::{FeatureCode, PlanCode};
 use crate::period::Interval;
+
+/// The percents of `limit_max` at which a metered feature raises threshold events
+/// when its catalog entry names none.
+pub const DEFAULT_THRESHOLDS: [u8; 2] = [80, 100];
 
 /// All plans a server knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +39,11 @@ pub struct Plan {
     pub features: Vec<Feature>,
 }
 
-/// A feature of a plan.
+/// A feature of a plan, with the terms of its entitlement.
+///
+/// The parser guarantees: amounts and limits are non-negative, `limit_min ≤
+/// limit_max`, limits, thresholds and `enforce_limit` only on metered features,
+/// `enforce_limit` only with a `limit_max`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feature {
     /// The feature's code (Kinde's key), e.g. `api_calls`.
@@ -42,10 +52,37 @@ pub struct Feature {
     pub name: String,
     /// Whether usage is recorded for it.
     pub metered: bool,
+    /// The price's name as the catalog gives it; `None` when absent, which the API
+    /// answers with the feature's name (see [`Feature::price_name`]).
+    pub price_name: Option<String>,
     /// Price per unit in cents, if set.
     pub unit_amount: Option<i64>,
-    /// Entitlement limit, if set.
+    /// Fixed charge in cents, if set.
+    pub fixed_charge: Option<i64>,
+    /// Entitlement limit, if set; `None` is unlimited.
     pub limit_max: Option<i64>,
+    /// Entitlement minimum, if set.
+    pub limit_min: Option<i64>,
+    /// Whether usage beyond `limit_max` is refused instead of recorded.
+    pub enforce_limit: bool,
+    /// Percents of `limit_max` (1 to 100, ascending, no repeats) whose crossing
+    /// raises a threshold event: [`DEFAULT_THRESHOLDS`] for a metered feature whose
+    /// entry names none, empty for a feature that is not metered.
+    pub thresholds: Vec<u8>,
+}
+
+impl Feature {
+    /// The name of the feature's price: the catalog's `price_name`, else the
+    /// feature's name.
+    pub fn price_name(&self) -> &str {
+        self.price_name.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The limit the period's usage may never pass, when the catalog enforces one.
+    pub fn hard_limit(&self) -> Option<i64> {
+        self.limit_max
+            .filter(|_| self.metered && self.enforce_limit)
+    }
 }
 
 impl Plan {
@@ -82,7 +119,7 @@ impl Catalog {
                 message: e.message().to_owned(),
             }
         })?;
-        let at = |span: std::ops::Range<usize>, message: String| {
+        let at = |span: Range<usize>, message: String| {
             let (line, column) = line_col(text, span.start);
             CatalogError {
                 origin: origin.to_owned(),
@@ -120,23 +157,10 @@ impl Catalog {
                         format!("duplicate feature code {fcode:?} in plan {code:?}"),
                     ));
                 }
-                for (name, value) in [
-                    ("unit_amount", &feature.unit_amount),
-                    ("limit_max", &feature.limit_max),
-                ] {
-                    if let Some(v) = value
-                        && *v.get_ref() < 0
-                    {
-                        return Err(at(v.span(), format!("{name} must not be negative")));
-                    }
-                }
-                features.push(Feature {
-                    name: feature.name.unwrap_or_else(|| fcode.to_string()),
-                    code: fcode,
-                    metered: feature.metered,
-                    unit_amount: feature.unit_amount.map(Spanned::into_inner),
-                    limit_max: feature.limit_max.map(Spanned::into_inner),
-                });
+                features.push(
+                    parse_feature(feature, fcode, &code)
+                        .map_err(|FeatureError { span, message }| at(span, message))?,
+                );
             }
             plans.push(Plan {
                 name: plan.name.unwrap_or_else(|| code.to_string()),
@@ -196,8 +220,156 @@ struct RawFeature {
     name: Option<String>,
     #[serde(default)]
     metered: bool,
-    unit_amount: Option<Spanned<i64>>,
-    limit_max: Option<Spanned<i64>>,
+    price_name: Option<String>,
+    // Numbers, flags and lists are read as any TOML value and checked by
+    // `parse_feature`, so that a fractional limit, say, is reported with its plan
+    // and feature rather than as a bare type error.
+    unit_amount: Option<Spanned<Value>>,
+    fixed_charge: Option<Spanned<Value>>,
+    limit_max: Option<Spanned<Value>>,
+    limit_min: Option<Spanned<Value>>,
+    enforce_limit: Option<Spanned<Value>>,
+    thresholds: Option<Spanned<Value>>,
+}
+
+/// A problem with a feature's terms: where, and what (plan and feature named).
+struct FeatureError {
+    span: Range<usize>,
+    message: String,
+}
+
+/// Checks a feature's terms and builds it.
+fn parse_feature(
+    raw: RawFeature,
+    code: FeatureCode,
+    plan: &PlanCode,
+) -> Result<Feature, FeatureError> {
+    let fail = |field: &Spanned<Value>, what: String| FeatureError {
+        span: field.span(),
+        message: format!(
+            "plan {:?}, feature {:?}: {what}",
+            plan.as_str(),
+            code.as_str()
+        ),
+    };
+    let amount = |field: &Option<Spanned<Value>>, name: &str| match field {
+        None => Ok(None),
+        Some(f) => match f.get_ref() {
+            Value::Integer(i) if *i >= 0 => Ok(Some(*i)),
+            other => Err(fail(
+                f,
+                format!(
+                    "{name} must be a non-negative integer, not {}",
+                    describe(other)
+                ),
+            )),
+        },
+    };
+    let unit_amount = amount(&raw.unit_amount, "unit_amount")?;
+    let fixed_charge = amount(&raw.fixed_charge, "fixed_charge")?;
+    let limit_max = amount(&raw.limit_max, "limit_max")?;
+    let limit_min = amount(&raw.limit_min, "limit_min")?;
+    let enforce_limit = match &raw.enforce_limit {
+        None => false,
+        Some(f) => match f.get_ref() {
+            Value::Boolean(b) => *b,
+            other => {
+                let what = format!(
+                    "enforce_limit must be true or false, not {}",
+                    describe(other)
+                );
+                return Err(fail(f, what));
+            }
+        },
+    };
+    let thresholds = match &raw.thresholds {
+        None if raw.metered => DEFAULT_THRESHOLDS.to_vec(),
+        None => Vec::new(),
+        Some(f) => parse_thresholds(f.get_ref()).map_err(|found| {
+            fail(
+                f,
+                format!("thresholds must be a list of whole percents from 1 to 100, not {found}"),
+            )
+        })?,
+    };
+
+    if !raw.metered {
+        let misplaced = [
+            ("limit_max", raw.limit_max.as_ref()),
+            ("limit_min", raw.limit_min.as_ref()),
+            ("thresholds", raw.thresholds.as_ref()),
+            (
+                "enforce_limit",
+                raw.enforce_limit.as_ref().filter(|_| enforce_limit),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(name, f)| f.map(|f| (name, f)));
+        if let Some((name, f)) = misplaced {
+            return Err(fail(
+                f,
+                format!("{name} applies only to a metered feature (metered = true)"),
+            ));
+        }
+    }
+    if let (Some(min), Some(max), Some(f)) = (limit_min, limit_max, &raw.limit_min)
+        && min > max
+    {
+        return Err(fail(
+            f,
+            format!("limit_min ({min}) must not exceed limit_max ({max})"),
+        ));
+    }
+    if let Some(f) = &raw.enforce_limit
+        && enforce_limit
+        && limit_max.is_none()
+    {
+        return Err(fail(f, "enforce_limit = true needs a limit_max".to_owned()));
+    }
+
+    Ok(Feature {
+        name: raw.name.unwrap_or_else(|| code.to_string()),
+        code,
+        metered: raw.metered,
+        price_name: raw.price_name,
+        unit_amount,
+        fixed_charge,
+        limit_max,
+        limit_min,
+        enforce_limit,
+        thresholds,
+    })
+}
+
+/// A `thresholds` list, ascending and without repeats; `Err` describes the
+/// offending value.
+fn parse_thresholds(value: &Value) -> Result<Vec<u8>, String> {
+    let Value::Array(items) = value else {
+        return Err(describe(value));
+    };
+    let mut percents = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::Integer(p @ 1..=100) => {
+                percents.push(u8::try_from(*p).expect("1 to 100 fits in a u8"));
+            }
+            other => return Err(describe(other)),
+        }
+    }
+    percents.sort_unstable();
+    percents.dedup();
+    Ok(percents)
+}
+
+/// A TOML value as an error message shows it.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Integer(_) | Value::Float(_) | Value::Boolean(_) => value.to_string(),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Datetime(d) => format!("the date {d}"),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Table(_) => "a table".to_owned(),
+    }
 }
 
 /// The demo catalog: what `kinde-meter serve` loads without `--catalog`.

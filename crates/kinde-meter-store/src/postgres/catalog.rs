@@ -146,6 +146,12 @@ fn fold_plans(rows: &[Row]) -> PgResult<Vec<Plan>> {
             metered: r.get(6),
             unit_amount: r.get(7),
             limit_max: r.get(8),
+            // Not stored yet (issue 9): read back as absent.
+            price_name: None,
+            fixed_charge: None,
+            limit_min: None,
+            enforce_limit: false,
+            thresholds: Vec::new(),
         });
     }
     Ok(plans)

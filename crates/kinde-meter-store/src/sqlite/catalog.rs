@@ -78,6 +78,12 @@ pub(super) fn load_plan(conn: &Connection, code: &PlanCode) -> rusqlite::Result<
             metered: r.get(2)?,
             unit_amount: r.get(3)?,
             limit_max: r.get(4)?,
+            // Not stored yet (issue 9): read back as absent.
+            price_name: None,
+            fixed_charge: None,
+            limit_min: None,
+            enforce_limit: false,
+            thresholds: Vec::new(),
         });
     }
     Ok(Some(Plan {
