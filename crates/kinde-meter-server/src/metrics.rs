@@ -1,5 +1,7 @@
-//! `GET /metrics` (SPEC §4): what the server has done, in the Prometheus text
-//! exposition format (version 0.0.4).
+//! What the server has done, for `GET /metrics` in the Prometheus text
+//! exposition format (version 0.0.4): this module records and encodes; the
+//! middleware that times requests and the handler are in `routes`. The metrics,
+//! the label policy and why `prometheus-client`: `docs/design.md#metrics`.
 //!
 //! | metric | labels | what |
 //! |---|---|---|
@@ -12,44 +14,21 @@
 //! | `kinde_meter_commits_failed_total` | — | write transactions rolled back |
 //! | `kinde_meter_write_queue_depth` | — | writes waiting for the writer |
 //!
-//! `usage_records_committed_total / commits_total` is the average group-commit
-//! batch, the figure `PERFORMANCE-NOTES.md` asks benchmarks to report. The store
-//! figures are read from the writer's own counters at scrape time, so they cost
-//! the write path nothing.
-//!
-//! Labels come only from fixed sets: `route` is the path of the matched entry of
-//! [`ROUTES`] (`unmatched` for a 404), never the raw URI; `method` one of the
-//! standard methods (else `OTHER`); `status` the status code; `reason` and
-//! `limit` constants of this module. Tokens, client ids and secrets, agreement
-//! and customer ids never become labels: they would leak through an endpoint
-//! that needs no token, and each would make a new series (unbounded
-//! cardinality). Label values are `&'static str`s and the status code, so
-//! recording a request builds no strings; a series is inserted once, at its
-//! first request.
-//!
-//! Why `prometheus-client`: it is the Prometheus project's own Rust client,
-//! small (no HTTP server, no background thread, four dependencies), with typed
-//! label sets that hash `&'static str`s rather than building strings per
-//! request, and collectors that read values at scrape time (used for the
-//! writer's counters). `metrics` + `metrics-exporter-prometheus` would add a
-//! global recorder and an exporter built for running its own listener, which
-//! this server does not want.
+//! Labels come only from fixed sets (`&'static str`s and the status code), so
+//! recording a request builds no strings and nothing from a request (a token, a
+//! client or customer id, the raw URI) ever becomes a label.
 
 use std::{
     fmt,
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{Arc, OnceLock},
     time::Instant,
 };
 
 use axum::{
-    extract::{MatchedPath, Request, State},
     http::{HeaderValue, Method, header},
     response::{IntoResponse, Response},
 };
-use kinde_meter_store::sqlite::{SqliteStore, WriterStats};
+use kinde_meter_store::Store;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text},
@@ -62,12 +41,11 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::auth::AuthError;
-use crate::routes::ROUTES;
-use crate::state::AppState;
+use crate::auth::AuthFailure;
+use crate::rate_limit::LimitKind;
 
 /// `route` of a request that matched no route (answered 404).
-const UNMATCHED: &str = "unmatched";
+pub const UNMATCHED: &str = "unmatched";
 
 /// Upper bounds of the latency histogram's buckets, in seconds: from well under
 /// a commit on a local disk to the 5 s a write may wait before a 503.
@@ -98,97 +76,6 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
-/// Which rate limit refused a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LimitKind {
-    /// The caller's per-client bucket.
-    Client,
-    /// The per-source-address bucket of invalid credentials.
-    SourceAddress,
-}
-
-/// Why the auth middleware answered 403.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// The token did not verify.
-    Token(AuthError),
-    /// The `Authorization` header is not `Bearer <token>`.
-    MalformedHeader,
-    /// The token's client has been revoked.
-    RevokedClient,
-    /// The token lacks the route's scope.
-    InsufficientScope,
-}
-
-impl LimitKind {
-    fn label(self) -> &'static str {
-        match self {
-            LimitKind::Client => "client",
-            LimitKind::SourceAddress => "source_address",
-        }
-    }
-}
-
-impl AuthFailure {
-    /// One of each reason (token errors with any detail).
-    const ALL: [AuthFailure; 14] = [
-        AuthFailure::Token(AuthError::MissingToken),
-        AuthFailure::Token(AuthError::Malformed("")),
-        AuthFailure::Token(AuthError::UnsupportedAlgorithm),
-        AuthFailure::Token(AuthError::MissingKid),
-        AuthFailure::Token(AuthError::UnknownKid),
-        AuthFailure::Token(AuthError::BadSignature),
-        AuthFailure::Token(AuthError::WrongIssuer),
-        AuthFailure::Token(AuthError::WrongAudience),
-        AuthFailure::Token(AuthError::MissingExpiry),
-        AuthFailure::Token(AuthError::Expired),
-        AuthFailure::Token(AuthError::NotYetValid),
-        AuthFailure::MalformedHeader,
-        AuthFailure::RevokedClient,
-        AuthFailure::InsufficientScope,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            AuthFailure::Token(e) => match e {
-                AuthError::MissingToken => "missing_token",
-                AuthError::Malformed(_) => "malformed_token",
-                AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
-                AuthError::MissingKid => "missing_kid",
-                AuthError::UnknownKid => "unknown_kid",
-                AuthError::BadSignature => "bad_signature",
-                AuthError::WrongIssuer => "wrong_issuer",
-                AuthError::WrongAudience => "wrong_audience",
-                AuthError::MissingExpiry => "missing_expiry",
-                AuthError::Expired => "expired",
-                AuthError::NotYetValid => "not_yet_valid",
-            },
-            AuthFailure::MalformedHeader => "malformed_header",
-            AuthFailure::RevokedClient => "revoked_client",
-            AuthFailure::InsufficientScope => "insufficient_scope",
-        }
-    }
-}
-
-/// The write path's counters, read at each scrape. Implemented by the SQLite
-/// store; another store reports the same by implementing it.
-pub trait WritePathStats: Send + Sync + 'static {
-    /// Group-commit counters since the store opened.
-    fn writer_stats(&self) -> WriterStats;
-    /// Writes waiting for the writer right now.
-    fn queued_writes(&self) -> usize;
-}
-
-impl WritePathStats for SqliteStore {
-    fn writer_stats(&self) -> WriterStats {
-        self.stats()
-    }
-
-    fn queued_writes(&self) -> usize {
-        self.queued_jobs()
-    }
-}
-
 /// The server's metrics: the registry `/metrics` encodes and the handles the
 /// request path updates.
 pub struct Metrics {
@@ -197,6 +84,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     rate_limited: Family<LimitLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    /// The paths of the router's routes ([`Metrics::register_routes`]).
+    routes: OnceLock<Vec<&'static str>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -207,7 +96,7 @@ impl fmt::Debug for Metrics {
 
 impl Metrics {
     /// Fresh metrics; `store` reports the write path (`None`: not exported).
-    pub fn new(store: Option<Arc<dyn WritePathStats>>) -> Metrics {
+    pub fn new(store: Option<Arc<dyn Store>>) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -244,6 +133,7 @@ impl Metrics {
             latency,
             rate_limited,
             auth_failures,
+            routes: OnceLock::new(),
         };
         metrics.create_known_series();
         metrics
@@ -252,14 +142,7 @@ impl Metrics {
     /// Creates the series whose labels are known in advance, at zero, so that
     /// they are scraped (and `rate()` works) before their first event.
     fn create_known_series(&self) {
-        for route in ROUTES {
-            let method = Method::from_bytes(route.method.as_bytes()).unwrap_or_default();
-            drop(self.latency.get_or_create(&RouteLabels {
-                route: route.path,
-                method: method_label(&method),
-            }));
-        }
-        for limit in [LimitKind::Client, LimitKind::SourceAddress] {
+        for limit in LimitKind::ALL {
             drop(self.rate_limited.get_or_create(&LimitLabels {
                 limit: limit.label(),
             }));
@@ -269,6 +152,34 @@ impl Metrics {
                 reason: failure.label(),
             }));
         }
+    }
+
+    /// Makes the router's routes known, as `(method, path)`: their latency
+    /// series exist at zero from now on, and [`route_label`](Self::route_label)
+    /// labels requests with their paths. Only the first call's paths label.
+    pub fn register_routes(&self, routes: impl IntoIterator<Item = (&'static str, &'static str)>) {
+        let mut paths = Vec::new();
+        for (method, route) in routes {
+            drop(self.latency.get_or_create(&RouteLabels { route, method }));
+            if !paths.contains(&route) {
+                paths.push(route);
+            }
+        }
+        let _ = self.routes.set(paths);
+    }
+
+    /// The `route` label of a request: the path of its matched route (axum's
+    /// `MatchedPath`), [`UNMATCHED`] for none, `other` for a route not
+    /// registered; never the request's URI.
+    pub fn route_label(&self, matched: Option<&str>) -> &'static str {
+        let Some(matched) = matched else {
+            return UNMATCHED;
+        };
+        self.routes
+            .get()
+            .and_then(|paths| paths.iter().find(|path| **path == matched))
+            .copied()
+            .unwrap_or("other")
     }
 
     /// Counts a 429 of `limit`.
@@ -288,7 +199,15 @@ impl Metrics {
             .inc();
     }
 
-    fn observe(&self, route: &'static str, method: &'static str, status: u16, started: Instant) {
+    /// Counts and times one answered request: `route` is the matched route's
+    /// path (or [`UNMATCHED`]), `method` from [`method_label`].
+    pub fn observe(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        started: Instant,
+    ) {
         let seconds = started.elapsed().as_secs_f64();
         self.requests
             .get_or_create(&RequestLabels {
@@ -310,14 +229,10 @@ impl Metrics {
         text
     }
 
-    /// The layer that counts and times every request of a router.
-    pub fn layer(self: &Arc<Self>) -> MetricsLayer {
-        MetricsLayer(self.clone())
-    }
 }
 
 /// Reads the writer's counters at scrape time.
-struct StoreCollector(Arc<dyn WritePathStats>);
+struct StoreCollector(Arc<dyn Store>);
 
 impl fmt::Debug for StoreCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -362,34 +277,20 @@ impl Collector for StoreCollector {
     }
 }
 
-/// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", tag = "Operations", responses(
-    (status = 200, description = "Prometheus text exposition format, version 0.0.4", content_type = "text/plain", body = String),
-))]
-pub async fn serve(State(state): State<AppState>) -> Response {
+/// The `GET /metrics` answer: [`Metrics::encode`] with its content type.
+pub fn exposition(metrics: &Metrics) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
 }
 
-/// The `route` label of a matched path: the static path of its [`ROUTES`] entry.
-fn route_label(request: &Request) -> &'static str {
-    let Some(matched) = request.extensions().get::<MatchedPath>() else {
-        return UNMATCHED;
-    };
-    let path = matched.as_str();
-    ROUTES
-        .iter()
-        .find(|r| r.path == path)
-        .map_or("other", |r| r.path)
-}
-
-fn method_label(method: &Method) -> &'static str {
+/// The `method` label: one of the standard methods, else `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -399,92 +300,5 @@ fn method_label(method: &Method) -> &'static str {
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
-    }
-}
-
-/// Counts and times every request of the router it wraps (after routing, so
-/// the matched path is known).
-#[derive(Clone)]
-pub struct MetricsLayer(Arc<Metrics>);
-
-impl<S> tower::Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MetricsService {
-            inner,
-            metrics: self.0.clone(),
-        }
-    }
-}
-
-/// The service of [`MetricsLayer`].
-#[derive(Clone)]
-pub struct MetricsService<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S> tower::Service<Request> for MetricsService<S>
-where
-    S: tower::Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = MetricsFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let route = route_label(&request);
-        let method = method_label(request.method());
-        MetricsFuture {
-            inner: self.inner.call(request),
-            record: Some(Record {
-                metrics: self.metrics.clone(),
-                route,
-                method,
-                started: Instant::now(),
-            }),
-        }
-    }
-}
-
-struct Record {
-    metrics: Arc<Metrics>,
-    route: &'static str,
-    method: &'static str,
-    started: Instant,
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`MetricsService`].
-    pub struct MetricsFuture<F> {
-        #[pin]
-        inner: F,
-        record: Option<Record>,
-    }
-}
-
-impl<F, E> Future for MetricsFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(response), Some(record)) = (&output, this.record.take()) {
-            record.metrics.observe(
-                record.route,
-                record.method,
-                response.status().as_u16(),
-                record.started,
-            );
-        }
-        Poll::Ready(output)
     }
 }

@@ -13,11 +13,7 @@ use std::os::unix::fs::DirBuilderExt;
 
 use anyhow::{Context, bail};
 use kinde_meter_core::catalog::Catalog;
-use kinde_meter_store::{
-    Store, StoreConfig,
-    postgres::PgSettings,
-    sqlite::{SqliteStore, WriterStats},
-};
+use kinde_meter_store::{Store, StoreConfig, WriterStats, postgres::PgSettings};
 use tokio::net::TcpListener;
 
 use crate::auth::{
@@ -25,7 +21,7 @@ use crate::auth::{
 };
 use crate::clients::{self, RevokedClients, TokenIssuer};
 use crate::clock::Clock;
-use crate::metrics::{Metrics, WritePathStats};
+use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimitConfig, RateLimits, redis::RedisLimitConfig};
 use crate::routes;
 use crate::state::AppState;
@@ -102,10 +98,6 @@ pub struct Application {
     state: AppState,
     identity: IssuerIdentity,
     signing_key: Arc<SigningKey>,
-    /// The same store as `state.store` when it is SQLite, for its writer counters.
-    sqlite: Option<Arc<SqliteStore>>,
-    /// The store's write-path counters (either backend).
-    write_stats: Arc<dyn WritePathStats>,
     transport: Transport,
     revocation_refresh: std::time::Duration,
     /// SQLite only: servers sharing a database share no directory.
@@ -205,15 +197,13 @@ impl Application {
             limits,
             token_issuer,
             revoked_clients,
-            metrics: Arc::new(Metrics::new(Some(storage.write_stats.clone()))),
+            metrics: Arc::new(Metrics::new(Some(store.clone()))),
         };
         Ok(Application {
             listener,
             state,
             identity,
             signing_key,
-            sqlite: storage.sqlite,
-            write_stats: storage.write_stats,
             transport,
             revocation_refresh: config.revocation_refresh,
             _lock: lock,
@@ -242,16 +232,9 @@ impl Application {
         self.state.store.clone()
     }
 
-    /// The SQLite store behind [`Application::store`], when the store is SQLite:
-    /// its `stats()` are the group-commit counters (batches, records) a benchmark
-    /// reports. The handle stays valid after the application has stopped.
-    pub fn sqlite_store(&self) -> Option<Arc<SqliteStore>> {
-        self.sqlite.clone()
-    }
-
-    /// The writer's group-commit counters so far (SQLite or PostgreSQL).
-    pub fn writer_stats(&self) -> Option<WriterStats> {
-        Some(self.write_stats.writer_stats())
+    /// The writer's group-commit counters so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.state.store.writer_stats()
     }
 
     /// Serves until `shutdown` completes, then stops accepting connections,

@@ -17,22 +17,17 @@ use jiff::{SignedDuration, Timestamp};
 use kinde_meter_store::{
     IssuerStore, Store, StoreConfig,
     postgres::{PgSettings, PgStore},
-    sqlite::{SqliteStore, WriterStats},
+    sqlite::SqliteStore,
 };
 
 use crate::auth::{
     CLI_CLIENT_ID, IssuerIdentity, KeySet, MintRequest, SigningKey, jwks, mint_token,
 };
-use crate::metrics::WritePathStats;
 
 /// An opened store with the issuer keys that go with it.
 pub(crate) struct Storage {
     /// The store.
     pub store: Arc<dyn Store>,
-    /// The same store, for the write-path metrics.
-    pub write_stats: Arc<dyn WritePathStats>,
-    /// The same store when it is SQLite.
-    pub sqlite: Option<Arc<SqliteStore>>,
     /// The built-in issuer's keys.
     pub keys: IssuerKeys,
 }
@@ -80,12 +75,9 @@ pub(crate) async fn open(
                 Ok((store, key))
             })
             .await??;
-            let store = Arc::new(store);
             let key = Arc::new(key);
             Ok(Storage {
-                store: store.clone(),
-                write_stats: store.clone(),
-                sqlite: Some(store),
+                store: Arc::new(store),
                 keys: IssuerKeys {
                     signing: key.clone(),
                     accepted: vec![key],
@@ -99,12 +91,7 @@ pub(crate) async fn open(
                     .context("cannot open the PostgreSQL store")?,
             );
             let keys = shared_keys(store.as_ref()).await?;
-            Ok(Storage {
-                store: store.clone(),
-                write_stats: store,
-                sqlite: None,
-                keys,
-            })
+            Ok(Storage { store, keys })
         }
     }
 }
@@ -199,14 +186,4 @@ pub async fn mint_for_database(
     .await;
     store.shutdown().await;
     minted
-}
-
-impl WritePathStats for PgStore {
-    fn writer_stats(&self) -> WriterStats {
-        self.stats()
-    }
-
-    fn queued_writes(&self) -> usize {
-        self.queued_jobs()
-    }
 }

@@ -24,6 +24,10 @@ mod writer_queue;
 
 pub use writer_queue::WriterStats;
 
+/// The name of the SQLite store's writer thread, e.g. for a benchmark to account
+/// its CPU time (Linux keeps the first 15 bytes of a thread name).
+pub const SQLITE_WRITER_THREAD: &str = "kinde-meter-sqlite-writer";
+
 pub use model::*;
 
 use async_trait::async_trait;
@@ -95,6 +99,13 @@ pub trait Store: Send + Sync + 'static {
     /// Stops taking writes, commits everything already queued, and returns when
     /// the last answer has been sent.
     async fn shutdown(&self);
+
+    /// The group-commit writer's counters since the store opened (for `/metrics`
+    /// and benchmarks).
+    fn writer_stats(&self) -> WriterStats;
+
+    /// Writes waiting for the writer right now (0 after shutdown).
+    fn queued_writes(&self) -> usize;
 
     /// The built-in issuer's state, when this store holds it: servers sharing a
     /// database share their issuer through it (SPEC §5). `None` for a store whose

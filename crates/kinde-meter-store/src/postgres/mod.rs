@@ -122,16 +122,6 @@ impl PgStore {
         db.close();
         applied
     }
-
-    /// The writer's counters (batches, jobs, records) since the store opened.
-    pub fn stats(&self) -> WriterStats {
-        self.writer.stats()
-    }
-
-    /// Submissions waiting for the writer right now.
-    pub fn queued_jobs(&self) -> usize {
-        self.writer.queued()
-    }
 }
 
 async fn migrate_on(db: &Db, schema: Option<&str>) -> Result<Vec<i32>, StoreError> {
@@ -260,6 +250,14 @@ impl Store for PgStore {
         // The pool stays: reads after shutdown still work, as with SQLite.
         self.closed.store(true, Ordering::Release);
         self.writer.shutdown().await;
+    }
+
+    fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    fn queued_writes(&self) -> usize {
+        self.writer.queued()
     }
 
     fn issuer(&self) -> Option<&dyn IssuerStore> {

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
 
-pub use writer::WriterStats;
+use crate::WriterStats;
 
 use self::{job::Job, read::ReadPool, writer::WriterHandle};
 use crate::{
@@ -81,16 +81,6 @@ impl SqliteStore {
     /// The database file.
     pub fn database_path(&self) -> &Path {
         &self.path
-    }
-
-    /// The writer's counters (batches, jobs, records) since the store opened.
-    pub fn stats(&self) -> WriterStats {
-        self.writer.stats()
-    }
-
-    /// Jobs waiting for the writer right now (0 after shutdown).
-    pub fn queued_jobs(&self) -> usize {
-        self.writer.queued()
     }
 }
 
@@ -189,5 +179,13 @@ impl Store for SqliteStore {
 
     async fn shutdown(&self) {
         self.writer.shutdown().await;
+    }
+
+    fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    fn queued_writes(&self) -> usize {
+        self.writer.queued()
     }
 }

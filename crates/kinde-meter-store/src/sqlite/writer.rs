@@ -28,7 +28,7 @@ use crate::{
     writer_queue::{Counters, JobQueue},
 };
 
-pub use crate::writer_queue::WriterStats;
+use crate::writer_queue::WriterStats;
 
 /// Expired idempotency keys are purged after every this many batches.
 const PURGE_EVERY_BATCHES: u64 = 256;
@@ -54,7 +54,7 @@ impl WriterHandle {
             counters: counters.clone(),
         };
         let thread = std::thread::Builder::new()
-            .name("kinde-meter-sqlite-writer".to_owned())
+            .name(crate::SQLITE_WRITER_THREAD.to_owned())
             .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(WriterHandle {

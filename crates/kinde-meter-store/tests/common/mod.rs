@@ -26,7 +26,7 @@ use kinde_meter_store::{
     AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError, Cursor,
     FeatureUsage, IdempotencyClaim, IssuerStore, ListAgreementsError, NewAgreement, NewClient,
     ReadUsageError, RecordResult, RevokedClient, Store, StoreConfig, StoreError, SubmissionKind,
-    SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission,
+    SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission, WriterStats,
     postgres::{PgSettings, PgStore, scratch::ScratchSchema},
     sqlite::SqliteStore,
 };
@@ -289,6 +289,12 @@ impl Store for TestStore {
     fn issuer(&self) -> Option<&dyn IssuerStore> {
         self.store().issuer()
     }
+    fn writer_stats(&self) -> WriterStats {
+        self.store().writer_stats()
+    }
+    fn queued_writes(&self) -> usize {
+        self.store().queued_writes()
+    }
 }
 
 /// Two monthly plans: `pro` (two metered features and one that is not) and `basic`.
@@ -411,7 +417,7 @@ pub async fn submit(
 /// A claim on `key` whose fingerprint is that of `record`.
 pub fn claim(key: &str, record: &UsageRecord) -> IdempotencyClaim {
     IdempotencyClaim {
-        key: IdempotencyKey::parse(key).unwrap(),
+        key: IdempotencyKey::new(key).unwrap(),
         fingerprint: record.fingerprint(),
     }
 }
@@ -419,7 +425,7 @@ pub fn claim(key: &str, record: &UsageRecord) -> IdempotencyClaim {
 /// A claim on `key` with an arbitrary fingerprint.
 pub fn claim_of(key: &str, fingerprint: &str) -> IdempotencyClaim {
     IdempotencyClaim {
-        key: IdempotencyKey::parse(key).unwrap(),
+        key: IdempotencyKey::new(key).unwrap(),
         fingerprint: Fingerprint::of([fingerprint]),
     }
 }

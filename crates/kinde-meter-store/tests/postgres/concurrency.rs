@@ -76,7 +76,7 @@ fn submission(records: Vec<UsageRecord>, client: &str) -> UsageSubmission {
     }
 }
 
-/// The usage each (agreement, feature) must have: the SPEC's rule applied by
+/// The usage each (agreement, feature) must have: the billing rule applied by
 /// the core's reference fold, in one process.
 fn reference(work: &[Vec<UsageRecord>]) -> HashMap<(String, String), (String, u64)> {
     let mut entries: HashMap<(String, String), Vec<Entry>> = HashMap::new();
@@ -193,7 +193,7 @@ async fn two_servers_with_concurrent_writers_match_a_single_process_reference() 
         assert_eq!(want, expected[&(agreement, feature)].0);
     }
     for store in [&one, &two] {
-        let stats = store.pg().stats();
+        let stats = store.pg().writer_stats();
         eprintln!("{stats:?}");
         assert_eq!(stats.failed_batches, 0, "{stats:?}");
         assert!(stats.batches > 0, "{stats:?}");

@@ -54,21 +54,24 @@ async fn a_full_queue_answers_queue_full_and_the_rest_commits() {
             "2024-03-02T00:00:00Z",
         )
     };
-    let base = store.pg().stats().received;
+    let base = store.pg().writer_stats().received;
     let lock = hold_writes(&store).await;
     let first = tokio::spawn({
         let (store, job) = (store.clone(), job("1"));
         async move { store.submit_usage(job).await }
     });
     until("the writer took the first job", || {
-        store.pg().stats().received == base + 1
+        store.pg().writer_stats().received == base + 1
     })
     .await;
     let second = tokio::spawn({
         let (store, job) = (store.clone(), job("2"));
         async move { store.submit_usage(job).await }
     });
-    until("the second job is queued", || store.pg().queued_jobs() == 1).await;
+    until("the second job is queued", || {
+        store.pg().queued_writes() == 1
+    })
+    .await;
     let third = store.submit_usage(job("4")).await;
     assert!(matches!(third, Err(StoreError::QueueFull)), "{third:?}");
     // Agreements do not go through the usage queue on PostgreSQL.
@@ -100,15 +103,15 @@ async fn queued_submissions_share_one_commit() {
         );
         tokio::spawn(async move { store.submit_usage(job).await })
     };
-    let before = store.pg().stats();
+    let before = store.pg().writer_stats();
     let lock = hold_writes(&store).await;
     let mut tasks = vec![spawn("1")];
     until("the writer took the first job", || {
-        store.pg().stats().received == before.received + 1
+        store.pg().writer_stats().received == before.received + 1
     })
     .await;
     tasks.extend((0..50).map(|_| spawn("1")));
-    until("50 jobs are queued", || store.pg().queued_jobs() == 50).await;
+    until("50 jobs are queued", || store.pg().queued_writes() == 50).await;
     lock.batch_execute("ROLLBACK").await.unwrap();
     for task in tasks {
         assert_eq!(
@@ -116,7 +119,7 @@ async fn queued_submissions_share_one_commit() {
             SubmissionOutcome::Processed(vec![Ok(())])
         );
     }
-    let stats = store.pg().stats();
+    let stats = store.pg().writer_stats();
     assert_eq!(stats.batches - before.batches, 2, "{stats:?}");
     assert_eq!(stats.records - before.records, 51, "{stats:?}");
     assert_eq!(stats.largest_batch, 50, "{stats:?}");
@@ -156,15 +159,15 @@ async fn a_failed_batch_answers_every_job_and_stores_nothing_of_it() {
         );
         tokio::spawn(async move { store.submit_usage(job).await })
     };
-    let before = store.pg().stats();
+    let before = store.pg().writer_stats();
     let lock = hold_writes(&store).await;
     let first = spawn("1");
     until("the writer took the first job", || {
-        store.pg().stats().received == before.received + 1
+        store.pg().writer_stats().received == before.received + 1
     })
     .await;
     let (good, bad) = (spawn("2"), spawn("13"));
-    until("two jobs are queued", || store.pg().queued_jobs() == 2).await;
+    until("two jobs are queued", || store.pg().queued_writes() == 2).await;
     lock.batch_execute("ROLLBACK").await.unwrap();
 
     assert_eq!(
@@ -178,7 +181,10 @@ async fn a_failed_batch_answers_every_job_and_stores_nothing_of_it() {
             "{answer:?}"
         );
     }
-    assert_eq!(store.pg().stats().failed_batches - before.failed_batches, 1);
+    assert_eq!(
+        store.pg().writer_stats().failed_batches - before.failed_batches,
+        1
+    );
     let u = usage(&*store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
     assert_eq!((u.value.to_string(), u.record_count), ("1".to_owned(), 1));
     assert_eq!(

@@ -25,7 +25,7 @@ async fn a_full_queue_answers_queue_full() {
             "2024-03-02T00:00:00Z",
         )
     };
-    let base = store.stats().received;
+    let base = store.writer_stats().received;
 
     let lock = lock_database(&store);
     let first = tokio::spawn({
@@ -34,14 +34,14 @@ async fn a_full_queue_answers_queue_full() {
     });
     // The writer holds the first job, waiting for the lock.
     until("the writer took the first job", || {
-        store.stats().received == base + 1
+        store.writer_stats().received == base + 1
     })
     .await;
     let second = tokio::spawn({
         let (store, job) = (store.clone(), job("2"));
         async move { store.submit_usage(job).await }
     });
-    until("the second job is queued", || store.queued_jobs() == 1).await;
+    until("the second job is queued", || store.queued_writes() == 1).await;
 
     let third = store.submit_usage(job("4")).await;
     assert!(matches!(third, Err(StoreError::QueueFull)), "{third:?}");
@@ -85,17 +85,17 @@ async fn concurrent_submissions_share_commits() {
         );
         tokio::spawn(async move { store.submit_usage(job).await })
     };
-    let before = store.stats();
+    let before = store.writer_stats();
 
     // Hold the writer on its first job while 50 more queue up behind it.
     let lock = lock_database(&store);
     let mut tasks = vec![spawn("1")];
     until("the writer took the first job", || {
-        store.stats().received == before.received + 1
+        store.writer_stats().received == before.received + 1
     })
     .await;
     tasks.extend((0..50).map(|_| spawn("1")));
-    until("50 jobs are queued", || store.queued_jobs() == 50).await;
+    until("50 jobs are queued", || store.queued_writes() == 50).await;
     lock.execute_batch("ROLLBACK").unwrap();
     for task in tasks {
         assert_eq!(
@@ -103,7 +103,7 @@ async fn concurrent_submissions_share_commits() {
             SubmissionOutcome::Processed(vec![Ok(())])
         );
     }
-    let stats = store.stats();
+    let stats = store.writer_stats();
     assert_eq!(stats.batches - before.batches, 2, "{stats:?}");
     assert_eq!(stats.records - before.records, 51, "{stats:?}");
     assert_eq!(stats.largest_batch, 50, "{stats:?}");
@@ -121,7 +121,7 @@ async fn concurrent_submissions_share_commits() {
         (u.value.to_string(), u.record_count),
         ("151".to_owned(), 251)
     );
-    let stats = store.stats();
+    let stats = store.writer_stats();
     assert_eq!(stats.records - before.records, 251);
     assert_eq!(stats.failed_batches, 0);
 }
@@ -146,15 +146,15 @@ async fn a_failed_commit_answers_every_job_and_stores_nothing_of_the_batch() {
         );
         tokio::spawn(async move { store.submit_usage(job).await })
     };
-    let before = store.stats();
+    let before = store.writer_stats();
     let lock = lock_database(&store);
     let first = spawn("1");
     until("the writer took the first job", || {
-        store.stats().received == before.received + 1
+        store.writer_stats().received == before.received + 1
     })
     .await;
     let (good, bad) = (spawn("2"), spawn("13"));
-    until("two jobs are queued", || store.queued_jobs() == 2).await;
+    until("two jobs are queued", || store.queued_writes() == 2).await;
     lock.execute_batch("ROLLBACK").unwrap();
 
     assert_eq!(
@@ -168,7 +168,10 @@ async fn a_failed_commit_answers_every_job_and_stores_nothing_of_the_batch() {
             "{answer:?}"
         );
     }
-    assert_eq!(store.stats().failed_batches - before.failed_batches, 1);
+    assert_eq!(
+        store.writer_stats().failed_batches - before.failed_batches,
+        1
+    );
     let u = usage(&*store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
     assert_eq!((u.value.to_string(), u.record_count), ("1".to_owned(), 1));
     // The writer carries on after the failure.

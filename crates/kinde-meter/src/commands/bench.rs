@@ -40,7 +40,7 @@ use kinde_meter_server::{
     auth::{MintRequest, mint_token},
     rate_limit::RateLimitConfig,
 };
-use kinde_meter_store::sqlite::{SqliteStore, WriterStats};
+use kinde_meter_store::{SQLITE_WRITER_THREAD, Store, WriterStats};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -49,9 +49,8 @@ use crate::cli::BenchArgs;
 /// Thread name of the load generator's runtime (Linux keeps 15 characters).
 const LOAD_THREAD_PREFIX: &str = "km-bench-load";
 
-/// Thread name of the SQLite store's writer (`kinde-meter-sqlite-writer`) as
-/// Linux keeps it.
-const WRITER_THREAD_PREFIX: &str = "kinde-meter-sql";
+/// Thread name of the SQLite store's writer as Linux keeps it (15 bytes).
+const WRITER_THREAD_PREFIX: &str = SQLITE_WRITER_THREAD.split_at(15).0;
 
 /// Scopes the in-process benchmark token carries.
 const BENCH_SCOPES: [&str; 4] = [
@@ -176,7 +175,7 @@ impl Target {
 
     fn writer_stats(&self) -> Option<WriterStats> {
         match self {
-            Target::InProcess(s) => s.sqlite.as_ref().map(|s| s.stats()),
+            Target::InProcess(s) => Some(s.store.writer_stats()),
             Target::External { .. } => None,
         }
     }
@@ -191,7 +190,7 @@ struct InProcess {
     base: String,
     token: String,
     data_dir: PathBuf,
-    sqlite: Option<Arc<SqliteStore>>,
+    store: Arc<dyn Store>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -222,7 +221,7 @@ impl InProcess {
             },
         )?;
         let base = format!("http://{}", app.local_addr());
-        let sqlite = app.sqlite_store();
+        let store = app.store();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -231,7 +230,7 @@ impl InProcess {
             base,
             token,
             data_dir,
-            sqlite,
+            store,
             stop,
             task,
             _dir: dir,
