@@ -1,16 +1,7 @@
-//! The usage of one (agreement, feature, period), maintained on write (SPEC §3).
-//!
-//! The rule: order the period's records by (effective time, arrival sequence),
-//! start at 0, let a `delta` add and an `absolute` replace the running value; the
-//! usage is the final value. [`fold`] is that rule written plainly, the reference.
-//!
-//! [`AggregateState`] keeps the same answer without the records: the latest
-//! absolute (its order key and value) and the sum of the deltas after it. A new
-//! delta after the latest absolute adds to the sum; one before it changes nothing.
-//! A new absolute before the latest one changes nothing; one after it becomes the
-//! latest, and the sum becomes the deltas that follow it — the one case that needs
-//! records, which the store answers with an indexed range read (and which never
-//! happens when usage arrives in order).
+//! The usage of one (agreement, feature, period), maintained on write: [`fold`]
+//! is the delta/absolute rule written plainly (docs/billing.md#usage-of-a-period),
+//! [`AggregateState`] the same answer kept incrementally
+//! (docs/design.md#incremental-aggregation).
 
 use jiff::Timestamp;
 
@@ -122,7 +113,7 @@ impl AggregateState {
     }
 }
 
-/// The rule of SPEC §3 written plainly: sort by order key and fold. The reference
+/// The rule of docs/billing.md#usage-of-a-period written plainly: sort by order key and fold. The reference
 /// the incremental [`AggregateState`] is tested against.
 pub fn fold(entries: &[Entry]) -> Result<UsageTotal, OutOfRange> {
     let mut sorted: Vec<&Entry> = entries.iter().collect();

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use crate::ids::{AgreementId, CustomerId, PlanCode};
 use crate::period::{Interval, Period};
 
-/// A customer's billing agreement on a plan (SPEC §3).
+/// A customer's billing agreement on a plan (docs/billing.md#agreements).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agreement {
     /// The agreement's id.

@@ -1,11 +1,6 @@
-//! Period assignment (SPEC §3): which period a record counts in, and when.
-//!
-//! A record belongs to the period containing its timestamp. If that period has
-//! closed (its end plus the grace period is before the time of receipt), the record
-//! is assigned to the agreement's current period instead, effective at that
-//! period's start: "usage submitted after a billing cycle ends is recorded against
-//! the next billing cycle". A timestamp before the agreement's start counts in the
-//! first period, effective at the agreement's start.
+//! Period assignment: which period a record counts in, and at which effective
+//! time (late usage goes to the current period, usage before the start to the
+//! first; docs/billing.md#period-assignment).
 
 use jiff::{SignedDuration, Timestamp};
 

@@ -1,8 +1,6 @@
-//! Identifiers and codes: agreement ids, customer ids, plan and feature codes.
-//!
-//! Codes are opaque to kinde-meter: any 1 to 255 characters without control
-//! characters. Whether one exists is the store's question (`AGREEMENT_NOT_FOUND`,
-//! `FEATURE_NOT_FOUND`); whether it is well-formed is answered here, once.
+//! Identifiers and codes: agreement ids, customer ids, plan and feature codes,
+//! each 1 to 255 characters without control characters, checked here once
+//! (docs/design.md#identifiers).
 
 use std::fmt;
 

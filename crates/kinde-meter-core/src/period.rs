@@ -1,9 +1,6 @@
-//! Billing intervals and periods (SPEC §3).
-//!
-//! An agreement's periods are `[anchor + k·interval, anchor + (k+1)·interval)` for
-//! k = 0, 1, …, computed in UTC. Month and year steps are always taken from the
-//! anchor (never from the previous period's start), so a Jan 31 anchor gives
-//! Feb 28/29 and then Mar 31 again: the day is clamped per month, not cumulatively.
+//! Billing intervals and the periods of an agreement: `[anchor + k·interval,
+//! anchor + (k+1)·interval)` in UTC, month-end days clamped per month
+//! (docs/billing.md#billing-periods, docs/design.md#periods).
 
 use std::{fmt, str::FromStr};
 

@@ -1,8 +1,6 @@
-//! Usage timestamps as Kinde's clients write them (SPEC §2).
-//!
-//! RFC 3339 with `Z` or an offset (`+11:00`, and the `+1100` / `+11` forms other
-//! clients send), fractional seconds allowed. A timestamp without an offset is what
-//! Python's `datetime.isoformat()` writes for a naive datetime; it is read as UTC.
+//! Usage timestamps as Kinde's clients write them: RFC 3339 with `Z` or an offset
+//! (also `+1100` and `+11`), or without one (read as UTC, as Python's naive
+//! `isoformat()` writes it); docs/api.md#record-usage, docs/design.md#timestamps.
 
 use jiff::{SignedDuration, Timestamp, civil::DateTime, tz};
 

@@ -1,4 +1,4 @@
-//! SPEC §4 agreements: create, list with paging both ways, the feature filter, and
+//! Agreements (docs/api.md#agreements): create, list with paging both ways, the feature filter, and
 //! a new agreement ending the customer's old one.
 
 mod common;

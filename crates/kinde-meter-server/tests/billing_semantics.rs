@@ -1,5 +1,5 @@
-//! SPEC §3: periods, period assignment and the ordered delta/absolute rule, read
-//! back exactly as strings. The billing clock is a manual one the tests move.
+//! docs/billing.md: periods, period assignment and the ordered delta/absolute
+//! rule, read back exactly as strings. The billing clock is a manual one the tests move.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! SPEC §5 external issuer mode: tokens of another issuer (standing in for real
+//! External issuer mode (docs/tokens.md#external-issuer): tokens of another issuer (standing in for real
 //! Kinde: a second HTTP server on 127.0.0.1 serving its JWKS) are verified with
 //! its keys, a key rotation is picked up without restart, and a flood of unknown
 //! `kid`s cannot make the server hammer the issuer.

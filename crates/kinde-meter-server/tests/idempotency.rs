@@ -1,4 +1,4 @@
-//! SPEC §2 idempotency: same key and body → one record and the same answer;
+//! Idempotency (docs/api.md#idempotency): same key and body → one record and the same answer;
 //! another body → IDEMPOTENCY_KEY_REUSED; concurrent duplicates → one record.
 
 mod common;

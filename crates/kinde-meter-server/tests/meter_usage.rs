@@ -1,5 +1,5 @@
-//! SPEC §2: the wire contract of POST /api/v1/billing/meter_usage, every error
-//! code with its status and body shape.
+//! The wire contract of POST /api/v1/billing/meter_usage (docs/api.md#record-usage),
+//! every error code with its status and body shape (docs/errors.md).
 
 mod common;
 

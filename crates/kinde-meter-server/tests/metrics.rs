@@ -1,4 +1,4 @@
-//! SPEC §4: `GET /metrics`, Prometheus' text exposition format, public and not
+//! `GET /metrics` (docs/api.md#metrics), Prometheus' text exposition format, public and not
 //! rate limited; its counters move with the requests, and nothing secret or
 //! per-customer ever becomes a label.
 

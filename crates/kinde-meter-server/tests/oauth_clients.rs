@@ -1,4 +1,4 @@
-//! M2M clients and `POST /oauth2/token` (SPEC §4, §5, §6): the client-credentials
+//! M2M clients and `POST /oauth2/token` (docs/tokens.md#m2m-clients): the client-credentials
 //! grant end to end against a real server, its RFC 6749 errors, revocation, and
 //! secrets that exist only as argon2id hashes.
 //!
@@ -394,7 +394,7 @@ async fn a_revoked_client_gets_no_token_and_its_tokens_are_refused_soon() {
     .await;
 
     // The API learns it at its next poll; wait for that, within a bound far
-    // below the SPEC's minute.
+    // below the contract's minute (docs/tokens.md#revocation).
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let response = record_with(&app, &token, &agreement).await;

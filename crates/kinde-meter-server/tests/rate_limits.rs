@@ -1,4 +1,4 @@
-//! Rate limits against a real server (SPEC §2 429 contract, §5): per client
+//! Rate limits against a real server (docs/limits.md#rate-limits): per client
 //! (`azp`), per-client overrides, `--rate-limit 0`, public routes, and the
 //! per-source-address limit on invalid credentials.
 //!

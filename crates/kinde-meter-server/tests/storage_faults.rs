@@ -58,7 +58,7 @@ async fn a_locked_database_answers_503_and_recovers() {
     )
     .await;
     assert!(retry_after.is_some(), "503 carries Retry-After");
-    // SPEC §5: answered, not waited out (the bound is 5 s plus scheduling slack).
+    // docs/limits.md#storage-outages: answered, not waited out (the bound is 5 s plus scheduling slack).
     assert!(
         started.elapsed() < std::time::Duration::from_secs(8),
         "{:?}",

@@ -1,4 +1,4 @@
-//! SPEC §5 for the built-in issuer: tokens that are not ours, not for us, expired
+//! docs/tokens.md for the built-in issuer: tokens that are not ours, not for us, expired
 //! or without the route's scope get 403; the route table's scopes hold route by route.
 
 mod common;

@@ -1,5 +1,5 @@
-//! The command line (SPEC §6). Every flag can also be given as an environment
-//! variable `KINDE_METER_<FLAG>`.
+//! The command line (docs/operations.md#starting). Every flag can also be given
+//! as an environment variable `KINDE_METER_<FLAG>`.
 
 use std::{net::SocketAddr, path::PathBuf};
 

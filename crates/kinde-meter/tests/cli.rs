@@ -1,4 +1,4 @@
-//! End-to-end tests of the real `kinde-meter` binary (SPEC §6): `serve` in a child
+//! End-to-end tests of the real `kinde-meter` binary (docs/operations.md): `serve` in a child
 //! process on 127.0.0.1:0 with a temporary data directory, the other commands
 //! run as a user would run them, and HTTP to check what the server accepts.
 //!
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 /// How long a server may take to print its first line, a command to finish.
 const DEADLINE: Duration = Duration::from_secs(60);
-/// How long a server may take to exit after SIGTERM (SPEC §5: 10 s, with margin).
+/// How long a server may take to exit after SIGTERM (docs/limits.md#shutdown: 10 s, with margin).
 const EXIT_DEADLINE: Duration = Duration::from_secs(20);
 const SUCCESS: &str = r#"{"message":"Success","code":"OK"}"#;
 fn kinde_meter() -> Command {

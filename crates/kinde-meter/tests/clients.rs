@@ -1,4 +1,4 @@
-//! `kinde-meter clients create|list|revoke` (SPEC §6), run as a user runs them on
+//! `kinde-meter clients create|list|revoke` (docs/tokens.md#m2m-clients), run as a user runs them on
 //! the data directory of a server that is running (in this process), and the
 //! credentials they print used at that server's `/oauth2/token`.
 

@@ -1,11 +1,7 @@
-//! The HTTP side: [`ApiClient`] holds one connection pool per configuration
-//! and turns an operation's [`Call`] into a typed result.
-//!
-//! Every request goes through [`ApiClient::execute`], so headers, authentication,
-//! retries and the mapping of answers to errors live in one place. A `Call` is
-//! built once per logical call (body serialized, idempotency key chosen) and is
-//! sent again unchanged by every retry, which is what makes a retried usage
-//! write count once.
+//! The HTTP side: [`ApiClient`] holds one connection pool per configuration and
+//! turns an operation's [`Call`] into a typed result; every request, and every
+//! retry of it unchanged, goes through [`ApiClient::execute`]
+//! (docs/design.md#sdk-calls-and-retries).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

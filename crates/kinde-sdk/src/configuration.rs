@@ -1,7 +1,5 @@
-//! Where the API lives and how to authenticate: [`Configuration`] and [`Auth`].
-//!
-//! A configuration is plain data. It is checked (the host parsed, the HTTP client
-//! built) once, when an [`ApiClient`](crate::ApiClient) is made from it.
+//! Where the API lives and how to authenticate: [`Configuration`] and [`Auth`],
+//! plain data checked once, when an [`ApiClient`](crate::ApiClient) is made from it.
 
 use std::fmt;
 use std::time::Duration;

@@ -1,9 +1,6 @@
-//! What can go wrong with a call: one error enum per operation.
-//!
-//! As in aws-sdk-rust, every operation has its own error type
-//! ([`CreateMeterUsageRecordError`], [`GetMeterUsageError`], …), so an operation
-//! can gain a failure of its own without touching the others. Today they share
-//! their variants, spelled out once by a macro in this module:
+//! What can go wrong with a call: one error enum per operation
+//! ([`CreateMeterUsageRecordError`], [`GetMeterUsageError`], …), as in
+//! aws-sdk-rust. Today they share their variants:
 //!
 //! | variant | when |
 //! |---|---|

@@ -1,11 +1,7 @@
-//! When and how often a failed call is sent again: [`RetryPolicy`].
-//!
-//! The loop itself is [`ApiClient::execute`](crate::ApiClient); this module
-//! owns the numbers. What may be retried at all is decided per operation by its
-//! error's `is_retryable()`: a usage write carries an `Idempotency-Key` that
-//! every attempt repeats, so it may be retried after anything that left the
-//! outcome unknown; creating an agreement only after answers that prove nothing
-//! happened (429, 503, a refused connection).
+//! When and how often a failed call is sent again: [`RetryPolicy`], the numbers
+//! of the loop in [`ApiClient::execute`](crate::ApiClient); what may be retried
+//! at all is each operation error's `is_retryable()`
+//! (docs/design.md#sdk-calls-and-retries).
 
 use std::time::Duration;
 

@@ -1,23 +1,8 @@
 //! Access tokens from client credentials: the [`TokenManager`] behind
 //! [`Auth::ClientCredentials`](crate::Auth::ClientCredentials), and
-//! [`TokenError`].
-//!
-//! As the official management clients do, the manager posts
-//! `grant_type=client_credentials`, the client id and secret and the audience
-//! (`{host}/api`) form-encoded to `{host}/oauth2/token`, and keeps the token
-//! until shortly before it expires. Three properties matter under load:
-//!
-//! - **One request per refresh.** The cache sits behind an async mutex that is
-//!   held while a token is fetched, so a hundred tasks that find the cache
-//!   empty at once wait for the one request the first of them sends, and all
-//!   use its token.
-//! - **A failed fetch is shared too.** Tasks that were waiting for a fetch that
-//!   failed get its error rather than each sending a request of their own (a
-//!   token endpoint that is down is not hammered by every waiting call); the
-//!   call's [`RetryPolicy`](crate::RetryPolicy) decides when to ask again.
-//! - **A rejected token is replaced once.** When the API answers 401 or 403 to
-//!   a cached token, the call invalidates exactly that token (not a newer one
-//!   another task already fetched) and is retried once with a fresh one.
+//! [`TokenError`]. One token request per refresh however many tasks wait, a
+//! failed fetch shared by its waiters, a rejected token replaced once
+//! (docs/design.md#sdk-token-manager).
 
 use std::fmt;
 use std::sync::Arc;

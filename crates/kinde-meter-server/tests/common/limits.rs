@@ -1,5 +1,5 @@
 //! Helpers of the rate-limit tests (in memory and through Redis): one cheap
-//! authenticated request, and the 429 contract of SPEC §2.
+//! authenticated request, and the 429 contract (docs/errors.md#headers-of-429-and-503).
 
 use reqwest::{Response, StatusCode};
 

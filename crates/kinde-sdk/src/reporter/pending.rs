@@ -1,15 +1,6 @@
-//! Usage waiting to be sent: coalesced [`Group`]s, and the [`Unit`]s (requests
-//! with their idempotency keys) they become.
-//!
-//! Coalescing rules, per (agreement, feature):
-//!
-//! - consecutive deltas add up, exactly, into one group while the instants they
-//!   cover span at most the coalescing window and the sum still fits the wire
-//!   format (18 integer digits);
-//! - an absolute is a group of its own and is never merged: it closes the
-//!   key's open delta group, so the deltas recorded before it are sent before
-//!   it, and the deltas after it start a new group;
-//! - a group is sent with the timestamp of the latest usage it covers.
+//! Usage waiting to be sent: coalesced [`Group`]s (consecutive deltas summed
+//! exactly, an absolute never merged), and the [`Unit`]s (requests with their
+//! idempotency keys) they become (docs/design.md#reporter-coalescing).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
