@@ -386,6 +386,7 @@ name = "API calls"
 metered = true
 unit_amount = 2
 limit_max = 1000000
+thresholds = [80, 100]
 
 [[plans.features]]
 code = "storage_gb"
@@ -397,6 +398,7 @@ unit_amount = 10
 code = "sso"
 name = "Single sign-on"
 metered = false
+fixed_charge = 1500
 
 [[plans]]
 code = "starter"
@@ -482,5 +484,165 @@ mod tests {
         .unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
         assert_eq!(e.line, 4);
+    }
+
+    fn one_feature(lines: &str) -> Result<Feature, CatalogError> {
+        let text = format!(
+            "[[plans]]\ncode = \"pro\"\ninterval = \"month\"\n\n[[plans.features]]\ncode = \"api_calls\"\n{lines}"
+        );
+        Catalog::parse(&text, "plans.toml").map(|mut c| c.plans.remove(0).features.remove(0))
+    }
+
+    #[test]
+    fn entitlement_terms_are_read_with_their_defaults() {
+        let f = one_feature("metered = true\n").unwrap();
+        assert_eq!(f.price_name, None);
+        assert_eq!(f.price_name(), "api_calls");
+        assert_eq!(
+            (f.unit_amount, f.fixed_charge, f.limit_max, f.limit_min),
+            (None, None, None, None)
+        );
+        assert!(!f.enforce_limit);
+        assert_eq!(f.thresholds, DEFAULT_THRESHOLDS);
+        assert_eq!(f.hard_limit(), None);
+
+        let f = one_feature(
+            "name = \"API calls\"\nmetered = true\nprice_name = \"Calls\"\nunit_amount = 0\n\
+             fixed_charge = 900\nlimit_max = 10\nlimit_min = 10\nenforce_limit = true\n\
+             thresholds = [100, 50, 50, 1]\n",
+        )
+        .unwrap();
+        assert_eq!(f.price_name(), "Calls");
+        assert_eq!(
+            (f.unit_amount, f.fixed_charge, f.limit_max, f.limit_min),
+            (Some(0), Some(900), Some(10), Some(10))
+        );
+        assert_eq!(f.thresholds, [1, 50, 100]);
+        assert_eq!(f.hard_limit(), Some(10));
+
+        let f =
+            one_feature("metered = true\nthresholds = []\nlimit_max = 5\nenforce_limit = false\n")
+                .unwrap();
+        assert!(f.thresholds.is_empty());
+        assert_eq!(f.hard_limit(), None);
+
+        let f =
+            one_feature("fixed_charge = 1500\nunit_amount = 3\nenforce_limit = false\n").unwrap();
+        assert!(!f.metered);
+        assert!(f.thresholds.is_empty());
+        assert_eq!(f.fixed_charge, Some(1500));
+    }
+
+    #[test]
+    fn bad_terms_are_refused_naming_file_plan_and_feature() {
+        for (lines, line, problem) in [
+            (
+                "metered = true\nlimit_max = -1\n",
+                8,
+                "limit_max must be a non-negative integer, not -1",
+            ),
+            (
+                "metered = true\nlimit_max = 1.5\n",
+                8,
+                "limit_max must be a non-negative integer, not 1.5",
+            ),
+            (
+                "metered = true\nlimit_max = \"10\"\n",
+                8,
+                "not the string \"10\"",
+            ),
+            (
+                "metered = true\nlimit_min = -2\n",
+                8,
+                "limit_min must be a non-negative integer",
+            ),
+            (
+                "metered = true\nlimit_min = 0.5\n",
+                8,
+                "limit_min must be a non-negative integer",
+            ),
+            (
+                "unit_amount = -2\n",
+                7,
+                "unit_amount must be a non-negative integer, not -2",
+            ),
+            (
+                "fixed_charge = -1\n",
+                7,
+                "fixed_charge must be a non-negative integer, not -1",
+            ),
+            (
+                "fixed_charge = 9.99\n",
+                7,
+                "fixed_charge must be a non-negative integer, not 9.99",
+            ),
+            (
+                "metered = true\nlimit_max = 5\nlimit_min = 6\n",
+                9,
+                "limit_min (6) must not exceed limit_max (5)",
+            ),
+            (
+                "metered = true\nthresholds = [0]\n",
+                8,
+                "thresholds must be a list of whole percents from 1 to 100, not 0",
+            ),
+            ("metered = true\nthresholds = [80, 101]\n", 8, "not 101"),
+            ("metered = true\nthresholds = [80.5]\n", 8, "not 80.5"),
+            ("metered = true\nthresholds = 80\n", 8, "not 80"),
+            ("metered = true\nthresholds = [-80]\n", 8, "not -80"),
+            (
+                "metered = true\nenforce_limit = true\n",
+                8,
+                "enforce_limit = true needs a limit_max",
+            ),
+            (
+                "metered = true\nlimit_max = 1\nenforce_limit = \"yes\"\n",
+                9,
+                "enforce_limit must be true or false",
+            ),
+            (
+                "limit_max = 10\n",
+                7,
+                "limit_max applies only to a metered feature",
+            ),
+            (
+                "metered = false\nlimit_min = 0\n",
+                8,
+                "limit_min applies only to a metered feature",
+            ),
+            (
+                "thresholds = [80]\n",
+                7,
+                "thresholds applies only to a metered feature",
+            ),
+            (
+                "enforce_limit = true\n",
+                7,
+                "enforce_limit applies only to a metered feature",
+            ),
+        ] {
+            let e = one_feature(lines).unwrap_err();
+            assert_eq!(
+                (e.origin.as_str(), e.line),
+                ("plans.toml", line),
+                "{lines}: {e}"
+            );
+            assert!(
+                e.message
+                    .starts_with("plan \"pro\", feature \"api_calls\": "),
+                "{lines}: {e}"
+            );
+            assert!(e.message.contains(problem), "{lines}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_demo_catalog_keeps_usage_unenforced() {
+        let c = Catalog::demo();
+        for plan in &c.plans {
+            for f in &plan.features {
+                assert_eq!(f.hard_limit(), None, "{}/{}", plan.code, f.code);
+            }
+        }
     }
 }
