@@ -19,6 +19,7 @@ pub mod aggregate;
 pub mod agreement;
 pub mod assignment;
 pub mod catalog;
+pub mod entitlement;
 pub mod idempotency;
 pub mod ids;
 pub mod period;
