@@ -1,4 +1,4 @@
-//! Idempotency keys and request fingerprints (SPEC §2).
+//! Idempotency keys and request fingerprints (docs/api.md, idempotency).
 //!
 //! A retry with the same key and the same body, from the same client, within the
 //! retention window returns the original response; the same key with another body
@@ -12,30 +12,9 @@ use sha2::{Digest, Sha256};
 /// How long a key is remembered by default.
 pub const DEFAULT_RETENTION: SignedDuration = SignedDuration::from_hours(24);
 
-/// A client-chosen `Idempotency-Key`: 1 to 255 visible ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
-
-/// The header was not a valid key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
-pub struct InvalidIdempotencyKey;
-
-impl IdempotencyKey {
-    /// Accepts 1 to 255 characters in `!`..=`~`.
-    pub fn parse(s: &str) -> Result<IdempotencyKey, InvalidIdempotencyKey> {
-        if (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
-            Ok(IdempotencyKey(s.to_owned()))
-        } else {
-            Err(InvalidIdempotencyKey)
-        }
-    }
-
-    /// The key as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+// The client-chosen key is defined once, in `kinde-meter-wire`, for the server
+// and the SDK.
+pub use kinde_meter_wire::{IdempotencyKey, InvalidIdempotencyKey};
 
 /// A fingerprint of a request's canonical form, hex SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,16 +46,6 @@ impl Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_visible_ascii() {
-        assert!(IdempotencyKey::parse("a").is_ok());
-        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
-        assert!(IdempotencyKey::parse("").is_err());
-        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
-        assert!(IdempotencyKey::parse("a b").is_err());
-        assert!(IdempotencyKey::parse("é").is_err());
-    }
 
     #[test]
     fn fingerprints_do_not_collide_by_concatenation() {

@@ -4,7 +4,7 @@
 //! passes "now" in. Request fields become the types of this crate at the HTTP edge
 //! ([`request`]), and everything past the edge holds them, never re-checking:
 //!
-//! - [`value`]: exact fixed-point meter values and usage totals (SPEC §2),
+//! - [`value`]: exact fixed-point meter values and usage totals (from `kinde-meter-wire`),
 //! - [`timestamp`]: usage timestamps as Kinde's clients write them,
 //! - [`ids`]: agreement ids, feature, plan and customer codes,
 //! - [`period`]: billing intervals and periods with month-end clamping (SPEC §3),

@@ -1,7 +1,8 @@
-//! Parsing a `CreateMeterUsageRecordRequest` into a [`UsageRecord`] (SPEC §2).
+//! Parsing a `CreateMeterUsageRecordRequest` into a [`UsageRecord`] (docs/api.md).
 //!
-//! The request arrives as a JSON value rather than a typed struct so that every
-//! problem can be reported at once, with the right code: a missing field
+//! One parser for a single request's body and for each record of a batch. It
+//! decodes the JSON itself rather than into a typed struct so that every problem
+//! can be reported at once, with the right code: a missing field
 //! (`MISSING_FIELD`), a wrong JSON type (`INVALID_FIELD`), a bad value
 //! (`INVALID_METER_VALUE`, `INVALID_TIMESTAMP`, …). Unknown fields are ignored and
 //! `null` means absent, as Kinde's generated clients send them.
@@ -10,7 +11,7 @@ use std::{borrow::Cow, fmt};
 
 use jiff::Timestamp;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::ErrorCode;
 use crate::aggregate::MeterType;
@@ -53,32 +54,41 @@ impl FieldError {
     }
 }
 
+/// Why a body is not a usage record.
+#[derive(Debug)]
+pub enum ParseError {
+    /// The body is not JSON (exactly the texts a [`Value`] refuses, with its
+    /// error). Never the answer for a body already decoded as a [`Value`].
+    Json(serde_json::Error),
+    /// The body is JSON but not a valid record: every problem, in field order.
+    Fields(Vec<FieldError>),
+}
+
 impl UsageRecord {
-    /// Parses a request body already decoded as JSON. `now` is the time of receipt,
-    /// used for the future-timestamp bound. Every problem is reported.
-    pub fn from_json(body: &Value, now: Timestamp) -> Result<UsageRecord, Vec<FieldError>> {
-        let Some(object) = body.as_object() else {
-            return Err(vec![not_an_object()]);
-        };
-        UsageRecord::from_fields(&RawFields::of_object(object), now)
+    /// Parses a request body straight from its JSON text, without building a
+    /// [`Value`] (a map, and a string per field), which is most of the cost of
+    /// a request body on the hot path. `now` is the time of receipt, used for
+    /// the future-timestamp bound. Every problem is reported.
+    pub fn from_json_slice(body: &[u8], now: Timestamp) -> Result<UsageRecord, ParseError> {
+        UsageRecord::parse(serde_json::from_slice(body), now)
     }
 
-    /// Parses a request body straight from its JSON text, as [`from_json`]
-    /// would parse it decoded: the same records, problems and messages, and
-    /// `Err(Err(e))` where decoding into a [`Value`] fails with `e`. It skips
-    /// building the [`Value`] (a map, and a string per field), which is most
-    /// of the cost of a request body on the hot path.
-    ///
-    /// [`from_json`]: UsageRecord::from_json
-    pub fn from_json_slice(
-        body: &[u8],
+    /// Parses a request body already decoded as JSON (a record of a batch),
+    /// with the same parser: the same records, problems and messages as
+    /// [`from_json_slice`](UsageRecord::from_json_slice) on its text.
+    pub fn from_json(body: &Value, now: Timestamp) -> Result<UsageRecord, ParseError> {
+        UsageRecord::parse(RawBody::deserialize(body), now)
+    }
+
+    fn parse(
+        body: Result<RawBody<'_>, serde_json::Error>,
         now: Timestamp,
-    ) -> Result<UsageRecord, Result<Vec<FieldError>, serde_json::Error>> {
-        match serde_json::from_slice::<RawBody<'_>>(body) {
-            Ok(RawBody::Object(fields)) => UsageRecord::from_fields(&fields, now).map_err(Ok),
-            Ok(RawBody::NotObject) => Err(Ok(vec![not_an_object()])),
-            Err(e) => Err(Err(e)),
+    ) -> Result<UsageRecord, ParseError> {
+        match body.map_err(ParseError::Json)? {
+            RawBody::Object(fields) => UsageRecord::from_fields(&fields, now),
+            RawBody::NotObject => Err(vec![not_an_object()]),
         }
+        .map_err(ParseError::Fields)
     }
 
     fn from_fields(object: &RawFields<'_>, now: Timestamp) -> Result<UsageRecord, Vec<FieldError>> {
@@ -228,22 +238,7 @@ fn required_code<T>(
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The fields a record is parsed from, as they arrived: what [`from_json`]
-/// reads of a decoded object, and what [`from_json_slice`] decodes directly.
-///
-/// [`from_json`]: UsageRecord::from_json
-/// [`from_json_slice`]: UsageRecord::from_json_slice
+/// The fields a record is parsed from, as they arrived.
 #[derive(Debug, Default)]
 struct RawFields<'a> {
     customer_agreement_id: RawField<'a>,
@@ -253,7 +248,8 @@ struct RawFields<'a> {
     meter_type_code: RawField<'a>,
 }
 
-/// One field: absent or `null`, a string, or another JSON type (its name).
+/// One field: absent or `null`, a string, or another JSON type (its name, as
+/// the messages say it: "a number", "an array", …).
 #[derive(Debug, Default)]
 enum RawField<'a> {
     #[default]
@@ -286,20 +282,6 @@ impl FieldName {
 }
 
 impl<'a> RawFields<'a> {
-    fn of_object(object: &'a Map<String, Value>) -> RawFields<'a> {
-        let mut fields = RawFields::default();
-        for (name, value) in object {
-            if let Some(name) = FieldName::parse(name) {
-                *fields.field_mut(name) = match value {
-                    Value::Null => RawField::Absent,
-                    Value::String(s) => RawField::Text(Cow::Borrowed(s)),
-                    other => RawField::Other(json_type(other)),
-                };
-            }
-        }
-        fields
-    }
-
     fn field_mut(&mut self, name: FieldName) -> &mut RawField<'a> {
         match name {
             FieldName::AgreementId => &mut self.customer_agreement_id,
@@ -322,11 +304,12 @@ impl<'a> RawFields<'a> {
     }
 }
 
-/// A request body decoded for [`UsageRecord::from_json_slice`]. Everything it
-/// does not keep (other fields, a field of the wrong type, a body that is not
-/// an object) is decoded as a [`Value`] and dropped, so that exactly the texts
-/// [`Value`] refuses are refused, with its errors; a repeated key keeps its
-/// last value, as a [`Map`] does.
+/// A request body as the parser sees it, decoded from JSON text or from a
+/// [`Value`] (whose strings it borrows). Everything it does not keep (other
+/// fields, a field of the wrong type, a body that is not an object) is decoded
+/// as a [`Value`] and dropped, so that exactly the texts [`Value`] refuses are
+/// refused, with its errors; a repeated key keeps its last value, as a [`Map`](serde_json::Map)
+/// does.
 enum RawBody<'a> {
     Object(RawFields<'a>),
     NotObject,
@@ -448,29 +431,29 @@ impl<'de> Visitor<'de> for FieldVisitor {
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(RawField::Other(json_type(&Value::Bool(false))))
+        Ok(RawField::Other("a boolean"))
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(RawField::Other(json_type(&Value::from(0))))
+        Ok(RawField::Other("a number"))
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(RawField::Other(json_type(&Value::from(0))))
+        Ok(RawField::Other("a number"))
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(RawField::Other(json_type(&Value::from(0))))
+        Ok(RawField::Other("a number"))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<Value>()?.is_some() {}
-        Ok(RawField::Other(json_type(&Value::Array(Vec::new()))))
+        Ok(RawField::Other("an array"))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<String, Value>()?.is_some() {}
-        Ok(RawField::Other(json_type(&Value::Object(Map::new()))))
+        Ok(RawField::Other("an object"))
     }
 }
 
@@ -484,11 +467,10 @@ mod tests {
     }
 
     fn codes(body: Value) -> Vec<ErrorCode> {
-        UsageRecord::from_json(&body, now())
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.code)
-            .collect()
+        match UsageRecord::from_json(&body, now()) {
+            Err(ParseError::Fields(problems)) => problems.into_iter().map(|e| e.code).collect(),
+            other => panic!("{body}: {other:?}"),
+        }
     }
 
     #[test]
@@ -543,7 +525,8 @@ mod tests {
     }
 
     /// `from_json_slice` answers what decoding into a `Value` and `from_json`
-    /// answer: the record, or the same problems, or the same decoding error.
+    /// answer: the record, or the same problems, or the same decoding error,
+    /// whether the parser reads the text or a `Value`.
     #[test]
     fn parsing_the_text_directly_answers_as_parsing_a_value() {
         let bodies = [
@@ -591,14 +574,15 @@ mod tests {
             b"{\"k\xff\": 1}".to_vec(),
         ]);
         for body in all {
+            let outcome = |parsed: Result<UsageRecord, ParseError>| match parsed {
+                Ok(record) => Ok(Ok(record)),
+                Err(ParseError::Fields(problems)) => Ok(Err(problems)),
+                Err(ParseError::Json(e)) => Err(e.to_string()),
+            };
             let via_value = serde_json::from_slice::<Value>(&body)
                 .map_err(|e| e.to_string())
-                .map(|value| UsageRecord::from_json(&value, now()));
-            let direct = match UsageRecord::from_json_slice(&body, now()) {
-                Ok(record) => Ok(Ok(record)),
-                Err(Ok(problems)) => Ok(Err(problems)),
-                Err(Err(e)) => Err(e.to_string()),
-            };
+                .and_then(|value| outcome(UsageRecord::from_json(&value, now())));
+            let direct = outcome(UsageRecord::from_json_slice(&body, now()));
             assert_eq!(direct, via_value, "{}", String::from_utf8_lossy(&body));
         }
     }

@@ -194,7 +194,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Ap
     let parsed = value
         .to_str()
         .ok()
-        .and_then(|s| IdempotencyKey::parse(s).ok())
+        .and_then(|s| IdempotencyKey::new(s).ok())
         .ok_or_else(|| {
             ApiError::bad_request(
                 ErrorCode::InvalidField,

@@ -6,20 +6,25 @@
 //! `ErrorResponse`, `GetBillingAgreementsResponse`, …); the types that Kinde lacks
 //! (usage read-back, batch) follow the same conventions.
 //!
-//! This crate only describes shapes. Parsing a request into domain values (a
-//! decimal meter value, a timestamp) happens in `kinde-meter-core`; the SDK builds
-//! these structs from typed values.
+//! Besides the shapes, the two values both ends must read alike live here: the
+//! exact decimal of a `meter_value` ([`MeterValue`], with [`UsageTotal`]) and the
+//! [`IdempotencyKey`]. Parsing a whole request into domain values happens in
+//! `kinde-meter-core`; the SDK builds these structs from typed values.
 //!
 //! With the `openapi` feature the types also derive `utoipa::ToSchema`, which the
 //! server uses to generate its OpenAPI document; the SDK leaves it off.
 
 mod agreements;
+mod decimal;
 mod error;
+mod idempotency;
 mod meter_usage;
 mod oauth;
 
 pub use agreements::*;
+pub use decimal::*;
 pub use error::*;
+pub use idempotency::*;
 pub use meter_usage::*;
 pub use oauth::*;
 

@@ -9,7 +9,7 @@ use axum::{
 use kinde_meter_core::{
     ErrorCode,
     idempotency::Fingerprint,
-    request::{FieldError, UsageRecord},
+    request::{ParseError, UsageRecord},
 };
 use kinde_meter_store::{
     IdempotencyClaim, RecordFailure, RecordResult, SubmissionKind, SubmissionOutcome,
@@ -56,13 +56,13 @@ pub async fn create_meter_usage_record(
     // Decoded straight into the record's fields, without a `Value` in between;
     // a body that is not JSON is refused before the key is, as with `JsonBody`.
     let record = match UsageRecord::from_json_slice(&body, now) {
-        Err(Err(e)) => return Err(invalid_json(e)),
+        Err(ParseError::Json(e)) => return Err(invalid_json(e)),
         parsed => parsed,
     };
     let key = key?;
-    let record = record.map_err(|problems| match problems {
-        Ok(problems) => ApiError::fields(problems),
-        Err(e) => invalid_json(e),
+    let record = record.map_err(|error| match error {
+        ParseError::Fields(problems) => ApiError::fields(problems),
+        ParseError::Json(e) => invalid_json(e),
     })?;
     let idempotency = key.map(|key| IdempotencyClaim {
         key,
@@ -152,9 +152,9 @@ pub async fn create_meter_usage_records_batch(
                 fingerprint_parts.extend(record.canonical_parts());
                 Ok(record)
             }
-            Err(problems) => {
+            Err(error) => {
                 fingerprint_parts.push(raw.to_string());
-                Err(summarise(problems))
+                Err(summarise(error))
             }
         })
         .collect();
@@ -213,7 +213,12 @@ fn batch_result((index, result): (usize, RecordResult)) -> BatchRecordResult {
 
 /// A batch result has room for one code: the first problem's, with every
 /// problem's message.
-fn summarise(problems: Vec<FieldError>) -> RecordFailure {
+fn summarise(error: ParseError) -> RecordFailure {
+    let problems = match error {
+        ParseError::Fields(problems) => problems,
+        // Not reached: a record already decoded as a `Value` is valid JSON.
+        ParseError::Json(e) => return RecordFailure::new(ErrorCode::InvalidJson, e.to_string()),
+    };
     let code = problems.first().map_or(ErrorCode::InvalidField, |p| p.code);
     let message = problems
         .into_iter()

@@ -160,7 +160,7 @@ impl Usage {
                 "the agreement id and the feature code must not be empty".to_owned(),
             ));
         }
-        let value = Decimal::parse(self.value.as_str()).ok_or_else(|| {
+        let value = Decimal::parse(self.value.as_str()).map_err(|_| {
             RecordError::Invalid(format!(
                 "meter value {:?} is not a non-negative decimal of at most 18 integer and 9 fractional digits",
                 self.value.as_str()
