@@ -16,6 +16,7 @@
 
 mod agreements;
 mod decimal;
+mod entitlements;
 mod error;
 mod idempotency;
 mod meter_usage;
@@ -23,6 +24,7 @@ mod oauth;
 
 pub use agreements::*;
 pub use decimal::*;
+pub use entitlements::*;
 pub use error::*;
 pub use idempotency::*;
 pub use meter_usage::*;
