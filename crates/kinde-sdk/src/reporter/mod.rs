@@ -7,7 +7,6 @@
 //! units' idempotency keys survive a crash; [`worker`] is the background task
 //! that sends units and acknowledges them in the spool.
 
-mod crc;
 mod pending;
 mod spool;
 mod worker;

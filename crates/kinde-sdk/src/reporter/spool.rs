@@ -3,8 +3,9 @@
 //!
 //! # Format
 //!
-//! One line per entry, `<crc32 as 8 hex digits> <JSON>\n`, the checksum over the
-//! JSON. The first line is a header with the format version. Entries:
+//! One line per entry, `<crc32 as 8 hex digits> <JSON>\n`, the checksum (CRC-32/IEEE,
+//! as in zip and PNG) over the JSON. The first line is a header with the format
+//! version. Entries:
 //!
 //! | `t` | entry | meaning on replay |
 //! |---|---|---|
@@ -49,7 +50,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::crc::crc32;
 use super::pending::{Group, Pending, Unit, units};
 use super::{RecordError, ReporterError};
 
@@ -78,7 +78,7 @@ enum Line {
 
 fn encode(line: &Line) -> Vec<u8> {
     let json = serde_json::to_vec(line).expect("spool lines are plain data");
-    let mut out = format!("{:08x} ", crc32(&json)).into_bytes();
+    let mut out = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
     out.extend_from_slice(&json);
     out.push(b'\n');
     out
@@ -93,7 +93,7 @@ fn decode(raw: &[u8]) -> Result<Line, String> {
         .and_then(|hex| u32::from_str_radix(hex, 16).ok())
         .ok_or("the checksum field is not hex")?;
     let json = &raw[9..];
-    if crc32(json) != expected {
+    if crc32fast::hash(json) != expected {
         return Err("checksum mismatch".to_owned());
     }
     serde_json::from_slice(json).map_err(|error| format!("unreadable entry: {error}"))
@@ -804,5 +804,25 @@ mod tests {
         };
         assert!(matches!(error, RecordError::SpoolFull { .. }));
         assert!(spool.rejected_path().is_none());
+    }
+
+    #[test]
+    fn checksums_are_crc32_ieee_and_lines_of_earlier_spools_still_read() {
+        // The check value of CRC-32/IEEE (zip, PNG), as the format documents.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        // Lines as the first spool version wrote them, byte for byte.
+        assert!(matches!(
+            decode(br#"8f76f92d {"t":"h","v":1}"#),
+            Ok(Line::Header { v: 1 })
+        ));
+        assert!(matches!(
+            decode(br#"e48c593a {"t":"k","id":7}"#),
+            Ok(Line::Ack { id: 7 })
+        ));
+        assert_eq!(
+            encode(&Line::Ack { id: 7 }),
+            b"e48c593a {\"t\":\"k\",\"id\":7}\n"
+        );
+        assert!(decode(br#"e48c593b {"t":"k","id":7}"#).is_err());
     }
 }
