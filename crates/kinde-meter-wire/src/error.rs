@@ -109,6 +109,9 @@ error_codes! {
     NotFound => "NOT_FOUND",
     /// A method the route does not allow.
     MethodNotAllowed => "METHOD_NOT_ALLOWED",
+    /// The server failed unexpectedly while answering (a bug); the request may
+    /// or may not have taken effect. The detail goes to the server's log only.
+    InternalError => "INTERNAL_ERROR",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -21,6 +21,7 @@ mod error;
 mod idempotency;
 mod meter_usage;
 mod oauth;
+mod scope;
 
 pub use agreements::*;
 pub use decimal::*;
@@ -29,6 +30,7 @@ pub use error::*;
 pub use idempotency::*;
 pub use meter_usage::*;
 pub use oauth::*;
+pub use scope::*;
 
 /// The `code` of every successful response (`{"message":"Success","code":"OK"}`).
 pub const OK_CODE: &str = "OK";
