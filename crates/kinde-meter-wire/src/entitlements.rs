@@ -89,7 +89,7 @@ pub struct Entitlement {
         skip_serializing_if = "Option::is_none",
         with = "json_number::nullable"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, nullable, example = 998476.5))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 998476.5))]
     pub remaining: Option<Option<UsageTotal>>,
     /// kinde-meter: start of the current billing period (RFC 3339). Only on
     /// metered features.
@@ -450,5 +450,36 @@ mod tests {
             ..denied
         };
         assert!(round_trip(&unlimited).contains(r#""remaining":null"#));
+    }
+}
+
+#[cfg(all(test, feature = "openapi"))]
+mod schema_tests {
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn usage_is_a_number_in_the_listing_and_a_string_in_the_check() {
+        let listing = serde_json::to_value(super::Entitlement::schema()).unwrap();
+        let props = &listing["properties"];
+        assert_eq!(
+            props["consumed"]["type"],
+            serde_json::json!(["number", "null"])
+        );
+        assert_eq!(
+            props["remaining"]["type"],
+            serde_json::json!(["number", "null"])
+        );
+        assert_eq!(
+            props["fixed_charge"]["type"],
+            serde_json::json!(["integer", "null"])
+        );
+        let check = serde_json::to_value(super::CheckBillingEntitlementResponse::schema()).unwrap();
+        let props = &check["properties"];
+        assert_eq!(props["consumed"]["type"], "string");
+        assert_eq!(
+            props["remaining"]["type"],
+            serde_json::json!(["string", "null"])
+        );
+        assert_eq!(props["quantity"]["type"], "string");
     }
 }
