@@ -105,6 +105,9 @@ error_codes! {
     TooManyRequests => "TOO_MANY_REQUESTS",
     /// Storage is unavailable or the write queue is full; nothing was stored.
     ServiceUnavailable => "SERVICE_UNAVAILABLE",
+    /// The record would take a period's usage of a feature with a hard limit
+    /// (`enforce_limit`) beyond `limit_max`; nothing was stored.
+    EntitlementLimitExceeded => "ENTITLEMENT_LIMIT_EXCEEDED",
     /// A route that does not exist (not in SPEC's list; answered for unknown paths).
     NotFound => "NOT_FOUND",
     /// A method the route does not allow.
