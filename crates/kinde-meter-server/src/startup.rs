@@ -13,7 +13,7 @@ use std::os::unix::fs::DirBuilderExt;
 
 use anyhow::{Context, bail};
 use kinde_meter_core::catalog::Catalog;
-use kinde_meter_store::{Store, StoreConfig, WriterStats, postgres::PgSettings};
+use kinde_meter_store::{PgSettings, Store, StoreConfig, WriterStats};
 use tokio::net::TcpListener;
 
 use crate::auth::{

@@ -15,9 +15,7 @@ use std::{path::Path, sync::Arc};
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_store::{
-    IssuerStore, Store, StoreConfig,
-    postgres::{PgSettings, PgStore},
-    sqlite::SqliteStore,
+    IssuerStore, KeyGenerationError, PgSettings, Store, StoreConfig, StoreLocation,
 };
 
 use crate::auth::{
@@ -57,43 +55,40 @@ impl IssuerKeys {
 }
 
 /// Opens the store `database_url` names (PostgreSQL), or SQLite in `data_dir`,
-/// with the built-in issuer's keys (created on first start).
+/// with the built-in issuer's keys (created on first start): in the store when
+/// it holds the issuer, else in `data_dir`.
 pub(crate) async fn open(
     database_url: Option<&str>,
     database: &PgSettings,
     data_dir: &Path,
     config: StoreConfig,
 ) -> anyhow::Result<Storage> {
-    match database_url {
+    let location = match database_url {
+        Some(url) => StoreLocation::Postgres {
+            url: url.to_owned(),
+            settings: database.clone(),
+        },
+        None => StoreLocation::Sqlite {
+            data_dir: data_dir.to_owned(),
+            create: true,
+        },
+    };
+    let store = kinde_meter_store::open(&location, config).await?;
+    let keys = match store.issuer() {
+        Some(issuer) => shared_keys(issuer).await?,
         None => {
             let data_dir = data_dir.to_owned();
-            let (store, key) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let key =
-                    SigningKey::load_or_create(&data_dir).context("cannot load the signing key")?;
-                let store =
-                    SqliteStore::open(&data_dir, config).context("cannot open the SQLite store")?;
-                Ok((store, key))
-            })
-            .await??;
+            let key = tokio::task::spawn_blocking(move || SigningKey::load_or_create(&data_dir))
+                .await?
+                .context("cannot load the signing key")?;
             let key = Arc::new(key);
-            Ok(Storage {
-                store: Arc::new(store),
-                keys: IssuerKeys {
-                    signing: key.clone(),
-                    accepted: vec![key],
-                },
-            })
+            IssuerKeys {
+                signing: key.clone(),
+                accepted: vec![key],
+            }
         }
-        Some(url) => {
-            let store = Arc::new(
-                PgStore::connect(url, database.clone(), config)
-                    .await
-                    .context("cannot open the PostgreSQL store")?,
-            );
-            let keys = shared_keys(store.as_ref()).await?;
-            Ok(Storage { store, keys })
-        }
-    }
+    };
+    Ok(Storage { store, keys })
 }
 
 /// Records the identity the server starts with where `store` keeps it: in the
@@ -130,7 +125,7 @@ pub async fn shared_keys(issuer: &dyn IssuerStore) -> anyhow::Result<IssuerKeys>
         .load_or_create_signing_keys(Box::new(|| {
             SigningKey::generate()
                 .and_then(|key| key.to_pkcs8_pem())
-                .map_err(|e| e.to_string())
+                .map_err(KeyGenerationError::new)
         }))
         .await
         .context("cannot load the signing keys from the database")?;
@@ -160,14 +155,19 @@ pub async fn mint_for_database(
     lifetime: SignedDuration,
     now: Timestamp,
 ) -> anyhow::Result<String> {
-    let store = PgStore::connect(url, settings.clone(), StoreConfig::default())
-        .await
-        .context("cannot open the PostgreSQL store")?;
+    let location = StoreLocation::Postgres {
+        url: url.to_owned(),
+        settings: settings.clone(),
+    };
+    let store = kinde_meter_store::open(&location, StoreConfig::default()).await?;
     let minted = async {
-        let keys = shared_keys(&store).await?;
+        let issuer = store
+            .issuer()
+            .context("the PostgreSQL store holds no issuer")?;
+        let keys = shared_keys(issuer).await?;
         let identity = match public_url_override {
             Some(url) => IssuerIdentity::new(url),
-            None => store
+            None => issuer
                 .public_url()
                 .await?
                 .map(IssuerIdentity::new)

@@ -15,12 +15,21 @@
 //! update and its idempotency entry commit together or not at all; a failure
 //! stores nothing partial.
 
+// A build without any backend (`--no-default-features`) keeps the trait and
+// types; the helpers the backends share are then unused.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+
 mod model;
+mod open;
 mod outcome;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 mod record_checks;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod writer_queue;
+
+pub use open::{OpenError, PgSettings, StoreLocation, open};
 
 pub use writer_queue::WriterStats;
 
@@ -117,7 +126,19 @@ pub trait Store: Send + Sync + 'static {
 
 /// Makes a new private key (PKCS#8 PEM) for [`IssuerStore::load_or_create_signing_keys`];
 /// called only when the store holds no key, off the async threads.
-pub type NewKeyPem = Box<dyn FnOnce() -> Result<String, String> + Send>;
+pub type NewKeyPem = Box<dyn FnOnce() -> Result<String, KeyGenerationError> + Send>;
+
+/// Why a [`NewKeyPem`] made no key: the generator's own error.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct KeyGenerationError(Box<dyn std::error::Error + Send + Sync>);
+
+impl KeyGenerationError {
+    /// Wraps the generator's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        KeyGenerationError(Box::new(e))
+    }
+}
 
 /// The built-in issuer's state kept in a shared store: its RS256 signing keys
 /// and its identity (the public URL tokens carry as `iss`).

@@ -2,6 +2,8 @@
 //! backends: `[null, {"code": "AGREEMENT_NOT_FOUND", "message": "…"}]`, one
 //! entry per record, `null` for a stored one.
 
+use std::sync::Arc;
+
 use kinde_meter_core::ErrorCode;
 use serde::{Deserialize, Serialize};
 
@@ -35,17 +37,33 @@ pub(crate) fn encode(results: &[RecordResult]) -> String {
     serde_json::to_string(&stored).expect("plain strings serialise")
 }
 
+/// Why a remembered outcome cannot be replayed (the database was damaged, or
+/// written by something else).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum UnreadableOutcome {
+    /// Not the JSON `encode` writes.
+    #[error("{0}")]
+    Json(Arc<serde_json::Error>),
+    /// An error code this build does not know.
+    #[error("unknown error code {0:?}")]
+    UnknownCode(String),
+    /// The key was claimed but its outcome never stored (PostgreSQL).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    #[error("the outcome was never written")]
+    NeverWritten,
+}
+
 /// Stored per-record results.
-pub(crate) fn decode(json: &str) -> Result<Vec<RecordResult>, String> {
+pub(crate) fn decode(json: &str) -> Result<Vec<RecordResult>, UnreadableOutcome> {
     let stored: Vec<Option<StoredFailure>> =
-        serde_json::from_str(json).map_err(|e| e.to_string())?;
+        serde_json::from_str(json).map_err(|e| UnreadableOutcome::Json(Arc::new(e)))?;
     stored
         .into_iter()
         .map(|entry| match entry {
             None => Ok(Ok(())),
             Some(f) => match ErrorCode::parse(&f.code) {
                 Some(code) => Ok(Err(RecordFailure::new(code, f.message))),
-                None => Err(format!("unknown error code {:?}", f.code)),
+                None => Err(UnreadableOutcome::UnknownCode(f.code)),
             },
         })
         .collect()

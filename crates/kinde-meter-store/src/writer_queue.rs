@@ -89,6 +89,7 @@ impl<J> JobQueue<J> {
 
     /// Queues `job`, waiting for room: for rare administrative writes (catalog
     /// loads) that should not fail because the queue is momentarily full.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) async fn send(&self, job: J) -> Result<(), StoreError> {
         let sender = self
             .sender

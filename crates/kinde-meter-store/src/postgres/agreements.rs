@@ -14,7 +14,7 @@ use tokio_postgres::{IsolationLevel, Row};
 use super::{
     catalog,
     codec::{self, stored},
-    failure::PgResult,
+    failure::{OpError, PgResult},
 };
 use crate::{
     AgreementPage, AgreementQuery, AgreementView, CreateAgreementError, Cursor,
@@ -65,10 +65,10 @@ pub(super) async fn load(
 pub(super) async fn create(
     conn: &mut Object,
     new: &NewAgreement,
-) -> PgResult<Result<Agreement, CreateAgreementError>> {
+) -> Result<Agreement, OpError<CreateAgreementError>> {
     let tx = conn.transaction().await?;
     let Some(plan) = catalog::load_plan(&tx, &new.plan_code).await? else {
-        return Ok(Err(CreateAgreementError::PlanNotFound));
+        return Err(CreateAgreementError::PlanNotFound.into());
     };
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext(current_schema() || '/' || $2))",
@@ -104,7 +104,7 @@ pub(super) async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok(Ok(agreement))
+    Ok(agreement)
 }
 
 /// A page of the customer's agreements, newest first (SPEC §4), read in one
@@ -112,7 +112,7 @@ pub(super) async fn create(
 pub(super) async fn list(
     conn: &mut Object,
     query: &AgreementQuery,
-) -> PgResult<Result<AgreementPage, ListAgreementsError>> {
+) -> Result<AgreementPage, OpError<ListAgreementsError>> {
     let tx = conn
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -131,7 +131,7 @@ pub(super) async fn list(
                 .await?;
             match row {
                 Some(r) => Some(r.get(0)),
-                None => return Ok(Err(ListAgreementsError::UnknownCursor)),
+                None => return Err(ListAgreementsError::UnknownCursor.into()),
             }
         }
     };
@@ -176,8 +176,8 @@ pub(super) async fn list(
         })
         .collect();
     tx.commit().await?;
-    Ok(Ok(AgreementPage {
+    Ok(AgreementPage {
         agreements: views,
         has_more,
-    }))
+    })
 }

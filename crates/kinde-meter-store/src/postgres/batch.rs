@@ -36,7 +36,7 @@ use kinde_meter_core::{
 use super::{
     aggregates::{self, PeriodKey},
     agreements, catalog, codec,
-    failure::PgResult,
+    failure::{OpError, PgResult},
     idempotency::{self, KeyId, KeyState},
 };
 use crate::{
@@ -105,7 +105,11 @@ pub(super) async fn run(
         let mut list = Vec::new();
         if *apply {
             for record in s.records.iter().flatten() {
-                list.push(place(record, s, config, &agreements, &plans)?);
+                list.push(match place(record, s, config, &agreements, &plans) {
+                    Ok(placed) => Ok(placed),
+                    Err(OpError::Refused(failure)) => Err(failure),
+                    Err(OpError::Failed(failure)) => return Err(failure),
+                });
             }
         }
         placed.push(list);
@@ -267,16 +271,13 @@ fn place(
     config: &StoreConfig,
     agreements: &HashMap<AgreementId, Agreement>,
     plans: &HashMap<PlanCode, Plan>,
-) -> PgResult<Result<Placed, RecordFailure>> {
-    let agreement = match record_checks::check(
+) -> Result<Placed, OpError<RecordFailure>> {
+    let agreement = record_checks::check(
         record,
         agreements.get(&record.agreement_id),
         |a| plans.get(&a.plan_code),
         s.received_at,
-    ) {
-        Ok(agreement) => agreement,
-        Err(failure) => return Ok(Err(failure)),
-    };
+    )?;
     let assignment = assign(
         agreement.anchor,
         agreement.interval,
@@ -284,7 +285,7 @@ fn place(
         s.received_at,
         config.grace,
     );
-    Ok(Ok(Placed {
+    Ok(Placed {
         key: PeriodKey {
             agreement_id: record.agreement_id.as_str().to_owned(),
             feature_code: record.feature_code.as_str().to_owned(),
@@ -292,7 +293,7 @@ fn place(
         },
         period_end_ns: codec::ns(assignment.period.end)?,
         effective_at: assignment.effective_at,
-    }))
+    })
 }
 
 /// `count` arrival sequence numbers, ascending.

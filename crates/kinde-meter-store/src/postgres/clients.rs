@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 
 use super::{
     codec,
-    failure::{Failure, PgResult},
+    failure::{Failure, OpError, PgResult},
 };
 use crate::{Client, ClientWithSecret, NewClient, RevokedClient, StoreError};
 
@@ -31,7 +31,7 @@ fn from_row(r: &Row) -> PgResult<Client> {
 pub(super) async fn create(
     conn: &impl GenericClient,
     new: &NewClient,
-) -> PgResult<Result<Client, StoreError>> {
+) -> Result<Client, OpError<StoreError>> {
     let client = Client {
         id: Client::id_from_random(&new.id_random),
         name: new.name.clone(),
@@ -54,12 +54,13 @@ pub(super) async fn create(
         )
         .await?;
     if inserted == 0 {
-        return Ok(Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Unavailable(format!(
             "a client with id {} already exists",
             client.id
-        ))));
+        ))
+        .into());
     }
-    Ok(Ok(client))
+    Ok(client)
 }
 
 /// Every client, oldest first.

@@ -5,7 +5,7 @@ use std::fmt;
 
 use tokio_postgres::error::SqlState;
 
-use crate::StoreError;
+use crate::{CreateAgreementError, ListAgreementsError, ReadUsageError, StoreError};
 
 /// A failed store operation: PostgreSQL's own error, a stored value that does not
 /// decode, or the operation's time running out.
@@ -79,5 +79,77 @@ impl Failure {
 impl From<Failure> for StoreError {
     fn from(f: Failure) -> Self {
         StoreError::Unavailable(f.to_string())
+    }
+}
+
+/// The failure of an operation whose refusals are `E`: the database's, or the
+/// operation's own refusal (a domain error such as an unknown plan). They are
+/// kept apart because only the first may close the connection and becomes a 503.
+#[derive(Debug)]
+pub(super) enum OpError<E> {
+    /// Talking to PostgreSQL failed.
+    Failed(Failure),
+    /// The operation's own answer: nothing failed, the request is refused.
+    Refused(E),
+}
+
+impl<E> From<Failure> for OpError<E> {
+    fn from(f: Failure) -> Self {
+        OpError::Failed(f)
+    }
+}
+
+impl<E> From<tokio_postgres::Error> for OpError<E> {
+    fn from(e: tokio_postgres::Error) -> Self {
+        OpError::Failed(Failure::Db(e))
+    }
+}
+
+/// `?` on a refusal: `return Err(ReadUsageError::AgreementNotFound.into())`.
+macro_rules! refusals {
+    ($($e:ty),*) => {$(
+        impl From<$e> for OpError<$e> {
+            fn from(e: $e) -> Self {
+                OpError::Refused(e)
+            }
+        }
+    )*};
+}
+refusals!(
+    StoreError,
+    CreateAgreementError,
+    ListAgreementsError,
+    ReadUsageError,
+    crate::RecordFailure
+);
+
+impl<E: From<StoreError>> OpError<E> {
+    /// The caller's error: the refusal, or `Unavailable` for a failure.
+    pub(super) fn into_answer(self) -> E {
+        match self {
+            OpError::Failed(f) => StoreError::from(f).into(),
+            OpError::Refused(e) => e,
+        }
+    }
+}
+
+/// The database failure in an operation's error, if it is one (what decides
+/// whether its connection may be reused).
+pub(super) trait AsFailure {
+    fn as_failure(&self) -> Option<&Failure>;
+}
+
+impl AsFailure for Failure {
+    fn as_failure(&self) -> Option<&Failure> {
+        Some(self)
+    }
+}
+
+impl<E> AsFailure for OpError<E> {
+    fn as_failure(&self) -> Option<&Failure> {
+        match self {
+            OpError::Failed(f) => Some(f),
+            OpError::Refused(_) => None,
+        }
     }
 }

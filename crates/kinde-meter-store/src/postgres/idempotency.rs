@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use super::{codec, failure::PgResult};
 use crate::{
     RecordResult, StoreConfig, SubmissionKind, UsageSubmission,
-    outcome::{self, kind_str},
+    outcome::{self, UnreadableOutcome, kind_str},
 };
 
 /// A key, in a client's namespace. Ordered bytewise: the order keys are claimed in.
@@ -36,7 +36,7 @@ pub(super) enum KeyState {
     Remembered {
         fingerprint: String,
         kind: String,
-        outcome: Result<Vec<RecordResult>, String>,
+        outcome: Result<Vec<RecordResult>, UnreadableOutcome>,
         /// Received time of the submission that remembered it, in this batch.
         created_at: Option<Timestamp>,
     },
@@ -129,7 +129,7 @@ pub(super) async fn claim(
             }
             let outcome = match r.get::<_, Option<&str>>(4) {
                 Some(json) => outcome::decode(json),
-                None => Err("the outcome was never written".to_owned()),
+                None => Err(UnreadableOutcome::NeverWritten),
             };
             keys.states.insert(
                 id,

@@ -29,60 +29,29 @@ mod issuer;
 mod pool;
 mod read;
 mod schema;
+#[cfg(feature = "test-support")]
 pub mod scratch;
 mod writer;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
 
+pub use crate::PgSettings;
 pub use schema::{CURRENT_VERSION, valid_schema_name};
 
-use self::{failure::Failure, pool::Db, pool::on_conn, writer::WriterHandle};
+use self::{failure::OpError, pool::Db, pool::on_conn, writer::WriterHandle};
 use crate::{
     AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError, IssuerStore,
     ListAgreementsError, NewAgreement, NewClient, NewKeyPem, ReadUsageError, RevokedClient, Store,
     StoreConfig, StoreError, SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission,
     WriterStats,
 };
-
-/// How to use the database, beyond its URL.
-#[derive(Debug, Clone)]
-pub struct PgSettings {
-    /// The schema to keep kinde-meter's tables in (created by the migrations);
-    /// `None`: the connection's default (`public`, or what the URL's `options`
-    /// set). Lowercase letters, digits and `_` ([`valid_schema_name`]).
-    pub schema: Option<String>,
-    /// Most connections this server holds (the writer uses one at a time; the
-    /// rest serve reads, agreements and clients).
-    pub pool_size: usize,
-    /// Connecting gives up after this, unless the URL's `connect_timeout` says
-    /// otherwise.
-    pub connect_timeout: Duration,
-    /// Longest a store operation may take, waiting for a connection included;
-    /// also every session's `statement_timeout`. A write is answered within it
-    /// (503 when the database does not commit in time); SPEC §5 asks for 5 s.
-    pub operation_timeout: Duration,
-}
-
-impl Default for PgSettings {
-    fn default() -> Self {
-        PgSettings {
-            schema: None,
-            pool_size: 16,
-            connect_timeout: Duration::from_secs(3),
-            operation_timeout: Duration::from_secs(4),
-        }
-    }
-}
 
 /// The PostgreSQL implementation of [`Store`].
 pub struct PgStore {
@@ -145,12 +114,10 @@ impl PgStore {
     }
 }
 
-/// Maps an operation's outcome: its own answer, or 503 for a database failure.
-fn answer<T, E: From<StoreError>>(result: Result<Result<T, E>, Failure>) -> Result<T, E> {
-    match result {
-        Ok(answer) => answer,
-        Err(failure) => Err(StoreError::from(failure).into()),
-    }
+/// Maps an operation's outcome: its own answer or refusal, or 503 for a
+/// database failure.
+fn answer<T, E: From<StoreError>>(result: Result<T, OpError<E>>) -> Result<T, E> {
+    result.map_err(OpError::into_answer)
 }
 
 #[async_trait]

@@ -19,7 +19,7 @@ use tokio_postgres::NoTls;
 
 use super::{
     PgSettings,
-    failure::{Failure, PgResult},
+    failure::{AsFailure, Failure, PgResult},
     schema::valid_schema_name,
 };
 use crate::StoreError;
@@ -94,8 +94,9 @@ impl Db {
 
     /// Puts a connection back after an operation, or closes it if the
     /// operation's failure left it in doubt (timed out mid-statement, broken).
-    pub(super) fn release<T>(&self, conn: Object, result: &PgResult<T>) {
-        if let Err(failure) = result
+    pub(super) fn release<T, E: AsFailure>(&self, conn: Object, result: &Result<T, E>) {
+        if let Err(e) = result
+            && let Some(failure) = e.as_failure()
             && failure.poisons_connection()
         {
             drop(Object::take(conn));
@@ -149,13 +150,13 @@ macro_rules! on_conn {
         let db: &$crate::postgres::pool::Db = &$db;
         let deadline = $deadline;
         match db.get(deadline).await {
-            Err(failure) => Err(failure),
+            Err(failure) => Err(failure.into()),
             Ok(mut conn) => {
                 let result = {
                     let $conn = &mut conn;
                     match tokio::time::timeout_at(deadline, async { $body }).await {
                         Ok(result) => result,
-                        Err(_) => Err($crate::postgres::failure::Failure::Timeout),
+                        Err(_) => Err($crate::postgres::failure::Failure::Timeout.into()),
                     }
                 };
                 db.release(conn, &result);

@@ -7,7 +7,7 @@ use tokio_postgres::IsolationLevel;
 use super::{
     aggregates::{self, PeriodKey},
     agreements, catalog,
-    failure::PgResult,
+    failure::{OpError, PgResult},
 };
 use crate::{FeatureUsage, ReadUsageError, UsageQuery, UsageReport};
 
@@ -23,7 +23,7 @@ pub(super) async fn ping(conn: &Object) -> PgResult<()> {
 pub(super) async fn usage(
     conn: &mut Object,
     query: &UsageQuery,
-) -> PgResult<Result<UsageReport, ReadUsageError>> {
+) -> Result<UsageReport, OpError<ReadUsageError>> {
     // One snapshot for agreement, plan and aggregates.
     let tx = conn
         .build_transaction()
@@ -32,16 +32,11 @@ pub(super) async fn usage(
         .start()
         .await?;
     let Some(agreement) = agreements::load(&tx, &query.agreement_id).await? else {
-        return Ok(Err(ReadUsageError::AgreementNotFound));
+        return Err(ReadUsageError::AgreementNotFound.into());
     };
     let plan = catalog::load_plan(&tx, &agreement.plan_code).await?;
-    let features = match crate::record_checks::features_to_report(
-        plan.as_ref(),
-        query.feature_code.as_ref(),
-    ) {
-        Ok(features) => features,
-        Err(e) => return Ok(Err(e)),
-    };
+    let features =
+        crate::record_checks::features_to_report(plan.as_ref(), query.feature_code.as_ref())?;
     let period = agreement.period_containing(query.at);
     let mut usage = Vec::with_capacity(features.len());
     for feature in features {
@@ -67,5 +62,5 @@ pub(super) async fn usage(
         });
     }
     tx.commit().await?;
-    Ok(Ok(UsageReport { period, usage }))
+    Ok(UsageReport { period, usage })
 }

@@ -90,10 +90,9 @@ impl Drop for ScratchSchema {
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
+                .build()?;
             runtime.block_on(async {
-                let client = connect(&url).await.map_err(|e| e.to_string())?;
+                let client = connect(&url).await?;
                 drop_schema(&client, &name).await
             })
         })
@@ -118,16 +117,29 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
 
 /// Drops a schema, giving up rather than waiting long for locks (a server
 /// still running on it mid-transaction).
-async fn drop_schema(client: &tokio_postgres::Client, name: &str) -> Result<(), String> {
+async fn drop_schema(client: &tokio_postgres::Client, name: &str) -> Result<(), DropError> {
     if !super::valid_schema_name(name) || !name.starts_with(PREFIX) {
-        return Err(format!("refusing to drop {name:?}"));
+        return Err(DropError::NotScratch(name.to_owned()));
     }
     client
         .batch_execute(&format!(
             "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"
         ))
-        .await
-        .map_err(|e| e.to_string())
+        .await?;
+    Ok(())
+}
+
+/// Why a scratch schema was not dropped.
+#[derive(Debug, thiserror::Error)]
+enum DropError {
+    #[error("refusing to drop {0:?}: not a scratch schema")]
+    NotScratch(String),
+    #[error("{0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("no runtime to drop it on: {0}")]
+    Runtime(#[from] std::io::Error),
 }
 
 /// Drops the scratch schemas of processes that no longer run.

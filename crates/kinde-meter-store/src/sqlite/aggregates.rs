@@ -178,6 +178,12 @@ pub(super) enum SumError {
     Sql(rusqlite::Error),
 }
 
+impl From<rusqlite::Error> for SumError {
+    fn from(e: rusqlite::Error) -> Self {
+        SumError::Sql(e)
+    }
+}
+
 /// The sum of the period's deltas ordered after `after`, by a range read of the
 /// period index (`effective_at_ns >= t` narrows it; the `OR` settles ties by seq).
 pub(super) fn deltas_after(
@@ -185,31 +191,25 @@ pub(super) fn deltas_after(
     key: &PeriodKey<'_>,
     after: OrderKey,
 ) -> Result<UsageTotal, SumError> {
-    let run = || -> rusqlite::Result<Result<UsageTotal, SumError>> {
-        let mut stmt = conn.prepare_cached(
-            "SELECT value FROM usage_records
+    let mut stmt = conn.prepare_cached(
+        "SELECT value FROM usage_records
              WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3
                AND effective_at_ns >= ?4 AND (effective_at_ns > ?4 OR seq > ?5)
                AND meter_type = 'delta'",
-        )?;
-        let mut rows = stmt.query((
-            key.agreement_id,
-            key.feature_code,
-            key.period_start_ns,
-            codec::ns(after.effective_at)?,
-            after.seq,
-        ))?;
-        let mut sum = UsageTotal::ZERO;
-        while let Some(r) = rows.next()? {
-            let value = stored(MeterValue::parse(&r.get::<_, String>(0)?))?;
-            match sum.checked_add(value) {
-                Ok(next) => sum = next,
-                Err(_) => return Ok(Err(SumError::OutOfRange)),
-            }
-        }
-        Ok(Ok(sum))
-    };
-    run().map_err(SumError::Sql)?
+    )?;
+    let mut rows = stmt.query((
+        key.agreement_id,
+        key.feature_code,
+        key.period_start_ns,
+        codec::ns(after.effective_at)?,
+        after.seq,
+    ))?;
+    let mut sum = UsageTotal::ZERO;
+    while let Some(r) = rows.next()? {
+        let value = stored(MeterValue::parse(&r.get::<_, String>(0)?))?;
+        sum = sum.checked_add(value).map_err(|_| SumError::OutOfRange)?;
+    }
+    Ok(sum)
 }
 
 /// Usage of one feature in a period, as read back: value, record count, last receipt.

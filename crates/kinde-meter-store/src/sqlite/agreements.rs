@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use super::{
     catalog,
     codec::{self, stored},
+    error::OpError,
 };
 use crate::{
     AgreementPage, AgreementQuery, AgreementView, CreateAgreementError, Cursor,
@@ -45,9 +46,9 @@ pub(super) fn load(conn: &Connection, id: &AgreementId) -> rusqlite::Result<Opti
 pub(super) fn create(
     conn: &Connection,
     new: &NewAgreement,
-) -> rusqlite::Result<Result<Agreement, CreateAgreementError>> {
+) -> Result<Agreement, OpError<CreateAgreementError>> {
     let Some(plan) = catalog::load_plan(conn, &new.plan_code)? else {
-        return Ok(Err(CreateAgreementError::PlanNotFound));
+        return Err(CreateAgreementError::PlanNotFound.into());
     };
     let now = codec::ns(new.now)?;
     // Active at `now` means no end yet or an end after `now` (Agreement::is_active).
@@ -75,7 +76,7 @@ pub(super) fn create(
         agreement.interval.as_str(),
         codec::ns(agreement.anchor)?,
     ))?;
-    Ok(Ok(agreement))
+    Ok(agreement)
 }
 
 /// A page of the customer's agreements, newest first (SPEC §4). The caller runs it
@@ -83,13 +84,13 @@ pub(super) fn create(
 pub(super) fn list(
     conn: &Connection,
     query: &AgreementQuery,
-) -> rusqlite::Result<Result<AgreementPage, ListAgreementsError>> {
+) -> Result<AgreementPage, OpError<ListAgreementsError>> {
     let customer = query.customer_id.as_str();
     let cursor_seq = match &query.cursor {
         Cursor::First => None,
         Cursor::StartingAfter(id) | Cursor::EndingBefore(id) => match seq_of(conn, customer, id)? {
             Some(seq) => Some(seq),
-            None => return Ok(Err(ListAgreementsError::UnknownCursor)),
+            None => return Err(ListAgreementsError::UnknownCursor.into()),
         },
     };
     let page_size = query.page_size.max(1);
@@ -133,10 +134,10 @@ pub(super) fn list(
         };
         views.push(AgreementView { agreement, plan });
     }
-    Ok(Ok(AgreementPage {
+    Ok(AgreementPage {
         agreements: views,
         has_more,
-    }))
+    })
 }
 
 /// The listing position of the customer's agreement `id`.

@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::codec;
+use super::{codec, error::OpError};
 use crate::{Client, ClientWithSecret, NewClient, RevokedClient, StoreError};
 
 /// Columns [`from_row`] reads, in its order.
@@ -26,10 +26,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Client> {
 
 /// Inserts the client; an id already taken (two equal `id_random`s) is refused
 /// without failing the writer's batch.
-pub(super) fn create(
-    conn: &Connection,
-    new: &NewClient,
-) -> rusqlite::Result<Result<Client, StoreError>> {
+pub(super) fn create(conn: &Connection, new: &NewClient) -> Result<Client, OpError<StoreError>> {
     let client = Client {
         id: Client::id_from_random(&new.id_random),
         name: new.name.clone(),
@@ -51,12 +48,13 @@ pub(super) fn create(
             codec::ns(new.now)?,
         ))?;
     if inserted == 0 {
-        return Ok(Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Unavailable(format!(
             "a client with id {} already exists",
             client.id
-        ))));
+        ))
+        .into());
     }
-    Ok(Ok(client))
+    Ok(client)
 }
 
 /// Every client, oldest first.

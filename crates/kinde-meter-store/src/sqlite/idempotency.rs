@@ -7,6 +7,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::error::OpError;
+
 use crate::{
     IdempotencyClaim, RecordResult, StoreError, SubmissionKind, SubmissionOutcome,
     outcome::{decode, encode, kind_str},
@@ -15,14 +17,14 @@ use crate::{
 /// What a claim finds: `None` if the key is unused (or expired), otherwise the
 /// answer to give instead of processing: the original results when the request
 /// is the same, `KeyReused` when it is not. A stored outcome that does not decode
-/// fails this submission only (`Err`), not the whole group commit it is part of.
+/// fails this submission only (a refusal), not the whole group commit it is part of.
 pub(super) fn check(
     conn: &Connection,
     client_id: &str,
     claim: &IdempotencyClaim,
     kind: SubmissionKind,
     not_before_ns: i64,
-) -> rusqlite::Result<Option<Result<SubmissionOutcome, StoreError>>> {
+) -> Result<Option<SubmissionOutcome>, OpError<StoreError>> {
     let row = conn
         .prepare_cached(
             "SELECT fingerprint, kind, outcome_json FROM idempotency_keys
@@ -41,18 +43,15 @@ pub(super) fn check(
     };
     // The same key on the other endpoint is another request, whatever the hash.
     if fingerprint != claim.fingerprint.as_str() || stored_kind != kind_str(kind) {
-        return Ok(Some(Ok(SubmissionOutcome::KeyReused)));
+        return Ok(Some(SubmissionOutcome::KeyReused));
     }
-    Ok(Some(
-        decode(&outcome_json)
-            .map(SubmissionOutcome::Replayed)
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "the outcome stored for idempotency key {:?} is unreadable: {e}",
-                    claim.key.as_str()
-                ))
-            }),
-    ))
+    let results = decode(&outcome_json).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "the outcome stored for idempotency key {:?} is unreadable: {e}",
+            claim.key.as_str()
+        ))
+    })?;
+    Ok(Some(SubmissionOutcome::Replayed(results)))
 }
 
 /// Remembers `results` for the claim, replacing an expired row of the same key.

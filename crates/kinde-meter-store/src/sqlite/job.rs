@@ -4,7 +4,7 @@ use kinde_meter_core::{agreement::Agreement, catalog::Catalog};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{agreements, catalog, exec::ExecJob, usage};
+use super::{agreements, catalog, error::keep, exec::ExecJob, usage};
 use crate::{CreateAgreementError, NewAgreement, StoreError, SubmissionOutcome, UsageSubmission};
 
 /// A write waiting for the writer. Each variant keeps its answer until the
@@ -90,11 +90,11 @@ impl Job {
         match self {
             Job::Usage {
                 submission, answer, ..
-            } => *answer = Some(usage::apply_submission(conn, ctx, submission)?),
+            } => keep(usage::apply_submission(conn, ctx, submission), answer)?,
             Job::CreateAgreement { new, answer, .. } => {
                 // It ends the customer's other agreements.
                 ctx.forget_agreements_and_plans();
-                *answer = Some(agreements::create(conn, new)?);
+                keep(agreements::create(conn, new), answer)?;
             }
             Job::LoadCatalog {
                 catalog: c, done, ..

@@ -21,6 +21,7 @@ mod catalog;
 mod clients;
 mod codec;
 mod connection;
+mod error;
 mod exec;
 mod idempotency;
 mod job;
@@ -87,7 +88,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.reads.run(read::ping).await
+        self.reads.run(|conn| Ok(read::ping(conn)?)).await
     }
 
     async fn load_catalog(&self, catalog: &Catalog) -> Result<(), StoreError> {
@@ -100,7 +101,7 @@ impl Store for SqliteStore {
         self.reads
             .run(|conn| {
                 let tx = conn.transaction()?;
-                catalog::load_all(&tx).map(Ok)
+                Ok(catalog::load_all(&tx)?)
             })
             .await
     }
@@ -114,7 +115,7 @@ impl Store for SqliteStore {
     async fn agreement(&self, id: &AgreementId) -> Result<Option<Agreement>, StoreError> {
         let id = id.clone();
         self.reads
-            .run(move |conn| agreements::load(conn, &id).map(Ok))
+            .run(move |conn| Ok(agreements::load(conn, &id)?))
             .await
     }
 
@@ -147,23 +148,23 @@ impl Store for SqliteStore {
         let (job, answer) = exec::job(move |conn| clients::create(conn, &new));
         // Administrative, like catalog loads: wait for room rather than fail.
         self.writer.send(Job::Exec(job)).await?;
-        writer::answer(answer).await?
+        writer::answer(answer).await
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        self.reads.run(|conn| clients::list(conn).map(Ok)).await
+        self.reads.run(|conn| Ok(clients::list(conn)?)).await
     }
 
     async fn client(&self, id: &str) -> Result<Option<ClientWithSecret>, StoreError> {
         let id = id.to_owned();
         self.reads
-            .run(move |conn| clients::load(conn, &id).map(Ok))
+            .run(move |conn| Ok(clients::load(conn, &id)?))
             .await
     }
 
     async fn revoke_client(&self, id: &str, now: Timestamp) -> Result<Option<Client>, StoreError> {
         let id = id.to_owned();
-        let (job, answer) = exec::job(move |conn| clients::revoke(conn, &id, now));
+        let (job, answer) = exec::job(move |conn| Ok(clients::revoke(conn, &id, now)?));
         self.writer.send(Job::Exec(job)).await?;
         writer::answer(answer).await
     }
@@ -173,7 +174,7 @@ impl Store for SqliteStore {
         since: Timestamp,
     ) -> Result<Vec<RevokedClient>, StoreError> {
         self.reads
-            .run(move |conn| clients::revoked_since(conn, since).map(Ok))
+            .run(move |conn| Ok(clients::revoked_since(conn, since)?))
             .await
     }
 

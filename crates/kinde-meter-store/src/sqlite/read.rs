@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use super::{
     aggregates::{self, PeriodKey},
     agreements, catalog, connection,
+    error::OpError,
 };
 use crate::{FeatureUsage, ReadUsageError, StoreError, UsageQuery, UsageReport};
 
@@ -40,14 +41,13 @@ impl ReadPool {
         }
     }
 
-    /// Runs `read` on a read connection on a blocking thread. Its outer `Err` (a
-    /// SQLite failure) becomes `StoreError::Unavailable`; the inner result is the
-    /// read's own answer.
+    /// Runs `read` on a read connection on a blocking thread: its answer, its
+    /// refusal, or `StoreError::Unavailable` for a SQLite failure.
     pub(super) async fn run<T, E, F>(self: &Arc<Self>, read: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<Result<T, E>> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, OpError<E>> + Send + 'static,
     {
         let permit = self
             .permits
@@ -60,9 +60,10 @@ impl ReadPool {
             let _permit = permit;
             let mut conn = match pool.take() {
                 Some(conn) => conn,
-                None => connection::open_reader(&pool.path)?,
+                None => connection::open_reader(&pool.path)
+                    .map_err(|e| OpError::<E>::from(e).into_answer())?,
             };
-            let result = read(&mut conn);
+            let result = read(&mut conn).map_err(OpError::into_answer);
             // Back to the pool even after an error: SQLite connections recover.
             // After a panic it is dropped with the unwinding closure instead.
             pool.idle
@@ -72,8 +73,7 @@ impl ReadPool {
             result
         });
         match task.await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string()).into()),
+            Ok(result) => result,
             Err(e) => Err(StoreError::Unavailable(format!("read task failed: {e}")).into()),
         }
     }
@@ -87,10 +87,10 @@ impl ReadPool {
 }
 
 /// A trivial query that touches the database file.
-pub(super) fn ping(conn: &mut Connection) -> rusqlite::Result<Result<(), StoreError>> {
+pub(super) fn ping(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.prepare_cached("SELECT count(*) FROM schema_migrations")?
         .query_row([], |r| r.get::<_, i64>(0))?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Usage of the agreement's metered features (or the one asked for) in the
@@ -98,20 +98,15 @@ pub(super) fn ping(conn: &mut Connection) -> rusqlite::Result<Result<(), StoreEr
 pub(super) fn usage(
     conn: &mut Connection,
     query: &UsageQuery,
-) -> rusqlite::Result<Result<UsageReport, ReadUsageError>> {
+) -> Result<UsageReport, OpError<ReadUsageError>> {
     // One snapshot for agreement, plan and aggregates.
     let tx = conn.transaction()?;
     let Some(agreement) = agreements::load(&tx, &query.agreement_id)? else {
-        return Ok(Err(ReadUsageError::AgreementNotFound));
+        return Err(ReadUsageError::AgreementNotFound.into());
     };
     let plan = catalog::load_plan(&tx, &agreement.plan_code)?;
-    let features = match crate::record_checks::features_to_report(
-        plan.as_ref(),
-        query.feature_code.as_ref(),
-    ) {
-        Ok(features) => features,
-        Err(e) => return Ok(Err(e)),
-    };
+    let features =
+        crate::record_checks::features_to_report(plan.as_ref(), query.feature_code.as_ref())?;
     let period = agreement.period_containing(query.at);
     let mut usage = Vec::with_capacity(features.len());
     for feature in features {
@@ -136,5 +131,5 @@ pub(super) fn usage(
             last_recorded_at,
         });
     }
-    Ok(Ok(UsageReport { period, usage }))
+    Ok(UsageReport { period, usage })
 }

@@ -17,7 +17,9 @@ use rusqlite::Connection;
 use super::{
     aggregates::{self, PeriodKey, SumError},
     cache::{AggregateKey, WriterCache},
-    codec, idempotency,
+    codec,
+    error::OpError,
+    idempotency,
 };
 use crate::{
     RecordResult, StoreConfig, StoreError, SubmissionKind, SubmissionOutcome, UsageSubmission,
@@ -67,12 +69,12 @@ impl<'a> WriteContext<'a> {
 }
 
 /// Applies a submission: the idempotency check, each record, and the remembered
-/// outcome. The inner `Err` fails this submission alone (nothing of it written).
+/// outcome. A refusal fails this submission alone (nothing of it written).
 pub(super) fn apply_submission(
     conn: &Connection,
     ctx: &mut WriteContext<'_>,
     s: &UsageSubmission,
-) -> rusqlite::Result<Result<SubmissionOutcome, StoreError>> {
+) -> Result<SubmissionOutcome, OpError<StoreError>> {
     let received_ns = codec::ns(s.received_at)?;
     if let Some(claim) = &s.idempotency {
         let window_start = s
@@ -108,7 +110,7 @@ pub(super) fn apply_submission(
             idempotency::remember(conn, &s.client_id, claim, s.kind, &results, received_ns)?;
         }
     }
-    Ok(Ok(SubmissionOutcome::Processed(results)))
+    Ok(SubmissionOutcome::Processed(results))
 }
 
 /// Checks, assigns and stores one record, updating its period's aggregate.

@@ -2,13 +2,14 @@
 //! schema this build writes. Servers do the same at start; both take the
 //! migration lock, so running it beside starting servers is safe.
 
-use anyhow::Context;
-use kinde_meter_store::postgres::{CURRENT_VERSION, PgSettings, PgStore};
-
 use crate::cli::MigrateArgs;
 
+#[cfg(feature = "postgres")]
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let applied = PgStore::migrate(&args.database_url, &PgSettings::default())
+    use anyhow::Context;
+    use kinde_meter_store::postgres::{CURRENT_VERSION, PgStore};
+
+    let applied = PgStore::migrate(&args.database_url, &Default::default())
         .await
         .context("cannot migrate the database")?;
     if applied.is_empty() {
@@ -21,4 +22,13 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+pub async fn run(_args: MigrateArgs) -> anyhow::Result<()> {
+    Err(kinde_meter_store::OpenError::NotCompiled {
+        backend: "PostgreSQL",
+        feature: "postgres",
+    }
+    .into())
 }

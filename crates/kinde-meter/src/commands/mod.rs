@@ -10,12 +10,9 @@ mod serve;
 mod token;
 mod usage;
 
-use anyhow::Context;
-use kinde_meter_store::{
-    Store, StoreConfig,
-    postgres::{PgSettings, PgStore},
-    sqlite::SqliteStore,
-};
+use std::sync::Arc;
+
+use kinde_meter_store::{OpenError, PgSettings, Store, StoreConfig, StoreLocation};
 
 use crate::cli::{Cli, Command, DataDirArg};
 
@@ -36,27 +33,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Opens the store of a data directory (or of `--database-url`) for an offline
 /// command. It works whether or not servers run on it: SQLite's locking orders
 /// the writers of a directory, PostgreSQL's those of a database.
-async fn open_store(data: &DataDirArg) -> anyhow::Result<Box<dyn Store>> {
-    if let Some(url) = &data.database_url {
-        let store = PgStore::connect(url, PgSettings::default(), StoreConfig::default())
-            .await
-            .context("cannot open the PostgreSQL store")?;
-        return Ok(Box::new(store));
-    }
-    let data_dir = &data.data_dir;
-    if !data_dir.join("kinde-meter.db").exists() {
-        anyhow::bail!(
+async fn open_store(data: &DataDirArg) -> anyhow::Result<Arc<dyn Store>> {
+    let location = match &data.database_url {
+        Some(url) => StoreLocation::Postgres {
+            url: url.clone(),
+            settings: PgSettings::default(),
+        },
+        None => StoreLocation::Sqlite {
+            data_dir: data.data_dir.clone(),
+            create: false,
+        },
+    };
+    match kinde_meter_store::open(&location, StoreConfig::default()).await {
+        Ok(store) => Ok(store),
+        Err(OpenError::NoDatabase { data_dir }) => anyhow::bail!(
             "{} holds no kinde-meter database; start `kinde-meter serve --data-dir {}` once, or pass --server",
             data_dir.display(),
             data_dir.display()
-        );
+        ),
+        Err(e) => Err(e.into()),
     }
-    let dir = data_dir.to_owned();
-    let store =
-        tokio::task::spawn_blocking(move || SqliteStore::open(&dir, StoreConfig::default()))
-            .await?
-            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    Ok(Box::new(store))
 }
 
 /// Where an offline command's store is, for messages: the data directory, or

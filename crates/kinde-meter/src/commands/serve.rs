@@ -15,9 +15,7 @@ use kinde_meter_server::{
     rate_limit::{Limit, RateLimitConfig, redis::RedisLimitConfig},
     transport::{TlsFiles, TransportConfig},
 };
-use kinde_meter_store::{
-    AgreementQuery, Cursor, NewAgreement, Store, StoreConfig, postgres::PgSettings,
-};
+use kinde_meter_store::{AgreementQuery, Cursor, NewAgreement, PgSettings, Store, StoreConfig};
 
 use crate::cli::ServeArgs;
 

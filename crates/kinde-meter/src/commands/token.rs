@@ -4,7 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::{auth::mint_for_data_dir, storage::mint_for_database};
-use kinde_meter_store::postgres::PgSettings;
+use kinde_meter_store::PgSettings;
 
 use crate::cli::TokenArgs;
 
