@@ -4,7 +4,7 @@
 //!
 //! | variant | when |
 //! |---|---|
-//! | `BadRequest(ErrorResponse)` | 400: invalid field, unknown agreement, reused idempotency key, … |
+//! | `BadRequest(ErrorResponse)` | 400: invalid field, unknown agreement, reused idempotency key, a hard entitlement limit reached, … |
 //! | `Forbidden(ErrorResponse)` | 403: missing, expired or wrong token; missing scope |
 //! | `PayloadTooLarge(ErrorResponse)` | 413: body over 64 KiB |
 //! | `TooManyRequests { error, retry_after }` | 429: rate limited; wait `retry_after` |
@@ -14,6 +14,27 @@
 //! | `Decode { status, body, source }` | a 2xx whose body is not the expected JSON |
 //! | `InvalidInput(String)` | the SDK refused to send the request (e.g. a required field unset) |
 //! | `Token(TokenError)` | no access token could be obtained from the client credentials |
+//!
+//! A variant says what the status was; [`error_code`](CreateMeterUsageRecordError::error_code)
+//! says which documented code the server gave, so a caller can match on
+//! [`ErrorCode`](crate::models::ErrorCode) (e.g. `ENTITLEMENT_LIMIT_EXCEEDED`, a usage
+//! record refused by a hard limit, see
+//! [`is_entitlement_limit_exceeded`](CreateMeterUsageRecordError::is_entitlement_limit_exceeded)):
+//!
+//! ```
+//! use kinde_sdk::CreateMeterUsageRecordError;
+//! use kinde_sdk::models::ErrorCode;
+//!
+//! fn explain(error: &CreateMeterUsageRecordError) -> &'static str {
+//!     match error.error_code() {
+//!         Some(ErrorCode::EntitlementLimitExceeded) => "over the plan's hard limit; nothing stored",
+//!         Some(ErrorCode::AgreementNotActive) => "the customer changed plans",
+//!         _ if error.is_retryable() => "try again later",
+//!         _ => "refused",
+//!     }
+//! }
+//! # let _ = explain;
+//! ```
 //!
 //! With the default [`RetryPolicy`](crate::RetryPolicy) an error is what the
 //! *last* attempt got: retryable failures were already retried.
@@ -27,7 +48,7 @@ use std::fmt;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kinde_meter_wire::ErrorResponse;
+use kinde_meter_wire::{ErrorCode, ErrorResponse};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
@@ -171,6 +192,23 @@ macro_rules! operation_error {
                     .iter()
                     .map(|error| error.code.as_str())
                     .find(|code| !code.is_empty())
+            }
+
+            /// The first error code of the server's answer as an [`ErrorCode`],
+            /// `None` without one or for a code this SDK does not know (real
+            /// Kinde may answer with codes of its own; [`code`](Self::code) has
+            /// them as text). See the [module documentation](crate::error).
+            pub fn error_code(&self) -> Option<ErrorCode> {
+                self.code().and_then(ErrorCode::parse)
+            }
+
+            /// Whether the server refused the request because it would take a
+            /// period's usage of a feature with a hard limit beyond that limit
+            /// (400 `ENTITLEMENT_LIMIT_EXCEEDED`, kinde-meter only). Nothing was
+            /// stored, and sending the same request again is refused again.
+            pub fn is_entitlement_limit_exceeded(&self) -> bool {
+                matches!(self, Self::BadRequest(_))
+                    && self.error_code() == Some(ErrorCode::EntitlementLimitExceeded)
             }
 
             /// The first error message of the server's answer, or the reason the
@@ -332,6 +370,18 @@ operation_error! {
     /// Failure of
     /// [`BillingAgreementsApi::get_billing_agreements`](crate::BillingAgreementsApi::get_billing_agreements).
     GetBillingAgreementsError, replay_safe = true
+}
+
+operation_error! {
+    /// Failure of
+    /// [`BillingEntitlementsApi::get_billing_entitlements`](crate::BillingEntitlementsApi::get_billing_entitlements).
+    GetBillingEntitlementsError, replay_safe = true
+}
+
+operation_error! {
+    /// Failure of
+    /// [`BillingEntitlementsApi::check`](crate::BillingEntitlementsApi::check).
+    CheckBillingEntitlementError, replay_safe = true
 }
 
 /// Reads an error body in any shape we know, `None` for anything else.

@@ -305,19 +305,34 @@
 //! - **No silent loss.** A full spool
 //!   ([`max_spool_bytes`](UsageReporterBuilder::max_spool_bytes), 64 MiB) makes
 //!   `record` fail with [`RecordError::SpoolFull`]; usage the server refuses
-//!   for good (an ended agreement, an unknown feature) is written to
+//!   for good (an ended agreement, an unknown feature, a hard entitlement
+//!   limit reached: `ENTITLEMENT_LIMIT_EXCEEDED`) is written to
 //!   `<spool>.rejected` and passed to
-//!   [`on_rejected`](UsageReporterBuilder::on_rejected).
+//!   [`on_rejected`](UsageReporterBuilder::on_rejected), never retried.
 //!
 //! `examples/usage_reporter.rs` runs one.
 //!
+//! # Entitlements
+//!
+//! [`BillingEntitlementsApi::get_billing_entitlements`] lists what a
+//! customer's active plan entitles them to, with the official SDKs' parameters
+//! ([`GetBillingEntitlementsParams`]); on kinde-meter each metered entitlement
+//! also says how much of it the customer used this period
+//! ([`consumed`](models::Entitlement::consumed),
+//! [`remaining`](models::Entitlement::remaining)), exactly.
+//! [`BillingEntitlementsApi::check`] asks whether a customer may use some more
+//! of a feature now. A feature whose limit the catalog enforces refuses usage
+//! beyond it with `ENTITLEMENT_LIMIT_EXCEEDED`
+//! ([`is_entitlement_limit_exceeded`](CreateMeterUsageRecordError::is_entitlement_limit_exceeded)).
+//!
 //! # Beyond Kinde
 //!
-//! kinde-meter serves two endpoints real Kinde lacks, available here as
+//! kinde-meter serves three endpoints real Kinde lacks, available here as
 //! [`BillingMeterUsageApi::create_meter_usage_records_batch`] (up to 100 records
-//! in one request) and [`BillingMeterUsageApi::get_meter_usage`] (the usage of
-//! each metered feature in a billing period). Against real Kinde they fail with
-//! `Unexpected` (404).
+//! in one request), [`BillingMeterUsageApi::get_meter_usage`] (the usage of
+//! each metered feature in a billing period) and
+//! [`BillingEntitlementsApi::check`] (the live usage check). Against real Kinde
+//! they fail with `Unexpected` (404).
 
 #![deny(missing_docs)]
 
@@ -333,14 +348,16 @@ mod retry;
 mod token;
 
 pub use apis::agreements::{BillingAgreementsApi, GetBillingAgreementsParams};
+pub use apis::entitlements::{BillingEntitlementsApi, GetBillingEntitlementsParams};
 pub use apis::meter_usage::{
     BillingMeterUsageApi, CreateMeterUsageRecordBuilder, CreateMeterUsageRecordsBatchBuilder,
 };
 pub use client::{ApiClient, KINDE_SDK_HEADER_VALUE, USER_AGENT};
 pub use configuration::{Auth, Configuration, ConfigurationError};
 pub use error::{
-    CreateBillingAgreementError, CreateMeterUsageRecordError, CreateMeterUsageRecordsBatchError,
-    GetBillingAgreementsError, GetMeterUsageError,
+    CheckBillingEntitlementError, CreateBillingAgreementError, CreateMeterUsageRecordError,
+    CreateMeterUsageRecordsBatchError, GetBillingAgreementsError, GetBillingEntitlementsError,
+    GetMeterUsageError,
 };
 pub use idempotency::{IdempotencyKey, InvalidIdempotencyKey};
 pub use reporter::{

@@ -4,7 +4,9 @@
 //! The JSON shapes are those of the `kinde-meter-wire` crate, re-exported here so
 //! that the SDK and the kinde-meter server share one definition and cannot drift.
 //! This module adds [`MeterValue`] and [`UsageTimestamp`], which turn typed Rust
-//! values into the strings the wire carries.
+//! values into the strings the wire carries. Usage read back
+//! ([`Entitlement::consumed`], [`CheckBillingEntitlementResponse::consumed`]) is
+//! an exact [`UsageTotal`], never a float.
 
 use std::fmt;
 
@@ -13,11 +15,12 @@ use jiff::{Timestamp, Zoned};
 
 #[doc(inline)]
 pub use kinde_meter_wire::{
-    BatchRecordResult, BillingAgreement, BillingEntitlement, CreateBillingAgreementRequest,
-    CreateMeterUsageRecordRequest, CreateMeterUsageRecordResponse,
-    CreateMeterUsageRecordsBatchRequest, CreateMeterUsageRecordsBatchResponse, Error, ErrorCode,
-    ErrorResponse, GetBillingAgreementsResponse, GetMeterUsageResponse, MeterTypeCode, MeterUsage,
-    SuccessResponse,
+    BatchRecordResult, BillingAgreement, BillingEntitlement, CheckBillingEntitlementResponse,
+    CreateBillingAgreementRequest, CreateMeterUsageRecordRequest, CreateMeterUsageRecordResponse,
+    CreateMeterUsageRecordsBatchRequest, CreateMeterUsageRecordsBatchResponse, Entitlement,
+    EntitlementPlan, Error, ErrorCode, ErrorResponse, GetBillingAgreementsResponse,
+    GetBillingEntitlementsResponse, GetMeterUsageResponse, MeterTypeCode, MeterUsage,
+    SuccessResponse, UsageTotal,
 };
 
 /// A usage value as Kinde wants it: a non-negative decimal written as a string.
@@ -53,6 +56,14 @@ impl fmt::Display for MeterValue {
 impl From<MeterValue> for String {
     fn from(value: MeterValue) -> String {
         value.0
+    }
+}
+
+/// The exact decimal the wire types hold (e.g.
+/// [`CheckBillingEntitlementResponse::quantity`]), in its canonical form.
+impl From<kinde_meter_wire::MeterValue> for MeterValue {
+    fn from(value: kinde_meter_wire::MeterValue) -> Self {
+        MeterValue(value.to_string())
     }
 }
 

@@ -1,5 +1,6 @@
 //! One struct per API group of Kinde's management API, named as in the official
-//! SDKs (`BillingMeterUsageApi`, `BillingAgreementsApi`).
+//! SDKs (`BillingMeterUsageApi`, `BillingAgreementsApi`, `BillingEntitlementsApi`).
 
 pub(crate) mod agreements;
+pub(crate) mod entitlements;
 pub(crate) mod meter_usage;

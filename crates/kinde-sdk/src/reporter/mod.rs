@@ -273,9 +273,17 @@ pub enum ReporterError {
 }
 
 /// Usage the server refused for good (an unknown or ended agreement, a
-/// feature that is not metered, …). It is removed from the spool, written to
+/// feature that is not metered, a hard entitlement limit reached —
+/// `ENTITLEMENT_LIMIT_EXCEEDED` — …). It is removed from the spool, written to
 /// `<spool>.rejected` (one JSON object per line) and passed to
-/// [`UsageReporterBuilder::on_rejected`]; never dropped silently.
+/// [`UsageReporterBuilder::on_rejected`]; never retried, never dropped
+/// silently.
+///
+/// A coalesced delta is refused as a whole: near a hard limit, values that
+/// would have fit one by one may be refused together (see
+/// [`values`](Self::values)). Where that matters, check first
+/// ([`BillingEntitlementsApi::check`](crate::BillingEntitlementsApi::check)) or
+/// send those records yourself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RejectedUsage {

@@ -174,6 +174,8 @@ enum Verdict {
     /// The server has it (a 2xx whose body did not decode is applied too).
     Applied,
     /// Refused for good (400, 413, …): reported and dropped from the spool.
+    /// This includes `ENTITLEMENT_LIMIT_EXCEEDED`: a hard limit stored nothing,
+    /// and the same record is refused again for the rest of the period.
     Rejected { code: String, message: String },
     /// Might go through later (outage, rate limit, refused token): kept.
     Blocked(String),
@@ -498,6 +500,31 @@ mod tests {
             flush_interval: Duration::from_millis(interval_ms),
             max_retry_interval: Duration::from_secs(max_s),
             ..Settings::default()
+        }
+    }
+
+    fn answer(status: u16, code: &str) -> CreateMeterUsageRecordError {
+        use crate::error::{OperationError, RawResponse};
+        let body = format!(r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#);
+        CreateMeterUsageRecordError::from_response(RawResponse {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            headers: reqwest::header::HeaderMap::new(),
+            body,
+        })
+    }
+
+    #[test]
+    fn a_hard_limit_refusal_is_rejected_for_good() {
+        let verdict = verdict_single(Err(answer(400, "ENTITLEMENT_LIMIT_EXCEEDED")));
+        assert!(
+            matches!(&verdict, Verdict::Rejected { code, .. } if code == "ENTITLEMENT_LIMIT_EXCEEDED"),
+            "a refused record is not retried"
+        );
+        for status in [429, 503] {
+            assert!(matches!(
+                verdict_single(Err(answer(status, "TOO_MANY_REQUESTS"))),
+                Verdict::Blocked(_)
+            ));
         }
     }
 
