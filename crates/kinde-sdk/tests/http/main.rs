@@ -2,8 +2,10 @@
 //! each answer is read. No kinde-meter server is needed.
 
 mod agreements;
+mod entitlements;
 mod errors;
 mod meter_usage;
+mod reporter;
 mod retries;
 mod support;
 mod tokens;

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kinde_sdk::{
-    ApiClient, BillingAgreementsApi, BillingMeterUsageApi, Configuration, RetryPolicy,
+    ApiClient, BillingAgreementsApi, BillingEntitlementsApi, BillingMeterUsageApi, Configuration,
+    RetryPolicy,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -154,6 +155,10 @@ impl MockServer {
 
     pub fn agreements_api(&self) -> BillingAgreementsApi {
         BillingAgreementsApi::new(self.client())
+    }
+
+    pub fn entitlements_api(&self) -> BillingEntitlementsApi {
+        BillingEntitlementsApi::new(self.client())
     }
 }
 
