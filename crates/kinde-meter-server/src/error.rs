@@ -8,7 +8,7 @@ use axum::{
 };
 use kinde_meter_core::{ErrorCode, request::FieldError};
 use kinde_meter_store::StoreError;
-use kinde_meter_wire::{Error, ErrorResponse};
+use kinde_meter_wire::{Error, ErrorResponse, Scope};
 
 /// An error answer: a status, one or more `{code, message}` entries, and the
 /// seconds to wait for 429/503.
@@ -62,7 +62,7 @@ impl ApiError {
     }
 
     /// 403 `INSUFFICIENT_SCOPE`.
-    pub fn insufficient_scope(scope: &str) -> ApiError {
+    pub fn insufficient_scope(scope: Scope) -> ApiError {
         ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::InsufficientScope,

@@ -1,30 +1,32 @@
 //! Extractors and middleware that run before a handler: authentication with the
-//! route's scope, and the JSON body with its size limit.
+//! route's scope, the JSON body with its size limit, the `Idempotency-Key`
+//! header, query parameters.
 //!
-//! Order is the contract (SPEC §2): authentication and scope (403), rate limit
-//! (429), body size (413), body and field validation (400), storage (503). The auth
-//! middleware runs before the body is read, so an unauthenticated client never
-//! gets to make the server buffer 64 KiB. The rate limits are in
+//! Order is the contract (`docs/errors.md`): authentication and scope (403), rate
+//! limit (429), body size (413), body and field validation (400), storage (503).
+//! The auth middleware runs before the body is read, so an unauthenticated client
+//! never gets to make the server buffer 64 KiB. The rate limits are in
 //! [`crate::rate_limit`]; this middleware applies them.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request, State},
     http::{HeaderMap, StatusCode, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use kinde_meter_core::{ErrorCode, idempotency::IdempotencyKey};
+use kinde_meter_core::{ErrorCode, idempotency::IdempotencyKey, ids::CodeError};
+use kinde_meter_wire::Scope;
 use serde_json::Value;
 
-use crate::auth::{self, Principal};
+use crate::auth::{self, AuthFailure, Principal};
 use crate::error::ApiError;
-use crate::metrics::{AuthFailure, LimitKind};
+use crate::rate_limit::LimitKind;
 use crate::state::AppState;
 
-/// Largest request body (SPEC §2).
+/// Largest request body (`docs/limits.md`).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// State of the authentication middleware of one route: the scope it requires.
@@ -33,7 +35,7 @@ pub struct RequireScope {
     /// The application state.
     pub state: AppState,
     /// The scope the route needs.
-    pub scope: &'static str,
+    pub scope: Scope,
 }
 
 /// Verifies the bearer token and the route's scope, then puts the [`Principal`]
@@ -44,7 +46,7 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     // A source address that sent many invalid credentials lately is refused
-    // before its token is verified (SPEC §2's one exception to the order).
+    // before its token is verified (the one exception to the order).
     let limits = &guard.state.limits;
     let metrics = &guard.state.metrics;
     let peer = request
@@ -90,7 +92,7 @@ pub async fn authenticate(
         }
     };
     // Tokens stay valid until they expire; a revoked client's are refused here
-    // (SPEC §6), checked after the signature so only genuine tokens get this far.
+    // (`docs/tokens.md`), checked after the signature so only genuine tokens get this far.
     if guard.state.revoked_clients.contains(&principal.client_id) {
         tracing::info!(client_id = %principal.client_id, "token refused: client revoked");
         return refuse(
@@ -98,7 +100,7 @@ pub async fn authenticate(
             ApiError::invalid_credentials("the client of this token has been revoked"),
         );
     }
-    if !principal.has_scope(guard.scope) {
+    if !principal.has_scope(guard.scope.as_str()) {
         metrics.auth_failure(AuthFailure::InsufficientScope);
         return ApiError::insufficient_scope(guard.scope).into_response();
     }
@@ -219,3 +221,61 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
 
 /// The authenticated caller, for handlers.
 pub type Caller = axum::Extension<Arc<Principal>>;
+
+/// Query parameters with Kinde's error codes for missing or malformed ones.
+pub struct QueryParams(pub Params);
+
+/// Decoded query parameters.
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    /// A parameter that must be present and non-empty (else `MISSING_FIELD`).
+    pub fn required(&self, name: &'static str) -> Result<Param<'_>, ApiError> {
+        match self.0.get(name).filter(|v| !v.is_empty()) {
+            Some(value) => Ok(Param { name, value }),
+            None => Err(ApiError::bad_request(
+                ErrorCode::MissingField,
+                format!("{name} is required"),
+            )),
+        }
+    }
+
+    /// A parameter that may be absent (empty counts as absent).
+    pub fn optional(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// A present query parameter.
+pub struct Param<'a> {
+    name: &'static str,
+    value: &'a str,
+}
+
+impl Param<'_> {
+    /// Parses the value as a code, `INVALID_FIELD` naming the parameter if it is not one.
+    pub fn and_then_code<T>(
+        self,
+        parse: impl FnOnce(String) -> Result<T, CodeError>,
+    ) -> Result<T, ApiError> {
+        parse(self.value.to_owned()).map_err(|e| {
+            ApiError::bad_request(ErrorCode::InvalidField, format!("{} {e}", self.name))
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| {
+                ApiError::bad_request(ErrorCode::InvalidField, "the query string is malformed")
+            })?;
+        Ok(QueryParams(Params(map)))
+    }
+}

@@ -1,21 +1,24 @@
 //! The HTTP layer of kinde-meter.
 //!
-//! It speaks Kinde's meter usage contract (`../shared/SPEC.md` §2), the agreements,
-//! usage read-back and batch routes (§4) and the built-in token issuer (§5), over
-//! the storage trait of `kinde-meter-store`. Where to look:
+//! It speaks Kinde's meter usage contract, the agreements, usage read-back and
+//! batch routes and the built-in token issuer (`docs/api.md`, `docs/tokens.md`),
+//! over the storage trait of `kinde-meter-store`. Where to look:
 //!
-//! - [`routes`]: the route table with each route's scope, and one module per route group,
+//! - [`routes`]: the route table (each route declared once, with its scope; the
+//!   router, the OpenAPI document and the scope checks are built from it), one
+//!   module per route group, and the layers around every request,
 //! - [`extract`]: authentication, the body limit, the `Idempotency-Key` header,
+//!   query parameters,
 //! - [`error`]: every error becomes Kinde's `ErrorResponse` here,
 //! - [`auth`]: signing keys, token minting and verification,
 //! - [`clients`]: M2M clients, the client-credentials grant, revocations,
 //! - [`rate_limit`]: per-client and per-source-address rate limits,
 //! - [`transport`]: accept loop, connection limit, timeouts, TLS,
-//! - [`metrics`]: `GET /metrics`, request and write-path counters for Prometheus,
+//! - [`metrics`]: request and write-path counters for Prometheus (`GET /metrics`),
 //! - [`startup`]: building the application, binding, graceful shutdown,
 //! - [`storage`]: SQLite in the data directory or PostgreSQL, and where the
 //!   built-in issuer's keys and identity live with each,
-//! - [`openapi`]: the generated OpenAPI document.
+//! - [`openapi`]: what the OpenAPI document holds besides the routes.
 
 pub mod auth;
 pub mod clients;

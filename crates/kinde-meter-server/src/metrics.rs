@@ -228,7 +228,6 @@ impl Metrics {
             .expect("writing to a String does not fail");
         text
     }
-
 }
 
 /// Reads the writer's counters at scrape time.

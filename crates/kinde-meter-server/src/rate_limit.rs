@@ -1,4 +1,4 @@
-//! Rate limits (SPEC §2 and §5): a token bucket per client, and a limit on
+//! Rate limits (`docs/limits.md`): a token bucket per client, and a limit on
 //! invalid credentials per source address.
 //!
 //! - **Per client** (`azp`, [`Principal::client_id`]): `--rate-limit` requests
@@ -164,7 +164,7 @@ pub struct RateLimitConfig {
 }
 
 impl Default for RateLimitConfig {
-    /// SPEC §5: 1000 requests/s with bursts of 2000 per client; 100
+    /// The defaults of `docs/limits.md`: 1000 requests/s with bursts of 2000 per client; 100
     /// invalid-credential requests, refilled at 10/s, per source address.
     fn default() -> Self {
         RateLimitConfig {
@@ -194,7 +194,7 @@ pub struct Limited {
 }
 
 impl Limited {
-    /// The wait in whole seconds, rounded up, at least 1 (SPEC §2), for
+    /// The wait in whole seconds, rounded up, at least 1, for
     /// `Retry-After` and `RateLimit-Reset`.
     pub fn retry_after_secs(&self) -> u64 {
         let whole = self.wait.as_secs();
@@ -204,6 +204,29 @@ impl Limited {
             whole
         };
         rounded.max(1)
+    }
+}
+
+/// Which rate limit refused a request (the `limit` label of
+/// `kinde_meter_rate_limited_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    /// The caller's per-client bucket.
+    Client,
+    /// The per-source-address bucket of invalid credentials.
+    SourceAddress,
+}
+
+impl LimitKind {
+    /// Both limits.
+    pub const ALL: [LimitKind; 2] = [LimitKind::Client, LimitKind::SourceAddress];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Client => "client",
+            LimitKind::SourceAddress => "source_address",
+        }
     }
 }
 

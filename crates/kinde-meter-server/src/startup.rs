@@ -259,7 +259,7 @@ impl Application {
     }
 }
 
-/// External issuer mode (SPEC §5): accept the tokens of a real Kinde business.
+/// External issuer mode (`docs/tokens.md`): accept the tokens of a real Kinde business.
 #[derive(Debug, Clone)]
 pub struct ExternalIssuer {
     /// `https://<subdomain>.kinde.com` (an `http://` issuer only on loopback).

@@ -4,6 +4,8 @@ mod common;
 
 use common::TestApp;
 use kinde_meter_server::routes::ROUTES;
+use kinde_meter_wire::Scope;
+use serde_json::json;
 
 #[tokio::test]
 async fn the_document_lists_every_api_route_with_kindes_field_names() {
@@ -18,17 +20,68 @@ async fn the_document_lists_every_api_route_with_kindes_field_names() {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for route in ROUTES.iter().filter(|r| r.scope.is_some()) {
+    // Every route of the table is documented, with the table's scope as its
+    // security and the common error answers; nothing else is documented.
+    let mut documented = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented += 1;
+            assert!(
+                ROUTES
+                    .iter()
+                    .any(|r| r.path == path && r.method.eq_ignore_ascii_case(method)),
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    assert_eq!(documented, ROUTES.len());
+    for route in ROUTES.iter() {
         let op = &doc["paths"][route.path][route.method.to_lowercase()];
         assert!(op.is_object(), "{} {} missing", route.method, route.path);
-        let security = op["security"].to_string();
+        let Some(scope) = route.scope else {
+            assert!(op["security"].is_null(), "{} {}", route.method, route.path);
+            continue;
+        };
+        assert_eq!(
+            op["security"],
+            json!([{"kindeBearerAuth": [scope.as_str()]}]),
+            "{} {}",
+            route.method,
+            route.path
+        );
+        for status in ["400", "403", "429", "503"] {
+            let response = &op["responses"][status];
+            assert_eq!(
+                response["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorResponse",
+                "{} {} {status}",
+                route.method,
+                route.path
+            );
+        }
+        let too_many = &op["responses"]["429"]["headers"];
         assert!(
-            security.contains(route.scope.unwrap()),
-            "{} {}: {security}",
+            too_many["Retry-After"].is_object() && too_many["RateLimit-Reset"].is_object(),
+            "{too_many}"
+        );
+        assert!(op["responses"]["503"]["headers"]["Retry-After"].is_object());
+        assert_eq!(
+            op["responses"]["413"].is_object(),
+            op["requestBody"].is_object(),
+            "413 where there is a body: {} {}",
             route.method,
             route.path
         );
     }
+    // The scopes are one enum of the document too.
+    let scopes: Vec<&str> = doc["components"]["schemas"]["Scope"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let all: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(scopes, all);
     let request = &doc["components"]["schemas"]["CreateMeterUsageRecordRequest"];
     let mut required: Vec<&str> = request["required"]
         .as_array()

@@ -9,6 +9,7 @@ use kinde_meter_server::{
     auth::{MintRequest, SigningKey, mint_token},
     routes::ROUTES,
 };
+use kinde_meter_wire::Scope;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -17,7 +18,7 @@ fn request(app: &TestApp) -> MintRequest {
         issuer: app.issuer.clone(),
         audience: vec![format!("{}/api", app.issuer)],
         client_id: "c".into(),
-        scopes: vec!["create:meter_usage".into()],
+        scopes: vec![Scope::CreateMeterUsage.to_string()],
         lifetime: SignedDuration::from_hours(1),
         now: Timestamp::now(),
     }
@@ -113,11 +114,15 @@ async fn foreign_expired_and_misaddressed_tokens_are_refused() {
 #[tokio::test]
 async fn every_route_needs_its_scope_and_no_other() {
     let app = TestApp::spawn().await;
-    for route in ROUTES {
+    assert!(ROUTES.iter().any(|r| r.scope.is_some()));
+    for route in ROUTES.iter() {
         let send = |token: Option<String>| {
+            let url = app.url(route.path);
             let mut builder = match route.method {
-                "GET" => app.http.get(app.url(route.path)),
-                "POST" => app.http.post(app.url(route.path)).json(&json!({})),
+                "GET" => app.http.get(url),
+                "POST" => app.http.post(url).json(&json!({})),
+                "PATCH" => app.http.patch(url).json(&json!({})),
+                "DELETE" => app.http.delete(url),
                 other => panic!("method {other}"),
             };
             if let Some(token) = token {
@@ -143,7 +148,7 @@ async fn every_route_needs_its_scope_and_no_other() {
                 );
             }
             Some(scope) => {
-                let others: Vec<&str> = common::ALL_SCOPES
+                let others: Vec<Scope> = common::ALL_SCOPES
                     .iter()
                     .copied()
                     .filter(|s| *s != scope)

@@ -8,12 +8,14 @@
 //! client registration or rate limits; those build on [`Verifier`] and
 //! [`Principal`].
 
+pub mod failure;
 pub mod identity;
 pub mod keys;
 pub mod mint;
 pub mod remote_jwks;
 pub mod verify;
 
+pub use failure::AuthFailure;
 pub use identity::{DEFAULT_PUBLIC_URL, IDENTITY_FILE_NAME, IssuerIdentity};
 pub use keys::{KEY_FILE_NAME, KeyError, SigningKey, jwks};
 pub use mint::{

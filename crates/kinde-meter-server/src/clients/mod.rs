@@ -17,7 +17,7 @@ pub use token::{CredentialsRequest, DEFAULT_TOKEN_LIFETIME, GrantError, IssuedTo
 use jiff::Timestamp;
 use kinde_meter_store::{Client, NewClient, Store, StoreError};
 
-use crate::routes::ROUTES;
+use kinde_meter_wire::Scope;
 
 /// Longest client name accepted.
 pub const MAX_NAME_LEN: usize = 255;
@@ -57,15 +57,9 @@ pub enum RegisterError {
     Store(#[from] StoreError),
 }
 
-/// Every scope some route needs ([`ROUTES`]), in table order without repeats.
+/// Every scope of the API ([`Scope::ALL`]).
 pub fn known_scopes() -> Vec<&'static str> {
-    let mut scopes: Vec<&'static str> = Vec::new();
-    for scope in ROUTES.iter().filter_map(|r| r.scope) {
-        if !scopes.contains(&scope) {
-            scopes.push(scope);
-        }
-    }
-    scopes
+    Scope::ALL.iter().map(|s| s.as_str()).collect()
 }
 
 /// Registers a client named `name` that may be granted `scopes` (space-separated,

@@ -12,12 +12,11 @@ use kinde_meter_wire::{ErrorResponse, GetBillingAgreementsResponse, SuccessRespo
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::JsonBody;
-use crate::routes::QueryParams;
+use crate::extract::{JsonBody, QueryParams};
 use crate::state::AppState;
 use crate::views;
 
-/// Default and largest page sizes (SPEC §4).
+/// Default and largest page sizes (`docs/api.md`).
 pub const DEFAULT_PAGE_SIZE: usize = 10;
 /// Largest page size.
 pub const MAX_PAGE_SIZE: usize = 500;
@@ -33,11 +32,7 @@ pub const MAX_PAGE_SIZE: usize = 500;
     responses(
         (status = 200, description = "Billing agreement successfully changed", body = SuccessResponse),
         (status = 400, description = "Invalid request or unknown plan", body = ErrorResponse),
-        (status = 403, description = "Invalid credentials or missing scope", body = ErrorResponse),
-        (status = 429, description = "Rate limit exceeded", body = ErrorResponse),
-        (status = 503, description = "Storage unavailable", body = ErrorResponse),
     ),
-    security(("kindeBearerAuth" = ["create:billing_agreements"]))
 )]
 pub async fn create_billing_agreement(
     State(state): State<AppState>,
@@ -126,12 +121,7 @@ pub async fn create_billing_agreement(
     ),
     responses(
         (status = 200, description = "A page of agreements", body = GetBillingAgreementsResponse),
-        (status = 400, description = "Invalid request", body = ErrorResponse),
-        (status = 403, description = "Invalid credentials or missing scope", body = ErrorResponse),
-        (status = 429, description = "Rate limit exceeded", body = ErrorResponse),
-        (status = 503, description = "Storage unavailable", body = ErrorResponse),
     ),
-    security(("kindeBearerAuth" = ["read:billing_agreements"]))
 )]
 pub async fn get_billing_agreements(
     State(state): State<AppState>,

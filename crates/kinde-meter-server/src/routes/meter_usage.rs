@@ -38,13 +38,7 @@ pub const MAX_BATCH_RECORDS: usize = 100;
     params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key and body returns the original response")),
     responses(
         (status = 200, description = "Usage record created (committed)", body = CreateMeterUsageRecordResponse),
-        (status = 400, description = "Invalid request", body = ErrorResponse),
-        (status = 403, description = "Invalid credentials or missing scope", body = ErrorResponse),
-        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
-        (status = 429, description = "Rate limit exceeded", body = ErrorResponse),
-        (status = 503, description = "Storage unavailable; nothing stored", body = ErrorResponse),
     ),
-    security(("kindeBearerAuth" = ["create:meter_usage"]))
 )]
 pub async fn create_meter_usage_record(
     State(state): State<AppState>,
@@ -99,12 +93,7 @@ pub async fn create_meter_usage_record(
     responses(
         (status = 200, description = "Each record validated and stored on its own; see results", body = CreateMeterUsageRecordsBatchResponse),
         (status = 400, description = "Not a batch, or over 100 records", body = ErrorResponse),
-        (status = 403, description = "Invalid credentials or missing scope", body = ErrorResponse),
-        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
-        (status = 429, description = "Rate limit exceeded", body = ErrorResponse),
-        (status = 503, description = "Storage unavailable; nothing stored", body = ErrorResponse),
     ),
-    security(("kindeBearerAuth" = ["create:meter_usage"]))
 )]
 pub async fn create_meter_usage_records_batch(
     State(state): State<AppState>,

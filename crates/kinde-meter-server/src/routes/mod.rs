@@ -1,178 +1,215 @@
-//! The router: one table of every route with the scope it needs.
+//! The route table: every route of the server, declared once.
 //!
-//! [`ROUTES`] is the single source for which scope each route requires; the router
-//! is built from it, the docs print it, and a test walks it route by route.
+//! A route is its handler's `#[utoipa::path]` annotation (method, path, what it
+//! takes and answers) plus one line in [`table`] saying who may call it: a
+//! [`Scope`] or public. The router, the OpenAPI document (paths, each
+//! operation's security, the common error answers) and the scope checks are all
+//! built from that table, so none of them can disagree with another; a second
+//! declaration of a method and path panics at start-up (axum refuses
+//! overlapping routes), and a scope written into an annotation is refused
+//! (the table is the only place for it). [`ROUTES`] lists the table for the
+//! metrics, the docs and the tests.
+//!
+//! Adding a route: write the handler in a module here, annotate it with
+//! `#[utoipa::path(<method>, path = "…", …)]` (no `security`), and add it to
+//! [`table`].
 
 pub mod agreements;
-pub mod health;
+pub mod layers;
 pub mod meter_usage;
 pub mod oauth;
+pub mod operations;
 pub mod usage;
 
-use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, FromRequestParts, Query},
-    http::{Method, StatusCode, request::Parts},
+    body::Bytes,
+    extract::DefaultBodyLimit,
+    http::{HeaderValue, StatusCode, header},
     middleware,
-    routing::{MethodRouter, get, post},
+    response::{IntoResponse, Response},
 };
-use kinde_meter_core::{ErrorCode, ids::CodeError};
+use kinde_meter_core::ErrorCode;
+use kinde_meter_wire::Scope;
+use utoipa::{OpenApi, openapi::path::PathItem};
+use utoipa_axum::{
+    router::{OpenApiRouter, UtoipaMethodRouter},
+    routes,
+};
 
 use crate::error::ApiError;
 use crate::extract::{BODY_LIMIT, RequireScope, authenticate};
+use crate::openapi;
 use crate::state::AppState;
 
-/// One route of the API and the scope a token needs for it (`None`: public).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteSpec {
-    /// HTTP method.
-    pub method: &'static str,
-    /// Path.
-    pub path: &'static str,
-    /// Required scope, `None` for public routes.
-    pub scope: Option<&'static str>,
+/// One entry of the table: handlers (their method and path are their
+/// `#[utoipa::path]`) and the scope they need (`None`: public).
+struct Route {
+    scope: Option<Scope>,
+    handlers: UtoipaMethodRouter<AppState>,
 }
 
-/// Every route (SPEC §4), with its scope.
-pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec {
-        method: "POST",
-        path: "/api/v1/billing/meter_usage",
-        scope: Some("create:meter_usage"),
-    },
-    RouteSpec {
-        method: "POST",
-        path: "/api/v1/billing/meter_usage/batch",
-        scope: Some("create:meter_usage"),
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/api/v1/billing/meter_usage",
-        scope: Some("read:meter_usage"),
-    },
-    RouteSpec {
-        method: "POST",
-        path: "/api/v1/billing/agreements",
-        scope: Some("create:billing_agreements"),
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/api/v1/billing/agreements",
-        scope: Some("read:billing_agreements"),
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/.well-known/jwks",
-        scope: None,
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/.well-known/jwks.json",
-        scope: None,
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/healthz",
-        scope: None,
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/readyz",
-        scope: None,
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/metrics",
-        scope: None,
-    },
-    RouteSpec {
-        method: "GET",
-        path: "/openapi.json",
-        scope: None,
-    },
-    RouteSpec {
-        method: "POST",
-        path: "/oauth2/token",
-        scope: None,
-    },
-];
-
-/// The scope [`ROUTES`] gives a route; panics at start-up for a route missing
-/// from the table, so the table cannot fall behind the router.
-fn scope_of(method: Method, path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|r| r.method == method.as_str() && r.path == path)
-        .and_then(|r| r.scope)
-        .unwrap_or_else(|| panic!("{method} {path} is not an authenticated route of ROUTES"))
+/// A route a token needs `scope` for.
+fn scoped(scope: Scope, handlers: UtoipaMethodRouter<AppState>) -> Route {
+    Route {
+        scope: Some(scope),
+        handlers,
+    }
 }
 
-/// The whole router.
+/// A route anyone may call.
+fn public(handlers: UtoipaMethodRouter<AppState>) -> Route {
+    Route {
+        scope: None,
+        handlers,
+    }
+}
+
+/// Every route of the server and who may call it (`docs/api.md`).
+fn table() -> Vec<Route> {
+    use Scope::*;
+    vec![
+        scoped(
+            CreateMeterUsage,
+            routes!(meter_usage::create_meter_usage_record),
+        ),
+        scoped(
+            CreateMeterUsage,
+            routes!(meter_usage::create_meter_usage_records_batch),
+        ),
+        scoped(ReadMeterUsage, routes!(usage::get_meter_usage)),
+        scoped(
+            CreateBillingAgreements,
+            routes!(agreements::create_billing_agreement),
+        ),
+        scoped(
+            ReadBillingAgreements,
+            routes!(agreements::get_billing_agreements),
+        ),
+        public(routes!(oauth::token)),
+        public(routes!(operations::jwks)),
+        public(routes!(operations::jwks_json)),
+        public(routes!(operations::healthz)),
+        public(routes!(operations::readyz)),
+        public(routes!(operations::metrics)),
+        public(routes!(openapi_json)),
+    ]
+}
+
+/// The router and document of [`table`]; with `state`, each scoped route
+/// checks its scope (the document alone needs no state).
+fn build(state: Option<&AppState>) -> OpenApiRouter<AppState> {
+    let mut built = OpenApiRouter::with_openapi(openapi::Base::openapi());
+    for Route { scope, handlers } in table() {
+        let (schemas, mut paths, mut method_router) = handlers;
+        for item in paths.paths.values_mut() {
+            for operation in openapi::operations(item) {
+                match scope {
+                    Some(scope) => openapi::require_scope(operation, scope),
+                    None => openapi::public(operation),
+                }
+            }
+        }
+        if let (Some(scope), Some(state)) = (scope, state) {
+            method_router = method_router.route_layer(middleware::from_fn_with_state(
+                RequireScope {
+                    state: state.clone(),
+                    scope,
+                },
+                authenticate,
+            ));
+        }
+        built = built.routes((schemas, paths, method_router));
+    }
+    built
+}
+
+/// The whole application: the table's routes, the answers for unknown routes
+/// and methods, and the [layers](layers::around) every request goes through.
 pub fn router(state: AppState) -> Router {
-    // Outermost, after routing: it sees the matched path and every answer,
-    // 404s and auth refusals included.
-    let metrics = state.metrics.layer();
-    let guarded = |method: Method, path: &'static str, route: MethodRouter<AppState>| {
-        route.route_layer(middleware::from_fn_with_state(
-            RequireScope {
-                state: state.clone(),
-                scope: scope_of(method, path),
-            },
-            authenticate,
-        ))
-    };
-    let meter_usage = "/api/v1/billing/meter_usage";
-    let batch = "/api/v1/billing/meter_usage/batch";
-    let agreements = "/api/v1/billing/agreements";
-    Router::new()
-        .route(
-            meter_usage,
-            guarded(
-                Method::POST,
-                meter_usage,
-                post(meter_usage::create_meter_usage_record),
-            )
-            .merge(guarded(
-                Method::GET,
-                meter_usage,
-                get(usage::get_meter_usage),
-            )),
-        )
-        .route(
-            batch,
-            guarded(
-                Method::POST,
-                batch,
-                post(meter_usage::create_meter_usage_records_batch),
-            ),
-        )
-        .route(
-            agreements,
-            guarded(
-                Method::POST,
-                agreements,
-                post(agreements::create_billing_agreement),
-            )
-            .merge(guarded(
-                Method::GET,
-                agreements,
-                get(agreements::get_billing_agreements),
-            )),
-        )
-        .route("/.well-known/jwks", get(health::jwks))
-        .route("/.well-known/jwks.json", get(health::jwks))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::metrics::serve))
-        .route("/openapi.json", get(crate::openapi::serve))
-        .route("/oauth2/token", post(oauth::token))
+    state
+        .metrics
+        .register_routes(ROUTES.iter().map(|r| (r.method, r.path)));
+    let (routes, _) = build(Some(&state)).split_for_parts();
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(metrics)
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    layers::around(routes, state.metrics.clone()).with_state(state)
+}
+
+/// One route of [`table`]: method, path and scope, as the metrics, docs and
+/// tests see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// HTTP method (`"GET"`, `"POST"`, …).
+    pub method: &'static str,
+    /// Path, as axum matches it (`{name}` for a parameter).
+    pub path: &'static str,
+    /// Required scope, `None` for public routes.
+    pub scope: Option<Scope>,
+}
+
+/// Every route of [`table`], in its order.
+pub static ROUTES: LazyLock<Vec<RouteSpec>> = LazyLock::new(|| {
+    let mut specs = Vec::new();
+    for Route { scope, handlers } in table() {
+        let (_, paths, _) = handlers;
+        for (path, item) in paths.paths {
+            // Made once per process; the `&'static str`s label metrics.
+            let path: &'static str = Box::leak(path.into_boxed_str());
+            for method in methods(&item) {
+                specs.push(RouteSpec {
+                    method,
+                    path,
+                    scope,
+                });
+            }
+        }
+    }
+    specs
+});
+
+fn methods(item: &PathItem) -> impl Iterator<Item = &'static str> {
+    [
+        ("GET", item.get.is_some()),
+        ("PUT", item.put.is_some()),
+        ("POST", item.post.is_some()),
+        ("DELETE", item.delete.is_some()),
+        ("OPTIONS", item.options.is_some()),
+        ("HEAD", item.head.is_some()),
+        ("PATCH", item.patch.is_some()),
+        ("TRACE", item.trace.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(method, present)| present.then_some(method))
+}
+
+/// The OpenAPI document of [`table`].
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    build(None).into_openapi()
+}
+
+/// The document as served, serialized once.
+static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
+    Bytes::from(serde_json::to_vec(&openapi_document()).expect("the OpenAPI document serializes"))
+});
+
+/// This document: the OpenAPI 3 description of every route, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "Operations", responses(
+    (status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
+))]
+pub async fn openapi_json() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        DOCUMENT.clone(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -185,62 +222,4 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
-}
-
-/// Query parameters with Kinde's error codes for missing or malformed ones.
-pub struct QueryParams(pub Params);
-
-/// Decoded query parameters.
-pub struct Params(HashMap<String, String>);
-
-impl Params {
-    /// A parameter that must be present and non-empty (else `MISSING_FIELD`).
-    pub fn required(&self, name: &'static str) -> Result<Param<'_>, ApiError> {
-        match self.0.get(name).filter(|v| !v.is_empty()) {
-            Some(value) => Ok(Param { name, value }),
-            None => Err(ApiError::bad_request(
-                ErrorCode::MissingField,
-                format!("{name} is required"),
-            )),
-        }
-    }
-
-    /// A parameter that may be absent (empty counts as absent).
-    pub fn optional(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-}
-
-/// A present query parameter.
-pub struct Param<'a> {
-    name: &'static str,
-    value: &'a str,
-}
-
-impl Param<'_> {
-    /// Parses the value as a code, `INVALID_FIELD` naming the parameter if it is not one.
-    pub fn and_then_code<T>(
-        self,
-        parse: impl FnOnce(String) -> Result<T, CodeError>,
-    ) -> Result<T, ApiError> {
-        parse(self.value.to_owned()).map_err(|e| {
-            ApiError::bad_request(ErrorCode::InvalidField, format!("{} {e}", self.name))
-        })
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| {
-                ApiError::bad_request(ErrorCode::InvalidField, "the query string is malformed")
-            })?;
-        Ok(QueryParams(Params(map)))
-    }
 }

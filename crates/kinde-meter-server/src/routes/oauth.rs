@@ -59,7 +59,6 @@ pub struct TokenRequestForm {
         (status = 401, description = "invalid_client: unknown client, wrong secret or revoked client", body = OAuthErrorResponse),
         (status = 503, description = "temporarily_unavailable: storage unavailable", body = OAuthErrorResponse),
     ),
-    security(())
 )]
 pub async fn token(
     State(state): State<AppState>,
@@ -90,7 +89,7 @@ pub async fn token(
     }
 }
 
-/// 429 in RFC 6749's error shape, with SPEC §2's headers.
+/// 429 in RFC 6749's error shape, with the headers of every 429 (`docs/limits.md`).
 fn too_many_requests(seconds: u64) -> Response {
     let mut response = (
         StatusCode::TOO_MANY_REQUESTS,

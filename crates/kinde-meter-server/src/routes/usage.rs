@@ -11,7 +11,7 @@ use kinde_meter_store::{ReadUsageError, UsageQuery};
 use kinde_meter_wire::{ErrorResponse, GetMeterUsageResponse};
 
 use crate::error::ApiError;
-use crate::routes::QueryParams;
+use crate::extract::QueryParams;
 use crate::state::AppState;
 use crate::views;
 
@@ -29,11 +29,7 @@ use crate::views;
     responses(
         (status = 200, description = "Usage per metered feature", body = GetMeterUsageResponse),
         (status = 400, description = "Invalid request or unknown agreement/feature", body = ErrorResponse),
-        (status = 403, description = "Invalid credentials or missing scope", body = ErrorResponse),
-        (status = 429, description = "Rate limit exceeded", body = ErrorResponse),
-        (status = 503, description = "Storage unavailable", body = ErrorResponse),
     ),
-    security(("kindeBearerAuth" = ["read:meter_usage"]))
 )]
 pub async fn get_meter_usage(
     State(state): State<AppState>,

@@ -19,16 +19,13 @@ use kinde_meter_server::{
     auth::{MintRequest, SigningKey, mint_token},
 };
 use kinde_meter_store::StoreConfig;
+use kinde_meter_wire::Scope;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-pub const ALL_SCOPES: &[&str] = &[
-    "create:meter_usage",
-    "read:meter_usage",
-    "create:billing_agreements",
-    "read:billing_agreements",
-];
+/// The scopes of the default token: all of them.
+pub const ALL_SCOPES: &[Scope] = Scope::ALL;
 
 /// A running server and a client for it.
 pub struct TestApp {
@@ -180,12 +177,12 @@ impl TestApp {
     }
 
     /// A token for this server with `scopes`, from client `test-client`.
-    pub fn token_with(&self, scopes: &[&str]) -> String {
+    pub fn token_with<S: AsRef<str>>(&self, scopes: &[S]) -> String {
         self.mint(MintRequest {
             issuer: self.issuer.clone(),
             audience: vec![format!("{}/api", self.issuer)],
             client_id: "test-client".to_owned(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            scopes: scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
             lifetime: SignedDuration::from_hours(1),
             now: Timestamp::now(),
         })
@@ -197,7 +194,7 @@ impl TestApp {
             issuer: self.issuer.clone(),
             audience: vec![format!("{}/api", self.issuer)],
             client_id: client_id.to_owned(),
-            scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+            scopes: ALL_SCOPES.iter().map(Scope::to_string).collect(),
             lifetime: SignedDuration::from_hours(1),
             now: Timestamp::now(),
         })

@@ -41,6 +41,7 @@ use kinde_meter_server::{
     rate_limit::RateLimitConfig,
 };
 use kinde_meter_store::{SQLITE_WRITER_THREAD, Store, WriterStats};
+use kinde_meter_wire::Scope;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -53,11 +54,11 @@ const LOAD_THREAD_PREFIX: &str = "km-bench-load";
 const WRITER_THREAD_PREFIX: &str = SQLITE_WRITER_THREAD.split_at(15).0;
 
 /// Scopes the in-process benchmark token carries.
-const BENCH_SCOPES: [&str; 4] = [
-    "create:meter_usage",
-    "read:meter_usage",
-    "create:billing_agreements",
-    "read:billing_agreements",
+const BENCH_SCOPES: [Scope; 4] = [
+    Scope::CreateMeterUsage,
+    Scope::ReadMeterUsage,
+    Scope::CreateBillingAgreements,
+    Scope::ReadBillingAgreements,
 ];
 
 /// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
@@ -215,7 +216,7 @@ impl InProcess {
                 issuer: app.identity().issuer(),
                 audience: vec![app.identity().audience()],
                 client_id: "kinde-meter-bench".to_owned(),
-                scopes: BENCH_SCOPES.iter().map(|s| s.to_string()).collect(),
+                scopes: BENCH_SCOPES.iter().map(Scope::to_string).collect(),
                 lifetime: SignedDuration::from_hours(24),
                 now: Timestamp::now(),
             },

@@ -17,15 +17,9 @@ use kinde_meter_server::{
 };
 use kinde_meter_store::{AgreementQuery, Cursor, NewAgreement, PgSettings, Store, StoreConfig};
 
-use crate::cli::ServeArgs;
+use kinde_meter_wire::Scope;
 
-/// Scopes of the token printed at start: everything the API has.
-const ALL_SCOPES: [&str; 4] = [
-    "create:meter_usage",
-    "read:meter_usage",
-    "create:billing_agreements",
-    "read:billing_agreements",
-];
+use crate::cli::ServeArgs;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -119,7 +113,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     issuer: app.identity().issuer(),
                     audience: vec![app.identity().audience()],
                     client_id: "kinde-meter-demo".to_owned(),
-                    scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+                    // Everything the API has.
+                    scopes: Scope::ALL.iter().map(Scope::to_string).collect(),
                     lifetime: SignedDuration::from_hours(24),
                     now: Timestamp::now(),
                 },

@@ -5,11 +5,17 @@
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::{auth::mint_for_data_dir, storage::mint_for_database};
 use kinde_meter_store::PgSettings;
+use kinde_meter_wire::Scope;
 
 use crate::cli::TokenArgs;
 
 pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
-    let scopes: Vec<String> = args.scope.split_whitespace().map(str::to_owned).collect();
+    // Each one a scope of the API: a typo would make a token no route accepts.
+    let scopes: Vec<String> = args
+        .scope
+        .split_whitespace()
+        .map(|s| s.parse::<Scope>().map(|s| s.to_string()))
+        .collect::<Result<_, _>>()?;
     let lifetime = SignedDuration::from_secs(i64::try_from(args.lifetime)?);
     let token = match &args.data.database_url {
         Some(url) => {

@@ -1,9 +1,12 @@
-//! Liveness, readiness and the public signing keys.
+//! The operator's routes, all public: liveness, readiness, the public signing
+//! keys and the metrics. (`/openapi.json` is served next to the route table it
+//! is generated from, in [`crate::routes`].)
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse, response::Response};
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::metrics;
 use crate::state::AppState;
 
 /// Liveness: the process answers.
@@ -26,4 +29,18 @@ pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, 
 #[utoipa::path(get, path = "/.well-known/jwks", tag = "Operations", responses((status = 200, description = "JSON Web Key Set")))]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     Json(state.jwks.as_ref().clone())
+}
+
+/// The same keys at the path most JWT libraries look for.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "Operations", responses((status = 200, description = "JSON Web Key Set")))]
+pub async fn jwks_json(state: State<AppState>) -> impl IntoResponse {
+    jwks(state).await
+}
+
+/// What the server has done, for Prometheus.
+#[utoipa::path(get, path = "/metrics", tag = "Operations", responses(
+    (status = 200, description = "Prometheus text exposition format, version 0.0.4", content_type = "text/plain", body = String),
+))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    metrics::exposition(&state.metrics)
 }

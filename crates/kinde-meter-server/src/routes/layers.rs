@@ -1,0 +1,275 @@
+//! The layers around every route (404s and 405s included), applied once to the
+//! whole router by [`around`], outermost first:
+//!
+//! 1. `X-Request-Id`: the client's, else a fresh random UUID (v4);
+//! 2. the request's log span (`request`, with `method`, `path`, `request_id`),
+//!    so every log line of a request names its id;
+//! 3. the id copied onto the answer, whatever the answer;
+//! 4. the metrics: each answer counted and timed by matched route, method and
+//!    status ([`Metrics::observe`]);
+//! 5. a panicking handler answers 500 `INTERNAL_ERROR` in Kinde's error shape
+//!    (the panic's message goes nowhere near the client) and the server keeps
+//!    serving.
+
+use std::{any::Any, sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{MatchedPath, Request, State},
+    http::{self, HeaderName, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use kinde_meter_core::ErrorCode;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use tracing::Span;
+
+use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
+
+/// The request id header, read from requests and set on every answer.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps `router` (every route and the fallbacks) in the layers of this module.
+pub fn around<S>(router: Router<S>, metrics: Arc<Metrics>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+            .layer(
+                // Only the span: the events of `TraceLayer` (request, response,
+                // failure) would add a log line per request.
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(())
+                    .on_response(())
+                    .on_body_chunk(())
+                    .on_eos(())
+                    .on_failure(()),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(middleware::from_fn_with_state(metrics, observe))
+            .layer(CatchPanicLayer::custom(internal_error)),
+    )
+}
+
+/// A fresh request id: a random (v4) UUID from the thread's generator (no
+/// system call per request).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
+        Some(RequestId::new(uuid_v4(rand::random())))
+    }
+}
+
+/// `bits` as a version 4 (random) UUID in its hyphenated text form.
+fn uuid_v4(bits: u128) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = (bits & !(0xF << 76)) | (0x4 << 76);
+    let bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+    let mut text = [0u8; 36];
+    let mut nibble = 32;
+    for (i, byte) in text.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *byte = b'-';
+        } else {
+            nibble -= 1;
+            *byte = HEX[((bits >> (nibble * 4)) & 0xF) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits and hyphens are a header value")
+}
+
+/// The span of one request. The path has no query string (it could hold a
+/// token a client put there by mistake).
+fn request_span<B>(request: &http::Request<B>) -> Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id = id,
+    )
+}
+
+/// Counts and times the answer by matched route, method and status.
+async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>();
+    let route = metrics.route_label(matched.map(MatchedPath::as_str));
+    let method = metrics::method_label(request.method());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.observe(route, method, response.status().as_u16(), started);
+    response
+}
+
+/// The answer to a panic: nothing of the panic is shown to the client.
+fn internal_error(_panic: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked; answered 500 INTERNAL_ERROR");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::InternalError,
+        "internal error",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app() -> Router {
+        let router = Router::new()
+            .route(
+                "/panic",
+                get(|| async {
+                    if true {
+                        panic!("secret detail of the panic");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/ok", get(|| async { "fine" }));
+        around(router, Arc::new(Metrics::new(None)))
+    }
+
+    async fn call(app: &Router, path: &str) -> (StatusCode, http::HeaderMap, String) {
+        let response = app
+            .clone()
+            .oneshot(http::Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_kindes_shape_and_the_next_request_is_served() {
+        let app = app();
+        let (status, headers, body) = call(&app, "/panic").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body,
+            r#"{"errors":[{"code":"INTERNAL_ERROR","message":"internal error"}]}"#
+        );
+        assert!(!body.contains("secret"));
+        assert_eq!(headers["content-type"], "application/json");
+        assert!(headers.contains_key(REQUEST_ID), "{headers:?}");
+        let (status, _, body) = call(&app, "/ok").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+    }
+
+    /// Log lines written while `f` runs on this thread.
+    fn logs_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_requests_log_lines_carry_its_id() {
+        let logs = logs_of(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let router = Router::new().route(
+                    "/logs",
+                    get(|| async {
+                        tracing::info!("inside the handler");
+                    }),
+                );
+                let app = around(router, Arc::new(Metrics::new(None)));
+                let request = http::Request::get("/logs?token=secret")
+                    .header(REQUEST_ID, "id-from-the-client")
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.headers()[REQUEST_ID], "id-from-the-client");
+                let response = app
+                    .oneshot(http::Request::get("/nowhere").body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::NOT_FOUND);
+            });
+        });
+        let line = logs
+            .lines()
+            .find(|l| l.contains("inside the handler"))
+            .unwrap_or_else(|| panic!("no handler log line in {logs:?}"));
+        // Quoted (Debug), so that an id cannot forge the rest of a line.
+        assert!(
+            line.contains(r#"request_id="id-from-the-client""#),
+            "{line}"
+        );
+        assert!(
+            line.contains(r#"path="/logs""#) && !line.contains("secret"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn request_ids_are_random_v4_uuids() {
+        let mut make = RandomRequestId;
+        let request = http::Request::new(());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = make.make_request_id(&request).unwrap();
+            let text = id.header_value().to_str().unwrap().to_owned();
+            let groups: Vec<&str> = text.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{text}"
+            );
+            assert!(groups[2].starts_with('4'), "{text}");
+            assert!(matches!(&groups[3][..1], "8" | "9" | "a" | "b"), "{text}");
+            assert!(text.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+            assert!(seen.insert(text));
+        }
+        assert_eq!(
+            uuid_v4(u128::MAX).to_str().unwrap(),
+            "ffffffff-ffff-4fff-bfff-ffffffffffff"
+        );
+        assert_eq!(
+            uuid_v4(0).to_str().unwrap(),
+            "00000000-0000-4000-8000-000000000000"
+        );
+    }
+}
