@@ -49,19 +49,14 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::{GracefulShutdown, Watcher},
 };
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
     time::Sleep,
 };
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{
-        self,
-        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    },
-};
+use tokio_rustls::{TlsAcceptor, rustls};
 use tower::Service;
 
 /// Time allowed for a request's headers (and a TLS handshake); also the idle

@@ -17,10 +17,12 @@ use std::path::{Path, PathBuf};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{DecodingKey, EncodingKey};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -94,9 +96,13 @@ pub enum KeyError {
     /// The crypto library failed to generate a key.
     #[error("RSA key generation failed")]
     Generate,
-    /// The crypto library failed to sign.
-    #[error("RS256 signing failed")]
-    Sign,
+}
+
+/// Makes `jsonwebtoken` use aws-lc-rs for the whole process (unless the
+/// process chose a provider already), so that its choice never depends on
+/// which of its crypto features other crates turned on.
+pub(crate) fn use_aws_lc() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }
 
 /// An RSA key pair used to sign RS256 tokens, with its derived public forms
@@ -157,9 +163,7 @@ impl SigningKey {
     /// Generates a new 2048-bit RSA key in memory (nothing is written).
     pub fn generate() -> Result<SigningKey, KeyError> {
         let key_pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
-        let der = key_pair.as_der().map_err(|_| KeyError::Generate)?;
-        let pem = pem_encode("PRIVATE KEY", der.as_ref());
-        Self::from_parts(key_pair, &pem, "generated key")
+        Self::from_parts(key_pair, "generated key")
     }
 
     /// Parses an unencrypted RSA private key in PEM form: PKCS#8
@@ -224,42 +228,26 @@ impl SigningKey {
         })
     }
 
-    /// RS256 (RSASSA-PKCS1-v1_5 with SHA-256) signature of `message`.
-    ///
-    /// Signs with the already-parsed key pair rather than through
-    /// `jsonwebtoken::encode`, which re-parses the DER key on every call.
-    pub(crate) fn sign_rs256(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let mut signature = vec![0u8; self.key_pair.public_modulus_len()];
-        self.key_pair
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &aws_lc_rs::rand::SystemRandom::new(),
-                message,
-                &mut signature,
-            )
-            .map_err(|_| KeyError::Sign)?;
-        Ok(signature)
-    }
-
     fn from_pem_with_origin(pem: &str, origin: &str) -> Result<SigningKey, KeyError> {
         let invalid = |reason| KeyError::Invalid {
             origin: origin.to_owned(),
             reason,
         };
-        let (label, der) = pem_decode(pem).ok_or_else(|| invalid("not PEM"))?;
-        let key_pair = match label {
-            "PRIVATE KEY" => {
-                KeyPair::from_pkcs8(&der).map_err(|_| invalid("not an RSA PKCS#8 key"))?
-            }
-            "RSA PRIVATE KEY" => {
-                KeyPair::from_der(&der).map_err(|_| invalid("not an RSA PKCS#1 key"))?
-            }
-            _ => return Err(invalid("PEM block is not a private key")),
+        // The first private key block; other blocks (a certificate, say) are
+        // skipped. Parse errors are not shown: they could quote key material.
+        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|_| invalid("holds no PEM private key"))?;
+        let key_pair = match der {
+            PrivateKeyDer::Pkcs8(der) => KeyPair::from_pkcs8(der.secret_pkcs8_der())
+                .map_err(|_| invalid("not an RSA PKCS#8 key"))?,
+            PrivateKeyDer::Pkcs1(der) => KeyPair::from_der(der.secret_pkcs1_der())
+                .map_err(|_| invalid("not an RSA PKCS#1 key"))?,
+            _ => return Err(invalid("not an RSA key")),
         };
-        Self::from_parts(key_pair, pem, origin)
+        Self::from_parts(key_pair, origin)
     }
 
-    fn from_parts(key_pair: KeyPair, pem: &str, origin: &str) -> Result<SigningKey, KeyError> {
+    fn from_parts(key_pair: KeyPair, origin: &str) -> Result<SigningKey, KeyError> {
         let invalid = |reason| KeyError::Invalid {
             origin: origin.to_owned(),
             reason,
@@ -273,9 +261,15 @@ impl SigningKey {
         let n_b64 = URL_SAFE_NO_PAD.encode(&n);
         let e_b64 = URL_SAFE_NO_PAD.encode(&e);
         let kid = rsa_thumbprint(&n_b64, &e_b64);
-        // jsonwebtoken extracts the PKCS#1 key from either PEM form itself.
-        let encoding_key = EncodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|_| invalid("rejected by jsonwebtoken"))?;
+        // jsonwebtoken signs with the PKCS#1 key, which it extracts from
+        // PKCS#8 PEM itself (aws-lc-rs exports PKCS#8 only).
+        let pkcs8 = key_pair
+            .as_der()
+            .map_err(|_| invalid("cannot be exported as PKCS#8"))?;
+        let encoding_key =
+            EncodingKey::from_rsa_pem(pem_encode("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
+                .map_err(|_| invalid("rejected by jsonwebtoken"))?;
+        use_aws_lc();
         let decoding_key = DecodingKey::from_rsa_raw_components(&n, &e);
         Ok(SigningKey {
             key_pair,
@@ -432,21 +426,4 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out.push_str(label);
     out.push_str("-----\n");
     out
-}
-
-/// Decodes the first PEM block: its label and DER contents.
-fn pem_decode(text: &str) -> Option<(&str, Vec<u8>)> {
-    let begin = text.find("-----BEGIN ")?;
-    let after_begin = &text[begin + "-----BEGIN ".len()..];
-    let label_end = after_begin.find("-----")?;
-    let label = &after_begin[..label_end];
-    let body_and_rest = &after_begin[label_end + "-----".len()..];
-    let end_marker = format!("-----END {label}-----");
-    let body_end = body_and_rest.find(&end_marker)?;
-    let body: String = body_and_rest[..body_end]
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let der = STANDARD.decode(body).ok()?;
-    Some((label, der))
 }

@@ -4,9 +4,8 @@
 use std::io;
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::{SignedDuration, Timestamp};
+use jsonwebtoken::{Algorithm, Header};
 use serde::Serialize;
 
 use super::identity::IssuerIdentity;
@@ -49,16 +48,9 @@ pub enum MintError {
     /// The request itself is unusable.
     #[error("invalid token request: {0}")]
     Invalid(&'static str),
-    /// Claims could not be serialized (not expected to happen).
+    /// The token could not be encoded or signed (not expected to happen).
     #[error("cannot encode token: {0}")]
-    Encode(#[from] serde_json::Error),
-}
-
-#[derive(Serialize)]
-struct Header<'a> {
-    alg: &'static str,
-    typ: &'static str,
-    kid: &'a str,
+    Encode(#[from] jsonwebtoken::errors::Error),
 }
 
 #[derive(Serialize)]
@@ -116,11 +108,8 @@ pub fn mint_token(key: &SigningKey, req: &MintRequest) -> Result<String, MintErr
     let mut jti = [0u8; 16];
     aws_lc_rs::rand::fill(&mut jti).map_err(|_| KeyError::Generate)?;
 
-    let header = Header {
-        alg: "RS256",
-        typ: "JWT",
-        kid: key.kid(),
-    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.kid().to_owned());
     let claims = Claims {
         iss: &req.issuer,
         aud: &req.audience,
@@ -132,13 +121,7 @@ pub fn mint_token(key: &SigningKey, req: &MintRequest) -> Result<String, MintErr
         scope: scp.join(" "),
         scp,
     };
-    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&claims)?, &mut token);
-    let signature = key.sign_rs256(token.as_bytes())?;
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
-    Ok(token)
+    Ok(jsonwebtoken::encode(&header, &claims, key.encoding_key())?)
 }
 
 /// Mints a token the way `kinde-meter token --data-dir DIR` does: with DIR's

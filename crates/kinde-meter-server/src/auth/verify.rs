@@ -1,5 +1,8 @@
 //! Verification of bearer tokens: RS256 only, key chosen by `kid`, then
 //! `iss`, `aud`, `exp` and `nbf`, then scopes from `scp` or `scope`.
+//! `jsonwebtoken` checks the signature, `iss`, `aud` and that `exp` is there;
+//! this module picks the key by `kid`, checks the times against the caller's
+//! clock, reads the principal and caches it.
 //!
 //! Verified tokens are cached by their exact text, so a client reusing its
 //! token (the normal case) pays for one RSA verification per token instead of
@@ -12,8 +15,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use quick_cache::sync::Cache;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -290,6 +296,8 @@ struct CachedPrincipal {
 /// successes. Cheap to share (`Arc<Verifier>`); all methods take `&self`.
 pub struct Verifier {
     config: VerifierConfig,
+    /// The checks jsonwebtoken makes, built from `config` once.
+    validation: Validation,
     keys: Arc<KeySet>,
     cache: Cache<String, CachedPrincipal>,
 }
@@ -323,7 +331,9 @@ impl Verifier {
         capacity: usize,
     ) -> Self {
         config.leeway_secs = config.leeway_secs.min(MAX_LEEWAY_SECS);
+        super::keys::use_aws_lc();
         Verifier {
+            validation: validation(&config),
             config,
             keys,
             cache: Cache::new(capacity.max(1)),
@@ -403,20 +413,13 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed("token too long"));
         }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        if token.bytes().filter(|&b| b == b'.').count() != 2 {
             return Err(AuthError::Malformed("not a three-part JWS"));
-        };
-
-        // Header first: the algorithm is decided by us, never by the token.
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| AuthError::Malformed("header is not base64url"))?;
-        let header: RawHeader = parse_object(&header_json)
-            .ok_or(AuthError::Malformed("header is not a valid JSON object"))?;
-        if header.alg != "RS256" {
+        }
+        // The header only chooses the key. The algorithm is ours: RS256, the
+        // only one in `self.validation`, whatever the header says.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| refused_header(token))?;
+        if header.alg != Algorithm::RS256 {
             return Err(AuthError::UnsupportedAlgorithm);
         }
         if header.crit.is_some() {
@@ -425,55 +428,29 @@ impl Verifier {
         }
         let kid = header.kid.ok_or(AuthError::MissingKid)?;
         let key = self.keys.get(&kid).ok_or(AuthError::UnknownKid)?;
-
-        // Signature before looking at any claim.
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature_b64)
-            .map_err(|_| AuthError::Malformed("signature is not base64url"))?;
-        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        verify_rs256(&key, signing_input, &signature)?;
-
-        let payload_json = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| AuthError::Malformed("payload is not base64url"))?;
-        let claims: RawClaims = parse_object(&payload_json)
-            .ok_or(AuthError::Malformed("payload is not a valid JSON object"))?;
+        // Signature, then `iss`, `aud` and the presence of `exp`.
+        let claims = jsonwebtoken::decode::<ObjectClaims>(token, &key, &self.validation)
+            .map_err(|e| refused(e.kind(), token))?
+            .claims
+            .0;
         self.check_claims(claims, now)
     }
 
+    /// What `self.validation` leaves to us: the time checks against the
+    /// caller's clock (the cache checks `exp` the same way), and reading the
+    /// principal.
     fn check_claims(&self, claims: RawClaims, now: i64) -> Result<Principal, AuthError> {
         let leeway = self.leeway();
 
-        match claims.iss {
-            Some(Value::String(iss)) if iss == self.config.issuer => {}
-            Some(Value::String(_)) | None => return Err(AuthError::WrongIssuer),
-            Some(_) => return Err(AuthError::Malformed("iss is not a string")),
+        // jsonwebtoken also takes an array of issuers; ours is one string.
+        if !matches!(claims.iss, Some(Value::String(_))) {
+            return Err(AuthError::Malformed("iss is not a string"));
         }
-
-        let accepted = |aud: &str| self.config.audiences.iter().any(|a| a == aud);
-        let aud_ok = match &claims.aud {
-            Some(Value::String(aud)) => accepted(aud),
-            Some(Value::Array(items)) => {
-                let mut any = false;
-                for item in items {
-                    let aud = item
-                        .as_str()
-                        .ok_or(AuthError::Malformed("aud is not an array of strings"))?;
-                    any |= accepted(aud);
-                }
-                any
-            }
-            None => false,
-            Some(_) => return Err(AuthError::Malformed("aud is not a string or array")),
-        };
-        if !aud_ok {
-            return Err(AuthError::WrongAudience);
-        }
-
-        let exp = match &claims.exp {
-            None => return Err(AuthError::MissingExpiry),
-            Some(v) => numeric_date(v).ok_or(AuthError::Malformed("exp is not a number"))?,
-        };
+        let exp = claims
+            .exp
+            .as_ref()
+            .and_then(numeric_date)
+            .ok_or(AuthError::Malformed("exp is not a number"))?;
         // RFC 7519 §4.1.4: valid only *before* exp.
         if exp.saturating_add(leeway) <= now {
             return Err(AuthError::Expired);
@@ -517,26 +494,76 @@ impl Verifier {
     }
 }
 
-/// Checks an RS256 signature with the aws-lc-rs backend named explicitly, so
-/// the outcome does not depend on which `jsonwebtoken` crypto provider the
-/// process installed as default.
-fn verify_rs256(key: &DecodingKey, message: &[u8], signature: &[u8]) -> Result<(), AuthError> {
-    let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-    let verifier =
-        (provider.verifier_factory)(&Algorithm::RS256, key).map_err(|_| AuthError::BadSignature)?;
-    verifier
-        .verify(message, &signature.to_vec())
-        .map_err(|_| AuthError::BadSignature)
+/// What jsonwebtoken checks for us: only RS256, `iss`, `aud`, and `exp`
+/// present. Its own time checks are off: they read the system clock, while
+/// [`Verifier::verify`] takes `now` and the cache must agree with it.
+fn validation(config: &VerifierConfig) -> Validation {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[&config.issuer]);
+    validation.set_audience(&config.audiences);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation
 }
 
-/// Parses a JSON object; `None` for anything else (serde would otherwise
-/// accept an array for a struct) and for duplicate known members.
-fn parse_object<'de, T: Deserialize<'de>>(json: &'de [u8]) -> Option<T> {
-    let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' {
-        return None;
+/// Why a header that jsonwebtoken could not read was refused: another `alg`
+/// (`none`, `rs256`, ...) is [`AuthError::UnsupportedAlgorithm`], anything
+/// else malformed.
+fn refused_header(token: &str) -> AuthError {
+    let header = token.split('.').next().unwrap_or_default();
+    let Ok(json) = URL_SAFE_NO_PAD.decode(header) else {
+        return AuthError::Malformed("header is not base64url");
+    };
+    match serde_json::from_slice::<Value>(&json) {
+        Ok(Value::Object(header)) => match header.get("alg") {
+            Some(Value::String(alg)) if alg != "RS256" => AuthError::UnsupportedAlgorithm,
+            Some(Value::String(_)) => AuthError::Malformed("unreadable header member"),
+            _ => AuthError::Malformed("header has no alg string"),
+        },
+        _ => AuthError::Malformed("header is not a valid JSON object"),
     }
-    serde_json::from_slice(json).ok()
+}
+
+/// Our name for a refusal by [`jsonwebtoken::decode`] (which runs after the
+/// header was read, so `alg` is RS256 and the key is an RSA key).
+fn refused(kind: &ErrorKind, token: &str) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
+            AuthError::BadSignature
+        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            AuthError::UnsupportedAlgorithm
+        }
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(claim) => missing_claim(claim, token),
+        ErrorKind::Base64(_) => AuthError::Malformed("signature or payload is not base64url"),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            AuthError::Malformed("payload is not a valid JSON object")
+        }
+        _ => AuthError::Malformed("refused by the JWT library"),
+    }
+}
+
+/// jsonwebtoken reports a required claim of the wrong type as missing; tell
+/// the two apart. Only reached once the signature has been checked.
+fn missing_claim(claim: &str, token: &str) -> AuthError {
+    let present = token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|json| serde_json::from_slice::<serde_json::Map<String, Value>>(&json).ok())
+        .is_some_and(|claims| claims.contains_key(claim));
+    match (claim, present) {
+        ("exp", false) => AuthError::MissingExpiry,
+        ("exp", true) => AuthError::Malformed("exp is not a number"),
+        ("iss", false) => AuthError::WrongIssuer,
+        ("iss", true) => AuthError::Malformed("iss is not a string"),
+        ("aud", false) => AuthError::WrongAudience,
+        ("aud", true) => AuthError::Malformed("aud is not a string or array of strings"),
+        _ => AuthError::Malformed("a required claim is missing"),
+    }
 }
 
 /// A NumericDate (RFC 7519 §2): seconds, possibly fractional (truncated).
@@ -562,23 +589,33 @@ fn optional_string<'a>(
     }
 }
 
-#[derive(Deserialize)]
-struct RawHeader {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    crit: Option<Value>,
+/// [`RawClaims`] from a JSON object only: serde would also build a struct
+/// from an array.
+struct ObjectClaims(RawClaims);
+
+impl<'de> Deserialize<'de> for ObjectClaims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = RawClaims;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawClaims, A::Error> {
+                RawClaims::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectOnly).map(ObjectClaims)
+    }
 }
 
 /// The claims we look at, each kept as raw JSON so that a wrong type gives
-/// a precise error instead of a generic parse failure.
+/// a precise error instead of a generic parse failure. A member present
+/// twice is an error.
 #[derive(Deserialize)]
 struct RawClaims {
     #[serde(default, deserialize_with = "present")]
     iss: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    aud: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     exp: Option<Value>,
     #[serde(default, deserialize_with = "present")]
