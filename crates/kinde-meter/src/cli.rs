@@ -26,6 +26,10 @@ pub enum Command {
     Usage(UsageArgs),
     /// Record one usage value on a running server (ours or Kinde) and print its answer.
     Record(RecordArgs),
+    /// List a customer's entitlements, or check whether they may use more of a
+    /// feature now, on a running server; prints the JSON answer.
+    #[command(subcommand)]
+    Entitlements(EntitlementsCommand),
     /// Register, list or revoke M2M clients (for POST /oauth2/token).
     #[command(subcommand)]
     Clients(ClientsCommand),
@@ -246,6 +250,68 @@ pub struct RecordArgs {
     /// request reuse it; pass your own to make re-running the command safe too.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// URL of the server: kinde-meter, or https://SUBDOMAIN.kinde.com.
+    #[arg(long, env = "KINDE_METER_SERVER", requires = "credentials")]
+    pub server: String,
+    #[command(flatten)]
+    pub credentials: Credentials,
+}
+
+/// `kinde-meter entitlements …`: `GET /api/v1/billing/entitlements[/check]`
+/// through kinde-sdk (scope read:billing_entitlements).
+#[derive(Debug, Subcommand)]
+pub enum EntitlementsCommand {
+    /// List the entitlements of the customer's active plan, with this period's
+    /// usage of metered features (kinde-meter), as JSON.
+    List(EntitlementsListArgs),
+    /// May the customer use QUANTITY (default 1) more of a feature now? Prints
+    /// the answer (`"allowed":true|false`) as JSON. kinde-meter only.
+    Check(EntitlementsCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EntitlementsListArgs {
+    /// The billing customer.
+    #[arg(long)]
+    pub customer_id: String,
+    /// Entitlements per page (server default 10, at most 500).
+    #[arg(long)]
+    pub page_size: Option<u32>,
+    /// The page after the entitlement with this id.
+    #[arg(long, conflicts_with = "ending_before")]
+    pub starting_after: Option<String>,
+    /// The page before the entitlement with this id.
+    #[arg(long)]
+    pub ending_before: Option<String>,
+    /// Shown as entitlement_limit_max where the limit is null (unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_value: Option<i64>,
+    /// Add the customer's active plan (`expand=plans`).
+    #[arg(long)]
+    pub expand_plans: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, Args)]
+pub struct EntitlementsCheckArgs {
+    /// The billing customer.
+    #[arg(long)]
+    pub customer_id: String,
+    /// The feature's code, e.g. api_calls.
+    #[arg(long)]
+    pub feature_code: String,
+    /// How much more: a non-negative decimal (default 1; the server checks it).
+    #[arg(long, allow_hyphen_values = true)]
+    pub quantity: Option<String>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// A running server and how to authenticate to it, for commands that only
+/// work against a server.
+#[derive(Debug, Args)]
+pub struct Remote {
     /// URL of the server: kinde-meter, or https://SUBDOMAIN.kinde.com.
     #[arg(long, env = "KINDE_METER_SERVER", requires = "credentials")]
     pub server: String,

@@ -3,6 +3,7 @@
 mod agreements;
 mod bench;
 mod clients;
+mod entitlements;
 mod migrate;
 mod record;
 mod remote;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agreements(command) => agreements::run(command).await,
         Command::Usage(args) => usage::run(args).await,
         Command::Record(args) => record::run(args).await,
+        Command::Entitlements(command) => entitlements::run(command).await,
         Command::Clients(command) => clients::run(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
