@@ -17,7 +17,7 @@
 //!
 //! A variant says what the status was; [`error_code`](CreateMeterUsageRecordError::error_code)
 //! says which documented code the server gave, so a caller can match on
-//! [`ErrorCode`](crate::models::ErrorCode) (e.g. `ENTITLEMENT_LIMIT_EXCEEDED`, a usage
+//! [`ErrorCode`] (e.g. `ENTITLEMENT_LIMIT_EXCEEDED`, a usage
 //! record refused by a hard limit, see
 //! [`is_entitlement_limit_exceeded`](CreateMeterUsageRecordError::is_entitlement_limit_exceeded)):
 //!

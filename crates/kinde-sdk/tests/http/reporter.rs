@@ -78,11 +78,10 @@ async fn a_hard_limit_refusal_is_rejected_once_and_not_retried() {
     );
     assert_eq!(lines[0]["values"], 2);
     assert_eq!(lines[0]["record"], sent);
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].code, "ENTITLEMENT_LIMIT_EXCEEDED");
     assert_eq!(seen[0].values, 2);
-    drop(seen);
 
     // The next reporter on the spool has nothing to replay.
     let next = builder(&server, &spool).start().await.unwrap();
