@@ -17,3 +17,5 @@ mod durability;
 mod idempotency;
 #[path = "contract/usage.rs"]
 mod usage;
+#[path = "contract/writer.rs"]
+mod writer;

@@ -173,11 +173,72 @@ impl TestStore {
         TestStore::on(&self.place, StoreConfig::default()).await
     }
 
-    /// The PostgreSQL store, for tests of its own.
-    pub fn pg(&self) -> &PgStore {
-        match &self.inner {
-            Inner::Postgres(store) => store,
-            Inner::Sqlite(_) => panic!("not a PostgreSQL store"),
+    /// A store on fresh storage of `backend` with `config` and the test
+    /// catalog, whose operations may wait long (PostgreSQL: 60 s), so that a
+    /// slow machine cannot turn a lock a test holds into a 503 before the test
+    /// lets go.
+    pub async fn patient(backend: &Backend, config: StoreConfig) -> TestStore {
+        let place = Place::fresh(backend).await;
+        let store = match &place {
+            Place::Dir(_) => TestStore::on(&place, config).await,
+            Place::Schema(schema) => {
+                let settings = PgSettings {
+                    operation_timeout: Duration::from_secs(60),
+                    ..schema.settings()
+                };
+                TestStore::on_with(&place, config, settings).await
+            }
+        };
+        store.load_catalog(&catalog()).await.unwrap();
+        store
+    }
+
+    /// Another session holding the lock every usage batch needs, until
+    /// [`HeldWrites::release`]: it stands for another process (SQLite) or
+    /// another server's long transaction (PostgreSQL), and holds the writer
+    /// still so that jobs pile up in its queue.
+    pub async fn hold_writes(&self) -> HeldWrites {
+        match &self.place {
+            Place::Dir(dir) => {
+                let conn = sqlite_conn(dir.path());
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                HeldWrites::Sqlite(conn)
+            }
+            Place::Schema(schema) => {
+                let conn = schema.connect().await.unwrap();
+                conn.batch_execute("BEGIN; LOCK TABLE usage_aggregates IN EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                HeldWrites::Postgres(conn)
+            }
+        }
+    }
+
+    /// Makes the database refuse to insert a usage record of value 13: a
+    /// stand-in for a disk or database error in the middle of a batch.
+    pub async fn fail_inserts_of_13(&self) {
+        match &self.place {
+            Place::Dir(dir) => sqlite_conn(dir.path())
+                .execute_batch(
+                    "CREATE TRIGGER fail_13 BEFORE INSERT ON usage_records WHEN NEW.value = '13'
+                     BEGIN SELECT RAISE(ABORT, 'simulated failure'); END",
+                )
+                .unwrap(),
+            Place::Schema(schema) => schema
+                .connect()
+                .await
+                .unwrap()
+                .batch_execute(
+                    "CREATE FUNCTION fail_13() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN
+                         IF NEW.value = 13 THEN RAISE EXCEPTION 'simulated failure'; END IF;
+                         RETURN NEW;
+                     END $$;
+                     CREATE TRIGGER fail_13 BEFORE INSERT ON usage_records
+                         FOR EACH ROW EXECUTE FUNCTION fail_13();",
+                )
+                .await
+                .unwrap(),
         }
     }
 
@@ -217,6 +278,22 @@ impl TestStore {
         match &self.inner {
             Inner::Sqlite(s) => s,
             Inner::Postgres(s) => s,
+        }
+    }
+}
+
+/// A session of [`TestStore::hold_writes`].
+pub enum HeldWrites {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl HeldWrites {
+    /// Rolls back, letting the writer go on.
+    pub async fn release(self) {
+        match self {
+            HeldWrites::Sqlite(conn) => conn.execute_batch("ROLLBACK").unwrap(),
+            HeldWrites::Postgres(conn) => conn.batch_execute("ROLLBACK").await.unwrap(),
         }
     }
 }

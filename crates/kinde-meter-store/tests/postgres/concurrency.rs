@@ -193,7 +193,7 @@ async fn two_servers_with_concurrent_writers_match_a_single_process_reference() 
         assert_eq!(want, expected[&(agreement, feature)].0);
     }
     for store in [&one, &two] {
-        let stats = store.pg().writer_stats();
+        let stats = store.writer_stats();
         eprintln!("{stats:?}");
         assert_eq!(stats.failed_batches, 0, "{stats:?}");
         assert!(stats.batches > 0, "{stats:?}");

@@ -2,9 +2,8 @@
 //! clients' contract is in `contract/clients.rs`, for every backend).
 
 use kinde_meter_store::{NewClient, Store};
-use tempfile::tempdir;
 
-use crate::sqlite_common::*;
+use crate::common::*;
 
 /// A well-formed argon2id PHC string (the store only stores it).
 const HASH: &str =
@@ -22,15 +21,14 @@ fn new_client(name: &str, scopes: &[&str], random: u8, at: &str) -> NewClient {
 
 #[tokio::test]
 async fn a_version_1_database_gains_the_clients_table() {
-    let dir = tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let conn = raw(&store);
+    let store = open(&Backend::Sqlite).await;
     store.shutdown().await;
     // Back to what a version-1 kinde-meter left behind.
-    conn.execute_batch("DROP TABLE m2m_clients; DELETE FROM schema_migrations WHERE version > 1;")
-        .unwrap();
-    drop(conn);
-    let store = open(dir.path()).await;
+    store.execute("DROP TABLE m2m_clients").await;
+    store
+        .execute("DELETE FROM schema_migrations WHERE version > 1")
+        .await;
+    let store = store.reopen().await;
     assert!(store.list_clients().await.unwrap().is_empty());
     store
         .create_client(new_client(
@@ -42,7 +40,9 @@ async fn a_version_1_database_gains_the_clients_table() {
         .await
         .unwrap();
     assert_eq!(
-        count(&raw(&store), "SELECT max(version) FROM schema_migrations"),
+        store
+            .count("SELECT max(version) FROM schema_migrations")
+            .await,
         2
     );
 }
