@@ -1,14 +1,19 @@
 //! Storage of kinde-meter behind one trait.
 //!
-//! [`Store`] is everything the HTTP layer and the CLI may ask of storage; nothing
-//! backend-specific leaks above it. Implementations:
+//! [`Store`] is everything the HTTP layer and the CLI may ask of storage, and
+//! [`open`] the one way to get one ([`StoreLocation`] picks the backend); nothing
+//! backend-specific leaks above it. Implementations, each behind a cargo feature:
 //!
-//! - [`sqlite::SqliteStore`]: the embedded default, one file in the data directory,
-//!   WAL with `synchronous=FULL`, one writer thread with group commit.
-//! - [`postgres::PgStore`]: PostgreSQL, for several servers sharing one
-//!   database; a writer task per server with group commit, row locks taken in
-//!   one order across servers, idempotency held by a primary key. It also holds
-//!   the built-in issuer's keys and identity ([`IssuerStore`]).
+//! - `sqlite` (default), `sqlite::SqliteStore`: the embedded store, one file in
+//!   the data directory, WAL with `synchronous=FULL`, one writer thread with
+//!   group commit.
+//! - `postgres`, `postgres::PgStore`: PostgreSQL, for several servers sharing
+//!   one database; a writer task per server with group commit, row locks taken
+//!   in one order across servers, idempotency held by a primary key. It also
+//!   holds the built-in issuer's keys and identity ([`IssuerStore`]).
+//!
+//! `test-support` adds `postgres::scratch` (throwaway schemas) for this
+//! workspace's tests; enable it only as a dev-dependency feature.
 //!
 //! The write contract, shared by every implementation: a usage submission is
 //! answered only after its transaction has committed; a record, its aggregate
