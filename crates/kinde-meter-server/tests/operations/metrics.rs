@@ -2,11 +2,9 @@
 //! rate limited; its counters move with the requests, and nothing secret or
 //! per-customer ever becomes a label.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 
-use common::{Options, TestApp};
+use crate::support::{Options, TestApp};
 use kinde_meter_server::rate_limit::{Limit, RateLimitConfig};
 use reqwest::StatusCode;
 use serde_json::json;

@@ -1,6 +1,10 @@
-//! The test harness: a real server on 127.0.0.1:0 with its own data directory,
-//! talked to over HTTP, as a client would. With `KINDE_METER_TEST_DATABASE_URL`
-//! set, every server runs on PostgreSQL instead of SQLite (see `backend`).
+//! What every test binary of this crate shares (each includes it with
+//! `#[path = "../support/mod.rs"] mod support;`): the harness — a real server on
+//! 127.0.0.1:0 with its own data directory, talked to over HTTP, as a client
+//! would — and the helpers several areas need (tokens, M2M clients, usage reads,
+//! exact decimal sums, waits with deadlines; the 429 contract in `limits`). With
+//! `KINDE_METER_TEST_DATABASE_URL` set, every server runs on PostgreSQL instead
+//! of SQLite (see `backend`).
 #![allow(dead_code)]
 
 pub mod backend;
@@ -10,13 +14,22 @@ pub use backend::{TestDir, on_postgres};
 
 pub mod limits;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::catalog::Catalog;
 use kinde_meter_server::{
     Application, Clock, ManualClock, ServerConfig,
     auth::{MintRequest, SigningKey, mint_token},
+    clients,
+    rate_limit::RateLimitConfig,
 };
 use kinde_meter_store::StoreConfig;
 use kinde_meter_wire::Scope;
@@ -26,6 +39,13 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 /// The scopes of the default token: all of them.
 pub const ALL_SCOPES: &[Scope] = Scope::ALL;
+
+/// The usage endpoint (record with POST, read with GET).
+pub const METER_USAGE: &str = "/api/v1/billing/meter_usage";
+
+/// A refill period long enough that a bucket emptied by a test stays empty
+/// for the rest of it, however slow the machine.
+pub const HOUR: Duration = Duration::from_secs(3600);
 
 /// A running server and a client for it.
 pub struct TestApp {
@@ -104,6 +124,15 @@ impl TestApp {
         .await
     }
 
+    /// A server with these rate limits.
+    pub async fn spawn_limited(rate_limits: RateLimitConfig) -> TestApp {
+        TestApp::spawn_with(Options {
+            rate_limits,
+            ..Options::default()
+        })
+        .await
+    }
+
     pub async fn spawn_with(options: Options) -> TestApp {
         let (mut tmp, data_dir) = match options.data_dir {
             Some(dir) => (None, dir),
@@ -176,28 +205,32 @@ impl TestApp {
         self._tmp.take()
     }
 
-    /// A token for this server with `scopes`, from client `test-client`.
-    pub fn token_with<S: AsRef<str>>(&self, scopes: &[S]) -> String {
-        self.mint(MintRequest {
+    /// The audience of this server's tokens: `{issuer}/api`.
+    pub fn audience(&self) -> String {
+        format!("{}/api", self.issuer)
+    }
+
+    /// What a valid one-hour token of this server for `client_id` with
+    /// `scopes` says, issued now; tests bend one field of it.
+    pub fn mint_request<S: AsRef<str>>(&self, client_id: &str, scopes: &[S]) -> MintRequest {
+        MintRequest {
             issuer: self.issuer.clone(),
-            audience: vec![format!("{}/api", self.issuer)],
-            client_id: "test-client".to_owned(),
+            audience: vec![self.audience()],
+            client_id: client_id.to_owned(),
             scopes: scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
             lifetime: SignedDuration::from_hours(1),
             now: Timestamp::now(),
-        })
+        }
+    }
+
+    /// A token for this server with `scopes`, from client `test-client`.
+    pub fn token_with<S: AsRef<str>>(&self, scopes: &[S]) -> String {
+        self.mint(self.mint_request("test-client", scopes))
     }
 
     /// A token with every scope for another client id (another idempotency namespace).
     pub fn token_for_client(&self, client_id: &str) -> String {
-        self.mint(MintRequest {
-            issuer: self.issuer.clone(),
-            audience: vec![format!("{}/api", self.issuer)],
-            client_id: client_id.to_owned(),
-            scopes: ALL_SCOPES.iter().map(Scope::to_string).collect(),
-            lifetime: SignedDuration::from_hours(1),
-            now: Timestamp::now(),
-        })
+        self.mint(self.mint_request(client_id, ALL_SCOPES))
     }
 
     pub fn mint(&self, request: MintRequest) -> String {
@@ -215,9 +248,14 @@ impl TestApp {
 
     /// POSTs JSON with the default token.
     pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.post_with(&self.token, path, body).await
+    }
+
+    /// POSTs JSON with `token`.
+    pub async fn post_with(&self, token: &str, path: &str, body: &Value) -> Response {
         self.http
             .post(self.url(path))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .json(body)
             .send()
             .await
@@ -226,9 +264,14 @@ impl TestApp {
 
     /// GETs with the default token.
     pub async fn get(&self, path: &str) -> Response {
+        self.get_with(&self.token, path).await
+    }
+
+    /// GETs with `token`.
+    pub async fn get_with(&self, token: &str, path: &str) -> Response {
         self.http
             .get(self.url(path))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
@@ -236,7 +279,7 @@ impl TestApp {
 
     /// Records one usage record.
     pub async fn record(&self, body: Value) -> Response {
-        self.post("/api/v1/billing/meter_usage", &body).await
+        self.post(METER_USAGE, &body).await
     }
 
     /// Records and asserts 200.
@@ -246,6 +289,16 @@ impl TestApp {
         let text = response.text().await.unwrap();
         assert_eq!(status, StatusCode::OK, "recording {body} answered {text}");
         assert_eq!(text, r#"{"message":"Success","code":"OK"}"#);
+    }
+
+    /// Asks for a `pro` agreement for `customer_id` with `token`; the answer as is.
+    pub async fn create_agreement_with(&self, token: &str, customer_id: &str) -> Response {
+        self.post_with(
+            token,
+            "/api/v1/billing/agreements",
+            &json!({"customer_id": customer_id, "plan_code": "pro"}),
+        )
+        .await
     }
 
     /// Creates an agreement over HTTP and returns its id (the newest of the customer's).
@@ -276,19 +329,29 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
-    /// The usage value of one feature of an agreement, for the period containing `at` (default now).
-    pub async fn usage(&self, agreement: &str, feature: &str, at: Option<&str>) -> Value {
-        let mut path = format!(
-            "/api/v1/billing/meter_usage?customer_agreement_id={agreement}&billing_feature_code={feature}"
-        );
-        if let Some(at) = at {
-            path.push_str(&format!("&at={}", urlencode(at)));
-        }
-        let response = self.get(&path).await;
+    /// Reads usage (`query` after `?`) and asserts 200; the whole answer.
+    pub async fn read_usage(&self, query: &str) -> Value {
+        let response = self.get(&format!("{METER_USAGE}?{query}")).await;
         let status = response.status();
         let body: Value = response.json().await.unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
-        body["usage"][0].clone()
+        body
+    }
+
+    /// The usage of one feature of an agreement, for the period containing `at` (default now).
+    pub async fn usage(&self, agreement: &str, feature: &str, at: Option<&str>) -> Value {
+        let mut query = format!("customer_agreement_id={agreement}&billing_feature_code={feature}");
+        if let Some(at) = at {
+            query.push_str(&format!("&at={}", urlencode(at)));
+        }
+        self.read_usage(&query).await["usage"][0].clone()
+    }
+
+    /// Just the record count.
+    pub async fn record_count(&self, agreement: &str, feature: &str) -> u64 {
+        self.usage(agreement, feature, None).await["record_count"]
+            .as_u64()
+            .unwrap()
     }
 
     /// Just the value string.
@@ -297,6 +360,42 @@ impl TestApp {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// Registers an M2M client through a second store on the server's data
+    /// (directory or database), as `kinde-meter clients create` does while a
+    /// server runs; returns its id and secret.
+    pub async fn register_client(&self, name: &str, scopes: &str) -> (String, String) {
+        let store = backend::open_store(&self.data_dir).await;
+        let registration = clients::register(store.as_ref(), name, scopes, Timestamp::now())
+            .await
+            .unwrap();
+        store.shutdown().await;
+        (
+            registration.client.id,
+            registration.secret.expose().to_owned(),
+        )
+    }
+
+    /// `POST /oauth2/token`: the client-credentials grant for this server's
+    /// audience, with the secret in the form, and `scope` if given.
+    pub async fn request_token(&self, id: &str, secret: &str, scope: Option<&str>) -> Response {
+        let audience = self.audience();
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+            ("audience", audience.as_str()),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.http
+            .post(self.url("/oauth2/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -321,4 +420,44 @@ pub async fn assert_error(response: Response, status: StatusCode, codes: &[&str]
         assert!(!e["message"].as_str().unwrap().is_empty());
     }
     body
+}
+
+/// The claims of a JWT, decoded without verification.
+pub fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// The exact sum of non-negative decimals with at most 3 fractional digits,
+/// canonical as the server writes it (`"2.75"`, `"3"`).
+pub fn sum<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> String {
+    let thousandths: u64 = values
+        .into_iter()
+        .map(|v| {
+            let v = v.as_ref();
+            let (int, frac) = v.split_once('.').unwrap_or((v, "0"));
+            int.parse::<u64>().unwrap() * 1000 + format!("{frac:0<3}").parse::<u64>().unwrap()
+        })
+        .sum();
+    let (int, frac) = (thousandths / 1000, thousandths % 1000);
+    if frac == 0 {
+        int.to_string()
+    } else {
+        format!("{int}.{}", format!("{frac:03}").trim_end_matches('0'))
+    }
+}
+
+/// Waits until `condition` holds, checking every 20 ms; fails after `deadline`.
+pub async fn eventually(what: &str, deadline: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !condition().await {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An address on 127.0.0.1 that nothing listens on (any more).
+pub fn closed_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
 }

@@ -1,9 +1,7 @@
 //! Agreements (docs/api.md#agreements): create, list with paging both ways, the feature filter, and
 //! a new agreement ending the customer's old one.
 
-mod common;
-
-use common::{TestApp, assert_error};
+use crate::support::{TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

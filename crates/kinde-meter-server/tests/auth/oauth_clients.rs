@@ -5,12 +5,10 @@
 //! Clients are registered through a second store on the server's data directory
 //! (or database), as `kinde-meter clients create` does while a server runs.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{Options, TestApp, assert_error, backend};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Options, TestApp, assert_error, backend};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::{
     auth::{IssuerIdentity, SigningKey},
@@ -469,7 +467,7 @@ async fn secrets_are_stored_only_as_argon2id_hashes() {
     .await;
     assert!(row.starts_with("$argon2id$v=19$"), "{row}");
     assert!(!row.contains(&secret));
-    if common::on_postgres() {
+    if crate::support::on_postgres() {
         // Nowhere in the client's row.
         let found = backend::query_text(
             &app.data_dir,

@@ -1,11 +1,9 @@
 //! `X-Request-Id`: the client's is echoed, else the server makes one (a random
 //! UUID), on every answer: success, 404, 405, 403, 429.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{Options, TestApp};
+use crate::support::{Options, TestApp};
 use kinde_meter_server::rate_limit::{Limit, RateLimitConfig};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::json;

@@ -6,20 +6,17 @@
 //! The SDK talks to the proxy's address, so it asks for the server's own
 //! audience explicitly (`Auth::ClientCredentials { audience }`).
 
-mod common;
-mod proxy;
-
 use std::time::{Duration, Instant};
 
+use crate::proxy::{Fault, Proxy};
+use crate::support::{Options, TestApp};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Options, TestApp};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::clients;
 use kinde_sdk::{
     ApiClient, Auth, BillingMeterUsageApi, Configuration, CreateMeterUsageRecordError,
     GetMeterUsageError, RetryPolicy, TokenError,
 };
-use proxy::{Fault, Proxy};
 
 const TOKEN: &str = "/oauth2/token";
 const METER_USAGE: &str = "/api/v1/billing/meter_usage";
@@ -28,7 +25,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// Registers an M2M client on the server's data directory, as `kinde-meter
 /// clients create` does.
 async fn register(app: &TestApp) -> (String, String) {
-    let store = common::backend::open_store(&app.data_dir).await;
+    let store = crate::support::backend::open_store(&app.data_dir).await;
     let registration = clients::register(
         store.as_ref(),
         "sdk tests",

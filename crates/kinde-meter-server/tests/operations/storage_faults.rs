@@ -3,9 +3,7 @@
 //! locked by someone else, recovering by itself afterwards. On either backend;
 //! PostgreSQL going away altogether is in `postgres.rs`.
 
-mod common;
-
-use common::{TestApp, assert_error, backend};
+use crate::support::{TestApp, assert_error, backend};
 use reqwest::StatusCode;
 use serde_json::json;
 

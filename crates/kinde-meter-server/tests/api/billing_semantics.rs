@@ -1,9 +1,7 @@
 //! docs/billing.md: periods, period assignment and the ordered delta/absolute
 //! rule, read back exactly as strings. The billing clock is a manual one the tests move.
 
-mod common;
-
-use common::TestApp;
+use crate::support::TestApp;
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 

@@ -1,9 +1,7 @@
 //! kinde-sdk against the real server over HTTP: success, and each error class
 //! matched as its typed variant.
 
-mod common;
-
-use common::TestApp;
+use crate::support::TestApp;
 use kinde_sdk::{
     ApiClient, BillingAgreementsApi, BillingMeterUsageApi, Configuration,
     CreateMeterUsageRecordError, GetBillingAgreementsParams,

@@ -5,11 +5,9 @@
 //! Waits are bounded by generous deadlines that only catch a hang; no test
 //! asserts how fast anything is.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Options, TestApp};
+use crate::support::{Options, TestApp};
 use kinde_meter_server::{
     Application, ServerConfig,
     transport::{TlsFiles, TransportConfig},

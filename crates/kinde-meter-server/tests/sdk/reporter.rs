@@ -1,17 +1,14 @@
 //! kinde-sdk's `UsageReporter` against the real server over HTTP.
 //!
 //! The crash test runs the reporter in a child process — this test binary,
-//! re-invoked with `KINDE_SDK_REPORTER_CHILD` set so that only
-//! `reporter_child_process` runs, and runs as the child. The child records
+//! re-invoked with `KINDE_SDK_REPORTER_CHILD` set and this module's
+//! `reporter_child_process` as its only (`--exact`) test, which runs as the child. The child records
 //! values one at a time and prints `try <n> <value>` before and `ok <n>` after
 //! each `record` that returned `Ok`. The parent kills it with SIGKILL while it
 //! records and sends, restarts it on the same spool, and finally checks that
 //! the server's usage is exactly the sum of what was acknowledged.
 //!
 //! Waits are for conditions, with deadlines; there are no fixed sleeps.
-
-mod common;
-mod proxy;
 
 use std::{
     path::Path,
@@ -20,12 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Options, TestApp};
+use crate::proxy::{Fault, Proxy};
+use crate::support::{Options, TestApp};
 use kinde_sdk::{
     ApiClient, BillingMeterUsageApi, Configuration, Durability, ReporterError, RetryPolicy,
     UsageReporter,
 };
-use proxy::{Fault, Proxy};
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
     process::{Child, ChildStdout, Command},
@@ -349,13 +346,11 @@ impl ChildReporter {
         finish: bool,
         durability: &str,
     ) -> Self {
+        // The test's name in this binary: its module path without the crate.
+        let (_, module) = module_path!().split_once("::").unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "reporter_child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", &format!("{module}::reporter_child_process")])
+            .args(["--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, "1")
             .env("CHILD_SERVER", &app.base)
             .env("CHILD_TOKEN", &app.token)

@@ -1,8 +1,6 @@
 //! Durability across restarts, and one server per data directory.
 
-mod common;
-
-use common::{Options, TestApp};
+use crate::support::{Options, TestApp};
 use kinde_meter_server::{Application, ServerConfig};
 use serde_json::json;
 
@@ -38,7 +36,7 @@ async fn records_and_aggregates_survive_a_restart() {
 
 #[tokio::test]
 async fn a_second_server_on_the_same_data_dir_is_refused() {
-    if common::on_postgres() {
+    if crate::support::on_postgres() {
         // Servers on PostgreSQL share a database, not a directory: several on
         // one database is the point (`postgres.rs`).
         return;

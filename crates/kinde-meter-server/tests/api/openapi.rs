@@ -1,8 +1,6 @@
 //! The OpenAPI document is generated from the code and matches Kinde's names.
 
-mod common;
-
-use common::TestApp;
+use crate::support::TestApp;
 use kinde_meter_server::routes::ROUTES;
 use kinde_meter_wire::Scope;
 use serde_json::json;

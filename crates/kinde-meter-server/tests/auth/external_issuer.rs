@@ -3,8 +3,6 @@
 //! its keys, a key rotation is picked up without restart, and a flood of unknown
 //! `kid`s cannot make the server hammer the issuer.
 
-mod common;
-
 use std::{
     sync::{
         Arc, RwLock,
@@ -13,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::{Options, TestApp, assert_error};
 use axum::{Json, Router, extract::State, routing::get};
-use common::{Options, TestApp, assert_error};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::{
     ExternalIssuer,

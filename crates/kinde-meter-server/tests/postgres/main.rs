@@ -3,8 +3,8 @@
 //! The rest of the suite runs on PostgreSQL too, unchanged, when the variable
 //! is set; these tests are about what only a shared database has.
 
-mod common;
-#[path = "postgres/tcp_proxy.rs"]
+#[path = "../support/mod.rs"]
+mod support;
 mod tcp_proxy;
 
 use std::{
@@ -16,7 +16,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Options, TestApp, backend};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     aggregate::{Entry, MeterType, OrderKey, fold},
@@ -25,6 +24,7 @@ use kinde_meter_core::{
 use kinde_meter_server::storage::mint_for_database;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::{Options, TestApp, backend};
 use tcp_proxy::{Mode, TcpProxy};
 use tokio::sync::Notify;
 
@@ -327,7 +327,7 @@ async fn outage_is_answered_and_recovered(mode: Mode) {
     let response = app.record(body.clone()).await;
     let elapsed = started.elapsed();
     assert!(response.headers().contains_key("retry-after"));
-    common::assert_error(
+    support::assert_error(
         response,
         StatusCode::SERVICE_UNAVAILABLE,
         &["SERVICE_UNAVAILABLE"],

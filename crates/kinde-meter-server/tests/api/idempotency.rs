@@ -1,9 +1,7 @@
 //! Idempotency (docs/api.md#idempotency): same key and body → one record and the same answer;
 //! another body → IDEMPOTENCY_KEY_REUSED; concurrent duplicates → one record.
 
-mod common;
-
-use common::{TestApp, assert_error};
+use crate::support::{TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

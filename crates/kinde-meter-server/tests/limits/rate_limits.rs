@@ -6,16 +6,14 @@
 //! machine cannot refill them between two requests; the recovery tests use one
 //! request a second and poll for the recovery with a deadline.
 
-mod common;
-
 use std::{
     collections::HashMap,
     net::IpAddr,
     time::{Duration, Instant},
 };
 
-use common::limits::{assert_too_many_requests, list};
-use common::{Options, TestApp, assert_error};
+use crate::support::limits::{assert_too_many_requests, list};
+use crate::support::{Options, TestApp, assert_error};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::{
     auth::MintRequest,

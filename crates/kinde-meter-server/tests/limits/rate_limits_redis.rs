@@ -9,15 +9,13 @@
 //! Buckets that must stay empty during a test refill once an hour, so a slow
 //! machine cannot refill them between two requests.
 
-mod common;
-
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
-use common::limits::{assert_too_many_requests, list};
-use common::{Options, TestApp};
+use crate::support::limits::{assert_too_many_requests, list};
+use crate::support::{Options, TestApp};
 use kinde_meter_server::rate_limit::{Limit, RateLimitConfig, redis::RedisLimitConfig};
 use reqwest::StatusCode;
 

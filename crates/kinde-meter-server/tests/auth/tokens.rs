@@ -1,9 +1,7 @@
 //! docs/tokens.md for the built-in issuer: tokens that are not ours, not for us, expired
 //! or without the route's scope get 403; the route table's scopes hold route by route.
 
-mod common;
-
-use common::{TestApp, assert_error};
+use crate::support::{TestApp, assert_error};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::{
     auth::{MintRequest, SigningKey, mint_token},
@@ -148,7 +146,7 @@ async fn every_route_needs_its_scope_and_no_other() {
                 );
             }
             Some(scope) => {
-                let others: Vec<Scope> = common::ALL_SCOPES
+                let others: Vec<Scope> = crate::support::ALL_SCOPES
                     .iter()
                     .copied()
                     .filter(|s| *s != scope)

@@ -2,10 +2,8 @@
 //! token is 403 INVALID_CREDENTIALS (or INSUFFICIENT_SCOPE where only the scope is
 //! wrong), and none of them stores anything.
 
-mod common;
-
+use crate::support::{TestApp, assert_error};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{TestApp, assert_error};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

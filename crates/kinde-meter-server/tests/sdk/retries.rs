@@ -3,9 +3,6 @@
 //! and every usage value counted exactly once, read back from the server.
 //! Waits are for conditions, with deadlines; there are no fixed sleeps.
 
-mod common;
-mod proxy;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -15,14 +12,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Options, TestApp};
+use crate::proxy::{Fault, Proxy};
+use crate::support::{Options, TestApp};
 use kinde_meter_server::rate_limit::{Limit, RateLimitConfig};
 use kinde_sdk::{
     ApiClient, BillingAgreementsApi, BillingMeterUsageApi, Configuration,
     CreateBillingAgreementError, CreateMeterUsageRecordError, GetBillingAgreementsParams,
     RetryPolicy, models::CreateBillingAgreementRequest,
 };
-use proxy::{Fault, Proxy};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const METER_USAGE: &str = "/api/v1/billing/meter_usage";

@@ -1,9 +1,7 @@
 //! The wire contract of POST /api/v1/billing/meter_usage (docs/api.md#record-usage),
 //! every error code with its status and body shape (docs/errors.md).
 
-mod common;
-
-use common::{TestApp, assert_error};
+use crate::support::{TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::json;
 
