@@ -46,7 +46,11 @@ pub use model::*;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
+use kinde_meter_core::{
+    agreement::Agreement,
+    catalog::Catalog,
+    ids::{AgreementId, CustomerId},
+};
 
 /// Everything kinde-meter stores, behind one interface.
 #[async_trait]
@@ -84,6 +88,18 @@ pub trait Store: Send + Sync + 'static {
     /// Usage per metered feature for the period containing `query.at`, read from the
     /// maintained aggregates.
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError>;
+
+    /// A customer's active agreement at `now` (the newest one, if ever several),
+    /// its plan (every feature, metered or not, in catalog order) and the usage
+    /// of the plan's metered features in the period containing `now`, read from
+    /// the maintained aggregates, never by scanning records. `None` when the
+    /// customer has no agreement active at `now` (or is unknown), or when the
+    /// agreement's plan is no longer in the store.
+    async fn customer_entitlements(
+        &self,
+        customer_id: &CustomerId,
+        now: Timestamp,
+    ) -> Result<Option<CustomerEntitlements>, StoreError>;
 
     /// Registers an M2M client with the id derived from `new.id_random`
     /// ([`Client::id_from_random`]).

@@ -232,6 +232,20 @@ pub struct FeatureUsage {
     pub last_recorded_at: Option<Timestamp>,
 }
 
+/// A customer's active agreement at an instant, its plan and the usage of the
+/// plan's metered features in the period containing that instant (what the
+/// entitlements listing and the usage check answer from).
+#[derive(Debug, Clone)]
+pub struct CustomerEntitlements {
+    /// The newest agreement of the customer active at the instant.
+    pub agreement: Agreement,
+    /// Its plan: every feature, metered or not, in catalog order.
+    pub plan: Plan,
+    /// Usage of the plan's metered features in the period containing the
+    /// instant, in catalog order, read from the maintained aggregates.
+    pub usage: UsageReport,
+}
+
 /// Why usage could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadUsageError {

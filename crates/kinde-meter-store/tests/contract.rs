@@ -13,6 +13,8 @@ mod agreements;
 mod clients;
 #[path = "contract/durability.rs"]
 mod durability;
+#[path = "contract/entitlements.rs"]
+mod entitlements;
 #[path = "contract/idempotency.rs"]
 mod idempotency;
 #[path = "contract/usage.rs"]

@@ -79,12 +79,14 @@ pub(super) async fn upsert(conn: &mut Object, catalog: &Catalog) -> PgResult<()>
     Ok(())
 }
 
-/// Plans and features joined, one row per feature (one row with NULL feature
-/// columns for a plan without features), in plan order then feature order.
-const PLANS_SQL: &str = "
-    SELECT p.code, p.name, p.interval, p.grp,
-           f.code, f.name, f.metered, f.unit_amount, f.limit_max
-    FROM plans p LEFT JOIN plan_features f ON f.plan_code = p.code";
+/// A plan's and its features' columns, as [`fold_plans`] reads them.
+pub(super) const PLAN_COLUMNS: &str =
+    "p.code, p.name, p.interval, p.grp, f.code, f.name, f.metered, f.unit_amount, f.limit_max";
+
+/// Plans and features joined, for [`PLAN_COLUMNS`]: one row per feature (one row
+/// with NULL feature columns for a plan without features).
+pub(super) const PLANS_FROM: &str =
+    "FROM plans p LEFT JOIN plan_features f ON f.plan_code = p.code";
 
 /// The plans with the given codes, by code (codes without a plan are absent).
 pub(super) async fn load_plans(
@@ -93,11 +95,11 @@ pub(super) async fn load_plans(
 ) -> PgResult<HashMap<PlanCode, Plan>> {
     let stmt = conn
         .prepare_cached(&format!(
-            "{PLANS_SQL} WHERE p.code = ANY($1) ORDER BY p.ord, p.code, f.position"
+            "SELECT {PLAN_COLUMNS} {PLANS_FROM} WHERE p.code = ANY($1) ORDER BY p.ord, p.code, f.position"
         ))
         .await?;
     let rows = conn.query(&stmt, &[&codes]).await?;
-    Ok(fold_plans(&rows)?
+    Ok(fold_plans(&rows, 0)?
         .into_iter()
         .map(|p| (p.code.clone(), p))
         .collect())
@@ -114,38 +116,44 @@ pub(super) async fn load_plan(
 /// Every plan, in the order they were first loaded.
 pub(super) async fn load_all(conn: &impl GenericClient) -> PgResult<Catalog> {
     let stmt = conn
-        .prepare_cached(&format!("{PLANS_SQL} ORDER BY p.ord, p.code, f.position"))
+        .prepare_cached(&format!(
+            "SELECT {PLAN_COLUMNS} {PLANS_FROM} ORDER BY p.ord, p.code, f.position"
+        ))
         .await?;
     let rows = conn.query(&stmt, &[]).await?;
     Ok(Catalog {
-        plans: fold_plans(&rows)?,
+        plans: fold_plans(&rows, 0)?,
     })
 }
 
-/// Rows of [`PLANS_SQL`] (ordered by plan) as plans.
-fn fold_plans(rows: &[Row]) -> PgResult<Vec<Plan>> {
+/// Rows of [`PLAN_COLUMNS`] starting at column `base` (ordered by plan, then
+/// feature) as plans; rows whose plan code is NULL (an outer join that found no
+/// plan) are skipped.
+pub(super) fn fold_plans(rows: &[Row], base: usize) -> PgResult<Vec<Plan>> {
     let mut plans: Vec<Plan> = Vec::new();
     for r in rows {
-        let code: &str = r.get(0);
+        let Some(code) = r.get::<_, Option<&str>>(base) else {
+            continue;
+        };
         if plans.last().is_none_or(|p| p.code.as_str() != code) {
             plans.push(Plan {
                 code: stored(PlanCode::parse(code), "plans.code")?,
-                name: r.get(1),
-                interval: stored(r.get::<_, &str>(2).parse(), "plans.interval")?,
-                group: r.get(3),
+                name: r.get(base + 1),
+                interval: stored(r.get::<_, &str>(base + 2).parse(), "plans.interval")?,
+                group: r.get(base + 3),
                 features: Vec::new(),
             });
         }
-        let Some(feature) = r.get::<_, Option<&str>>(4) else {
+        let Some(feature) = r.get::<_, Option<&str>>(base + 4) else {
             continue;
         };
         let plan = plans.last_mut().expect("pushed above");
         plan.features.push(Feature {
             code: stored(FeatureCode::parse(feature), "plan_features.code")?,
-            name: r.get(5),
-            metered: r.get(6),
-            unit_amount: r.get(7),
-            limit_max: r.get(8),
+            name: r.get(base + 5),
+            metered: r.get(base + 6),
+            unit_amount: r.get(base + 7),
+            limit_max: r.get(base + 8),
             // Not stored yet (issue 9): read back as absent.
             price_name: None,
             fixed_charge: None,

@@ -40,17 +40,21 @@ use std::sync::{
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
+use kinde_meter_core::{
+    agreement::Agreement,
+    catalog::Catalog,
+    ids::{AgreementId, CustomerId},
+};
 
 pub use crate::PgSettings;
 pub use schema::{CURRENT_VERSION, valid_schema_name};
 
 use self::{failure::OpError, pool::Db, pool::on_conn, writer::WriterHandle};
 use crate::{
-    AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError, IssuerStore,
-    ListAgreementsError, NewAgreement, NewClient, NewKeyPem, ReadUsageError, RevokedClient, Store,
-    StoreConfig, StoreError, SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission,
-    WriterStats,
+    AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError,
+    CustomerEntitlements, IssuerStore, ListAgreementsError, NewAgreement, NewClient, NewKeyPem,
+    ReadUsageError, RevokedClient, Store, StoreConfig, StoreError, SubmissionOutcome, UsageQuery,
+    UsageReport, UsageSubmission, WriterStats,
 };
 
 /// The PostgreSQL implementation of [`Store`].
@@ -176,6 +180,16 @@ impl Store for PgStore {
             conn, &query
         )
         .await))
+    }
+
+    async fn customer_entitlements(
+        &self,
+        customer_id: &CustomerId,
+        now: Timestamp,
+    ) -> Result<Option<CustomerEntitlements>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            read::customer_entitlements(&*conn, customer_id, now).await
+        })?)
     }
 
     async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {

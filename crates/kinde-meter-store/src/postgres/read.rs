@@ -2,14 +2,17 @@
 
 use deadpool_postgres::Object;
 use jiff::Timestamp;
+use kinde_meter_core::ids::CustomerId;
 use tokio_postgres::IsolationLevel;
 
 use super::{
     aggregates::{self, PeriodKey},
-    agreements, catalog,
+    agreements::{self, COLUMNS as AGREEMENT_COLUMNS},
+    catalog::{self, PLAN_COLUMNS},
+    codec,
     failure::{OpError, PgResult},
 };
-use crate::{FeatureUsage, ReadUsageError, UsageQuery, UsageReport};
+use crate::{CustomerEntitlements, FeatureUsage, ReadUsageError, UsageQuery, UsageReport};
 
 /// A trivial query on the schema: the database answers and the schema is there.
 pub(super) async fn ping(conn: &Object) -> PgResult<()> {
@@ -63,4 +66,64 @@ pub(super) async fn usage(
     }
     tx.commit().await?;
     Ok(UsageReport { period, usage })
+}
+
+/// The customer's newest agreement active at `now`, its plan and the usage of
+/// its metered features in the period containing `now`: two statements
+/// (agreement with plan, then the aggregates), outside any transaction, so
+/// that what any server committed before is seen.
+pub(super) async fn customer_entitlements(
+    conn: &Object,
+    customer_id: &CustomerId,
+    now: Timestamp,
+) -> PgResult<Option<CustomerEntitlements>> {
+    let stmt = conn
+        .prepare_cached(&format!(
+            "SELECT a.*, {PLAN_COLUMNS}
+             FROM (SELECT {AGREEMENT_COLUMNS} FROM agreements
+                   WHERE customer_id = $1 AND (expires_on_ns IS NULL OR expires_on_ns > $2)
+                   ORDER BY seq DESC LIMIT 1) a
+             LEFT JOIN plans p ON p.code = a.plan_code
+             LEFT JOIN plan_features f ON f.plan_code = p.code
+             ORDER BY f.position"
+        ))
+        .await?;
+    let rows = conn
+        .query(&stmt, &[&customer_id.as_str(), &codec::ns_clamped(now)])
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let agreement = agreements::from_row(first)?;
+    // Six agreement columns, then the plan's.
+    let Some(plan) = catalog::fold_plans(&rows, 6)?.pop() else {
+        return Ok(None);
+    };
+    let period = agreement.period_containing(now);
+    let codes: Vec<&str> = plan.metered_features().map(|f| f.code.as_str()).collect();
+    let mut found = match i64::try_from(period.start.as_nanosecond()) {
+        Ok(start) if !codes.is_empty() => {
+            aggregates::read_features(conn, agreement.id.as_str(), &codes, start).await?
+        }
+        // A period beyond the instants the store holds has no aggregate.
+        _ => Default::default(),
+    };
+    let usage = plan
+        .metered_features()
+        .map(|f| {
+            let (value, record_count, last_recorded_at) =
+                found.remove(f.code.as_str()).unwrap_or_default();
+            FeatureUsage {
+                feature_code: f.code.clone(),
+                value,
+                record_count,
+                last_recorded_at,
+            }
+        })
+        .collect();
+    Ok(Some(CustomerEntitlements {
+        agreement,
+        plan,
+        usage: UsageReport { period, usage },
+    }))
 }

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
+
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::Plan,
@@ -38,6 +40,21 @@ pub(super) fn load(conn: &Connection, id: &AgreementId) -> rusqlite::Result<Opti
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM agreements WHERE id = ?1"))?
         .query_row([id.as_str()], from_row)
         .optional()
+}
+
+/// The customer's newest agreement active at `now` (see [`Agreement::is_active`]).
+pub(super) fn active_of_customer(
+    conn: &Connection,
+    customer_id: &CustomerId,
+    now: Timestamp,
+) -> rusqlite::Result<Option<Agreement>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM agreements
+         WHERE customer_id = ?1 AND (expires_on_ns IS NULL OR expires_on_ns > ?2)
+         ORDER BY seq DESC LIMIT 1"
+    ))?
+    .query_row((customer_id.as_str(), codec::ns_clamped(now)), from_row)
+    .optional()
 }
 
 /// Creates an agreement on an existing plan anchored at `new.now`, ending the

@@ -37,7 +37,11 @@ use std::{
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use kinde_meter_core::{agreement::Agreement, catalog::Catalog, ids::AgreementId};
+use kinde_meter_core::{
+    agreement::Agreement,
+    catalog::Catalog,
+    ids::{AgreementId, CustomerId},
+};
 
 use crate::WriterStats;
 
@@ -47,7 +51,7 @@ use crate::{
     ReadUsageError, Store, StoreConfig, StoreError, SubmissionOutcome, UsageQuery, UsageReport,
     UsageSubmission,
 };
-use crate::{Client, ClientWithSecret, NewClient, RevokedClient};
+use crate::{Client, ClientWithSecret, CustomerEntitlements, NewClient, RevokedClient};
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "kinde-meter.db";
@@ -142,6 +146,17 @@ impl Store for SqliteStore {
 
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
         self.reads.run(move |conn| read::usage(conn, &query)).await
+    }
+
+    async fn customer_entitlements(
+        &self,
+        customer_id: &CustomerId,
+        now: Timestamp,
+    ) -> Result<Option<CustomerEntitlements>, StoreError> {
+        let customer_id = customer_id.clone();
+        self.reads
+            .run(move |conn| Ok(read::customer_entitlements(conn, &customer_id, now)?))
+            .await
     }
 
     async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {

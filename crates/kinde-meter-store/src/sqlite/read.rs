@@ -11,6 +11,7 @@ use std::{
 };
 
 use jiff::Timestamp;
+use kinde_meter_core::{agreement::Agreement, catalog::Feature, ids::CustomerId};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
@@ -19,7 +20,9 @@ use super::{
     agreements, catalog, connection,
     error::OpError,
 };
-use crate::{FeatureUsage, ReadUsageError, StoreError, UsageQuery, UsageReport};
+use crate::{
+    CustomerEntitlements, FeatureUsage, ReadUsageError, StoreError, UsageQuery, UsageReport,
+};
 
 /// Most read connections open at once.
 pub(super) const READ_CONNECTIONS: usize = 4;
@@ -107,7 +110,41 @@ pub(super) fn usage(
     let plan = catalog::load_plan(&tx, &agreement.plan_code)?;
     let features =
         crate::record_checks::features_to_report(plan.as_ref(), query.feature_code.as_ref())?;
-    let period = agreement.period_containing(query.at);
+    Ok(report(&tx, &agreement, &features, query.at)?)
+}
+
+/// The customer's newest agreement active at `now`, its plan and the usage of
+/// its metered features in the period containing `now`, in one snapshot.
+pub(super) fn customer_entitlements(
+    conn: &mut Connection,
+    customer_id: &CustomerId,
+    now: Timestamp,
+) -> rusqlite::Result<Option<CustomerEntitlements>> {
+    let tx = conn.transaction()?;
+    let Some(agreement) = agreements::active_of_customer(&tx, customer_id, now)? else {
+        return Ok(None);
+    };
+    let Some(plan) = catalog::load_plan(&tx, &agreement.plan_code)? else {
+        return Ok(None);
+    };
+    let features: Vec<&Feature> = plan.metered_features().collect();
+    let usage = report(&tx, &agreement, &features, now)?;
+    Ok(Some(CustomerEntitlements {
+        agreement,
+        plan,
+        usage,
+    }))
+}
+
+/// Usage of `features` of `agreement` in the period containing `at`, one
+/// aggregate row each (none: no usage yet).
+fn report(
+    conn: &Connection,
+    agreement: &Agreement,
+    features: &[&Feature],
+    at: Timestamp,
+) -> rusqlite::Result<UsageReport> {
+    let period = agreement.period_containing(at);
     let mut usage = Vec::with_capacity(features.len());
     for feature in features {
         // A period beyond the instants the store holds has no aggregate.
@@ -118,7 +155,7 @@ pub(super) fn usage(
                     feature_code: feature.code.as_str(),
                     period_start_ns,
                 };
-                aggregates::read(&tx, &key)?
+                aggregates::read(conn, &key)?
             }
             Err(_) => None,
         };

@@ -24,9 +24,10 @@ use kinde_meter_core::{
 };
 use kinde_meter_store::{
     AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError, Cursor,
-    FeatureUsage, IdempotencyClaim, IssuerStore, ListAgreementsError, NewAgreement, NewClient,
-    ReadUsageError, RecordResult, RevokedClient, Store, StoreConfig, StoreError, SubmissionKind,
-    SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission, WriterStats,
+    CustomerEntitlements, FeatureUsage, IdempotencyClaim, IssuerStore, ListAgreementsError,
+    NewAgreement, NewClient, ReadUsageError, RecordResult, RevokedClient, Store, StoreConfig,
+    StoreError, SubmissionKind, SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission,
+    WriterStats,
     postgres::{PgSettings, PgStore, scratch::ScratchSchema},
     sqlite::SqliteStore,
 };
@@ -341,6 +342,13 @@ impl Store for TestStore {
     }
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
         self.store().read_usage(query).await
+    }
+    async fn customer_entitlements(
+        &self,
+        customer_id: &CustomerId,
+        now: Timestamp,
+    ) -> Result<Option<CustomerEntitlements>, StoreError> {
+        self.store().customer_entitlements(customer_id, now).await
     }
     async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {
         self.store().create_client(new).await
