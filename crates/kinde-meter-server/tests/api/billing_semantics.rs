@@ -250,12 +250,7 @@ async fn reads_list_every_metered_feature_with_zero_for_unused_ones() {
         "2024-01-10T01:00:00Z",
     ))
     .await;
-    let response = app
-        .get(&format!(
-            "/api/v1/billing/meter_usage?customer_agreement_id={a}"
-        ))
-        .await;
-    let body: Value = response.json().await.unwrap();
+    let body = app.read_usage(&format!("customer_agreement_id={a}")).await;
     let usage = body["usage"].as_array().unwrap();
     assert_eq!(usage.len(), 2, "sso is not metered: {body}");
     assert_eq!(usage[0]["billing_feature_code"], "api_calls");

@@ -1,11 +1,9 @@
 //! The wire contract of POST /api/v1/billing/meter_usage (docs/api.md#record-usage),
 //! every error code with its status and body shape (docs/errors.md).
 
-use crate::support::{TestApp, assert_error};
+use crate::support::{METER_USAGE as ENDPOINT, TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::json;
-
-const ENDPOINT: &str = "/api/v1/billing/meter_usage";
 
 #[tokio::test]
 async fn a_valid_record_is_stored_and_read_back() {

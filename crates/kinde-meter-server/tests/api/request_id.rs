@@ -3,12 +3,10 @@
 
 use std::collections::HashSet;
 
-use crate::support::{Options, TestApp};
+use crate::support::{HOUR, TestApp};
 use kinde_meter_server::rate_limit::{Limit, RateLimitConfig};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::json;
-
-const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Sends `request` and returns its status and `X-Request-Id`.
 async fn id_of(request: RequestBuilder) -> (StatusCode, String) {
@@ -32,12 +30,9 @@ fn is_uuid_v4(text: &str) -> bool {
 
 #[tokio::test]
 async fn every_answer_carries_the_clients_request_id_or_a_generated_one() {
-    let app = TestApp::spawn_with(Options {
-        rate_limits: RateLimitConfig {
-            auth_failures: Limit::one_per(HOUR, 1),
-            ..RateLimitConfig::default()
-        },
-        ..Options::default()
+    let app = TestApp::spawn_limited(RateLimitConfig {
+        auth_failures: Limit::one_per(HOUR, 1),
+        ..RateLimitConfig::default()
     })
     .await;
     let endpoint = app.url("/api/v1/billing/meter_usage");

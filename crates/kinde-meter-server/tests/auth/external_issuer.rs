@@ -19,7 +19,7 @@ use kinde_meter_server::{
     auth::{MintRequest, SigningKey, jwks, mint_token},
 };
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A fake issuer: serves whatever JWKS it holds and counts the fetches.
 #[derive(Clone)]
@@ -88,13 +88,7 @@ async fn spawn_for(issuer: &Issuer, refetch_interval: Duration) -> TestApp {
 }
 
 async fn create_agreement(app: &TestApp, token: &str) -> reqwest::Response {
-    app.http
-        .post(app.url("/api/v1/billing/agreements"))
-        .bearer_auth(token)
-        .json(&json!({"customer_id": "c", "plan_code": "pro"}))
-        .send()
-        .await
-        .unwrap()
+    app.create_agreement_with(token, "c").await
 }
 
 #[tokio::test]

@@ -36,13 +36,7 @@ fn signed(app: &TestApp, claims: &Value, kid: &str) -> String {
 }
 
 async fn create_agreement(app: &TestApp, token: &str) -> reqwest::Response {
-    app.http
-        .post(app.url("/api/v1/billing/agreements"))
-        .bearer_auth(token)
-        .json(&json!({"customer_id": "victim", "plan_code": "pro"}))
-        .send()
-        .await
-        .unwrap()
+    app.create_agreement_with(token, "victim").await
 }
 
 #[tokio::test]

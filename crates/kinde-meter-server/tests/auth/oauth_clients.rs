@@ -7,8 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Options, TestApp, assert_error, backend};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use crate::support::{HOUR, METER_USAGE, Options, TestApp, assert_error, backend, jwt_claims};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::{
     auth::{IssuerIdentity, SigningKey},
@@ -22,51 +21,6 @@ const USAGE_SCOPES: &str = "create:meter_usage read:meter_usage";
 
 /// Form parameters as sent.
 type Form = Vec<(&'static str, String)>;
-
-/// The store as the CLI opens it, beside the running server.
-async fn cli_store(app: &TestApp) -> Box<dyn kinde_meter_store::Store> {
-    backend::open_store(&app.data_dir).await
-}
-
-/// Registers a client and returns its id and secret.
-async fn register(app: &TestApp, name: &str, scopes: &str) -> (String, String) {
-    let store = cli_store(app).await;
-    let registration = clients::register(store.as_ref(), name, scopes, Timestamp::now())
-        .await
-        .unwrap();
-    store.shutdown().await;
-    (
-        registration.client.id,
-        registration.secret.expose().to_owned(),
-    )
-}
-
-fn audience(app: &TestApp) -> String {
-    format!("{}/api", app.issuer)
-}
-
-async fn token_request(app: &TestApp, form: &[(&str, &str)]) -> Response {
-    app.http
-        .post(app.url("/oauth2/token"))
-        .form(form)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn request_token(app: &TestApp, id: &str, secret: &str, scope: Option<&str>) -> Response {
-    let audience = audience(app);
-    let mut form = vec![
-        ("grant_type", "client_credentials"),
-        ("client_id", id),
-        ("client_secret", secret),
-        ("audience", audience.as_str()),
-    ];
-    if let Some(scope) = scope {
-        form.push(("scope", scope));
-    }
-    token_request(app, &form).await
-}
 
 /// Asserts a 200 token answer and returns its body.
 async fn token_ok(response: Response) -> Value {
@@ -96,41 +50,28 @@ async fn assert_oauth_error(response: Response, status: StatusCode, error: &str)
     body
 }
 
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
-
 async fn record_with(app: &TestApp, token: &str, agreement: &str) -> Response {
-    app.http
-        .post(app.url("/api/v1/billing/meter_usage"))
-        .bearer_auth(token)
-        .json(&json!({
-            "customer_agreement_id": agreement,
-            "billing_feature_code": "api_calls",
-            "meter_value": "1"
-        }))
-        .send()
-        .await
-        .unwrap()
+    let record = json!({
+        "customer_agreement_id": agreement,
+        "billing_feature_code": "api_calls",
+        "meter_value": "1"
+    });
+    app.post_with(token, METER_USAGE, &record).await
 }
 
 async fn read_usage_with(app: &TestApp, token: &str, agreement: &str) -> Response {
-    app.http
-        .get(app.url(&format!(
-            "/api/v1/billing/meter_usage?customer_agreement_id={agreement}"
-        )))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    app.get_with(
+        token,
+        &format!("{METER_USAGE}?customer_agreement_id={agreement}"),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_client_gets_a_kinde_shaped_token_that_works_within_its_scopes() {
     let app = TestApp::spawn().await;
     let agreement = app.create_agreement("cust_m2m", "pro").await;
-    let (id, secret) = register(&app, "billing worker", USAGE_SCOPES).await;
+    let (id, secret) = app.register_client("billing worker", USAGE_SCOPES).await;
     assert_eq!(id.len(), 32);
     assert!(
         id.chars()
@@ -138,13 +79,13 @@ async fn a_client_gets_a_kinde_shaped_token_that_works_within_its_scopes() {
     );
 
     // No scope asked: all of the client's.
-    let body = token_ok(request_token(&app, &id, &secret, None).await).await;
+    let body = token_ok(app.request_token(&id, &secret, None).await).await;
     assert_eq!(body["expires_in"], 3600);
     assert_eq!(body["scope"], USAGE_SCOPES);
     let token = body["access_token"].as_str().unwrap();
-    let c = claims(token);
+    let c = jwt_claims(token);
     assert_eq!(c["iss"], app.issuer.as_str());
-    assert_eq!(c["aud"], json!([audience(&app)]));
+    assert_eq!(c["aud"], json!([app.audience()]));
     assert_eq!(c["azp"], id.as_str());
     assert_eq!(c["gty"], json!(["client_credentials"]));
     assert_eq!(c["scp"], json!(["create:meter_usage", "read:meter_usage"]));
@@ -172,10 +113,14 @@ async fn a_client_gets_a_kinde_shaped_token_that_works_within_its_scopes() {
     assert_error(response, StatusCode::FORBIDDEN, &["INSUFFICIENT_SCOPE"]).await;
 
     // A subset asked: only that subset, and the token is limited to it.
-    let body = token_ok(request_token(&app, &id, &secret, Some("read:meter_usage")).await).await;
+    let body = token_ok(
+        app.request_token(&id, &secret, Some("read:meter_usage"))
+            .await,
+    )
+    .await;
     assert_eq!(body["scope"], "read:meter_usage");
     let narrow = body["access_token"].as_str().unwrap();
-    assert_eq!(claims(narrow)["scp"], json!(["read:meter_usage"]));
+    assert_eq!(jwt_claims(narrow)["scp"], json!(["read:meter_usage"]));
     assert_eq!(
         read_usage_with(&app, narrow, &agreement).await.status(),
         StatusCode::OK
@@ -191,8 +136,8 @@ async fn a_client_gets_a_kinde_shaped_token_that_works_within_its_scopes() {
 #[tokio::test]
 async fn http_basic_client_authentication_works() {
     let app = TestApp::spawn().await;
-    let (id, secret) = register(&app, "basic", USAGE_SCOPES).await;
-    let audience = audience(&app);
+    let (id, secret) = app.register_client("basic", USAGE_SCOPES).await;
+    let audience = app.audience();
     let form = [
         ("grant_type", "client_credentials"),
         ("audience", audience.as_str()),
@@ -205,7 +150,10 @@ async fn http_basic_client_authentication_works() {
             .send()
     };
     let body = token_ok(basic(&id, &secret).await.unwrap()).await;
-    assert_eq!(claims(body["access_token"].as_str().unwrap())["azp"], id);
+    assert_eq!(
+        jwt_claims(body["access_token"].as_str().unwrap())["azp"],
+        id
+    );
 
     let response = basic(&id, "wrong").await.unwrap();
     assert_eq!(
@@ -233,8 +181,8 @@ async fn http_basic_client_authentication_works() {
 #[tokio::test]
 async fn refusals_follow_rfc_6749_and_never_echo_the_secret() {
     let app = TestApp::spawn().await;
-    let (id, secret) = register(&app, "errors", "read:meter_usage").await;
-    let aud = audience(&app);
+    let (id, secret) = app.register_client("errors", "read:meter_usage").await;
+    let aud = app.audience();
     let good = |overrides: &[(&'static str, Option<&'static str>)]| {
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", "client_credentials".to_owned()),
@@ -363,18 +311,18 @@ async fn a_revoked_client_gets_no_token_and_its_tokens_are_refused_soon() {
     })
     .await;
     let agreement = app.create_agreement("cust_revoke", "pro").await;
-    let (id, secret) = register(&app, "to revoke", USAGE_SCOPES).await;
-    let (other_id, other_secret) = register(&app, "stays", USAGE_SCOPES).await;
-    let body = token_ok(request_token(&app, &id, &secret, None).await).await;
+    let (id, secret) = app.register_client("to revoke", USAGE_SCOPES).await;
+    let (other_id, other_secret) = app.register_client("stays", USAGE_SCOPES).await;
+    let body = token_ok(app.request_token(&id, &secret, None).await).await;
     let token = body["access_token"].as_str().unwrap().to_owned();
-    let body = token_ok(request_token(&app, &other_id, &other_secret, None).await).await;
+    let body = token_ok(app.request_token(&other_id, &other_secret, None).await).await;
     let other_token = body["access_token"].as_str().unwrap().to_owned();
     assert_eq!(
         record_with(&app, &token, &agreement).await.status(),
         StatusCode::OK
     );
 
-    let store = cli_store(&app).await;
+    let store = backend::open_store(&app.data_dir).await;
     let revoked = store
         .revoke_client(&id, Timestamp::now())
         .await
@@ -385,7 +333,7 @@ async fn a_revoked_client_gets_no_token_and_its_tokens_are_refused_soon() {
 
     // The token endpoint reads the store: refused at once.
     assert_oauth_error(
-        request_token(&app, &id, &secret, None).await,
+        app.request_token(&id, &secret, None).await,
         StatusCode::UNAUTHORIZED,
         "invalid_client",
     )
@@ -430,8 +378,8 @@ async fn a_revoked_client_gets_no_token_and_its_tokens_are_refused_soon() {
 async fn a_client_revoked_before_the_server_starts_is_refused_from_the_first_request() {
     let app = TestApp::spawn().await;
     let agreement = app.create_agreement("cust_restart", "pro").await;
-    let (id, secret) = register(&app, "revoked offline", USAGE_SCOPES).await;
-    let token = token_ok(request_token(&app, &id, &secret, None).await).await["access_token"]
+    let (id, secret) = app.register_client("revoked offline", USAGE_SCOPES).await;
+    let token = token_ok(app.request_token(&id, &secret, None).await).await["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -458,7 +406,7 @@ async fn a_client_revoked_before_the_server_starts_is_refused_from_the_first_req
 #[tokio::test]
 async fn secrets_are_stored_only_as_argon2id_hashes() {
     let app = TestApp::spawn().await;
-    let (id, secret) = register(&app, "hashed", USAGE_SCOPES).await;
+    let (id, secret) = app.register_client("hashed", USAGE_SCOPES).await;
     assert!(secret.len() >= 64, "32 random bytes, hex");
     let row = backend::query_text(
         &app.data_dir,
@@ -519,7 +467,7 @@ async fn the_token_lifetime_is_configurable() {
         .await
         .unwrap();
     assert_eq!(issued.expires_in, 120);
-    let c = claims(&issued.access_token);
+    let c = jwt_claims(&issued.access_token);
     assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
     assert_eq!(c["iss"], "https://meter.example.com");
     store.shutdown().await;
@@ -551,27 +499,24 @@ async fn the_token_endpoint_is_in_the_openapi_document() {
 #[tokio::test]
 async fn failed_client_logins_count_against_the_source_address() {
     use kinde_meter_server::rate_limit::{Limit, RateLimitConfig};
-    let app = TestApp::spawn_with(Options {
-        rate_limits: RateLimitConfig {
-            // A burst of three failures and no refill for an hour: the fourth
-            // failure finds the bucket empty and blocks the address.
-            auth_failures: Limit::one_per(Duration::from_secs(3600), 3),
-            ..RateLimitConfig::default()
-        },
-        ..Options::default()
+    let app = TestApp::spawn_limited(RateLimitConfig {
+        // A burst of three failures and no refill for an hour: the fourth
+        // failure finds the bucket empty and blocks the address.
+        auth_failures: Limit::one_per(HOUR, 3),
+        ..RateLimitConfig::default()
     })
     .await;
-    let (id, secret) = register(&app, "reporter", USAGE_SCOPES).await;
+    let (id, secret) = app.register_client("reporter", USAGE_SCOPES).await;
     for _ in 0..4 {
         assert_oauth_error(
-            request_token(&app, &id, "wrong-secret", None).await,
+            app.request_token(&id, "wrong-secret", None).await,
             StatusCode::UNAUTHORIZED,
             "invalid_client",
         )
         .await;
     }
     // Over the limit: refused before the (slow) secret check, even with the right secret.
-    let response = request_token(&app, &id, &secret, None).await;
+    let response = app.request_token(&id, &secret, None).await;
     assert!(response.headers().get("retry-after").is_some());
     assert!(response.headers().get("ratelimit-reset").is_some());
     assert_oauth_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;

@@ -1,7 +1,7 @@
 //! docs/tokens.md for the built-in issuer: tokens that are not ours, not for us, expired
 //! or without the route's scope get 403; the route table's scopes hold route by route.
 
-use crate::support::{TestApp, assert_error};
+use crate::support::{METER_USAGE, TestApp, assert_error};
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_server::{
     auth::{MintRequest, SigningKey, mint_token},
@@ -11,27 +11,9 @@ use kinde_meter_wire::Scope;
 use reqwest::StatusCode;
 use serde_json::json;
 
+/// A valid token's claims for client `c`, allowed to record usage.
 fn request(app: &TestApp) -> MintRequest {
-    MintRequest {
-        issuer: app.issuer.clone(),
-        audience: vec![format!("{}/api", app.issuer)],
-        client_id: "c".into(),
-        scopes: vec![Scope::CreateMeterUsage.to_string()],
-        lifetime: SignedDuration::from_hours(1),
-        now: Timestamp::now(),
-    }
-}
-
-async fn record_with(app: &TestApp, token: &str) -> reqwest::Response {
-    app.http
-        .post(app.url("/api/v1/billing/meter_usage"))
-        .bearer_auth(token)
-        .json(
-            &json!({"customer_agreement_id": "a", "billing_feature_code": "f", "meter_value": "1"}),
-        )
-        .send()
-        .await
-        .unwrap()
+    app.mint_request("c", &[Scope::CreateMeterUsage])
 }
 
 #[tokio::test]
@@ -67,8 +49,10 @@ async fn foreign_expired_and_misaddressed_tokens_are_refused() {
         ("garbage", "not-a-jwt".to_owned()),
     ];
     for (what, token) in cases {
+        let record =
+            json!({"customer_agreement_id": "a", "billing_feature_code": "f", "meter_value": "1"});
         let body = assert_error(
-            record_with(&app, &token).await,
+            app.post_with(&token, METER_USAGE, &record).await,
             StatusCode::FORBIDDEN,
             &["INVALID_CREDENTIALS"],
         )

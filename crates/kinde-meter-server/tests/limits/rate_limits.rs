@@ -6,98 +6,26 @@
 //! machine cannot refill them between two requests; the recovery tests use one
 //! request a second and poll for the recovery with a deadline.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::IpAddr};
 
-use crate::support::limits::{assert_too_many_requests, list};
-use crate::support::{Options, TestApp, assert_error};
-use jiff::{SignedDuration, Timestamp};
+use crate::support::limits::{
+    assert_too_many_requests, await_status, forbidden_until_refused, list, until_refused,
+};
+use crate::support::{HOUR, TestApp, assert_error};
 use kinde_meter_server::{
-    auth::MintRequest,
     rate_limit::{Limit, RateLimitConfig},
     routes::ROUTES,
 };
 use reqwest::{Response, StatusCode};
 use serde_json::json;
 
-const HOUR: Duration = Duration::from_secs(3600);
-/// How long a test waits for a condition that should come within seconds.
-const DEADLINE: Duration = Duration::from_secs(20);
-
 async fn spawn(clients: Limit, auth_failures: Limit) -> TestApp {
-    spawn_with(RateLimitConfig {
+    TestApp::spawn_limited(RateLimitConfig {
         default: clients,
         clients: HashMap::new(),
         auth_failures,
     })
     .await
-}
-
-async fn spawn_with(rate_limits: RateLimitConfig) -> TestApp {
-    TestApp::spawn_with(Options {
-        rate_limits,
-        ..Options::default()
-    })
-    .await
-}
-
-/// Sends `request` until it is refused, at most `max` times; returns how many
-/// were answered 200 before the refusal, and the refusal.
-async fn until_refused<F, Fut>(max: usize, mut request: F) -> (usize, Response)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Response>,
-{
-    for accepted in 0..max {
-        let response = request().await;
-        if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            return (accepted, response);
-        }
-        assert_eq!(response.status(), StatusCode::OK, "before the limit");
-    }
-    panic!("no 429 after {max} requests");
-}
-
-/// [`until_refused`] for requests answered 403 `INVALID_CREDENTIALS` before
-/// the limit.
-async fn forbidden_until_refused<F, Fut>(max: usize, mut request: F) -> (usize, Response)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Response>,
-{
-    for forbidden in 0..max {
-        let response = request().await;
-        if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            return (forbidden, response);
-        }
-        assert_error(response, StatusCode::FORBIDDEN, &["INVALID_CREDENTIALS"]).await;
-    }
-    panic!("no 429 after {max} invalid credentials");
-}
-
-/// Polls `request` until it is answered `want`, failing after [`DEADLINE`];
-/// every other answer must be 429.
-async fn await_status<F, Fut>(want: StatusCode, mut request: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Response>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let response = request().await;
-        if response.status() == want {
-            return;
-        }
-        assert_too_many_requests(response).await;
-        assert!(
-            Instant::now() < deadline,
-            "still limited after {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -133,14 +61,7 @@ async fn a_burst_over_the_limit_is_answered_429_before_body_and_storage() {
     assert_too_many_requests(post(oversized).await.unwrap()).await;
     assert_too_many_requests(post("{not json".to_owned()).await.unwrap()).await;
     // ...and after authentication and scope (403).
-    let read_only = app.mint(MintRequest {
-        issuer: app.issuer.clone(),
-        audience: vec![format!("{}/api", app.issuer)],
-        client_id: "meter".to_owned(),
-        scopes: vec!["read:meter_usage".to_owned()],
-        lifetime: SignedDuration::from_hours(1),
-        now: Timestamp::now(),
-    });
+    let read_only = app.mint(app.mint_request("meter", &["read:meter_usage"]));
     let response = app
         .http
         .post(app.url("/api/v1/billing/meter_usage"))
@@ -210,7 +131,7 @@ async fn per_client_overrides_replace_the_default() {
         .clients
         .insert("bulk".to_owned(), Limit::one_per(HOUR, 6));
     config.clients.insert("internal".to_owned(), Limit::OFF);
-    let app = spawn_with(config).await;
+    let app = TestApp::spawn_limited(config).await;
     let (bulk, internal, other) = (
         app.token_for_client("bulk"),
         app.token_for_client("internal"),

@@ -4,13 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::support::{Options, TestApp};
+use crate::support::{HOUR, METER_USAGE as ENDPOINT, TestApp};
 use kinde_meter_server::rate_limit::{Limit, RateLimitConfig};
 use reqwest::StatusCode;
 use serde_json::json;
-
-const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
-const ENDPOINT: &str = "/api/v1/billing/meter_usage";
 
 /// One sample line: `name{label="value",…} value`.
 #[derive(Debug, Clone)]
@@ -248,11 +245,7 @@ async fn metrics_count_requests_commits_and_refusals_without_secrets_in_labels()
         "client-with-one-request".to_owned(),
         Limit::one_per(HOUR, 1),
     );
-    let app = TestApp::spawn_with(Options {
-        rate_limits,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_limited(rate_limits).await;
 
     // The families whose series exist before any request; the request
     // counter appears with the first answer.
@@ -314,14 +307,13 @@ async fn metrics_count_requests_commits_and_refusals_without_secrets_in_labels()
     let limited = app.token_for_client("client-with-one-request");
     for expected in [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
         let response = app
-            .http
-            .get(app.url(&format!(
-                "{ENDPOINT}?customer_agreement_id={agreement}&billing_feature_code=api_calls"
-            )))
-            .bearer_auth(&limited)
-            .send()
-            .await
-            .unwrap();
+            .get_with(
+                &limited,
+                &format!(
+                    "{ENDPOINT}?customer_agreement_id={agreement}&billing_feature_code=api_calls"
+                ),
+            )
+            .await;
         assert_eq!(response.status(), expected);
     }
     // Invalid credentials: none, not Bearer, a forged token; then the source
@@ -450,12 +442,9 @@ async fn metrics_count_requests_commits_and_refusals_without_secrets_in_labels()
 async fn metrics_are_public_and_not_rate_limited() {
     // A source address that has used up its invalid-credential allowance is
     // still answered by /metrics, as by /healthz.
-    let app = TestApp::spawn_with(Options {
-        rate_limits: RateLimitConfig {
-            auth_failures: Limit::one_per(HOUR, 1),
-            ..RateLimitConfig::default()
-        },
-        ..Options::default()
+    let app = TestApp::spawn_limited(RateLimitConfig {
+        auth_failures: Limit::one_per(HOUR, 1),
+        ..RateLimitConfig::default()
     })
     .await;
     let expected = [

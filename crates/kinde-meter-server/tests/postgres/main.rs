@@ -24,11 +24,10 @@ use kinde_meter_core::{
 use kinde_meter_server::storage::mint_for_database;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Options, TestApp, backend};
+use support::{METER_USAGE, Options, TestApp, backend};
 use tcp_proxy::{Mode, TcpProxy};
 use tokio::sync::Notify;
 
-const METER_USAGE: &str = "/api/v1/billing/meter_usage";
 /// The load balancer's address: every server of a deployment has it as its
 /// public URL, so a token from one is valid on all.
 const PUBLIC_URL: &str = "http://meter.test";
@@ -57,16 +56,6 @@ async fn two_servers() -> (TestApp, TestApp) {
     (one, two)
 }
 
-async fn post_with(app: &TestApp, token: &str, path: &str, body: &Value) -> reqwest::Response {
-    app.http
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_on_one_database_share_data_and_one_issuer() {
     if !on_postgres("servers_on_one_database_share_data_and_one_issuer") {
@@ -92,8 +81,8 @@ async fn servers_on_one_database_share_data_and_one_issuer() {
 
     // A token minted by one (its test token) works on the other, and so does
     // one from `kinde-meter token --database-url`.
-    let response = post_with(
-        &two,
+    let response = two
+        .post_with(
         &one.token,
         METER_USAGE,
         &json!({"customer_agreement_id": agreement, "billing_feature_code": "api_calls", "meter_value": "1"}),
@@ -114,44 +103,26 @@ async fn servers_on_one_database_share_data_and_one_issuer() {
     .unwrap();
     for app in [&one, &two] {
         let response = app
-            .http
-            .get(app.url(&format!("{METER_USAGE}?customer_agreement_id={agreement}")))
-            .bearer_auth(&cli_token)
-            .send()
-            .await
-            .unwrap();
+            .get_with(
+                &cli_token,
+                &format!("{METER_USAGE}?customer_agreement_id={agreement}"),
+            )
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
     }
 
     // An M2M client registered once gets tokens from one server for the other.
-    let store = backend::open_store(&one.data_dir).await;
-    let registration = kinde_meter_server::clients::register(
-        store.as_ref(),
-        "worker",
-        "create:meter_usage",
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
-    store.shutdown().await;
+    let (id, secret) = one.register_client("worker", "create:meter_usage").await;
+    assert_eq!(one.audience(), format!("{PUBLIC_URL}/api"));
     let issued: Value = one
-        .http
-        .post(one.url("/oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", registration.client.id.as_str()),
-            ("client_secret", registration.secret.expose()),
-            ("audience", &format!("{PUBLIC_URL}/api")),
-        ])
-        .send()
+        .request_token(&id, &secret, None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     let token = issued["access_token"].as_str().unwrap();
-    let response = post_with(
-        &two,
+    let response = two
+        .post_with(
         token,
         METER_USAGE,
         &json!({"customer_agreement_id": agreement, "billing_feature_code": "api_calls", "meter_value": "1"}),

@@ -1,7 +1,7 @@
 //! kinde-sdk against the real server over HTTP: success, and each error class
 //! matched as its typed variant.
 
-use crate::support::TestApp;
+use crate::support::{TestApp, closed_addr};
 use kinde_sdk::{
     ApiClient, BillingAgreementsApi, BillingMeterUsageApi, Configuration,
     CreateMeterUsageRecordError, GetBillingAgreementsParams,
@@ -138,12 +138,7 @@ async fn each_error_class_is_its_own_variant() {
     );
 
     // Nothing listens here any more: a transport error, retryable.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        format!("http://{addr}")
-    };
+    let closed = format!("http://{}", closed_addr());
     let transport = BillingMeterUsageApi::new(
         ApiClient::new(Configuration::new(closed).with_access_token("t")).unwrap(),
     )

@@ -10,15 +10,10 @@
 //!
 //! Waits are for conditions, with deadlines; there are no fixed sleeps.
 
-use std::{
-    path::Path,
-    process::Stdio,
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Stdio, sync::mpsc, time::Duration};
 
 use crate::proxy::{Fault, Proxy};
-use crate::support::{Options, TestApp};
+use crate::support::{Options, TestApp, closed_addr, eventually, sum};
 use kinde_sdk::{
     ApiClient, BillingMeterUsageApi, Configuration, Durability, ReporterError, RetryPolicy,
     UsageReporter,
@@ -52,33 +47,8 @@ fn api(host: &str, token: &str) -> BillingMeterUsageApi {
     )
 }
 
-/// Exact sum of decimals with at most 3 fractional digits, canonical.
-fn sum<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
-    let thousandths: u64 = values
-        .into_iter()
-        .map(|v| {
-            let (int, frac) = v.split_once('.').unwrap_or((v, "0"));
-            int.parse::<u64>().unwrap() * 1000 + format!("{frac:0<3}").parse::<u64>().unwrap()
-        })
-        .sum();
-    let (int, frac) = (thousandths / 1000, thousandths % 1000);
-    if frac == 0 {
-        int.to_string()
-    } else {
-        format!("{int}.{}", format!("{frac:03}").trim_end_matches('0'))
-    }
-}
-
 fn value(i: u64) -> String {
     format!("{}.{:03}", i % 5, (i * 37) % 1000)
-}
-
-async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !condition().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -192,7 +162,7 @@ async fn the_reporter_rides_out_a_server_outage() {
         ..Options::default()
     })
     .await;
-    eventually("the backlog to drain", async || {
+    eventually("the backlog to drain", DEADLINE, async || {
         reporter.stats().undelivered == 0
     })
     .await;
@@ -200,7 +170,7 @@ async fn the_reporter_rides_out_a_server_outage() {
     assert!(report.is_complete(), "{report:?}");
     assert_eq!(
         app.usage_value(&agreement, "api_calls", None).await,
-        sum(recorded.iter().map(String::as_str))
+        sum(&recorded)
     );
     assert_eq!(app.usage_value(&agreement, "storage_gb", None).await, "119");
     drop(tmp);
@@ -270,10 +240,7 @@ async fn batches_go_to_the_batch_endpoint_and_fall_back_to_single_records() {
 async fn a_full_spool_is_an_error_from_record() {
     let app = TestApp::spawn().await;
     let agreement = app.create_agreement("customer_full", "pro").await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let closed = format!("http://{}", closed_addr());
     let dir = tempfile::tempdir().unwrap();
     let reporter = UsageReporter::with_spool(api(&closed, &app.token), dir.path().join("spool"))
         .max_spool_bytes(8 * 1024)
@@ -432,15 +399,12 @@ async fn a_reporter_killed_mid_stream_and_restarted_delivers_exactly_what_it_ack
         child
             .follow(&mut acknowledged, |ack, _| ack.ok.len() >= kill_after)
             .await;
-        let before = app.usage(&agreement, "api_calls", None).await["record_count"]
-            .as_u64()
-            .unwrap();
-        eventually("the server to receive this run's usage", async || {
-            app.usage(&agreement, "api_calls", None).await["record_count"]
-                .as_u64()
-                .unwrap()
-                > before
-        })
+        let before = app.record_count(&agreement, "api_calls").await;
+        eventually(
+            "the server to receive this run's usage",
+            DEADLINE,
+            async || app.record_count(&agreement, "api_calls").await > before,
+        )
         .await;
         child.kill(&mut acknowledged).await;
         if let Some(value) = acknowledged.in_doubt.take() {
@@ -460,7 +424,7 @@ async fn a_reporter_killed_mid_stream_and_restarted_delivers_exactly_what_it_ack
     assert!(acknowledged.in_doubt.is_none());
     assert!(acknowledged.ok.len() >= 700);
 
-    let acknowledged_sum = sum(acknowledged.ok.iter().map(String::as_str));
+    let acknowledged_sum = sum(&acknowledged.ok);
     let usage = app.usage_value(&agreement, "api_calls", None).await;
     // A value whose `record` the kill interrupted may or may not have reached
     // the spool: the only freedom allowed. Everything else counts exactly once.

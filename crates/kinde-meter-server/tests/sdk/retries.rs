@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::proxy::{Fault, Proxy};
-use crate::support::{Options, TestApp};
+use crate::support::{Options, TestApp, eventually, sum};
 use kinde_meter_server::rate_limit::{Limit, RateLimitConfig};
 use kinde_sdk::{
     ApiClient, BillingAgreementsApi, BillingMeterUsageApi, Configuration,
@@ -49,40 +49,12 @@ fn value(i: u64) -> String {
     format!("{}.{:03}", i % 7 + 1, i % 1000)
 }
 
-/// The exact sum of decimal strings with at most 3 fractional digits.
-fn sum(values: &[String]) -> String {
-    let thousandths: u64 = values
-        .iter()
-        .map(|v| {
-            let (int, frac) = v.split_once('.').unwrap_or((v, "0"));
-            int.parse::<u64>().unwrap() * 1000 + format!("{frac:0<3}").parse::<u64>().unwrap()
-        })
-        .sum();
-    let (int, frac) = (thousandths / 1000, thousandths % 1000);
-    if frac == 0 {
-        int.to_string()
-    } else {
-        format!("{int}.{}", format!("{frac:03}").trim_end_matches('0'))
-    }
-}
-
-async fn wait_until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !condition().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn rate_limited_calls_wait_for_the_reset_and_then_succeed() {
-    let app = TestApp::spawn_with(Options {
-        rate_limits: RateLimitConfig {
-            default: Limit::OFF,
-            clients: HashMap::from([("limited".to_owned(), Limit::per_second(1, 1))]),
-            auth_failures: Limit::OFF,
-        },
-        ..Options::default()
+    let app = TestApp::spawn_limited(RateLimitConfig {
+        default: Limit::OFF,
+        clients: HashMap::from([("limited".to_owned(), Limit::per_second(1, 1))]),
+        auth_failures: Limit::OFF,
     })
     .await;
     let agreement = app.create_agreement("customer_rl", "pro").await;
@@ -112,9 +84,7 @@ async fn rate_limited_calls_wait_for_the_reset_and_then_succeed() {
         panic!("expected TooManyRequests, got {error:?}");
     };
     assert!(retry_after.is_some_and(|d| d >= Duration::from_secs(1)));
-    let before = app.usage(&agreement, "api_calls", None).await["record_count"]
-        .as_u64()
-        .unwrap();
+    let before = app.record_count(&agreement, "api_calls").await;
 
     // With the default policy every call waits for the reset and gets through.
     let retrying = api(&app.base, &limited, RetryPolicy::default());
@@ -135,7 +105,7 @@ async fn rate_limited_calls_wait_for_the_reset_and_then_succeed() {
     );
     let usage = app.usage(&agreement, "api_calls", None).await;
     assert_eq!(usage["record_count"].as_u64().unwrap(), before + 3);
-    let expected = sum(&[
+    let expected = sum([
         vec!["1".to_owned(); before as usize],
         (0..3).map(value).collect(),
     ]
@@ -174,7 +144,7 @@ async fn a_server_restarted_mid_run_loses_and_doubles_nothing() {
         }));
     }
 
-    wait_until("a third of the records", async || {
+    eventually("a third of the records", DEADLINE, async || {
         acknowledged.load(Ordering::SeqCst) >= WRITERS * PER_WRITER / 3
     })
     .await;

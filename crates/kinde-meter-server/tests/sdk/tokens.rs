@@ -9,10 +9,8 @@
 use std::time::{Duration, Instant};
 
 use crate::proxy::{Fault, Proxy};
-use crate::support::{Options, TestApp};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use crate::support::{Options, TestApp, jwt_claims};
 use jiff::{SignedDuration, Timestamp};
-use kinde_meter_server::clients;
 use kinde_sdk::{
     ApiClient, Auth, BillingMeterUsageApi, Configuration, CreateMeterUsageRecordError,
     GetMeterUsageError, RetryPolicy, TokenError,
@@ -21,25 +19,8 @@ use kinde_sdk::{
 const TOKEN: &str = "/oauth2/token";
 const METER_USAGE: &str = "/api/v1/billing/meter_usage";
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Registers an M2M client on the server's data directory, as `kinde-meter
-/// clients create` does.
-async fn register(app: &TestApp) -> (String, String) {
-    let store = crate::support::backend::open_store(&app.data_dir).await;
-    let registration = clients::register(
-        store.as_ref(),
-        "sdk tests",
-        "create:meter_usage read:meter_usage",
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
-    store.shutdown().await;
-    (
-        registration.client.id,
-        registration.secret.expose().to_owned(),
-    )
-}
+/// The scopes of the M2M client each test registers.
+const USAGE_SCOPES: &str = "create:meter_usage read:meter_usage";
 
 fn api_via(proxy: &Proxy, app: &TestApp, id: &str, secret: &str) -> BillingMeterUsageApi {
     let configuration = Configuration::new(&proxy.base).with_auth(Auth::ClientCredentials {
@@ -52,17 +33,14 @@ fn api_via(proxy: &Proxy, app: &TestApp, id: &str, secret: &str) -> BillingMeter
 
 /// The `exp` claim of a JWT.
 fn expiry(token: &str) -> Timestamp {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-    Timestamp::from_second(claims["exp"].as_i64().unwrap()).unwrap()
+    Timestamp::from_second(jwt_claims(token)["exp"].as_i64().unwrap()).unwrap()
 }
 
 #[tokio::test]
 async fn a_hundred_concurrent_calls_share_one_token_request() {
     let app = TestApp::spawn().await;
     let agreement = app.create_agreement("customer_tokens", "pro").await;
-    let (id, secret) = register(&app).await;
+    let (id, secret) = app.register_client("sdk tests", USAGE_SCOPES).await;
     let proxy = Proxy::start(&app.base).await;
     let api = api_via(&proxy, &app, &id, &secret);
 
@@ -109,7 +87,7 @@ async fn tokens_are_refreshed_before_they_expire() {
     })
     .await;
     let agreement = app.create_agreement("customer_refresh", "pro").await;
-    let (id, secret) = register(&app).await;
+    let (id, secret) = app.register_client("sdk tests", USAGE_SCOPES).await;
     let proxy = Proxy::start(&app.base).await;
     let api = api_via(&proxy, &app, &id, &secret);
 
@@ -141,7 +119,7 @@ async fn tokens_are_refreshed_before_they_expire() {
 async fn a_refused_token_is_replaced_once_and_the_call_retried() {
     let app = TestApp::spawn().await;
     let agreement = app.create_agreement("customer_refused", "pro").await;
-    let (id, secret) = register(&app).await;
+    let (id, secret) = app.register_client("sdk tests", USAGE_SCOPES).await;
     let proxy = Proxy::start(&app.base).await;
     let api = api_via(&proxy, &app, &id, &secret);
     api.get_meter_usage(&agreement, None, None).await.unwrap();
@@ -185,7 +163,7 @@ async fn a_refused_token_is_replaced_once_and_the_call_retried() {
 async fn token_failures_are_typed_and_never_show_the_secret() {
     let app = TestApp::spawn().await;
     let agreement = app.create_agreement("customer_badsecret", "pro").await;
-    let (id, _) = register(&app).await;
+    let (id, _) = app.register_client("sdk tests", USAGE_SCOPES).await;
     let proxy = Proxy::start(&app.base).await;
     let api = api_via(&proxy, &app, &id, "not-the-secret-at-all");
     let error = api
@@ -232,7 +210,7 @@ async fn token_failures_are_typed_and_never_show_the_secret() {
 async fn client_credentials_work_directly_with_the_default_audience() {
     let app = TestApp::spawn().await;
     let agreement = app.create_agreement("customer_direct", "pro").await;
-    let (id, secret) = register(&app).await;
+    let (id, secret) = app.register_client("sdk tests", USAGE_SCOPES).await;
     // Talking to the server itself, `{host}/api` is the server's audience.
     let api = BillingMeterUsageApi::new(
         ApiClient::new(Configuration::new(&app.base).with_client_credentials(id, secret)).unwrap(),
