@@ -4,64 +4,31 @@
 
 use std::{
     path::Path,
-    process::{Command, Output},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use kinde_meter_server::{Application, ServerConfig};
 use serde_json::Value;
 
-fn kinde_meter(data_dir: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinde-meter"));
-    for var in [
-        "KINDE_METER_DATA_DIR",
-        "KINDE_METER_SCOPE",
-        "KINDE_METER_SERVER",
-    ] {
-        command.env_remove(var);
-    }
-    command
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .unwrap()
-}
+use crate::support::{kinde_meter, request_token, run, run_ok, serve_in_process};
 
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+/// `kinde-meter ARGS --data-dir DIR`.
+fn on(data_dir: &Path, args: &[&str]) -> Command {
+    let mut command = kinde_meter();
+    command.args(args).arg("--data-dir").arg(data_dir);
+    command
 }
 
 /// A running server on `data_dir` (revocations polled every 100 ms) and its URL.
 async fn serve(data_dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir);
-    config.revocation_refresh = Duration::from_millis(100);
-    let app = Application::build(config).await.unwrap();
-    let url = app.identity().issuer();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    (url, stop)
+    serve_in_process(data_dir, |config| {
+        config.revocation_refresh = Duration::from_millis(100);
+    })
+    .await
 }
 
 async fn token(url: &str, id: &str, secret: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{url}/oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", secret),
-            ("audience", &format!("{url}/api")),
-        ])
-        .send()
-        .await
-        .unwrap()
+    request_token(url, url, id, secret).await
 }
 
 async fn read_usage(url: &str, token: &str) -> reqwest::StatusCode {
@@ -82,7 +49,7 @@ async fn clients_created_listed_and_revoked_on_the_data_dir_of_a_running_server(
     let dir = tempfile::tempdir().unwrap();
     let (url, stop) = serve(dir.path()).await;
 
-    let printed = ok(kinde_meter(
+    let printed = run_ok(&mut on(
         dir.path(),
         &[
             "clients",
@@ -99,7 +66,7 @@ async fn clients_created_listed_and_revoked_on_the_data_dir_of_a_running_server(
     let secret = lines[1].strip_prefix("client_secret: ").unwrap().to_owned();
     assert_eq!(id.len(), 32);
 
-    let json: Value = serde_json::from_str(&ok(kinde_meter(
+    let json: Value = serde_json::from_str(&run_ok(&mut on(
         dir.path(),
         &[
             "clients",
@@ -126,26 +93,26 @@ async fn clients_created_listed_and_revoked_on_the_data_dir_of_a_running_server(
         reqwest::StatusCode::FORBIDDEN
     );
 
-    let table = ok(kinde_meter(dir.path(), &["clients", "list"]));
+    let table = run_ok(&mut on(dir.path(), &["clients", "list"]));
     assert!(table.starts_with("CLIENT_ID"), "{table}");
     assert!(table.contains(&id) && table.contains("billing worker") && table.contains(&reader_id));
     assert!(!table.contains(&secret));
     let listed: Value =
-        serde_json::from_str(&ok(kinde_meter(dir.path(), &["clients", "list", "--json"]))).unwrap();
+        serde_json::from_str(&run_ok(&mut on(dir.path(), &["clients", "list", "--json"]))).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
     assert_eq!(listed[0]["client_id"], id.as_str());
     assert_eq!(listed[0]["revoked_at"], Value::Null);
     assert!(!listed.to_string().contains(&secret));
 
-    let revoked = ok(kinde_meter(dir.path(), &["clients", "revoke", &id]));
+    let revoked = run_ok(&mut on(dir.path(), &["clients", "revoke", &id]));
     assert!(
         revoked.starts_with(&format!("revoked {id} at ")),
         "{revoked}"
     );
-    let again = ok(kinde_meter(dir.path(), &["clients", "revoke", &id]));
+    let again = run_ok(&mut on(dir.path(), &["clients", "revoke", &id]));
     assert!(again.contains("already revoked"), "{again}");
     let listed: Value =
-        serde_json::from_str(&ok(kinde_meter(dir.path(), &["clients", "list", "--json"]))).unwrap();
+        serde_json::from_str(&run_ok(&mut on(dir.path(), &["clients", "list", "--json"]))).unwrap();
     assert!(listed[0]["revoked_at"].is_string());
 
     assert_eq!(
@@ -167,7 +134,7 @@ async fn clients_created_listed_and_revoked_on_the_data_dir_of_a_running_server(
 fn mistakes_fail_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     // No database yet: nothing is created by accident.
-    let output = kinde_meter(
+    let output = run(&mut on(
         dir.path(),
         &[
             "clients",
@@ -177,7 +144,7 @@ fn mistakes_fail_with_a_message() {
             "--scopes",
             "read:meter_usage",
         ],
-    );
+    ));
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("holds no kinde-meter database"));
 
@@ -211,7 +178,7 @@ fn mistakes_fail_with_a_message() {
         ),
         (&["clients", "revoke", "nobody"][..], "no client nobody"),
     ] {
-        let output = kinde_meter(dir.path(), args);
+        let output = run(&mut on(dir.path(), args));
         assert!(!output.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(message), "{args:?}: {stderr}");

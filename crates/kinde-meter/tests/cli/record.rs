@@ -3,26 +3,18 @@
 //! credentials, and with an idempotency key that makes re-running the command
 //! count once.
 
-use std::{
-    path::Path,
-    process::{Command, Output},
-};
+use std::process::Output;
 
-use kinde_meter_server::{Application, ServerConfig};
 use serde_json::Value;
 
-const SUCCESS: &str = r#"{"message":"Success","code":"OK"}"#;
+use crate::support::{self, SUCCESS, run, serve_in_process, usage_entry};
 
+/// `kinde-meter ARGS`, run to its end.
 fn kinde_meter(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinde-meter"));
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("KINDE_METER_") {
-            command.env_remove(var);
-        }
-    }
-    command.args(args).output().unwrap()
+    run(support::kinde_meter().args(args))
 }
 
+/// The trimmed stdout of a command that succeeded.
 fn ok(output: Output) -> String {
     assert!(
         output.status.success(),
@@ -30,18 +22,6 @@ fn ok(output: Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-/// A running server on `data_dir` and its URL.
-async fn serve(data_dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir);
-    let app = Application::build(config).await.unwrap();
-    let url = app.identity().issuer().to_owned();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    (url, stop)
 }
 
 fn usage(url: &str, auth: &[&str], agreement: &str, feature: &str) -> (String, u64) {
@@ -56,11 +36,7 @@ fn usage(url: &str, auth: &[&str], agreement: &str, feature: &str) -> (String, u
     ];
     args.extend_from_slice(auth);
     let body: Value = serde_json::from_str(&ok(kinde_meter(&args))).unwrap();
-    let entry = &body["usage"][0];
-    (
-        entry["value"].as_str().unwrap().to_owned(),
-        entry["record_count"].as_u64().unwrap(),
-    )
+    usage_entry(&body, feature)
 }
 
 // Multi-threaded: the commands block this test's thread while the server runs.
@@ -68,7 +44,7 @@ fn usage(url: &str, auth: &[&str], agreement: &str, feature: &str) -> (String, u
 async fn record_and_usage_work_with_a_token_or_client_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let (url, stop) = serve(dir.path()).await;
+    let (url, stop) = serve_in_process(dir.path(), |_| {}).await;
     let agreement = ok(kinde_meter(&[
         "agreements",
         "create",

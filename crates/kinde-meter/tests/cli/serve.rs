@@ -1,84 +1,25 @@
-//! End-to-end tests of the real `kinde-meter` binary (docs/operations.md): `serve` in a child
-//! process on 127.0.0.1:0 with a temporary data directory, the other commands
-//! run as a user would run them, and HTTP to check what the server accepts.
-//!
-//! Every wait is for a condition with a deadline; every child process is killed
-//! when its guard drops, so a failing test leaves nothing running.
+//! `kinde-meter serve` and the commands around it, end to end
+//! (docs/operations.md): `serve` in a child process on 127.0.0.1:0 with a
+//! temporary data directory, the other commands run as a user would run them,
+//! and HTTP to check what the server accepts.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::Path,
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::Command,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc,
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
 
-/// How long a server may take to print its first line, a command to finish.
-const DEADLINE: Duration = Duration::from_secs(60);
-/// How long a server may take to exit after SIGTERM (docs/limits.md#shutdown: 10 s, with margin).
-const EXIT_DEADLINE: Duration = Duration::from_secs(20);
-const SUCCESS: &str = r#"{"message":"Success","code":"OK"}"#;
-fn kinde_meter() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinde-meter"));
-    // The caller's `KINDE_METER_*` settings must not change what a test means.
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("KINDE_METER_") {
-            command.env_remove(var);
-        }
-    }
-    command.env("RUST_LOG", "info");
-    command
-}
-
-/// Kills the child if it is still running when dropped (a failed assertion).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Text a thread collects from a child's pipe.
-#[derive(Clone, Default)]
-struct Collected(Arc<Mutex<String>>);
-
-impl Collected {
-    /// Starts collecting; the thread ends when the pipe closes.
-    fn from_pipe(pipe: impl Read + Send + 'static) -> (Collected, JoinHandle<()>) {
-        let collected = Collected::default();
-        let sink = collected.clone();
-        let thread = std::thread::spawn(move || {
-            let mut reader = BufReader::new(pipe);
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                sink.0
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        (collected, thread)
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-}
+use crate::support::{
+    DEADLINE, EXIT_DEADLINE, SUCCESS, Server, http, kinde_meter, record, run, run_ok, usage_entry,
+};
 
 /// Waits for `condition` to hold, checking every few milliseconds, until `deadline`.
 fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
@@ -89,236 +30,12 @@ fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool)
     }
 }
 
-/// Runs a command to its end (killed after [`DEADLINE`]).
-fn run(command: &mut Command) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kinde-meter starts");
-    let mut guard = ChildGuard(child);
-    let (stdout, out_thread) = Collected::from_pipe(guard.0.stdout.take().unwrap());
-    let (stderr, err_thread) = Collected::from_pipe(guard.0.stderr.take().unwrap());
-    let status = wait_exit(&mut guard.0, DEADLINE, &stderr);
-    // The pipes close with the process: the readers have their last bytes.
-    out_thread.join().unwrap();
-    err_thread.join().unwrap();
-    Output {
-        status,
-        stdout: stdout.text().into_bytes(),
-        stderr: stderr.text().into_bytes(),
-    }
-}
-
-fn wait_exit(child: &mut Child, deadline: Duration, stderr: &Collected) -> ExitStatus {
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < until,
-            "the process did not exit within {deadline:?}; stderr so far:\n{}",
-            stderr.text()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn run_ok(command: &mut Command) -> String {
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// Stdout that must be exactly one line; returns it.
 fn one_line(stdout: &str) -> String {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "expected exactly one line, got {stdout:?}");
     assert!(stdout.ends_with('\n'));
     lines[0].to_owned()
-}
-
-/// A `kinde-meter serve` child process.
-struct Server {
-    guard: ChildGuard,
-    /// Stdout lines read so far.
-    lines: Vec<String>,
-    line_rx: mpsc::Receiver<String>,
-    stderr: Collected,
-    /// `http://127.0.0.1:PORT`, from the first line.
-    url: String,
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// `serve --listen 127.0.0.1:0 --data-dir DIR` plus `extra` arguments.
-    fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut command = kinde_meter();
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra);
-        Server::spawn(command)
-    }
-
-    /// Spawns `command` (a `serve`) and waits for its first line, the URL.
-    fn spawn(mut command: Command) -> Server {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kinde-meter serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let (stderr, _) = Collected::from_pipe(child.stderr.take().unwrap());
-        let guard = ChildGuard(child);
-        let (tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            guard,
-            lines: Vec::new(),
-            line_rx,
-            stderr,
-            url: String::new(),
-            addr: "0.0.0.0:0".parse().unwrap(),
-        };
-        let first = server.next_line();
-        let rest = first
-            .strip_prefix("kinde-meter serving ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        let url = rest.split(' ').next().unwrap().to_owned();
-        assert!(
-            rest[url.len()..].starts_with(" (listening on "),
-            "first line: {first:?}"
-        );
-        server.addr = url.strip_prefix("http://").unwrap().parse().unwrap();
-        assert_ne!(server.addr.port(), 0);
-        server.url = url;
-        server
-    }
-
-    /// The next stdout line, waiting up to [`DEADLINE`].
-    fn next_line(&mut self) -> String {
-        match self.line_rx.recv_timeout(DEADLINE) {
-            Ok(line) => {
-                self.lines.push(line.clone());
-                line
-            }
-            Err(e) => panic!(
-                "no stdout line from the server ({e}); stdout so far: {:?}; stderr:\n{}",
-                self.lines,
-                self.stderr.text()
-            ),
-        }
-    }
-
-    /// Reads stdout lines until one satisfies `predicate`; returns it.
-    fn line_where(&mut self, predicate: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.lines.iter().find(|l| predicate(l)) {
-            return line.clone();
-        }
-        loop {
-            let line = self.next_line();
-            if predicate(&line) {
-                return line;
-            }
-        }
-    }
-
-    /// The printed ready token.
-    fn printed_token(&mut self) -> String {
-        let line = self.line_where(|l| l.trim_start().starts_with("export TOKEN="));
-        line.trim()
-            .strip_prefix("export TOKEN=")
-            .unwrap()
-            .to_owned()
-    }
-
-    /// The printed curl line that records usage, and the agreement id in it.
-    fn printed_record_line(&mut self) -> (String, String) {
-        let line = self.line_where(|l| l.contains("curl") && l.contains("-X POST"));
-        let marker = r#""customer_agreement_id":""#;
-        let start = line.find(marker).expect("the curl line names an agreement") + marker.len();
-        let id = line[start..].split('"').next().unwrap().to_owned();
-        (line.trim().to_owned(), id)
-    }
-
-    /// The printed curl line that reads usage back.
-    fn printed_read_line(&mut self) -> String {
-        self.line_where(|l| l.contains("curl") && !l.contains("-X POST"))
-            .trim()
-            .to_owned()
-    }
-
-    fn pid(&self) -> u32 {
-        self.guard.0.id()
-    }
-
-    /// Sends SIGTERM.
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Waits for the process to exit and returns its status.
-    fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        wait_exit(&mut self.guard.0, deadline, &self.stderr)
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> ExitStatus {
-        self.terminate();
-        self.wait_exit(EXIT_DEADLINE)
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// POSTs one usage record; returns the status and the body.
-async fn record(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    agreement: &str,
-    value: &str,
-) -> (u16, String) {
-    let response = client
-        .post(format!("{url}/api/v1/billing/meter_usage"))
-        .bearer_auth(token)
-        .json(&json!({
-            "customer_agreement_id": agreement,
-            "billing_feature_code": "api_calls",
-            "meter_value": value,
-        }))
-        .send()
-        .await
-        .expect("the server answers");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
 }
 
 /// Reads the usage of `feature` over HTTP; returns (value, record_count).
@@ -336,21 +53,6 @@ async fn usage_over_http(url: &str, token: &str, agreement: &str, feature: &str)
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().await.unwrap();
     usage_entry(&body, feature)
-}
-
-/// `(value, record_count)` of `feature` in a usage response body.
-fn usage_entry(body: &Value, feature: &str) -> (String, u64) {
-    assert_eq!(body["code"], "OK", "{body}");
-    let entry = body["usage"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no usage array in {body}"))
-        .iter()
-        .find(|u| u["billing_feature_code"] == feature)
-        .unwrap_or_else(|| panic!("no {feature} in {body}"));
-    (
-        entry["value"].as_str().unwrap().to_owned(),
-        entry["record_count"].as_u64().unwrap(),
-    )
 }
 
 /// `kinde-meter usage --data-dir DIR --agreement-id A --feature-code api_calls`, parsed.
