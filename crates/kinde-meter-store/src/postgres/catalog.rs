@@ -43,8 +43,9 @@ pub(super) async fn upsert(conn: &mut Object, catalog: &Catalog) -> PgResult<()>
     let insert_feature = tx
         .prepare_cached(
             "INSERT INTO plan_features
-                 (plan_code, code, position, name, metered, unit_amount, limit_max)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 (plan_code, code, position, name, metered, unit_amount, limit_max,
+                  price_name, fixed_charge, limit_min, enforce_limit, thresholds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .await?;
     for plan in &catalog.plans {
@@ -60,6 +61,7 @@ pub(super) async fn upsert(conn: &mut Object, catalog: &Catalog) -> PgResult<()>
         .await?;
         tx.execute(&clear, &[&plan.code.as_str()]).await?;
         for (position, f) in (0i32..).zip(&plan.features) {
+            let thresholds: Vec<i16> = f.thresholds.iter().map(|&t| i16::from(t)).collect();
             tx.execute(
                 &insert_feature,
                 &[
@@ -70,6 +72,11 @@ pub(super) async fn upsert(conn: &mut Object, catalog: &Catalog) -> PgResult<()>
                     &f.metered,
                     &f.unit_amount,
                     &f.limit_max,
+                    &f.price_name,
+                    &f.fixed_charge,
+                    &f.limit_min,
+                    &f.enforce_limit,
+                    &thresholds,
                 ],
             )
             .await?;
@@ -81,7 +88,8 @@ pub(super) async fn upsert(conn: &mut Object, catalog: &Catalog) -> PgResult<()>
 
 /// A plan's and its features' columns, as [`fold_plans`] reads them.
 pub(super) const PLAN_COLUMNS: &str =
-    "p.code, p.name, p.interval, p.grp, f.code, f.name, f.metered, f.unit_amount, f.limit_max";
+    "p.code, p.name, p.interval, p.grp, f.code, f.name, f.metered, f.unit_amount, f.limit_max,
+     f.price_name, f.fixed_charge, f.limit_min, f.enforce_limit, f.thresholds";
 
 /// Plans and features joined, for [`PLAN_COLUMNS`]: one row per feature (one row
 /// with NULL feature columns for a plan without features).
@@ -154,12 +162,15 @@ pub(super) fn fold_plans(rows: &[Row], base: usize) -> PgResult<Vec<Plan>> {
             metered: r.get(base + 6),
             unit_amount: r.get(base + 7),
             limit_max: r.get(base + 8),
-            // Not stored yet (issue 9): read back as absent.
-            price_name: None,
-            fixed_charge: None,
-            limit_min: None,
-            enforce_limit: false,
-            thresholds: Vec::new(),
+            price_name: r.get(base + 9),
+            fixed_charge: r.get(base + 10),
+            limit_min: r.get(base + 11),
+            enforce_limit: r.get(base + 12),
+            thresholds: r
+                .get::<_, Vec<i16>>(base + 13)
+                .into_iter()
+                .map(|t| stored(u8::try_from(t), "plan_features.thresholds"))
+                .collect::<PgResult<_>>()?,
         });
     }
     Ok(plans)

@@ -136,8 +136,25 @@ CREATE TABLE issuer_identity (
 );
 ";
 
+/// Version 2: the catalog's entitlement terms of a feature (docs/catalog.md).
+///
+/// - `price_name`, `fixed_charge` and `limit_min` are NULL when the catalog
+///   leaves them out.
+/// - `thresholds` are percents. Rows written before this version get what the
+///   catalog gave them then: the default thresholds for a metered feature, none
+///   otherwise (the next catalog load rewrites them).
+const V2: &str = "
+ALTER TABLE plan_features
+    ADD COLUMN price_name    text,
+    ADD COLUMN fixed_charge  bigint,
+    ADD COLUMN limit_min     bigint,
+    ADD COLUMN enforce_limit boolean NOT NULL DEFAULT false,
+    ADD COLUMN thresholds    smallint[] NOT NULL DEFAULT '{}';
+UPDATE plan_features SET thresholds = '{80,100}' WHERE metered;
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;

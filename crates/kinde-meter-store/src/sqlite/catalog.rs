@@ -24,8 +24,9 @@ pub(super) fn upsert(conn: &Connection, catalog: &Catalog) -> rusqlite::Result<(
     let mut clear_features =
         conn.prepare_cached("DELETE FROM plan_features WHERE plan_code = ?1")?;
     let mut insert_feature = conn.prepare_cached(
-        "INSERT INTO plan_features (plan_code, code, position, name, metered, unit_amount, limit_max)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO plan_features (plan_code, code, position, name, metered, unit_amount,
+             limit_max, price_name, fixed_charge, limit_min, enforce_limit, thresholds)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for plan in &catalog.plans {
         upsert_plan.execute((
@@ -44,6 +45,11 @@ pub(super) fn upsert(conn: &Connection, catalog: &Catalog) -> rusqlite::Result<(
                 f.metered,
                 f.unit_amount,
                 f.limit_max,
+                &f.price_name,
+                f.fixed_charge,
+                f.limit_min,
+                f.enforce_limit,
+                serde_json::to_string(&f.thresholds).expect("numbers serialise"),
             ))?;
         }
     }
@@ -67,7 +73,8 @@ pub(super) fn load_plan(conn: &Connection, code: &PlanCode) -> rusqlite::Result<
     };
     let mut features = Vec::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT code, name, metered, unit_amount, limit_max
+        "SELECT code, name, metered, unit_amount, limit_max, price_name, fixed_charge,
+                limit_min, enforce_limit, thresholds
          FROM plan_features WHERE plan_code = ?1 ORDER BY position",
     )?;
     let mut rows = stmt.query([code.as_str()])?;
@@ -78,12 +85,11 @@ pub(super) fn load_plan(conn: &Connection, code: &PlanCode) -> rusqlite::Result<
             metered: r.get(2)?,
             unit_amount: r.get(3)?,
             limit_max: r.get(4)?,
-            // Not stored yet (issue 9): read back as absent.
-            price_name: None,
-            fixed_charge: None,
-            limit_min: None,
-            enforce_limit: false,
-            thresholds: Vec::new(),
+            price_name: r.get(5)?,
+            fixed_charge: r.get(6)?,
+            limit_min: r.get(7)?,
+            enforce_limit: r.get(8)?,
+            thresholds: stored(serde_json::from_str(&r.get::<_, String>(9)?))?,
         });
     }
     Ok(Some(Plan {

@@ -53,6 +53,8 @@ use crate::{
 };
 use crate::{Client, ClientWithSecret, CustomerEntitlements, NewClient, RevokedClient};
 
+pub use schema::CURRENT_VERSION;
+
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "kinde-meter.db";
 

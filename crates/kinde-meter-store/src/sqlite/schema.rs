@@ -115,11 +115,28 @@ CREATE INDEX m2m_clients_by_revocation
     ON m2m_clients (revoked_at_ns) WHERE revoked_at_ns IS NOT NULL;
 ";
 
+/// Version 3: the catalog's entitlement terms of a feature (docs/catalog.md).
+///
+/// - `price_name`, `fixed_charge` and `limit_min` are NULL when the catalog
+///   leaves them out.
+/// - `thresholds` is a JSON array of percents (`[80,100]`). Rows written before
+///   this version get what the catalog gave them then: the default thresholds
+///   for a metered feature, none otherwise (the next catalog load rewrites them).
+const V3: &str = "
+ALTER TABLE plan_features ADD COLUMN price_name TEXT;
+ALTER TABLE plan_features ADD COLUMN fixed_charge INTEGER;
+ALTER TABLE plan_features ADD COLUMN limit_min INTEGER;
+ALTER TABLE plan_features ADD COLUMN enforce_limit INTEGER NOT NULL DEFAULT 0
+    CHECK (enforce_limit IN (0, 1));
+ALTER TABLE plan_features ADD COLUMN thresholds TEXT NOT NULL DEFAULT '[]';
+UPDATE plan_features SET thresholds = '[80,100]' WHERE metered = 1;
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
-pub(super) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database up to [`CURRENT_VERSION`], refusing a newer one (a newer
 /// kinde-meter migrated it; this build would misread it).

@@ -382,7 +382,9 @@ impl Store for TestStore {
     }
 }
 
-/// Two monthly plans: `pro` (two metered features and one that is not) and `basic`.
+/// Three monthly plans: `pro` (two metered features and one that is not),
+/// `basic`, and `capped`, whose features carry every entitlement term: `calls`
+/// has a hard limit of 100, `soft` a limit of 100 not enforced.
 pub const CATALOG: &str = r#"
 [[plans]]
 code = "pro"
@@ -412,6 +414,33 @@ interval = "month"
 [[plans.features]]
 code = "seats"
 metered = true
+
+[[plans]]
+code = "capped"
+name = "Capped"
+interval = "month"
+
+[[plans.features]]
+code = "calls"
+name = "Calls"
+metered = true
+price_name = "Calls (capped)"
+unit_amount = 3
+limit_max = 100
+limit_min = 1
+enforce_limit = true
+thresholds = [50, 90, 100]
+
+[[plans.features]]
+code = "soft"
+metered = true
+limit_max = 100
+
+[[plans.features]]
+code = "support"
+name = "Support"
+metered = false
+fixed_charge = 1500
 "#;
 
 pub fn catalog() -> Catalog {

@@ -1,7 +1,7 @@
 //! Migrations applied by several servers (and `kinde-meter migrate`) at once.
 
 use kinde_meter_store::{
-    StoreConfig,
+    Store, StoreConfig,
     postgres::{CURRENT_VERSION, PgSettings, PgStore, scratch::ScratchSchema},
 };
 
@@ -55,4 +55,60 @@ async fn migrations_raced_by_several_stores_are_applied_once() {
     conn.batch_execute(&format!("DROP SCHEMA {fresh} CASCADE"))
         .await
         .unwrap();
+}
+
+/// A version-1 schema (features without their entitlement terms) gains the
+/// columns in place when a server starts on it: features keep what they had,
+/// metered ones get the default thresholds, and a catalog load then stores
+/// every term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_gains_the_entitlement_terms() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("a_version_1_schema_gains_the_entitlement_terms");
+    };
+    let store = open(&backend).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    store.shutdown().await;
+    // Back to what a version-1 kinde-meter left behind.
+    store
+        .execute(
+            "ALTER TABLE plan_features DROP COLUMN price_name, DROP COLUMN fixed_charge,
+                 DROP COLUMN limit_min, DROP COLUMN enforce_limit, DROP COLUMN thresholds",
+        )
+        .await;
+    store
+        .execute("DELETE FROM schema_migrations WHERE version > 1")
+        .await;
+    let store = store.reopen().await;
+    assert_eq!(
+        store
+            .count("SELECT max(version) FROM schema_migrations")
+            .await,
+        i64::from(CURRENT_VERSION)
+    );
+    let old = store.catalog().await.unwrap();
+    let pro = old.plans.iter().find(|p| p.code.as_str() == "pro").unwrap();
+    let api_calls = &pro.features[0];
+    assert_eq!(
+        (
+            api_calls.limit_max,
+            api_calls.enforce_limit,
+            &api_calls.thresholds[..]
+        ),
+        (Some(1000), false, &[80, 100][..])
+    );
+    assert!(pro.features[2].thresholds.is_empty(), "not metered");
+    assert_eq!(api_calls.price_name, None);
+    assert_eq!(
+        submit(
+            &store,
+            delta(&a, "api_calls", "1", "2024-03-02T00:00:00Z"),
+            "2024-03-02T00:00:00Z"
+        )
+        .await,
+        Ok(())
+    );
+    store.load_catalog(&catalog()).await.unwrap();
+    assert_eq!(store.catalog().await.unwrap(), catalog());
+    store.shutdown().await;
 }

@@ -1,5 +1,5 @@
-//! M2M clients on SQLite: the migration that added them (the rest of the
-//! clients' contract is in `contract/clients.rs`, for every backend).
+//! The SQLite store's migrations: databases of earlier versions upgrade in
+//! place (the contracts of what they add are in `contract/`, for every backend).
 
 use kinde_meter_store::{NewClient, Store};
 
@@ -19,12 +19,28 @@ fn new_client(name: &str, scopes: &[&str], random: u8, at: &str) -> NewClient {
     }
 }
 
+/// Drops the columns version 3 added.
+async fn drop_entitlement_terms(store: &TestStore) {
+    for column in [
+        "price_name",
+        "fixed_charge",
+        "limit_min",
+        "enforce_limit",
+        "thresholds",
+    ] {
+        store
+            .execute(&format!("ALTER TABLE plan_features DROP COLUMN {column}"))
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn a_version_1_database_gains_the_clients_table() {
     let store = open(&Backend::Sqlite).await;
     store.shutdown().await;
     // Back to what a version-1 kinde-meter left behind.
     store.execute("DROP TABLE m2m_clients").await;
+    drop_entitlement_terms(&store).await;
     store
         .execute("DELETE FROM schema_migrations WHERE version > 1")
         .await;
@@ -43,6 +59,54 @@ async fn a_version_1_database_gains_the_clients_table() {
         store
             .count("SELECT max(version) FROM schema_migrations")
             .await,
-        2
+        kinde_meter_store::sqlite::CURRENT_VERSION
     );
+}
+
+/// A version-2 database (features without their entitlement terms) gains the
+/// columns in place: features keep what they had, metered ones get the default
+/// thresholds, and a catalog load then stores every term.
+#[tokio::test]
+async fn a_version_2_database_gains_the_entitlement_terms() {
+    let store = open(&Backend::Sqlite).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    store.shutdown().await;
+    // Back to what a version-2 kinde-meter left behind.
+    drop_entitlement_terms(&store).await;
+    store
+        .execute("DELETE FROM schema_migrations WHERE version > 2")
+        .await;
+    let store = store.reopen().await;
+    assert_eq!(
+        store
+            .count("SELECT max(version) FROM schema_migrations")
+            .await,
+        3
+    );
+    let old = store.catalog().await.unwrap();
+    let pro = old.plans.iter().find(|p| p.code.as_str() == "pro").unwrap();
+    let api_calls = &pro.features[0];
+    assert_eq!(
+        (
+            api_calls.limit_max,
+            api_calls.enforce_limit,
+            &api_calls.thresholds[..]
+        ),
+        (Some(1000), false, &[80, 100][..])
+    );
+    assert!(pro.features[2].thresholds.is_empty(), "not metered");
+    assert_eq!(api_calls.price_name, None);
+    // Usage goes on, and a catalog load stores every term.
+    assert_eq!(
+        submit(
+            &store,
+            delta(&a, "api_calls", "1", "2024-03-02T00:00:00Z"),
+            "2024-03-02T00:00:00Z"
+        )
+        .await,
+        Ok(())
+    );
+    store.load_catalog(&catalog()).await.unwrap();
+    assert_eq!(store.catalog().await.unwrap(), catalog());
+    store.shutdown().await;
 }
