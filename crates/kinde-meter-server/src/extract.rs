@@ -247,6 +247,12 @@ impl Params {
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
+
+    /// A parameter as sent, empty included (for parameters whose empty value
+    /// is an error rather than absence, such as `page_size`).
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
 }
 
 /// A present query parameter.

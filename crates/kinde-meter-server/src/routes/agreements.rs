@@ -12,7 +12,7 @@ use kinde_meter_wire::{ErrorResponse, GetBillingAgreementsResponse, SuccessRespo
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{JsonBody, Params, QueryParams};
 use crate::state::AppState;
 use crate::views;
 
@@ -135,39 +135,17 @@ pub async fn get_billing_agreements(
         .map(|f| FeatureCode::parse(f.to_owned()))
         .transpose()
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidField, format!("feature_code {e}")))?;
-    let page_size = match params.optional("page_size") {
-        None => DEFAULT_PAGE_SIZE,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    ErrorCode::InvalidField,
-                    format!("page_size must be a whole number from 1 to {MAX_PAGE_SIZE}"),
-                )
-            })?,
-    };
-    let cursor_id = |field: &str| {
-        params
-            .optional(field)
-            .map(|id| {
-                AgreementId::parse(id.to_owned()).map_err(|e| {
-                    ApiError::bad_request(ErrorCode::InvalidField, format!("{field} {e}"))
-                })
-            })
-            .transpose()
-    };
-    let cursor = match (cursor_id("starting_after")?, cursor_id("ending_before")?) {
-        (None, None) => Cursor::First,
-        (Some(after), None) => Cursor::StartingAfter(after),
-        (None, Some(before)) => Cursor::EndingBefore(before),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidField,
-                "give starting_after or ending_before, not both",
-            ));
-        }
+    let page_size = page_size(&params)?;
+    let cursor = match page_start(&params)? {
+        PageStart::First => Cursor::First,
+        // An id that could never be one (too long, control characters) names
+        // no agreement either.
+        PageStart::StartingAfter(id) => AgreementId::parse(id)
+            .map(Cursor::StartingAfter)
+            .map_err(|_| unknown_cursor())?,
+        PageStart::EndingBefore(id) => AgreementId::parse(id)
+            .map(Cursor::EndingBefore)
+            .map_err(|_| unknown_cursor())?,
     };
     let now = state.clock.now();
     let page = state
@@ -181,11 +159,62 @@ pub async fn get_billing_agreements(
         })
         .await
         .map_err(|e| match e {
-            ListAgreementsError::UnknownCursor => ApiError::bad_request(
-                ErrorCode::InvalidField,
-                "starting_after/ending_before must name one of the customer's agreements",
-            ),
+            ListAgreementsError::UnknownCursor => unknown_cursor(),
             ListAgreementsError::Store(e) => e.into(),
         })?;
     Ok(Json(views::agreements_page(&page, now)))
+}
+
+/// 400 `AGREEMENT_NOT_FOUND`: a paging cursor that names no agreement of the
+/// listing (`docs/api.md#paging`).
+fn unknown_cursor() -> ApiError {
+    ApiError::bad_request(
+        ErrorCode::AgreementNotFound,
+        "starting_after/ending_before must name one of the listed agreements",
+    )
+}
+
+/// The `page_size` of a listing (`docs/api.md#paging`): default 10, a whole
+/// number from 1 to 500; anything else, empty included, is 400 `INVALID_FIELD`.
+pub(crate) fn page_size(params: &Params) -> Result<usize, ApiError> {
+    let Some(text) = params.raw("page_size") else {
+        return Ok(DEFAULT_PAGE_SIZE);
+    };
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::InvalidField,
+                format!("page_size must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+            )
+        })
+}
+
+/// Where a page of a listing starts, as the request names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageStart<'a> {
+    /// The first page.
+    First,
+    /// The page after the item with this id (`starting_after`).
+    StartingAfter(&'a str),
+    /// The page just before the item with this id (`ending_before`).
+    EndingBefore(&'a str),
+}
+
+/// The paging cursor of a listing: `starting_after` or `ending_before` (an
+/// empty one counts as absent), not both (400 `INVALID_FIELD`).
+pub(crate) fn page_start(params: &Params) -> Result<PageStart<'_>, ApiError> {
+    match (
+        params.optional("starting_after"),
+        params.optional("ending_before"),
+    ) {
+        (None, None) => Ok(PageStart::First),
+        (Some(after), None) => Ok(PageStart::StartingAfter(after)),
+        (None, Some(before)) => Ok(PageStart::EndingBefore(before)),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            ErrorCode::InvalidField,
+            "give starting_after or ending_before, not both",
+        )),
+    }
 }

@@ -15,6 +15,7 @@
 //! [`table`].
 
 pub mod agreements;
+pub mod entitlements;
 pub mod layers;
 pub mod meter_usage;
 pub mod oauth;
@@ -87,6 +88,14 @@ fn table() -> Vec<Route> {
         scoped(
             ReadBillingAgreements,
             routes!(agreements::get_billing_agreements),
+        ),
+        scoped(
+            ReadBillingEntitlements,
+            routes!(entitlements::get_billing_entitlements),
+        ),
+        scoped(
+            ReadBillingEntitlements,
+            routes!(entitlements::check_billing_entitlement),
         ),
         public(routes!(oauth::token)),
         public(routes!(operations::jwks)),

@@ -160,7 +160,8 @@ async fn bad_requests_are_named() {
         "page_size=0",
         "page_size=501",
         "page_size=ten",
-        "starting_after=agreement_x",
+        "page_size=",
+        "page_size=-1",
         "starting_after=a&ending_before=b",
     ] {
         assert_error(
@@ -168,6 +169,23 @@ async fn bad_requests_are_named() {
                 .await,
             StatusCode::BAD_REQUEST,
             &["INVALID_FIELD"],
+        )
+        .await;
+    }
+    // A paging cursor that names no agreement of the listing (docs/api.md#paging),
+    // another customer's included.
+    let others = app.create_agreement("someone-else", "pro").await;
+    for q in [
+        "starting_after=agreement_x".to_owned(),
+        "ending_before=agreement_00000000000000000000000000000000".to_owned(),
+        format!("starting_after={others}"),
+        format!("starting_after={}", "x".repeat(300)),
+    ] {
+        assert_error(
+            app.get(&format!("/api/v1/billing/agreements?customer_id=c&{q}"))
+                .await,
+            StatusCode::BAD_REQUEST,
+            &["AGREEMENT_NOT_FOUND"],
         )
         .await;
     }
