@@ -141,7 +141,9 @@ pub struct IdempotencyClaim {
 
 /// Whether a submission came from the single-record endpoint or the batch one.
 /// It decides when the outcome is remembered for the idempotency key: a single
-/// record only when stored (its answer was 200), a batch always (always 200).
+/// record when stored (its answer was 200) or refused by an entitlement limit
+/// (`ENTITLEMENT_LIMIT_EXCEEDED`, replayed as the same refusal), a batch always
+/// (always 200).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmissionKind {
     /// `POST /api/v1/billing/meter_usage`.

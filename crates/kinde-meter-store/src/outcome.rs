@@ -23,6 +23,24 @@ pub(crate) fn kind_str(kind: SubmissionKind) -> &'static str {
     }
 }
 
+/// Whether a submission of `kind` with `results` is remembered under its key:
+/// a batch always (always answered 200); a single record when stored (200) or
+/// refused by an entitlement limit, so that a replay answers the same refusal
+/// even if usage has dropped since. Other failures of a single record store
+/// nothing, not even the key: a retry is processed afresh.
+pub(crate) fn remembered(kind: SubmissionKind, results: &[RecordResult]) -> bool {
+    match kind {
+        SubmissionKind::Batch => true,
+        SubmissionKind::Single => {
+            !results.is_empty()
+                && results.iter().all(|r| match r {
+                    Ok(()) => true,
+                    Err(f) => f.code == ErrorCode::EntitlementLimitExceeded,
+                })
+        }
+    }
+}
+
 /// The per-record results as stored.
 pub(crate) fn encode(results: &[RecordResult]) -> String {
     let stored: Vec<Option<StoredFailure>> = results

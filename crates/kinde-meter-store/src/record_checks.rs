@@ -5,8 +5,10 @@
 use jiff::Timestamp;
 use kinde_meter_core::{
     ErrorCode,
+    aggregate::AggregateState,
     agreement::Agreement,
     catalog::{Feature, Plan},
+    entitlement::{self, LimitExceeded},
     ids::{AgreementId, FeatureCode},
     request::UsageRecord,
 };
@@ -15,13 +17,14 @@ use crate::{ReadUsageError, RecordFailure};
 
 /// Checks `record` against its agreement and plan as loaded (`None`: absent):
 /// the agreement exists and is active at `received_at`, its plan is known, and
-/// the feature is one of the plan's metered features.
+/// the feature is one of the plan's metered features. Returns the agreement and
+/// the feature's terms (for [`hard_limit`]).
 pub(crate) fn check<'a>(
     record: &UsageRecord,
     agreement: Option<&'a Agreement>,
     plan: impl FnOnce(&Agreement) -> Option<&'a Plan>,
     received_at: Timestamp,
-) -> Result<&'a Agreement, RecordFailure> {
+) -> Result<(&'a Agreement, &'a Feature), RecordFailure> {
     let id: &AgreementId = &record.agreement_id;
     let feature = &record.feature_code;
     let Some(agreement) = agreement else {
@@ -54,8 +57,43 @@ pub(crate) fn check<'a>(
             ErrorCode::FeatureNotMetered,
             format!("billing_feature_code: feature {feature} of plan {plan_code} is not metered"),
         )),
-        Some(_) => Ok(agreement),
+        Some(f) => Ok((agreement, f)),
     }
+}
+
+/// The hard-limit decision for a record of `feature` that takes its period's
+/// aggregate from `before` to `after` (docs/api.md, entitlements): nothing to
+/// decide for a feature without an enforced limit; otherwise the core's
+/// [`entitlement::admit`], with the message clients see.
+pub(crate) fn hard_limit(
+    feature: &Feature,
+    record: &UsageRecord,
+    before: &AggregateState,
+    after: &AggregateState,
+) -> Result<(), RecordFailure> {
+    if feature.hard_limit().is_none() {
+        return Ok(());
+    }
+    match entitlement::admit(feature, before, after) {
+        Ok(_) => Ok(()),
+        Err(exceeded) => Err(limit_exceeded(record, &exceeded)),
+    }
+}
+
+/// The failure of a record refused by an enforced entitlement limit.
+fn limit_exceeded(record: &UsageRecord, exceeded: &LimitExceeded) -> RecordFailure {
+    RecordFailure::new(
+        ErrorCode::EntitlementLimitExceeded,
+        format!(
+            "meter_value: {} {} would take the usage of {} in its billing period to {}, \
+             beyond the feature's entitlement limit of {}; nothing was recorded",
+            record.meter_type.as_str(),
+            record.value,
+            record.feature_code,
+            exceeded.usage,
+            exceeded.limit_max
+        ),
+    )
 }
 
 /// The failure of a record that would take its total beyond 10^27.

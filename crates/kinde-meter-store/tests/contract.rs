@@ -15,6 +15,8 @@ mod clients;
 mod durability;
 #[path = "contract/entitlements.rs"]
 mod entitlements;
+#[path = "contract/hard_limits.rs"]
+mod hard_limits;
 #[path = "contract/idempotency.rs"]
 mod idempotency;
 #[path = "contract/usage.rs"]

@@ -12,7 +12,8 @@
 //!    arrival sequence numbers from `usage_record_seq` for all of them at once;
 //! 4. apply the submissions in order in memory, with the core's
 //!    `AggregateState::apply` (the only reads now are the rare "deltas after a
-//!    late absolute" sums);
+//!    late absolute" sums), refusing what would pass an enforced entitlement
+//!    limit: decided on the locked rows, so in commit order across servers;
 //! 5. write: one multi-row INSERT of the stored records, one UPDATE of the
 //!    aggregates, one statement per kind of idempotency key change.
 //!
@@ -27,7 +28,7 @@ use kinde_meter_core::{
     aggregate::{AggregateState, ApplyError, Entry, MeterType, OrderKey},
     agreement::Agreement,
     assignment::assign,
-    catalog::Plan,
+    catalog::{Feature, Plan},
     ids::{AgreementId, PlanCode},
     request::UsageRecord,
     value::UsageTotal,
@@ -41,17 +42,20 @@ use super::{
 };
 use crate::{
     RecordFailure, RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
-    outcome::kind_str, record_checks,
+    outcome::{self, kind_str},
+    record_checks,
 };
 
 /// What each submission of the batch is answered, in order.
 pub(super) type Answers = Vec<Result<SubmissionOutcome, StoreError>>;
 
 /// A record that passed its checks, placed in its period.
-struct Placed {
+struct Placed<'p> {
     key: PeriodKey,
     period_end_ns: i64,
     effective_at: Timestamp,
+    /// The feature's terms in the agreement's plan (its hard limit, if any).
+    terms: &'p Feature,
 }
 
 /// A record to insert, with what its row needs beyond the request.
@@ -198,6 +202,14 @@ pub(super) async fn run(
             };
             let state = states.get(&p.key).copied().unwrap_or_default();
             match apply(&tx, &state, entry, &p.key, &stored).await? {
+                // Decided on the locked row's state plus this batch's earlier
+                // records: in commit order, across every server.
+                Some(next)
+                    if let Err(failure) =
+                        record_checks::hard_limit(p.terms, record, &state, &next) =>
+                {
+                    results.push(Err(failure));
+                }
                 Some(next) => {
                     seqs.next();
                     states.insert(p.key.clone(), next);
@@ -215,7 +227,7 @@ pub(super) async fn run(
             }
         }
         if let (Some(id), Some(claim)) = (&id, &s.idempotency)
-            && idempotency::remembers(s.kind, &results)
+            && outcome::remembered(s.kind, &results)
         {
             keys.states.insert(
                 id.clone(),
@@ -265,14 +277,14 @@ async fn load_agreements(
 }
 
 /// Checks a record and assigns it to its period (SPEC §3).
-fn place(
+fn place<'p>(
     record: &UsageRecord,
     s: &UsageSubmission,
     config: &StoreConfig,
-    agreements: &HashMap<AgreementId, Agreement>,
-    plans: &HashMap<PlanCode, Plan>,
-) -> Result<Placed, OpError<RecordFailure>> {
-    let agreement = record_checks::check(
+    agreements: &'p HashMap<AgreementId, Agreement>,
+    plans: &'p HashMap<PlanCode, Plan>,
+) -> Result<Placed<'p>, OpError<RecordFailure>> {
+    let (agreement, terms) = record_checks::check(
         record,
         agreements.get(&record.agreement_id),
         |a| plans.get(&a.plan_code),
@@ -293,6 +305,7 @@ fn place(
         },
         period_end_ns: codec::ns(assignment.period.end)?,
         effective_at: assignment.effective_at,
+        terms,
     })
 }
 

@@ -9,7 +9,8 @@
 //!
 //! Inside the batch, the key's state evolves as its submissions are applied in
 //! order; at the end the claimed rows are written (an outcome to remember) or
-//! deleted (a single record that failed leaves no trace, as with SQLite).
+//! deleted (a single record that failed leaves no trace, as with SQLite, unless
+//! an entitlement limit refused it: see `outcome::remembered`).
 
 use std::collections::HashMap;
 
@@ -18,7 +19,7 @@ use jiff::Timestamp;
 
 use super::{codec, failure::PgResult};
 use crate::{
-    RecordResult, StoreConfig, SubmissionKind, UsageSubmission,
+    RecordResult, StoreConfig, UsageSubmission,
     outcome::{self, UnreadableOutcome, kind_str},
 };
 
@@ -197,15 +198,6 @@ pub(super) async fn finish(conn: &impl GenericClient, keys: &Keys) -> PgResult<(
         conn.execute(&stmt, &[&released.0, &released.1]).await?;
     }
     Ok(())
-}
-
-/// Whether a submission of `kind` with `results` is remembered: a batch always
-/// (always answered 200), a single record only when stored (its answer was 200).
-pub(super) fn remembers(kind: SubmissionKind, results: &[RecordResult]) -> bool {
-    match kind {
-        SubmissionKind::Batch => true,
-        SubmissionKind::Single => !results.is_empty() && results.iter().all(Result::is_ok),
-    }
 }
 
 /// Deletes up to `limit` keys created before `before`, skipping rows a batch

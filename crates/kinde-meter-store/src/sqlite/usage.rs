@@ -22,7 +22,7 @@ use super::{
     idempotency,
 };
 use crate::{
-    RecordResult, StoreConfig, StoreError, SubmissionKind, SubmissionOutcome, UsageSubmission,
+    RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission, outcome,
     record_checks,
 };
 
@@ -99,16 +99,11 @@ pub(super) fn apply_submission(
             Err(failure) => Err(failure.clone()),
         });
     }
-    if let Some(claim) = &s.idempotency {
-        // A single record's answer is replayed only if it was a 200; a batch is
-        // always answered 200, whatever its records' fates (model.rs).
-        let remember = match s.kind {
-            SubmissionKind::Batch => true,
-            SubmissionKind::Single => !results.is_empty() && results.iter().all(Result::is_ok),
-        };
-        if remember {
-            idempotency::remember(conn, &s.client_id, claim, s.kind, &results, received_ns)?;
-        }
+    // What a replay of the key answers (see `outcome::remembered`).
+    if let Some(claim) = &s.idempotency
+        && outcome::remembered(s.kind, &results)
+    {
+        idempotency::remember(conn, &s.client_id, claim, s.kind, &results, received_ns)?;
     }
     Ok(SubmissionOutcome::Processed(results))
 }
@@ -126,13 +121,13 @@ fn apply_record(
         _ => None,
     };
     // The checks and their messages are shared with the other backends.
-    let agreement = match record_checks::check(
+    let (agreement, terms) = match record_checks::check(
         record,
         loaded.as_deref(),
         |_| plan.as_deref(),
         s.received_at,
     ) {
-        Ok(agreement) => agreement,
+        Ok(checked) => checked,
         Err(failure) => return Ok(Err(failure)),
     };
     let id = &record.agreement_id;
@@ -173,6 +168,11 @@ fn apply_record(
         }
         Err(ApplyError::Source(SumError::Sql(e))) => return Err(e),
     };
+    // Decided on the state this transaction has so far, under the write lock:
+    // in commit order, after every earlier record of the group commit.
+    if let Err(failure) = record_checks::hard_limit(terms, record, &state, &next) {
+        return Ok(Err(failure));
+    }
 
     let period_end_ns = codec::ns(assignment.period.end)?;
     conn.prepare_cached(

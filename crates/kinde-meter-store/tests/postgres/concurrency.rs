@@ -321,3 +321,138 @@ async fn concurrent_agreements_of_one_customer_leave_one_active() {
         1
     );
 }
+
+/// Two servers racing on one agreement's enforced limit, each with many
+/// concurrent writers (singles and batches, deltas and absolutes): the usage
+/// never passes the limit, equals what the accepted records fold to, and every
+/// refusal is ENTITLEMENT_LIMIT_EXCEEDED. The decision is taken under the
+/// aggregate row's lock, which both servers' writers take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_racing_on_an_enforced_limit_never_overshoot() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("two_servers_racing_on_an_enforced_limit_never_overshoot");
+    };
+    let one = Arc::new(open(&backend).await);
+    let two = Arc::new(one.reopen().await);
+    let a = create(&*one, "cust", "capped", "2024-03-01T00:00:00Z", 1).await;
+    let values = ["0.5", "1", "2.25", "3", "7", "0.000000001", "4.75"];
+    // Distinct instants, so that the accepted records fold to one answer.
+    let at = |i: usize| {
+        t("2024-03-02T00:00:00Z")
+            .checked_add(SignedDuration::from_secs(i as i64))
+            .unwrap()
+            .to_string()
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|lane| {
+            let store = if lane % 2 == 0 {
+                one.clone()
+            } else {
+                two.clone()
+            };
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for j in 0..12 {
+                    let i = lane * 100 + j;
+                    let value = values[i % values.len()];
+                    let mut records = vec![delta(&a, "calls", value, &at(i))];
+                    if j % 3 == 0 {
+                        records.push(delta(&a, "calls", "1.5", &at(i + 50)));
+                    }
+                    if lane == 5 && j == 6 {
+                        // An absolute in the middle of the race lowers the usage.
+                        records = vec![absolute(&a, "calls", "10", &at(i))];
+                    }
+                    let outcome = store
+                        .submit_usage(submission(records.clone(), "client"))
+                        .await
+                        .unwrap();
+                    let SubmissionOutcome::Processed(results) = outcome else {
+                        panic!("{outcome:?}")
+                    };
+                    out.extend(records.into_iter().zip(results));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut accepted: Vec<UsageRecord> = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        for (record, result) in task.await.unwrap() {
+            match result {
+                Ok(()) => accepted.push(record),
+                Err(failure) => {
+                    assert_eq!(
+                        failure.code,
+                        kinde_meter_core::ErrorCode::EntitlementLimitExceeded
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(refused > 0, "the workload passes the limit");
+    let want = reference(&[accepted.clone()])[&(a.id.to_string(), "calls".to_owned())].clone();
+    for store in [&one, &two] {
+        let got = usage(&**store, &a, "calls", "2024-03-15T00:00:00Z").await;
+        assert_eq!((got.value.to_string(), got.record_count), want);
+        assert!(
+            got.value <= kinde_meter_core::value::UsageTotal::parse("100").unwrap(),
+            "{}",
+            got.value
+        );
+    }
+    assert_eq!(
+        one.count("SELECT count(*) FROM usage_records").await,
+        accepted.len() as i64
+    );
+    for store in [&one, &two] {
+        assert_eq!(store.writer_stats().failed_batches, 0);
+    }
+}
+
+/// The live usage one server answers includes what another server committed
+/// a moment before: it reads the database, not a cache of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entitlements_through_one_server_see_another_server_s_records_at_once() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("entitlements_through_one_server_see_another_server_s_records_at_once");
+    };
+    let one = Arc::new(open(&backend).await);
+    let two = Arc::new(one.reopen().await);
+    let a = create(&*one, "cust", "capped", "2024-03-01T00:00:00Z", 1).await;
+    let customer = kinde_meter_core::ids::CustomerId::parse("cust").unwrap();
+    let now = t("2024-03-05T00:00:00Z");
+    for (i, value) in ["5", "2.5", "90"].iter().enumerate() {
+        let received = format!("2024-03-04T00:00:0{i}Z");
+        assert_eq!(
+            submit(&*two, delta(&a, "calls", value, &received), &received).await,
+            Ok(())
+        );
+        let e = one
+            .customer_entitlements(&customer, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.usage.usage[0].record_count, i as u64 + 1);
+    }
+    let e = one
+        .customer_entitlements(&customer, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.usage.usage[0].value.to_string(), "97.5");
+    // And a refusal through one server is decided on the other's records.
+    let refused = submit(
+        &*one,
+        delta(&a, "calls", "3", "2024-03-04T00:00:09Z"),
+        "2024-03-04T00:00:09Z",
+    )
+    .await;
+    assert_eq!(
+        refused.unwrap_err().code,
+        kinde_meter_core::ErrorCode::EntitlementLimitExceeded
+    );
+}
