@@ -3,6 +3,7 @@
 //! The rest of the suite runs on PostgreSQL too, unchanged, when the variable
 //! is set; these tests are about what only a shared database has.
 
+mod entitlements;
 #[path = "../support/mod.rs"]
 mod support;
 mod tcp_proxy;
