@@ -6,6 +6,7 @@
 mod support;
 
 mod clients;
+mod entitlements;
 mod postgres;
 mod record;
 mod serve;
