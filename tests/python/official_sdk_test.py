@@ -2,15 +2,19 @@
 
 Uses only the classes of the official `kinde-python-sdk` package (pinned in
 run.sh): `Configuration`, `ApiClient`, `BillingAgreementsApi`,
-`BillingMeterUsageApi`, their request/response models and the SDK's own
-exception classes. The one call the SDK has no method for (our usage read-back,
-`GET /api/v1/billing/meter_usage`, which Kinde lacks) goes through the SDK's own
-`ApiClient.param_serialize` / `call_api` / `response_deserialize`.
+`BillingMeterUsageApi`, `BillingEntitlementsApi`, their request/response models
+and the SDK's own exception classes. The calls the SDK has no method for (our
+usage read-back `GET /api/v1/billing/meter_usage` and usage check
+`GET /api/v1/billing/entitlements/check`, which Kinde lacks) go through the SDK's
+own `ApiClient.param_serialize` / `call_api` / `response_deserialize`.
+
+The server runs with run.sh's catalog.toml: the demo catalog's plans plus
+`capped`, whose `api_calls` has an enforced limit of 10.
 
 Environment (run.sh sets them):
   KINDE_METER_URL         the server, e.g. http://127.0.0.1:PORT
   KINDE_METER_TOKEN       a token with every scope
-  KINDE_METER_READ_TOKEN  a token with only read:meter_usage
+  KINDE_METER_READ_TOKEN  a token with only read:meter_usage (no entitlements)
 
 Talks to nothing but that URL. Prints one line per test and, last, a line
 `N passed, M failed`; the exit status is non-zero when a test failed.
@@ -27,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from kinde_sdk.management import (
     ApiClient,
     BillingAgreementsApi,
+    BillingEntitlementsApi,
     BillingMeterUsageApi,
     Configuration,
 )
@@ -41,6 +46,9 @@ from kinde_sdk.management.models import (
     CreateMeterUsageRecordResponse,
     ErrorResponse,
     GetBillingAgreementsResponse,
+    GetBillingEntitlementsResponse,
+    GetBillingEntitlementsResponseEntitlementsInner,
+    GetBillingEntitlementsResponsePlansInner,
     SuccessResponse,
 )
 
@@ -66,6 +74,10 @@ def agreements_api(token=TOKEN):
 
 def meter_usage_api(token=TOKEN):
     return BillingMeterUsageApi(client(token))
+
+
+def entitlements_api(token=TOKEN):
+    return BillingEntitlementsApi(client(token))
 
 
 def new_customer():
@@ -101,16 +113,13 @@ def record(agreement_id, feature, value, *, timestamp=None, meter_type=None, tok
     return meter_usage_api(token).create_meter_usage_record(request, _headers=headers)
 
 
-def read_usage(agreement_id, feature=None, token=TOKEN):
-    """Our extension `GET /api/v1/billing/meter_usage`, through the SDK's own
-    ApiClient machinery (so errors come back as the SDK's exceptions)."""
+def extension_get(path, query, token=TOKEN):
+    """A GET of one of our extensions, through the SDK's own ApiClient machinery
+    (so errors come back as the SDK's exceptions); the answer as a dict."""
     api_client = client(token)
-    query = [("customer_agreement_id", agreement_id)]
-    if feature is not None:
-        query.append(("billing_feature_code", feature))
     params = api_client.param_serialize(
         method="GET",
-        resource_path="/api/v1/billing/meter_usage",
+        resource_path=path,
         query_params=query,
         header_params={"Accept": "application/json"},
         auth_settings=["kindeBearerAuth"],
@@ -121,6 +130,22 @@ def read_usage(agreement_id, feature=None, token=TOKEN):
         response_data=response,
         response_types_map={"200": "object", "400": "ErrorResponse", "403": "ErrorResponse"},
     ).data
+
+
+def read_usage(agreement_id, feature=None, token=TOKEN):
+    """Our extension `GET /api/v1/billing/meter_usage`."""
+    query = [("customer_agreement_id", agreement_id)]
+    if feature is not None:
+        query.append(("billing_feature_code", feature))
+    return extension_get("/api/v1/billing/meter_usage", query, token)
+
+
+def check_entitlement(customer_id, feature, quantity=None, token=TOKEN):
+    """Our extension `GET /api/v1/billing/entitlements/check`."""
+    query = [("customer_id", customer_id), ("feature_code", feature)]
+    if quantity is not None:
+        query.append(("quantity", quantity))
+    return extension_get("/api/v1/billing/entitlements/check", query, token)
 
 
 def usage_of(agreement_id, feature):
@@ -390,6 +415,106 @@ def test_403_insufficient_scope():
     assert body["usage"][0]["value"] == "0" and body["usage"][0]["record_count"] == 0, body
 
 
+def test_list_entitlements_typed():
+    customer, a = new_agreement("pro")
+    record(a.id, "api_calls", "5.5")
+    api = entitlements_api()
+    response = api.get_billing_entitlements_with_http_info(customer_id=customer, expand="plans")
+    assert response.status_code == 200, response.status_code
+    listed = response.data
+    assert isinstance(listed, GetBillingEntitlementsResponse), type(listed)
+    assert listed.code == "OK" and listed.message == "Success" and listed.has_more is False, listed
+    assert all(isinstance(e, GetBillingEntitlementsResponseEntitlementsInner) for e in listed.entitlements), listed
+    # The same ids as the agreements listing, in the catalog's order.
+    assert [e.id for e in listed.entitlements] == [e.entitlement_id for e in a.entitlements], (listed, a)
+    assert [e.feature_code for e in listed.entitlements] == ["api_calls", "storage_gb", "sso"], listed
+    api_calls, storage, sso = listed.entitlements
+    # Integers are ints, terms the catalog leaves out are None (the SDK's models
+    # are strict: a float or a string would not have parsed).
+    assert (api_calls.fixed_charge, api_calls.unit_amount) == (None, 2), api_calls
+    assert type(api_calls.unit_amount) is int and type(api_calls.entitlement_limit_max) is int, api_calls
+    assert (api_calls.entitlement_limit_max, api_calls.entitlement_limit_min) == (1000000, None), api_calls
+    assert (api_calls.price_name, api_calls.feature_name) == ("API calls", "API calls"), api_calls
+    assert (storage.unit_amount, storage.entitlement_limit_max) == (10, None), storage
+    assert (sso.fixed_charge, sso.unit_amount, sso.entitlement_limit_max) == (1500, None, None), sso
+    assert sso.price_name == "Single sign-on" and sso.feature_name == "Single sign-on", sso
+    # expand=plans: the active plan, subscribed_on its start (a tz-aware datetime).
+    assert len(listed.plans) == 1 and isinstance(listed.plans[0], GetBillingEntitlementsResponsePlansInner), listed
+    assert listed.plans[0].code == "pro", listed.plans
+    assert listed.plans[0].subscribed_on == a.current_period_start, (listed.plans, a)
+    # kinde-meter's usage fields ride along in the raw JSON, on metered features only.
+    raw = {e["feature_code"]: e for e in json.loads(response.raw_data)["entitlements"]}
+    assert (raw["api_calls"]["consumed"], raw["api_calls"]["remaining"]) == (5.5, 999994.5), raw
+    assert (raw["storage_gb"]["consumed"], raw["storage_gb"]["remaining"]) == (0, None), raw
+    assert "consumed" not in raw["sso"] and "current_period_end" not in raw["sso"], raw
+    # Without expand there are no plans.
+    assert api.get_billing_entitlements(customer_id=customer).plans is None
+
+
+def test_list_entitlements_paging_and_max_value():
+    customer, a = new_agreement("pro")
+    api = entitlements_api()
+    everything = [e.id for e in api.get_billing_entitlements(customer_id=customer).entitlements]
+    page = api.get_billing_entitlements(customer_id=customer, page_size=2)
+    assert page.has_more is True and [e.id for e in page.entitlements] == everything[:2], page
+    page = api.get_billing_entitlements(customer_id=customer, page_size=2, starting_after=everything[1])
+    assert page.has_more is False and [e.id for e in page.entitlements] == everything[2:], page
+    page = api.get_billing_entitlements(customer_id=customer, page_size=1, ending_before=everything[2])
+    assert page.has_more is True and [e.id for e in page.entitlements] == [everything[1]], page
+    # max_value (a string in the SDK) stands in for unlimited only.
+    limits = {
+        e.feature_code: e.entitlement_limit_max
+        for e in api.get_billing_entitlements(customer_id=customer, max_value="777").entitlements
+    }
+    assert limits == {"api_calls": 1000000, "storage_gb": 777, "sso": 777}, limits
+    nobody = api.get_billing_entitlements(customer_id=new_customer(), expand="plans")
+    assert nobody.entitlements == [] and nobody.has_more is False and nobody.plans == [], nobody
+    expect_error(
+        BadRequestException,
+        400,
+        "NOT_FOUND",
+        lambda: api.get_billing_entitlements(customer_id=customer, starting_after="entitlement_nope"),
+    )
+    expect_error(
+        BadRequestException, 400, "INVALID_FIELD", lambda: api.get_billing_entitlements(customer_id=customer, max_value="ten")
+    )
+    expect_error(
+        BadRequestException,
+        400,
+        "AGREEMENT_NOT_FOUND",
+        lambda: agreements_api().get_billing_agreements(customer_id=customer, starting_after="agreement_nope"),
+    )
+    expect_error(
+        ForbiddenException,
+        403,
+        "INSUFFICIENT_SCOPE",
+        lambda: entitlements_api(READ_TOKEN).get_billing_entitlements(customer_id=customer),
+    )
+
+
+def test_hard_limit_refusal_and_usage_check():
+    customer, a = new_agreement("capped")
+    record(a.id, "api_calls", "9.5")
+    check = check_entitlement(customer, "api_calls", "0.5")
+    assert check["allowed"] is True and check["consumed"] == "9.5" and check["remaining"] == "0.5", check
+    assert check_entitlement(customer, "api_calls")["allowed"] is False
+    e = expect_error(BadRequestException, 400, "ENTITLEMENT_LIMIT_EXCEEDED", lambda: record(a.id, "api_calls", "1"))
+    assert e.data.errors[0].message, e.data
+    usage = usage_of(a.id, "api_calls")
+    assert usage["value"] == "9.5" and usage["record_count"] == 1, usage  # nothing stored
+    record(a.id, "api_calls", "0.5")  # up to the limit exactly
+    listed = entitlements_api().get_billing_entitlements_with_http_info(customer_id=customer)
+    capped = json.loads(listed.raw_data)["entitlements"][0]
+    assert listed.data.entitlements[0].entitlement_limit_max == 10, listed.data
+    assert (capped["consumed"], capped["remaining"]) == (10, 0), capped
+    # Not on the plan, or no agreement: allowed false, never an error.
+    assert check_entitlement(customer, "storage_gb")["allowed"] is False
+    assert check_entitlement(new_customer(), "api_calls")["current_period_end"] is None
+    expect_error(
+        BadRequestException, 400, "INVALID_METER_VALUE", lambda: check_entitlement(customer, "api_calls", "-1")
+    )
+
+
 TESTS = [
     test_create_agreement,
     test_list_agreements,
@@ -405,6 +530,9 @@ TESTS = [
     test_400_unknown_plan,
     test_403_bad_token,
     test_403_insufficient_scope,
+    test_list_entitlements_typed,
+    test_list_entitlements_paging_and_max_value,
+    test_hard_limit_refusal_and_usage_check,
 ]
 
 
