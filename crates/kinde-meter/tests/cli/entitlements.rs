@@ -8,7 +8,7 @@ use std::process::Output;
 use kinde_meter_core::catalog::Catalog;
 use serde_json::Value;
 
-use crate::support::{self, run, serve_in_process};
+use crate::support::{ok, run_args, serve_in_process};
 
 /// The demo plan's `api_calls` (limit 1 000 000, not enforced) and a `seats`
 /// feature whose limit of 10 is enforced.
@@ -37,20 +37,6 @@ code = "sso"
 name = "Single sign-on"
 "#;
 
-fn kinde_meter(args: &[&str]) -> Output {
-    run(support::kinde_meter().args(args))
-}
-
-/// The trimmed stdout of a command that succeeded.
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 fn json(output: Output) -> Value {
     serde_json::from_str(&ok(output)).unwrap()
 }
@@ -75,7 +61,7 @@ async fn list_and_check_show_live_usage_and_a_hard_limit_refuses() {
         config.catalog = Catalog::parse(CATALOG, "test catalog").unwrap();
     })
     .await;
-    let agreement = ok(kinde_meter(&[
+    let agreement = ok(run_args(&[
         "agreements",
         "create",
         "--customer-id",
@@ -85,7 +71,7 @@ async fn list_and_check_show_live_usage_and_a_hard_limit_refuses() {
         "--data-dir",
         data_dir,
     ]));
-    let token = ok(kinde_meter(&[
+    let token = ok(run_args(&[
         "token",
         "--data-dir",
         data_dir,
@@ -95,7 +81,7 @@ async fn list_and_check_show_live_usage_and_a_hard_limit_refuses() {
     let run = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend_from_slice(&["--server", &url, "--token", &token]);
-        kinde_meter(&all)
+        run_args(&all)
     };
     let record = |feature: &str, value: &str| {
         run(&[
@@ -221,14 +207,14 @@ async fn list_and_check_show_live_usage_and_a_hard_limit_refuses() {
     assert!(stderr.contains("INVALID_METER_VALUE"), "{stderr}");
 
     // A token without the scope is refused.
-    let writer = ok(kinde_meter(&[
+    let writer = ok(run_args(&[
         "token",
         "--data-dir",
         data_dir,
         "--scope",
         "create:meter_usage",
     ]));
-    let stderr = failed(kinde_meter(&[
+    let stderr = failed(run_args(&[
         "entitlements",
         "list",
         "--customer-id",
@@ -241,7 +227,7 @@ async fn list_and_check_show_live_usage_and_a_hard_limit_refuses() {
     assert!(stderr.contains("403"), "{stderr}");
 
     // Client credentials work as well as a token.
-    let client = json(kinde_meter(&[
+    let client = json(run_args(&[
         "clients",
         "create",
         "--name",
@@ -252,7 +238,7 @@ async fn list_and_check_show_live_usage_and_a_hard_limit_refuses() {
         "--data-dir",
         data_dir,
     ]));
-    let answer = json(kinde_meter(&[
+    let answer = json(run_args(&[
         "entitlements",
         "check",
         "--customer-id",

@@ -3,26 +3,9 @@
 //! credentials, and with an idempotency key that makes re-running the command
 //! count once.
 
-use std::process::Output;
-
 use serde_json::Value;
 
-use crate::support::{self, SUCCESS, run, serve_in_process, usage_entry};
-
-/// `kinde-meter ARGS`, run to its end.
-fn kinde_meter(args: &[&str]) -> Output {
-    run(support::kinde_meter().args(args))
-}
-
-/// The trimmed stdout of a command that succeeded.
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
+use crate::support::{SUCCESS, ok, run_args, serve_in_process, usage_entry};
 
 fn usage(url: &str, auth: &[&str], agreement: &str, feature: &str) -> (String, u64) {
     let mut args = vec![
@@ -35,7 +18,7 @@ fn usage(url: &str, auth: &[&str], agreement: &str, feature: &str) -> (String, u
         url,
     ];
     args.extend_from_slice(auth);
-    let body: Value = serde_json::from_str(&ok(kinde_meter(&args))).unwrap();
+    let body: Value = serde_json::from_str(&ok(run_args(&args))).unwrap();
     usage_entry(&body, feature)
 }
 
@@ -45,7 +28,7 @@ async fn record_and_usage_work_with_a_token_or_client_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
     let (url, stop) = serve_in_process(dir.path(), |_| {}).await;
-    let agreement = ok(kinde_meter(&[
+    let agreement = ok(run_args(&[
         "agreements",
         "create",
         "--customer-id",
@@ -55,7 +38,7 @@ async fn record_and_usage_work_with_a_token_or_client_credentials() {
         "--data-dir",
         data_dir,
     ]));
-    let client: Value = serde_json::from_str(&ok(kinde_meter(&[
+    let client: Value = serde_json::from_str(&ok(run_args(&[
         "clients",
         "create",
         "--name",
@@ -72,13 +55,13 @@ async fn record_and_usage_work_with_a_token_or_client_credentials() {
         client["client_secret"].as_str().unwrap(),
     );
     let credentials = ["--client-id", id, "--client-secret", secret];
-    let token = ok(kinde_meter(&["token", "--data-dir", data_dir]));
+    let token = ok(run_args(&["token", "--data-dir", data_dir]));
 
     let record = |extra: &[&str], auth: &[&str]| {
         let mut args = vec!["record", "--agreement-id", &agreement, "--server", &url];
         args.extend_from_slice(extra);
         args.extend_from_slice(auth);
-        kinde_meter(&args)
+        run_args(&args)
     };
 
     // With client credentials, then with a token.

@@ -80,6 +80,21 @@ impl Collected {
     }
 }
 
+/// `kinde-meter ARGS`, run to its end.
+pub fn run_args(args: &[&str]) -> Output {
+    run(kinde_meter().args(args))
+}
+
+/// The trimmed stdout of a command that succeeded.
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 /// Runs a command to its end (killed after [`DEADLINE`]).
 pub fn run(command: &mut Command) -> Output {
     let child = command
