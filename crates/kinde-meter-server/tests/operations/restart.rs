@@ -38,7 +38,7 @@ async fn records_and_aggregates_survive_a_restart() {
 async fn a_second_server_on_the_same_data_dir_is_refused() {
     if crate::support::on_postgres() {
         // Servers on PostgreSQL share a database, not a directory: several on
-        // one database is the point (`postgres.rs`).
+        // one database is the point (the `postgres` tests).
         return;
     }
     let app = TestApp::spawn().await;

@@ -1,7 +1,7 @@
 //! What a client sees when storage refuses: VALUE_OUT_OF_RANGE for a total past
 //! 10^27, and 503 SERVICE_UNAVAILABLE (nothing stored) while the database is
 //! locked by someone else, recovering by itself afterwards. On either backend;
-//! PostgreSQL going away altogether is in `postgres.rs`.
+//! PostgreSQL going away altogether is in the `postgres` tests.
 
 use crate::support::{TestApp, assert_error, backend};
 use reqwest::StatusCode;
