@@ -38,6 +38,7 @@ pub const MAX_BATCH_RECORDS: usize = 100;
     params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key and body returns the original response")),
     responses(
         (status = 200, description = "Usage record created (committed)", body = CreateMeterUsageRecordResponse),
+        (status = 400, description = "Invalid record, or refused: unknown or ended agreement, feature not on the plan or not metered, a hard limit it would pass (ENTITLEMENT_LIMIT_EXCEEDED); nothing stored", body = ErrorResponse),
     ),
 )]
 pub async fn create_meter_usage_record(
@@ -75,7 +76,13 @@ pub async fn create_meter_usage_record(
     let (results, replayed) = results_of(outcome)?;
     match results.into_iter().next() {
         Some(Ok(())) => Ok(replay_marked(success(), replayed)),
-        Some(Err(failure)) => Err(ApiError::bad_request(failure.code, failure.message)),
+        // Every record failure is a 400 with its code; one remembered under the
+        // key (a hard-limit refusal, `ENTITLEMENT_LIMIT_EXCEEDED`) is replayed
+        // as such.
+        Some(Err(failure)) => Ok(replay_marked(
+            ApiError::bad_request(failure.code, failure.message).into_response(),
+            replayed,
+        )),
         None => Err(ApiError::unavailable(
             "storage returned no result; nothing was stored",
         )),

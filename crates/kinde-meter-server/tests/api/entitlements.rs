@@ -753,29 +753,41 @@ async fn a_hard_limit_refuses_single_records_that_would_pass_it() {
     );
     // Other features and limits that are not enforced are untouched.
     app.record_ok(record(&a, "api_calls", "5000")).await;
-    // The refusal is the single-record endpoint's answer, with or without a key,
-    // and a retry with the same key is refused again, storing nothing.
+    // A refusal under an Idempotency-Key is remembered: its retry answers the
+    // same refusal, marked as a replay, even once the usage would admit it, and
+    // stores nothing.
     app.record_ok(record(&a, "seats", "6")).await;
-    let key = "refused-seat";
-    for _ in 0..2 {
-        let response = app
-            .http
+    let keyed = |key: &'static str| {
+        app.http
             .post(app.url(METER_USAGE))
             .bearer_auth(&app.token)
             .header("Idempotency-Key", key)
             .json(&record(&a, "seats", "1"))
             .send()
-            .await
-            .unwrap();
-        assert!(response.headers().get("idempotent-replayed").is_none());
-        assert_error(
-            response,
-            StatusCode::BAD_REQUEST,
-            &["ENTITLEMENT_LIMIT_EXCEEDED"],
-        )
-        .await;
-    }
-    assert_eq!(stored(&app, &a, "seats").await, ("10".to_owned(), 5));
+    };
+    let refused = keyed("refused-seat").await.unwrap();
+    assert!(refused.headers().get("idempotent-replayed").is_none());
+    let first = assert_error(
+        refused,
+        StatusCode::BAD_REQUEST,
+        &["ENTITLEMENT_LIMIT_EXCEEDED"],
+    )
+    .await;
+    app.record_ok(absolute(&a, "seats", "9")).await;
+    let replayed = keyed("refused-seat").await.unwrap();
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    let again = assert_error(
+        replayed,
+        StatusCode::BAD_REQUEST,
+        &["ENTITLEMENT_LIMIT_EXCEEDED"],
+    )
+    .await;
+    assert_eq!(again, first);
+    assert_eq!(stored(&app, &a, "seats").await, ("9".to_owned(), 6));
+    // The same record under a new key is decided afresh.
+    let admitted = keyed("another-seat").await.unwrap();
+    assert_eq!(admitted.status(), StatusCode::OK);
+    assert_eq!(stored(&app, &a, "seats").await, ("10".to_owned(), 7));
     // In the next period the limit starts over.
     app.clock().set(PERIOD_END.parse().unwrap());
     app.record_ok(record(&a, "seats", "10")).await;
