@@ -22,6 +22,7 @@ mod idempotency;
 mod meter_usage;
 mod oauth;
 mod scope;
+mod webhooks;
 
 pub use agreements::*;
 pub use decimal::*;
@@ -31,6 +32,7 @@ pub use idempotency::*;
 pub use meter_usage::*;
 pub use oauth::*;
 pub use scope::*;
+pub use webhooks::*;
 
 /// The `code` of every successful response (`{"message":"Success","code":"OK"}`).
 pub const OK_CODE: &str = "OK";
