@@ -15,7 +15,7 @@
 //!   List[StrictStr]`, `created_on: StrictStr` (ISO 8601);
 //! - `UpdateWebHookRequest`: `event_types: Optional[List[StrictStr]]`, `name`,
 //!   `description` (nullable: an explicit `null` clears it); Kinde's has no
-//!   `endpoint`;
+//!   `endpoint`, kinde-meter accepts one as an extension;
 //! - `UpdateWebhookResponse`: `message`, `code`, `webhook:
 //!   UpdateWebhookResponseWebhook {id}`; `DeleteWebhookResponse`: `code`, `message`;
 //! - `GetEventResponse`: `code`, `message`, `event: GetEventResponseEvent {type,
@@ -133,6 +133,9 @@ pub struct UpdateWebHookRequest {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub description: Option<Option<String>>,
+    /// kinde-meter (not in Kinde's model): a new endpoint, checked as on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Kinde's `UpdateWebhookResponse`.
