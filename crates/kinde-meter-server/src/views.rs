@@ -10,9 +10,9 @@ use kinde_meter_core::{
 };
 use kinde_meter_store::{AgreementPage, AgreementView, CustomerEntitlements, UsageReport};
 use kinde_meter_wire::{
-    BillingAgreement, BillingEntitlement, Entitlement, EntitlementPlan,
-    GetBillingAgreementsResponse, GetMeterUsageResponse, MeterUsage, OK_CODE, SUCCESS_MESSAGE,
-    UsageTotal,
+    BillingAgreement, BillingEntitlement, CheckBillingEntitlementResponse, Entitlement,
+    EntitlementPlan, GetBillingAgreementsResponse, GetBillingEntitlementsResponse,
+    GetMeterUsageResponse, MeterUsage, MeterValue, OK_CODE, SUCCESS_MESSAGE, UsageTotal,
 };
 
 /// An agreement as Kinde shows it; `now` decides the current period.
@@ -76,12 +76,87 @@ pub fn usage(report: &UsageReport) -> GetMeterUsageResponse {
     }
 }
 
+/// Where a page of entitlements starts (`docs/api.md#paging`): cursors are
+/// entitlement ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntitlementsStart<'a> {
+    /// The first page.
+    First,
+    /// The page after the entitlement with this id (`starting_after`).
+    StartingAfter(&'a str),
+    /// The page just before the entitlement with this id (`ending_before`).
+    EndingBefore(&'a str),
+}
+
+/// What a listing of entitlements asks for, its parameters checked.
+#[derive(Debug, Clone, Copy)]
+pub struct EntitlementsQuery<'a> {
+    /// Entitlements per page (1 to 500).
+    pub page_size: usize,
+    pub start: EntitlementsStart<'a>,
+    /// Shown as `entitlement_limit_max` where the limit is null.
+    pub max_value: Option<i64>,
+    /// `expand=plans`.
+    pub expand_plans: bool,
+}
+
+/// The paging cursor names none of the listed entitlements (400 `NOT_FOUND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("starting_after/ending_before must name one of the listed entitlements")]
+pub struct UnknownEntitlementCursor;
+
+/// A page of a customer's entitlements as Kinde's
+/// `GetBillingEntitlementsResponse` (`docs/entitlements.md#list-entitlements`):
+/// what the route answers and `kinde-meter entitlements --data-dir` prints.
+pub fn entitlements_page(
+    customer: Option<&CustomerEntitlements>,
+    query: EntitlementsQuery<'_>,
+) -> Result<GetBillingEntitlementsResponse, UnknownEntitlementCursor> {
+    let all = entitlements(customer, query.max_value);
+    let (entitlements, has_more) = page(all, query.start, query.page_size, |e| e.id.as_str())
+        .ok_or(UnknownEntitlementCursor)?;
+    Ok(GetBillingEntitlementsResponse {
+        code: OK_CODE.to_owned(),
+        message: SUCCESS_MESSAGE.to_owned(),
+        has_more,
+        entitlements,
+        plans: query.expand_plans.then(|| entitlement_plans(customer)),
+    })
+}
+
+/// The live usage check (`docs/entitlements.md#check-an-entitlement`): may the
+/// customer use `quantity` more of `feature_code` now? A feature not on the
+/// active plan, or no active agreement, is `allowed: false`.
+pub fn entitlement_check(
+    customer: Option<&CustomerEntitlements>,
+    feature_code: &FeatureCode,
+    quantity: MeterValue,
+) -> CheckBillingEntitlementResponse {
+    let feature = customer.and_then(|c| c.plan.feature(feature_code));
+    let consumed = match (customer, feature) {
+        (Some(customer), Some(feature)) if feature.metered => consumed(customer, feature_code),
+        _ => UsageTotal::ZERO,
+    };
+    let answer = entitlement::check(feature, consumed, quantity);
+    CheckBillingEntitlementResponse {
+        code: OK_CODE.to_owned(),
+        message: SUCCESS_MESSAGE.to_owned(),
+        allowed: answer.allowed,
+        feature_code: feature_code.to_string(),
+        entitlement_limit_max: answer.limit_max,
+        consumed: answer.consumed,
+        remaining: answer.remaining,
+        quantity,
+        current_period_end: customer.map(|c| format_utc(c.usage.period.end)),
+    }
+}
+
 /// Every entitlement of a customer, one per feature of the active agreement's
 /// plan in catalog order, as Kinde's `GetBillingEntitlementsResponse` lists them
 /// (`docs/entitlements.md`); none without an active agreement. `max_value`
 /// stands in for a null `entitlement_limit_max`. Metered features carry the
 /// current period's usage, read from the aggregates.
-pub fn entitlements(
+fn entitlements(
     customer: Option<&CustomerEntitlements>,
     max_value: Option<i64>,
 ) -> Vec<Entitlement> {
@@ -121,7 +196,7 @@ pub fn entitlements(
 
 /// The active agreement's plan for `expand=plans`: `subscribed_on` is the
 /// agreement's start.
-pub fn entitlement_plans(customer: Option<&CustomerEntitlements>) -> Vec<EntitlementPlan> {
+fn entitlement_plans(customer: Option<&CustomerEntitlements>) -> Vec<EntitlementPlan> {
     customer
         .map(|customer| EntitlementPlan {
             code: customer.plan.code.to_string(),
@@ -133,7 +208,7 @@ pub fn entitlement_plans(customer: Option<&CustomerEntitlements>) -> Vec<Entitle
 
 /// The current period's usage of `feature` (zero for a feature without usage,
 /// such as one that is not metered).
-pub fn consumed(customer: &CustomerEntitlements, feature: &FeatureCode) -> UsageTotal {
+fn consumed(customer: &CustomerEntitlements, feature: &FeatureCode) -> UsageTotal {
     customer
         .usage
         .usage
@@ -147,4 +222,85 @@ fn remaining(feature: &Feature, consumed: UsageTotal) -> Option<UsageTotal> {
     feature
         .limit_max
         .map(|limit| entitlement::remaining(limit, consumed))
+}
+
+/// The page of `items` that `start` and `size` name, and whether more items lie
+/// beyond it in the direction of travel (after it for the first page and
+/// `starting_after`, before it for `ending_before`), as agreements page
+/// (`docs/api.md#paging`). `None` when the cursor names no item.
+fn page<T>(
+    mut items: Vec<T>,
+    start: EntitlementsStart<'_>,
+    size: usize,
+    id: impl Fn(&T) -> &str,
+) -> Option<(Vec<T>, bool)> {
+    let position = |cursor: &str| items.iter().position(|item| id(item) == cursor);
+    let (from, to, has_more) = match start {
+        EntitlementsStart::First => (0, size.min(items.len()), items.len() > size),
+        EntitlementsStart::StartingAfter(cursor) => {
+            let from = position(cursor)? + 1;
+            let to = from.saturating_add(size).min(items.len());
+            (from, to, to < items.len())
+        }
+        EntitlementsStart::EndingBefore(cursor) => {
+            let to = position(cursor)?;
+            let from = to.saturating_sub(size);
+            (from, to, from > 0)
+        }
+    };
+    items.truncate(to);
+    items.drain(..from);
+    Some((items, has_more))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_go_forward_and_back_like_agreements() {
+        let items = vec!["a", "b", "c", "d", "e"];
+        let page_of = |start, size| page(items.clone(), start, size, |s| s);
+        let some = |ids: &[&'static str], more| Some((ids.to_vec(), more));
+        assert_eq!(
+            page_of(EntitlementsStart::First, 2),
+            some(&["a", "b"], true)
+        );
+        assert_eq!(page_of(EntitlementsStart::First, 5), some(&items, false));
+        assert_eq!(
+            page_of(EntitlementsStart::StartingAfter("b"), 2),
+            some(&["c", "d"], true)
+        );
+        assert_eq!(
+            page_of(EntitlementsStart::StartingAfter("d"), 2),
+            some(&["e"], false)
+        );
+        assert_eq!(
+            page_of(EntitlementsStart::StartingAfter("e"), 2),
+            some(&[], false)
+        );
+        assert_eq!(
+            page_of(EntitlementsStart::EndingBefore("e"), 2),
+            some(&["c", "d"], true)
+        );
+        assert_eq!(
+            page_of(EntitlementsStart::EndingBefore("c"), 2),
+            some(&["a", "b"], false)
+        );
+        assert_eq!(
+            page_of(EntitlementsStart::EndingBefore("a"), 2),
+            some(&[], false)
+        );
+        assert_eq!(page_of(EntitlementsStart::StartingAfter("x"), 2), None);
+        assert_eq!(page_of(EntitlementsStart::EndingBefore("x"), 2), None);
+        let empty: Vec<&str> = Vec::new();
+        assert_eq!(
+            page(empty.clone(), EntitlementsStart::First, 10, |s| s),
+            some(&[], false)
+        );
+        assert_eq!(
+            page(empty, EntitlementsStart::StartingAfter("a"), 10, |s| s),
+            None
+        );
+    }
 }

@@ -8,19 +8,18 @@
 
 use axum::{Json, extract::State};
 use kinde_meter_core::{
-    ErrorCode, entitlement,
+    ErrorCode,
     ids::{CustomerId, FeatureCode},
 };
 use kinde_meter_wire::{
     CheckBillingEntitlementResponse, ErrorResponse, GetBillingEntitlementsResponse, MeterValue,
-    OK_CODE, SUCCESS_MESSAGE,
 };
 
 use crate::error::ApiError;
 use crate::extract::{Params, QueryParams};
 use crate::routes::agreements::{PageStart, page_size, page_start};
 use crate::state::AppState;
-use crate::views;
+use crate::views::{self, EntitlementsStart};
 
 /// List a customer's entitlements: one per feature of the active agreement's
 /// plan, in catalog order (Kinde's `GetBillingEntitlements`). On kinde-meter,
@@ -58,21 +57,19 @@ pub async fn get_billing_entitlements(
         .store
         .customer_entitlements(&customer_id, state.clock.now())
         .await?;
-    let all = views::entitlements(customer.as_ref(), max_value);
-    let (entitlements, has_more) =
-        page(all, start, page_size, |e| e.id.as_str()).ok_or_else(|| {
-            ApiError::bad_request(
-                ErrorCode::NotFound,
-                "starting_after/ending_before must name one of the listed entitlements",
-            )
-        })?;
-    Ok(Json(GetBillingEntitlementsResponse {
-        code: OK_CODE.to_owned(),
-        message: SUCCESS_MESSAGE.to_owned(),
-        has_more,
-        entitlements,
-        plans: expand_plans.then(|| views::entitlement_plans(customer.as_ref())),
-    }))
+    let query = views::EntitlementsQuery {
+        page_size,
+        start: match start {
+            PageStart::First => EntitlementsStart::First,
+            PageStart::StartingAfter(id) => EntitlementsStart::StartingAfter(id),
+            PageStart::EndingBefore(id) => EntitlementsStart::EndingBefore(id),
+        },
+        max_value,
+        expand_plans,
+    };
+    views::entitlements_page(customer.as_ref(), query)
+        .map(Json)
+        .map_err(|e| ApiError::bad_request(ErrorCode::NotFound, e.to_string()))
 }
 
 /// May this customer use `quantity` (default 1) more of a feature now? Not in
@@ -114,29 +111,11 @@ pub async fn check_billing_entitlement(
         .store
         .customer_entitlements(&customer_id, state.clock.now())
         .await?;
-    let feature = customer
-        .as_ref()
-        .and_then(|c| c.plan.feature(&feature_code));
-    let consumed = match (&customer, feature) {
-        (Some(customer), Some(feature)) if feature.metered => {
-            views::consumed(customer, &feature_code)
-        }
-        _ => kinde_meter_wire::UsageTotal::ZERO,
-    };
-    let answer = entitlement::check(feature, consumed, quantity);
-    Ok(Json(CheckBillingEntitlementResponse {
-        code: OK_CODE.to_owned(),
-        message: SUCCESS_MESSAGE.to_owned(),
-        allowed: answer.allowed,
-        feature_code: feature_code.to_string(),
-        entitlement_limit_max: answer.limit_max,
-        consumed: answer.consumed,
-        remaining: answer.remaining,
+    Ok(Json(views::entitlement_check(
+        customer.as_ref(),
+        &feature_code,
         quantity,
-        current_period_end: customer
-            .as_ref()
-            .map(|c| kinde_meter_core::timestamp::format_utc(c.usage.period.end)),
-    }))
+    )))
 }
 
 /// `max_value`: an integer, else 400 `INVALID_FIELD` (empty included).
@@ -161,74 +140,5 @@ fn expand_plans(params: &Params) -> Result<bool, ApiError> {
             ErrorCode::InvalidField,
             "expand must be plans",
         )),
-    }
-}
-
-/// The page of `items` that `start` and `size` name, and whether more items lie
-/// beyond it in the direction of travel (after it for the first page and
-/// `starting_after`, before it for `ending_before`), as agreements page
-/// (`docs/api.md#paging`). `None` when the cursor names no item.
-fn page<T>(
-    mut items: Vec<T>,
-    start: PageStart<'_>,
-    size: usize,
-    id: impl Fn(&T) -> &str,
-) -> Option<(Vec<T>, bool)> {
-    let position = |cursor: &str| items.iter().position(|item| id(item) == cursor);
-    let (from, to, has_more) = match start {
-        PageStart::First => (0, size.min(items.len()), items.len() > size),
-        PageStart::StartingAfter(cursor) => {
-            let from = position(cursor)? + 1;
-            let to = from.saturating_add(size).min(items.len());
-            (from, to, to < items.len())
-        }
-        PageStart::EndingBefore(cursor) => {
-            let to = position(cursor)?;
-            let from = to.saturating_sub(size);
-            (from, to, from > 0)
-        }
-    };
-    items.truncate(to);
-    items.drain(..from);
-    Some((items, has_more))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_go_forward_and_back_like_agreements() {
-        let items = vec!["a", "b", "c", "d", "e"];
-        let page_of = |start, size| page(items.clone(), start, size, |s| s);
-        let some = |ids: &[&'static str], more| Some((ids.to_vec(), more));
-        assert_eq!(page_of(PageStart::First, 2), some(&["a", "b"], true));
-        assert_eq!(page_of(PageStart::First, 5), some(&items, false));
-        assert_eq!(
-            page_of(PageStart::StartingAfter("b"), 2),
-            some(&["c", "d"], true)
-        );
-        assert_eq!(
-            page_of(PageStart::StartingAfter("d"), 2),
-            some(&["e"], false)
-        );
-        assert_eq!(page_of(PageStart::StartingAfter("e"), 2), some(&[], false));
-        assert_eq!(
-            page_of(PageStart::EndingBefore("e"), 2),
-            some(&["c", "d"], true)
-        );
-        assert_eq!(
-            page_of(PageStart::EndingBefore("c"), 2),
-            some(&["a", "b"], false)
-        );
-        assert_eq!(page_of(PageStart::EndingBefore("a"), 2), some(&[], false));
-        assert_eq!(page_of(PageStart::StartingAfter("x"), 2), None);
-        assert_eq!(page_of(PageStart::EndingBefore("x"), 2), None);
-        let empty: Vec<&str> = Vec::new();
-        assert_eq!(
-            page(empty.clone(), PageStart::First, 10, |s| s),
-            some(&[], false)
-        );
-        assert_eq!(page(empty, PageStart::StartingAfter("a"), 10, |s| s), None);
     }
 }
