@@ -26,10 +26,9 @@ pub enum Command {
     Usage(UsageArgs),
     /// Record one usage value on a running server (ours or Kinde) and print its answer.
     Record(RecordArgs),
-    /// List a customer's entitlements, or check whether they may use more of a
-    /// feature now, on a running server; prints the JSON answer.
-    #[command(subcommand)]
-    Entitlements(EntitlementsCommand),
+    /// List a customer's entitlements, or (`check`) whether they may use more of
+    /// a feature now; prints the JSON answer.
+    Entitlements(EntitlementsArgs),
     /// Register, list or revoke M2M clients (for POST /oauth2/token).
     #[command(subcommand)]
     Clients(ClientsCommand),
@@ -161,7 +160,7 @@ pub struct TokenArgs {
     #[arg(
         long,
         env = "KINDE_METER_SCOPE",
-        default_value = "create:meter_usage read:meter_usage create:billing_agreements read:billing_agreements"
+        default_value = "create:meter_usage read:meter_usage create:billing_agreements read:billing_agreements read:billing_entitlements"
     )]
     pub scope: String,
     /// The token's client id (`azp`).
@@ -257,24 +256,41 @@ pub struct RecordArgs {
     pub credentials: Credentials,
 }
 
-/// `kinde-meter entitlements …`: `GET /api/v1/billing/entitlements[/check]`
-/// through kinde-sdk (scope read:billing_entitlements).
+/// `kinde-meter entitlements`: a customer's entitlements (`GET
+/// /api/v1/billing/entitlements`), or with `check` the live usage check, on a
+/// data directory / database or through kinde-sdk on a server.
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Without a subcommand: list. `check` exits 0 when allowed, 1 when not \
+                  allowed, 2 on an error."
+)]
+pub struct EntitlementsArgs {
+    #[command(subcommand)]
+    pub command: Option<EntitlementsCommand>,
+    #[command(flatten)]
+    pub list: EntitlementsListArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum EntitlementsCommand {
     /// List the entitlements of the customer's active plan, with this period's
-    /// usage of metered features (kinde-meter), as JSON.
+    /// usage of metered features (kinde-meter), as JSON (the same as without a
+    /// subcommand).
     List(EntitlementsListArgs),
     /// May the customer use QUANTITY (default 1) more of a feature now? Prints
-    /// the answer (`"allowed":true|false`) as JSON. kinde-meter only.
+    /// the answer as JSON and exits 0 when allowed, 1 when not allowed, 2 on an
+    /// error (kinde-meter only).
     Check(EntitlementsCheckArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct EntitlementsListArgs {
     /// The billing customer.
-    #[arg(long)]
-    pub customer_id: String,
-    /// Entitlements per page (server default 10, at most 500).
+    #[arg(long, required = true)]
+    pub customer_id: Option<String>,
+    /// Entitlements per page (default 10, at most 500).
     #[arg(long)]
     pub page_size: Option<u32>,
     /// The page after the entitlement with this id.
@@ -290,7 +306,7 @@ pub struct EntitlementsListArgs {
     #[arg(long)]
     pub expand_plans: bool,
     #[command(flatten)]
-    pub remote: Remote,
+    pub target: Target,
 }
 
 #[derive(Debug, Args)]
@@ -301,22 +317,11 @@ pub struct EntitlementsCheckArgs {
     /// The feature's code, e.g. api_calls.
     #[arg(long)]
     pub feature_code: String,
-    /// How much more: a non-negative decimal (default 1; the server checks it).
+    /// How much more: a meter value, a non-negative decimal (default 1).
     #[arg(long, allow_hyphen_values = true)]
     pub quantity: Option<String>,
     #[command(flatten)]
-    pub remote: Remote,
-}
-
-/// A running server and how to authenticate to it, for commands that only
-/// work against a server.
-#[derive(Debug, Args)]
-pub struct Remote {
-    /// URL of the server: kinde-meter, or https://SUBDOMAIN.kinde.com.
-    #[arg(long, env = "KINDE_METER_SERVER", requires = "credentials")]
-    pub server: String,
-    #[command(flatten)]
-    pub credentials: Credentials,
+    pub target: Target,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use kinde_meter_store::{OpenError, PgSettings, Store, StoreConfig, StoreLocation};
 
-use crate::cli::{Cli, Command, DataDirArg};
+use crate::cli::{Cli, Command, DataDirArg, EntitlementsCommand};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -25,10 +25,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agreements(command) => agreements::run(command).await,
         Command::Usage(args) => usage::run(args).await,
         Command::Record(args) => record::run(args).await,
-        Command::Entitlements(command) => entitlements::run(command).await,
+        Command::Entitlements(args) => entitlements::run(args).await,
         Command::Clients(command) => clients::run(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+    }
+}
+
+/// An outcome that is neither success nor an error: the command has printed its
+/// answer and exits with this status, without a message (`entitlements check`
+/// that is not allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus(pub u8);
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
+
+/// The exit status of `cli` failing with an error: 1, but 2 for
+/// `entitlements check`, whose 1 means "not allowed".
+pub fn error_status(cli: &Cli) -> u8 {
+    match &cli.command {
+        Command::Entitlements(args)
+            if matches!(args.command, Some(EntitlementsCommand::Check(_))) =>
+        {
+            entitlements::CHECK_ERROR
+        }
+        _ => 1,
     }
 }
 

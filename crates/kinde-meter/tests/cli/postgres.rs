@@ -1,12 +1,13 @@
 //! The real binary on PostgreSQL (skipped unless `KINDE_METER_TEST_DATABASE_URL`
 //! names a server): `migrate`, two `serve --database-url` processes sharing
 //! one database and one `--public-url`, `token --database-url` minting for
-//! both, and the offline commands on the database.
+//! both, and the offline commands on the database (entitlements printing what
+//! either server answers).
 
 use kinde_meter_store::postgres::scratch::ScratchSchema;
 use serde_json::Value;
 
-use crate::support::{Server, http, kinde_meter, record, request_token, run_ok};
+use crate::support::{Server, http, kinde_meter, record, request_token, run, run_ok};
 
 const PUBLIC_URL: &str = "http://meter.test";
 
@@ -80,6 +81,49 @@ async fn two_servers_and_the_cli_share_one_database() {
     ]));
     let usage: Value = serde_json::from_str(&usage).unwrap();
     assert_eq!(usage["usage"][0]["value"], "5.5", "{usage}");
+
+    // The entitlements on the database print what either server answers (the
+    // default token may read them); the check's exit status is its answer.
+    for (subcommand, extra) in [
+        (None, &[][..]),
+        (
+            Some("check"),
+            &["--feature-code", "api_calls", "--quantity", "999994.5"][..],
+        ),
+    ] {
+        let mut args = vec!["entitlements"];
+        args.extend(subcommand);
+        args.extend_from_slice(&["--customer-id", "cust"]);
+        args.extend_from_slice(extra);
+        let on_database = run_ok(kinde_meter().args(&args).args(["--database-url", &url]));
+        for server in [&one, &two] {
+            let base = format!("http://{}", server.addr);
+            let via_server = run_ok(
+                kinde_meter()
+                    .args(&args)
+                    .args(["--server", &base, "--token", token]),
+            );
+            assert_eq!(via_server, on_database, "{args:?}");
+        }
+        let answer: Value = serde_json::from_str(&on_database).unwrap();
+        match subcommand {
+            None => assert_eq!(answer["entitlements"][0]["consumed"], 5.5, "{answer}"),
+            Some(_) => assert_eq!(answer["remaining"], "999994.5", "{answer}"),
+        }
+    }
+    let refused = run(kinde_meter().args([
+        "entitlements",
+        "check",
+        "--customer-id",
+        "cust",
+        "--feature-code",
+        "api_calls",
+        "--quantity",
+        "999994.6",
+        "--database-url",
+        &url,
+    ]));
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
 
     // An M2M client registered on the database gets a token from one server
     // that the other accepts.
