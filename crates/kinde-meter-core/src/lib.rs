@@ -13,7 +13,8 @@
 //! - [`catalog`]: plans and features from the TOML catalog (SPEC §6),
 //! - [`agreement`]: an agreement's state and current period,
 //! - [`idempotency`]: idempotency keys and request fingerprints,
-//! - [`request`]: parsing `CreateMeterUsageRecordRequest` JSON into a [`request::UsageRecord`].
+//! - [`request`]: parsing `CreateMeterUsageRecordRequest` JSON into a [`request::UsageRecord`],
+//! - [`webhook`]: billing webhook events, their ids, data, claims and retry schedule.
 
 pub mod aggregate;
 pub mod agreement;
@@ -26,5 +27,6 @@ pub mod period;
 pub mod request;
 pub mod timestamp;
 pub mod value;
+pub mod webhook;
 
 pub use kinde_meter_wire::ErrorCode;

@@ -10,6 +10,7 @@ use kinde_meter_core::{
     period::Period,
     request::UsageRecord,
     value::UsageTotal,
+    webhook::{Event, EventType, WebhookId},
 };
 
 /// Storage could not do what was asked; nothing was stored. Answered with 503.
@@ -37,6 +38,9 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// Most records committed in one transaction.
     pub max_batch_records: usize,
+    /// At most one `customer.meter_usage_updated` event per (agreement, feature)
+    /// per this interval (default 10 s).
+    pub webhook_usage_interval: SignedDuration,
 }
 
 impl Default for StoreConfig {
@@ -46,6 +50,7 @@ impl Default for StoreConfig {
             idempotency_retention: kinde_meter_core::idempotency::DEFAULT_RETENTION,
             queue_capacity: 4096,
             max_batch_records: 1000,
+            webhook_usage_interval: SignedDuration::from_secs(10),
         }
     }
 }
@@ -345,4 +350,116 @@ pub struct RevokedClient {
     pub id: String,
     /// When it was revoked.
     pub revoked_at: Timestamp,
+}
+
+/// A request to register a webhook.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    /// A human name.
+    pub name: String,
+    /// The URL deliveries are POSTed to (checked by the caller).
+    pub endpoint: String,
+    /// An optional description.
+    pub description: Option<String>,
+    /// The event types it receives.
+    pub event_types: Vec<EventType>,
+    /// Creation time.
+    pub now: Timestamp,
+    /// Randomness for the id ([`WebhookId::generate`]; the store does not pick it,
+    /// so tests can).
+    pub id_random: [u8; 10],
+}
+
+/// A registered webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Its id.
+    pub id: WebhookId,
+    /// Its name.
+    pub name: String,
+    /// Where deliveries go.
+    pub endpoint: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// The event types it receives.
+    pub event_types: Vec<EventType>,
+    /// When it was registered.
+    pub created_on: Timestamp,
+}
+
+/// Changes to a webhook; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+    /// New event types (events already fanned out keep their deliveries).
+    pub event_types: Option<Vec<EventType>>,
+    /// A new endpoint (pending deliveries go to it).
+    pub endpoint: Option<String>,
+}
+
+/// A webhook with the state of its deliveries (for `kinde-meter webhooks list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookStatus {
+    /// The webhook.
+    pub webhook: Webhook,
+    /// When a delivery to it was last attempted.
+    pub last_attempt_at: Option<Timestamp>,
+    /// When a delivery to it last succeeded.
+    pub last_success_at: Option<Timestamp>,
+    /// The error of the last failed attempt, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// Deliveries still to be made (pending, not given up).
+    pub pending: u64,
+}
+
+/// A delivery's id in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeliveryId(pub i64);
+
+/// One attempt to deliver an event to a webhook, leased to the worker that
+/// claimed it ([`crate::Store::claim_deliveries`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Its id, for [`crate::Store::finish_delivery`].
+    pub id: DeliveryId,
+    /// The webhook.
+    pub webhook_id: WebhookId,
+    /// The webhook's endpoint now.
+    pub endpoint: String,
+    /// The event.
+    pub event: Event,
+    /// Which attempt this is, 1 for the first.
+    pub attempt: u32,
+    /// When the first attempt was due (retries stop [`GIVE_UP_AFTER`] later).
+    ///
+    /// [`GIVE_UP_AFTER`]: kinde_meter_core::webhook::GIVE_UP_AFTER
+    pub first_attempt_due: Timestamp,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// The endpoint answered 2xx: done.
+    Delivered,
+    /// It did not; retry at `next_attempt_at`, or give up when `None`.
+    Failed {
+        /// What went wrong (status or transport error), shown in listings.
+        error: String,
+        /// When to try again; `None` gives up.
+        next_attempt_at: Option<Timestamp>,
+    },
+}
+
+/// The outbox at a glance (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveryStats {
+    /// Deliveries not yet made nor given up, plus events not yet fanned out.
+    pub pending: u64,
+    /// When the oldest of them was created.
+    pub oldest_pending_created_at: Option<Timestamp>,
 }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     aggregate::MeterType,
     agreement::Agreement,
@@ -21,13 +21,15 @@ use kinde_meter_core::{
     ids::{AgreementId, CustomerId, FeatureCode, PlanCode},
     request::UsageRecord,
     value::MeterValue,
+    webhook::{Event, EventId, WebhookId},
 };
 use kinde_meter_store::{
     AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError, Cursor,
-    CustomerEntitlements, FeatureUsage, IdempotencyClaim, IssuerStore, ListAgreementsError,
-    NewAgreement, NewClient, ReadUsageError, RecordResult, RevokedClient, Store, StoreConfig,
-    StoreError, SubmissionKind, SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission,
-    WriterStats,
+    CustomerEntitlements, Delivery, DeliveryId, DeliveryResult, DeliveryStats, FeatureUsage,
+    IdempotencyClaim, IssuerStore, ListAgreementsError, NewAgreement, NewClient, NewWebhook,
+    ReadUsageError, RecordResult, RevokedClient, Store, StoreConfig, StoreError, SubmissionKind,
+    SubmissionOutcome, UsageQuery, UsageReport, UsageSubmission, Webhook, WebhookPatch,
+    WebhookStatus, WriterStats,
     postgres::{PgSettings, PgStore, scratch::ScratchSchema},
     sqlite::SqliteStore,
 };
@@ -370,6 +372,48 @@ impl Store for TestStore {
     }
     async fn shutdown(&self) {
         self.store().shutdown().await
+    }
+    async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StoreError> {
+        self.store().create_webhook(new).await
+    }
+    async fn list_webhooks(&self) -> Result<Vec<WebhookStatus>, StoreError> {
+        self.store().list_webhooks().await
+    }
+    async fn update_webhook(
+        &self,
+        id: &WebhookId,
+        patch: WebhookPatch,
+    ) -> Result<Option<Webhook>, StoreError> {
+        self.store().update_webhook(id, patch).await
+    }
+    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
+        self.store().delete_webhook(id).await
+    }
+    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        self.store().event(id).await
+    }
+    async fn build_usage_events(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.store().build_usage_events(now).await
+    }
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: SignedDuration,
+        busy: &[WebhookId],
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.store().claim_deliveries(now, limit, lease, busy).await
+    }
+    async fn finish_delivery(
+        &self,
+        id: DeliveryId,
+        result: DeliveryResult,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.store().finish_delivery(id, result, now).await
+    }
+    async fn delivery_stats(&self, now: Timestamp) -> Result<DeliveryStats, StoreError> {
+        self.store().delivery_stats(now).await
     }
     fn issuer(&self) -> Option<&dyn IssuerStore> {
         self.store().issuer()
