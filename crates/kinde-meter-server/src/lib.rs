@@ -18,7 +18,8 @@
 //! - [`startup`]: building the application, binding, graceful shutdown,
 //! - [`storage`]: SQLite in the data directory or PostgreSQL, and where the
 //!   built-in issuer's keys and identity live with each,
-//! - [`openapi`]: what the OpenAPI document holds besides the routes.
+//! - [`openapi`]: what the OpenAPI document holds besides the routes,
+//! - [`webhooks`]: billing webhooks: endpoint checks and delivery.
 
 pub mod auth;
 pub mod clients;
@@ -34,6 +35,7 @@ pub mod state;
 pub mod storage;
 pub mod transport;
 pub mod views;
+pub mod webhooks;
 
 pub use clock::{Clock, ManualClock};
 pub use startup::{Application, ExternalIssuer, ServerConfig};
