@@ -3,6 +3,7 @@
 //! retry of it unchanged, goes through [`ApiClient::execute`]
 //! (docs/design.md#sdk-calls-and-retries).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -244,7 +245,7 @@ impl ApiClient {
 /// One request of an operation, ready to be sent (and sent again).
 pub(crate) struct Call<'a> {
     method: Method,
-    path: &'static str,
+    path: Cow<'static, str>,
     query: Vec<(&'static str, String)>,
     body: Option<Vec<u8>>,
     idempotency_key: Option<&'a IdempotencyKey>,
@@ -252,10 +253,10 @@ pub(crate) struct Call<'a> {
 
 impl<'a> Call<'a> {
     /// A `GET` of `path` (which starts with `/`).
-    pub(crate) fn get(path: &'static str) -> Self {
+    pub(crate) fn get(path: impl Into<Cow<'static, str>>) -> Self {
         Call {
             method: Method::GET,
-            path,
+            path: path.into(),
             query: Vec::new(),
             body: None,
             idempotency_key: None,
@@ -264,13 +265,37 @@ impl<'a> Call<'a> {
 
     /// A `POST` of `body` as JSON to `path`.
     pub(crate) fn post_json(
-        path: &'static str,
+        path: impl Into<Cow<'static, str>>,
+        body: &impl Serialize,
+    ) -> Result<Self, InvalidInput> {
+        Self::with_json(Method::POST, path.into(), body)
+    }
+
+    /// A `PATCH` of `body` as JSON to `path`.
+    pub(crate) fn patch_json(
+        path: impl Into<Cow<'static, str>>,
+        body: &impl Serialize,
+    ) -> Result<Self, InvalidInput> {
+        Self::with_json(Method::PATCH, path.into(), body)
+    }
+
+    /// A `DELETE` of `path`.
+    pub(crate) fn delete(path: impl Into<Cow<'static, str>>) -> Self {
+        Call {
+            method: Method::DELETE,
+            ..Self::get(path)
+        }
+    }
+
+    fn with_json(
+        method: Method,
+        path: Cow<'static, str>,
         body: &impl Serialize,
     ) -> Result<Self, InvalidInput> {
         let body = serde_json::to_vec(body)
             .map_err(|error| InvalidInput(format!("the body cannot be serialized: {error}")))?;
         Ok(Call {
-            method: Method::POST,
+            method,
             path,
             query: Vec::new(),
             body: Some(body),

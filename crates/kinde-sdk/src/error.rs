@@ -1,5 +1,5 @@
 //! What can go wrong with a call: one error enum per operation
-//! ([`CreateMeterUsageRecordError`], [`GetMeterUsageError`], …), as in
+//! ([`CreateMeterUsageRecordError`], [`GetMeterUsageError`], [`CreateWebHookError`], …), as in
 //! aws-sdk-rust. Today they share their variants:
 //!
 //! | variant | when |
@@ -382,6 +382,44 @@ operation_error! {
     /// Failure of
     /// [`BillingEntitlementsApi::check`](crate::BillingEntitlementsApi::check).
     CheckBillingEntitlementError, replay_safe = true
+}
+
+operation_error! {
+    /// Failure of
+    /// [`WebhooksApi::create_web_hook`](crate::WebhooksApi::create_web_hook).
+    /// Not safe to replay when the outcome is unknown: a second call would make
+    /// a second webhook.
+    CreateWebHookError, replay_safe = false
+}
+
+operation_error! {
+    /// Failure of [`WebhooksApi::get_web_hooks`](crate::WebhooksApi::get_web_hooks).
+    GetWebHooksError, replay_safe = true
+}
+
+operation_error! {
+    /// Failure of
+    /// [`WebhooksApi::update_web_hook`](crate::WebhooksApi::update_web_hook).
+    /// Setting the same fields again changes nothing, so it is safe to replay.
+    UpdateWebHookError, replay_safe = true
+}
+
+operation_error! {
+    /// Failure of
+    /// [`WebhooksApi::delete_web_hook`](crate::WebhooksApi::delete_web_hook).
+    /// Safe to replay: a repeat finds the webhook gone (`WEBHOOK_NOT_FOUND`).
+    DeleteWebHookError, replay_safe = true
+}
+
+operation_error! {
+    /// Failure of [`WebhooksApi::get_event`](crate::WebhooksApi::get_event).
+    GetEventError, replay_safe = true
+}
+
+operation_error! {
+    /// Failure of
+    /// [`WebhooksApi::get_event_types`](crate::WebhooksApi::get_event_types).
+    GetEventTypesError, replay_safe = true
 }
 
 /// Reads an error body in any shape we know, `None` for anything else.

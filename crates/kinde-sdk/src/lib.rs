@@ -352,12 +352,14 @@ pub use apis::entitlements::{BillingEntitlementsApi, GetBillingEntitlementsParam
 pub use apis::meter_usage::{
     BillingMeterUsageApi, CreateMeterUsageRecordBuilder, CreateMeterUsageRecordsBatchBuilder,
 };
+pub use apis::webhooks::WebhooksApi;
 pub use client::{ApiClient, KINDE_SDK_HEADER_VALUE, USER_AGENT};
 pub use configuration::{Auth, Configuration, ConfigurationError};
 pub use error::{
     CheckBillingEntitlementError, CreateBillingAgreementError, CreateMeterUsageRecordError,
-    CreateMeterUsageRecordsBatchError, GetBillingAgreementsError, GetBillingEntitlementsError,
-    GetMeterUsageError,
+    CreateMeterUsageRecordsBatchError, CreateWebHookError, DeleteWebHookError,
+    GetBillingAgreementsError, GetBillingEntitlementsError, GetEventError, GetEventTypesError,
+    GetMeterUsageError, GetWebHooksError, UpdateWebHookError,
 };
 pub use idempotency::{IdempotencyKey, InvalidIdempotencyKey};
 pub use reporter::{

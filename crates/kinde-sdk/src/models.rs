@@ -17,10 +17,13 @@ use jiff::{Timestamp, Zoned};
 pub use kinde_meter_wire::{
     BatchRecordResult, BillingAgreement, BillingEntitlement, CheckBillingEntitlementResponse,
     CreateBillingAgreementRequest, CreateMeterUsageRecordRequest, CreateMeterUsageRecordResponse,
-    CreateMeterUsageRecordsBatchRequest, CreateMeterUsageRecordsBatchResponse, Entitlement,
-    EntitlementPlan, Error, ErrorCode, ErrorResponse, GetBillingAgreementsResponse,
-    GetBillingEntitlementsResponse, GetMeterUsageResponse, MeterTypeCode, MeterUsage,
-    SuccessResponse, UsageTotal,
+    CreateMeterUsageRecordsBatchRequest, CreateMeterUsageRecordsBatchResponse,
+    CreateWebHookRequest, CreateWebhookResponse, CreateWebhookResponseWebhook,
+    DeleteWebhookResponse, Entitlement, EntitlementPlan, Error, ErrorCode, ErrorResponse,
+    EventType, GetBillingAgreementsResponse, GetBillingEntitlementsResponse, GetEventResponse,
+    GetEventResponseEvent, GetEventTypesResponse, GetMeterUsageResponse, GetWebhooksResponse,
+    MeterTypeCode, MeterUsage, SuccessResponse, UpdateWebHookRequest, UpdateWebhookResponse,
+    UpdateWebhookResponseWebhook, UsageTotal, Webhook,
 };
 
 /// A usage value as Kinde wants it: a non-negative decimal written as a string.

@@ -9,3 +9,4 @@ mod reporter;
 mod retries;
 mod support;
 mod tokens;
+mod webhooks;
