@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Kinde's billing meter usage API, self-hosted.
 #[derive(Debug, Parser)]
@@ -32,8 +32,9 @@ pub enum Command {
     /// Register, list or revoke M2M clients (for POST /oauth2/token).
     #[command(subcommand)]
     Clients(ClientsCommand),
-    /// Run the load benchmark: a fixed number of usage records at a baseline and a
-    /// higher concurrency, with latency, CPU per request and group-commit batch size.
+    /// Run the load benchmark: a fixed number of usage records (or usage checks,
+    /// or /healthz requests: --mode) at a baseline and a higher concurrency, with
+    /// latency, CPU per request and group-commit batch size.
     Bench(BenchArgs),
     /// Apply the database migrations a PostgreSQL database lacks (servers also do
     /// this at start; safe while they run or start).
@@ -395,18 +396,55 @@ pub struct BenchArgs {
         default_value = "api_calls"
     )]
     pub feature_code: String,
+    /// What to measure, in this order (comma-separated or repeated): `single` (POST
+    /// one usage record), `single-enforced` (the same to a feature whose limit is
+    /// enforced but never reached: --enforced-feature-code), `check` (GET
+    /// /api/v1/billing/entitlements/check for the bench's customers), `healthz`
+    /// (GET /healthz: the HTTP path alone, the others' same-run baseline). Each
+    /// mode runs at the baseline and the main concurrency.
+    #[arg(
+        long = "mode",
+        env = "KINDE_METER_BENCH_MODE",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "single"
+    )]
+    pub modes: Vec<BenchMode>,
+    /// The feature `single-enforced` records to. The in-process server adds it to
+    /// the plan: a copy of --feature-code with enforce_limit and a limit_max of
+    /// 10^18 (so the limit is decided on every record and refuses none); an
+    /// external server must serve such a feature.
+    #[arg(
+        long,
+        env = "KINDE_METER_BENCH_ENFORCED_FEATURE_CODE",
+        default_value = "api_calls_enforced"
+    )]
+    pub enforced_feature_code: String,
     /// Where the in-process server's fresh data directory is made (default: the
     /// system's temporary directory). Put it on the disk you want to measure.
     #[arg(long, env = "KINDE_METER_BENCH_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
     /// Benchmark a running server instead of an in-process one (with --token, which
-    /// needs create:meter_usage, read:meter_usage and the agreement scopes; start
-    /// it with --rate-limit 0).
+    /// needs create:meter_usage, read:meter_usage, the agreement scopes and, for
+    /// --mode check, read:billing_entitlements; start it with --rate-limit 0).
     #[arg(long, env = "KINDE_METER_SERVER", requires = "token")]
     pub server: Option<String>,
     /// Bearer token for --server.
     #[arg(long, env = "KINDE_METER_TOKEN")]
     pub token: Option<String>,
+}
+
+/// What `kinde-meter bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// POST /api/v1/billing/meter_usage, one record per request.
+    Single,
+    /// The same, to a feature with an enforced limit that no record reaches.
+    SingleEnforced,
+    /// GET /api/v1/billing/entitlements/check.
+    Check,
+    /// GET /healthz.
+    Healthz,
 }
 
 /// `kinde-meter clients …`: M2M clients of the built-in issuer, managed on the

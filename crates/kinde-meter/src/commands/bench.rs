@@ -13,6 +13,13 @@
 //! reads the usage back and checks that exactly the acknowledged (200) records
 //! were stored: a fixed request count, not a deadline, makes that check exact.
 //!
+//! `--mode` picks what is sent (see [`BenchMode`]): single records, single
+//! records to a feature whose limit is enforced (the hard-limit decision on
+//! every record), usage checks, or `GET /healthz`, the HTTP path alone. Several
+//! modes run one after the other against the same server, and the closing
+//! summary gives each one's figures at the main concurrency and its ratio to
+//! `healthz` and to `single` from the same process.
+//!
 //! By default the server runs in this process on a fresh data directory
 //! (127.0.0.1:0, SQLite, demo catalog). The load generator then shares the
 //! process, on its own runtime whose threads are named [`LOAD_THREAD_PREFIX`]:
@@ -35,6 +42,10 @@ use std::{
 
 use anyhow::{Context, bail};
 use jiff::{SignedDuration, Timestamp};
+use kinde_meter_core::{
+    catalog::Catalog,
+    ids::{FeatureCode, PlanCode},
+};
 use kinde_meter_server::{
     Application, ServerConfig,
     auth::{MintRequest, mint_token},
@@ -45,7 +56,7 @@ use kinde_meter_wire::Scope;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchMode};
 
 /// Thread name of the load generator's runtime (Linux keeps 15 characters).
 const LOAD_THREAD_PREFIX: &str = "km-bench-load";
@@ -54,12 +65,17 @@ const LOAD_THREAD_PREFIX: &str = "km-bench-load";
 const WRITER_THREAD_PREFIX: &str = SQLITE_WRITER_THREAD.split_at(15).0;
 
 /// Scopes the in-process benchmark token carries.
-const BENCH_SCOPES: [Scope; 4] = [
+const BENCH_SCOPES: [Scope; 5] = [
     Scope::CreateMeterUsage,
     Scope::ReadMeterUsage,
     Scope::CreateBillingAgreements,
     Scope::ReadBillingAgreements,
+    Scope::ReadBillingEntitlements,
 ];
+
+/// `limit_max` of the in-process server's enforced feature: never reached, so
+/// every record is decided against it and none is refused.
+const ENFORCED_LIMIT: i64 = 1_000_000_000_000_000_000;
 
 /// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
 const USER_HZ: f64 = 100.0;
@@ -89,6 +105,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     plan.push(args.connections);
 
+    let mut modes = Vec::new();
+    for mode in &args.modes {
+        if !modes.contains(mode) {
+            modes.push(*mode);
+        }
+    }
+    // Today's output, unlabelled, when single records are all that is measured.
+    let labelled = modes != [BenchMode::Single];
+
     println!("kinde-meter bench");
     println!("command: {command_line}");
     match &target {
@@ -99,47 +124,71 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         Target::External { base, .. } => println!("server:  {base} (external)"),
     }
-    println!(
-        "load:    {} records per run, each a delta of \"1\" to {} over {} agreements (plan {}), \
-         HTTP/1.1 keep-alive, load generator in this process ({} threads) on {} CPUs",
-        args.requests,
-        args.feature_code,
-        args.agreements,
-        args.plan_code,
-        cpus(),
-        cpus()
-    );
+    if labelled {
+        println!(
+            "load:    {} requests per run, over {} agreements (plan {}), HTTP/1.1 keep-alive, \
+             load generator in this process ({} threads) on {} CPUs",
+            args.requests,
+            args.agreements,
+            args.plan_code,
+            cpus(),
+            cpus()
+        );
+        for mode in &modes {
+            println!(
+                "mode:    {:<15} {}",
+                mode_name(*mode),
+                describe(*mode, &args)
+            );
+        }
+    } else {
+        println!(
+            "load:    {} records per run, each a delta of \"1\" to {} over {} agreements (plan {}), \
+             HTTP/1.1 keep-alive, load generator in this process ({} threads) on {} CPUs",
+            args.requests,
+            args.feature_code,
+            args.agreements,
+            args.plan_code,
+            cpus(),
+            cpus()
+        );
+    }
 
     let run_id = format!("{:08x}", rand::random::<u32>());
-    let mut results = Vec::new();
+    let mut results: Vec<PhaseResult> = Vec::new();
     let mut failure = None;
-    for (index, &connections) in plan.iter().enumerate() {
-        let result = run_phase(&args, &target, &load, &run_id, index + 1, connections).await;
-        match result {
-            Ok(result) => {
-                print_phase(index + 1, &result);
-                if !result.exact() {
-                    failure.get_or_insert_with(|| {
-                        format!(
-                            "run {}: stored usage {} (in {} records) differs from the {} acknowledged records",
-                            index + 1,
-                            result.stored_value,
-                            result.stored_records,
-                            result.ok
-                        )
-                    });
+    let mut index = 0;
+    'modes: for &mode in &modes {
+        let first = results.len();
+        for &connections in &plan {
+            index += 1;
+            let result = run_phase(&args, &target, &load, &run_id, index, mode, connections).await;
+            match result {
+                Ok(result) => {
+                    print_phase(index, &result, labelled);
+                    if !result.exact() {
+                        failure.get_or_insert_with(|| {
+                            format!(
+                                "run {index}: stored usage {} (in {} records) differs from the {} acknowledged records",
+                                result.stored_value, result.stored_records, result.ok
+                            )
+                        });
+                    }
+                    results.push(result);
                 }
-                results.push(result);
+                Err(e) => {
+                    failure = Some(format!("run {index}: {e:#}"));
+                    break 'modes;
+                }
             }
-            Err(e) => {
-                failure = Some(format!("run {}: {e:#}", index + 1));
-                break;
-            }
+        }
+        if let [base, main] = &results[first..] {
+            print_ratio(base, main);
         }
     }
     load.shutdown_background();
-    if let [base, main] = results.as_slice() {
-        print_ratio(base, main);
+    if labelled {
+        print_summary(&results, args.connections);
     }
     if let Target::InProcess(server) = target {
         server.stop().await?;
@@ -147,8 +196,47 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match failure {
         Some(failure) => bail!("{failure}"),
         None => {
-            println!("stored = acknowledged in every run: yes");
+            if results.iter().any(|r| r.mode.writes()) {
+                println!("stored = acknowledged in every run: yes");
+            }
             Ok(())
+        }
+    }
+}
+
+impl BenchMode {
+    /// Whether the mode records usage (and its runs are read back).
+    fn writes(self) -> bool {
+        matches!(self, BenchMode::Single | BenchMode::SingleEnforced)
+    }
+}
+
+fn mode_name(mode: BenchMode) -> &'static str {
+    match mode {
+        BenchMode::Single => "single",
+        BenchMode::SingleEnforced => "single-enforced",
+        BenchMode::Check => "check",
+        BenchMode::Healthz => "healthz",
+    }
+}
+
+/// What a mode sends, for the header.
+fn describe(mode: BenchMode, args: &BenchArgs) -> String {
+    match mode {
+        BenchMode::Single => format!(
+            "POST /api/v1/billing/meter_usage, a delta of \"1\" to {} (limit not enforced)",
+            args.feature_code
+        ),
+        BenchMode::SingleEnforced => format!(
+            "POST /api/v1/billing/meter_usage, a delta of \"1\" to {} (enforce_limit, limit_max never reached)",
+            args.enforced_feature_code
+        ),
+        BenchMode::Check => format!(
+            "GET /api/v1/billing/entitlements/check?customer_id=…&feature_code={} (one record per agreement first)",
+            args.feature_code
+        ),
+        BenchMode::Healthz => {
+            "GET /healthz, no token (the HTTP path alone: the baseline)".to_owned()
         }
     }
 }
@@ -206,6 +294,9 @@ impl InProcess {
             .with_context(|| format!("cannot make a data directory in {}", parent.display()))?;
         let data_dir = dir.path().to_owned();
         let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), &data_dir);
+        if args.modes.contains(&BenchMode::SingleEnforced) {
+            add_enforced_feature(&mut config.catalog, args)?;
+        }
         // The benchmark measures the server, not the per-client limit (one client
         // sends everything here).
         config.rate_limits = RateLimitConfig::off();
@@ -246,8 +337,36 @@ impl InProcess {
     }
 }
 
+/// Adds `--enforced-feature-code` to the bench's plan: a copy of
+/// `--feature-code` whose limit is enforced and never reached.
+fn add_enforced_feature(catalog: &mut Catalog, args: &BenchArgs) -> anyhow::Result<()> {
+    let plan_code = PlanCode::parse(args.plan_code.clone()).context("--plan-code")?;
+    let feature_code = FeatureCode::parse(args.feature_code.clone()).context("--feature-code")?;
+    let enforced_code = FeatureCode::parse(args.enforced_feature_code.clone())
+        .context("--enforced-feature-code")?;
+    let plan = catalog
+        .plans
+        .iter_mut()
+        .find(|p| p.code == plan_code)
+        .with_context(|| format!("the catalog has no plan {plan_code}"))?;
+    if plan.feature(&enforced_code).is_some() {
+        bail!("plan {plan_code} already has a feature {enforced_code}");
+    }
+    let mut enforced = plan
+        .feature(&feature_code)
+        .with_context(|| format!("plan {plan_code} has no feature {feature_code}"))?
+        .clone();
+    enforced.code = enforced_code;
+    enforced.name = format!("{} (enforced)", enforced.name);
+    enforced.limit_max = Some(ENFORCED_LIMIT);
+    enforced.enforce_limit = true;
+    plan.features.push(enforced);
+    Ok(())
+}
+
 /// What one run measured.
 struct PhaseResult {
+    mode: BenchMode,
     connections: usize,
     requests: usize,
     elapsed: Duration,
@@ -268,9 +387,11 @@ impl PhaseResult {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
-    /// Stored usage is exactly the acknowledged records.
+    /// Stored usage is exactly the acknowledged records (always, for a mode
+    /// that records nothing).
     fn exact(&self) -> bool {
-        self.stored_value == self.ok.to_string() && self.stored_records == self.ok
+        !self.mode.writes()
+            || (self.stored_value == self.ok.to_string() && self.stored_records == self.ok)
     }
 
     fn records_per_commit(&self) -> Option<f64> {
@@ -300,51 +421,101 @@ struct Cpu {
     writer: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_phase(
     args: &BenchArgs,
     target: &Target,
     load: &tokio::runtime::Runtime,
     run_id: &str,
     phase: usize,
+    mode: BenchMode,
     connections: usize,
 ) -> anyhow::Result<PhaseResult> {
+    let feature_code = match mode {
+        BenchMode::SingleEnforced => &args.enforced_feature_code,
+        _ => &args.feature_code,
+    };
     // Fresh agreements per run, so that each run's stored usage is its own.
-    let mut agreements = Vec::with_capacity(args.agreements);
-    for i in 0..args.agreements {
-        let customer = format!("bench_{run_id}_{phase}_{i}");
-        let id = super::remote::create_agreement(
-            target.base(),
-            &kinde_sdk::Auth::AccessToken(target.token().to_owned()),
-            &customer,
-            &args.plan_code,
-        )
-        .await
-        .with_context(|| format!("cannot create the agreement for {customer}"))?;
-        agreements.push(id);
+    let mut customers = Vec::new();
+    let mut agreements = Vec::new();
+    if mode != BenchMode::Healthz {
+        for i in 0..args.agreements {
+            let customer = format!("bench_{run_id}_{phase}_{i}");
+            let id = super::remote::create_agreement(
+                target.base(),
+                &kinde_sdk::Auth::AccessToken(target.token().to_owned()),
+                &customer,
+                &args.plan_code,
+            )
+            .await
+            .with_context(|| format!("cannot create the agreement for {customer}"))?;
+            customers.push(customer);
+            agreements.push(id);
+        }
     }
-    let bodies: Arc<Vec<String>> = Arc::new(
-        agreements
-            .iter()
-            .map(|id| {
-                serde_json::json!({
-                    "customer_agreement_id": id,
-                    "billing_feature_code": args.feature_code,
-                    "meter_value": "1",
-                    "meter_type_code": "delta",
-                })
-                .to_string()
-            })
-            .collect(),
-    );
-    let url = format!("{}/api/v1/billing/meter_usage", target.base());
+    let body = |id: &str| {
+        serde_json::json!({
+            "customer_agreement_id": id,
+            "billing_feature_code": feature_code,
+            "meter_value": "1",
+            "meter_type_code": "delta",
+        })
+        .to_string()
+    };
+    let record_url = format!("{}/api/v1/billing/meter_usage", target.base());
     let auth = HeaderValue::from_str(&format!("Bearer {}", target.token()))
         .context("the token is not a valid header value")?;
+    let requests = match mode {
+        BenchMode::Single | BenchMode::SingleEnforced => Requests::Post {
+            url: record_url,
+            bodies: agreements.iter().map(|id| body(id)).collect(),
+        },
+        BenchMode::Check => {
+            // Usage to check: each agreement's aggregate row exists, as it
+            // does for a customer in use.
+            let client = reqwest::Client::new();
+            for id in &agreements {
+                let response = client
+                    .post(&record_url)
+                    .header(AUTHORIZATION, auth.clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(body(id))
+                    .send()
+                    .await
+                    .context("cannot record the usage to check")?;
+                if !response.status().is_success() {
+                    bail!(
+                        "recording the usage to check answered {}: {}",
+                        response.status(),
+                        response.text().await.unwrap_or_default()
+                    );
+                }
+            }
+            let mut urls = Vec::with_capacity(customers.len());
+            for customer in &customers {
+                let url = reqwest::Url::parse_with_params(
+                    &format!("{}/api/v1/billing/entitlements/check", target.base()),
+                    [
+                        ("customer_id", customer.as_str()),
+                        ("feature_code", feature_code.as_str()),
+                    ],
+                )
+                .context("the server URL")?;
+                urls.push(url.to_string());
+            }
+            Requests::Get { urls }
+        }
+        BenchMode::Healthz => Requests::Get {
+            urls: vec![format!("{}/healthz", target.base())],
+        },
+    };
+    let auth = (mode != BenchMode::Healthz).then_some(auth);
 
     let writer_before = target.writer_stats();
     let cpu_before = target.in_process().then(cpu_now).flatten();
-    let requests = args.requests;
+    let count = args.requests;
     let outcome = load
-        .spawn(drive(url, auth, bodies, requests, connections))
+        .spawn(drive(Arc::new(requests), auth, count, connections))
         .await
         .context("the load generator panicked")??;
     let cpu_after = target.in_process().then(cpu_now).flatten();
@@ -371,29 +542,31 @@ async fn run_phase(
     // Read back what was stored.
     let mut stored = 0u128;
     let mut stored_records = 0u64;
-    for id in &agreements {
-        let usage = super::remote::get_usage(
-            target.base(),
-            &kinde_sdk::Auth::AccessToken(target.token().to_owned()),
-            id,
-            Some(&args.feature_code),
-            None,
-        )
-        .await
-        .with_context(|| format!("cannot read the usage of {id}"))?;
-        for feature in usage.usage {
-            stored += feature
-                .value
-                .parse::<u128>()
-                .with_context(|| format!("usage {:?} of {id} is not an integer", feature.value))?;
-            stored_records += feature.record_count;
+    if mode.writes() {
+        for id in &agreements {
+            let usage = super::remote::get_usage(
+                target.base(),
+                &kinde_sdk::Auth::AccessToken(target.token().to_owned()),
+                id,
+                Some(feature_code),
+                None,
+            )
+            .await
+            .with_context(|| format!("cannot read the usage of {id}"))?;
+            for feature in usage.usage {
+                stored += feature.value.parse::<u128>().with_context(|| {
+                    format!("usage {:?} of {id} is not an integer", feature.value)
+                })?;
+                stored_records += feature.record_count;
+            }
         }
     }
 
     let ok = outcome.outcomes.get("200").copied().unwrap_or(0);
     Ok(PhaseResult {
+        mode,
         connections,
-        requests,
+        requests: count,
         elapsed: outcome.elapsed,
         latencies: outcome.latencies,
         outcomes: outcome.outcomes,
@@ -406,6 +579,12 @@ async fn run_phase(
     })
 }
 
+/// What a run sends: request `i` is the `i % n`-th body or URL.
+enum Requests {
+    Post { url: String, bodies: Vec<String> },
+    Get { urls: Vec<String> },
+}
+
 struct LoadOutcome {
     elapsed: Duration,
     latencies: Vec<u64>,
@@ -413,13 +592,12 @@ struct LoadOutcome {
     first_transport_error: Option<String>,
 }
 
-/// Sends `requests` records over `connections` concurrent keep-alive connections:
-/// each of `connections` tasks sends one request at a time, taking the next
-/// number until all are taken. Runs on the load generator's runtime.
+/// Sends `requests` requests over `connections` concurrent keep-alive
+/// connections: each of `connections` tasks sends one request at a time, taking
+/// the next number until all are taken. Runs on the load generator's runtime.
 async fn drive(
-    url: String,
-    auth: HeaderValue,
-    bodies: Arc<Vec<String>>,
+    spec: Arc<Requests>,
+    auth: Option<HeaderValue>,
     requests: usize,
     connections: usize,
 ) -> anyhow::Result<LoadOutcome> {
@@ -434,13 +612,7 @@ async fn drive(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let (client, url, auth, bodies, next) = (
-            client.clone(),
-            url.clone(),
-            auth.clone(),
-            bodies.clone(),
-            next.clone(),
-        );
+        let (client, spec, auth, next) = (client.clone(), spec.clone(), auth.clone(), next.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(requests / connections + 1);
             let mut outcomes = BTreeMap::<String, u64>::new();
@@ -450,15 +622,19 @@ async fn drive(
                 if i >= requests {
                     break;
                 }
-                let body = bodies[i % bodies.len()].clone();
+                let request = match &*spec {
+                    Requests::Post { url, bodies } => client
+                        .post(url)
+                        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                        .body(bodies[i % bodies.len()].clone()),
+                    Requests::Get { urls } => client.get(&urls[i % urls.len()]),
+                };
+                let request = match &auth {
+                    Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+                    None => request,
+                };
                 let sent = Instant::now();
-                let answer = client
-                    .post(&url)
-                    .header(AUTHORIZATION, auth.clone())
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(body)
-                    .send()
-                    .await;
+                let answer = request.send().await;
                 let status = match answer {
                     // The body is read to the end so that the connection is reused.
                     Ok(response) => {
@@ -505,10 +681,18 @@ async fn drive(
     Ok(outcome)
 }
 
-fn print_phase(index: usize, r: &PhaseResult) {
+fn print_phase(index: usize, r: &PhaseResult, labelled: bool) {
     let plural = if r.connections == 1 { "" } else { "s" };
     println!();
-    println!("run {index}: {} connection{plural}", r.connections);
+    if labelled {
+        println!(
+            "run {index} ({}): {} connection{plural}",
+            mode_name(r.mode),
+            r.connections
+        );
+    } else {
+        println!("run {index}: {} connection{plural}", r.connections);
+    }
     println!(
         "  throughput    {:.0} req/s ({} requests in {:.2} s)",
         r.throughput(),
@@ -548,6 +732,9 @@ fn print_phase(index: usize, r: &PhaseResult) {
         }
         None => println!("  CPU/request   n/a (server not in this process)"),
     }
+    if !r.mode.writes() {
+        return;
+    }
     match (r.writer, r.records_per_commit()) {
         (Some(w), Some(avg)) => println!(
             "  group commit  {} records in {} commits: {avg:.2} records/commit (largest batch so far {} jobs{})",
@@ -574,7 +761,11 @@ fn print_phase(index: usize, r: &PhaseResult) {
 fn print_ratio(base: &PhaseResult, main: &PhaseResult) {
     println!();
     let mut line = format!(
-        "ratio {} vs {} connection{}: {:.2}x req/s",
+        "ratio {}{} vs {} connection{}: {:.2}x req/s",
+        match main.mode {
+            BenchMode::Single => String::new(),
+            mode => format!("({}) ", mode_name(mode)),
+        },
         main.connections,
         base.connections,
         if base.connections == 1 { "" } else { "s" },
@@ -592,6 +783,45 @@ fn print_ratio(base: &PhaseResult, main: &PhaseResult) {
         let _ = write!(line, ", records/commit {b:.2} -> {m:.2}");
     }
     println!("{line}");
+}
+
+/// Each mode's figures at `connections`, with its ratios to `healthz` and
+/// `single` measured in the same process.
+fn print_summary(results: &[PhaseResult], connections: usize) {
+    let at = |mode| {
+        results
+            .iter()
+            .find(|r| r.mode == mode && r.connections == connections)
+    };
+    let (healthz, single) = (at(BenchMode::Healthz), at(BenchMode::Single));
+    println!();
+    println!("summary at {connections} connections (same process, same server):");
+    for r in results.iter().filter(|r| r.connections == connections) {
+        let mut line = format!(
+            "  {:<15} {:>7.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
+            mode_name(r.mode),
+            r.throughput(),
+            r.percentile(0.50),
+            r.percentile(0.99)
+        );
+        if let Some(cpu) = r.cpu {
+            let _ = write!(
+                line,
+                "  {:.1} µs server CPU/request",
+                (cpu.process - cpu.load) * 1e6 / r.requests as f64
+            );
+        }
+        for (name, base) in [("healthz", healthz), ("single", single)] {
+            if let Some(base) = base.filter(|b| b.mode != r.mode) {
+                let _ = write!(
+                    line,
+                    "  {:.2}x {name} req/s",
+                    r.throughput() / base.throughput()
+                );
+            }
+        }
+        println!("{line}");
+    }
 }
 
 /// CPU time so far of the whole process and of the load generator's threads.

@@ -660,6 +660,62 @@ fn bench_runs_a_baseline_and_a_concurrent_run_and_checks_what_was_stored() {
 }
 
 #[test]
+fn bench_modes_measure_checks_healthz_and_enforced_records_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run_ok(
+        kinde_meter()
+            .args(["bench", "--requests", "200", "--connections", "4"])
+            .args(["--agreements", "2", "--mode", "healthz,check"])
+            .args(["--mode", "single,single-enforced", "--work-dir"])
+            .arg(dir.path()),
+    );
+    for (run, mode) in [
+        (1, "healthz"),
+        (3, "check"),
+        (5, "single"),
+        (7, "single-enforced"),
+    ] {
+        assert!(
+            stdout.contains(&format!("run {run} ({mode}): 1 connection\n")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("run {} ({mode}): 4 connections\n", run + 1)),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("ratio ({mode}) 4 vs 1 connection: ")) || mode == "single",
+            "{stdout}"
+        );
+    }
+    // Every request answered 200: the checks were allowed, no enforced record refused.
+    assert_eq!(
+        stdout.matches("answers       200: 200\n").count(),
+        8,
+        "{stdout}"
+    );
+    // Only the writing modes read back what they stored.
+    assert_eq!(
+        stdout
+            .matches("stored        usage 200 in 200 records, acknowledged 200: exact")
+            .count(),
+        4,
+        "{stdout}"
+    );
+    let summary = &stdout[stdout.find("summary at 4 connections").expect(&stdout)..];
+    for mode in ["healthz", "check", "single", "single-enforced"] {
+        assert!(summary.contains(&format!("\n  {mode} ")), "{summary}");
+    }
+    assert_eq!(summary.matches("x healthz req/s").count(), 3, "{summary}");
+    assert!(summary.contains("x single req/s"), "{summary}");
+    assert!(
+        stdout.ends_with("stored = acknowledged in every run: yes\n"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn bench_against_a_running_server_does_not_echo_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &["--rate-limit", "0"]);
