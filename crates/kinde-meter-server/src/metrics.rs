@@ -13,6 +13,9 @@
 //! | `kinde_meter_commits_total` | — | committed write transactions (group-commit batches) |
 //! | `kinde_meter_commits_failed_total` | — | write transactions rolled back |
 //! | `kinde_meter_write_queue_depth` | — | writes waiting for the writer |
+//! | `kinde_meter_webhook_deliveries_total` | `outcome` (`delivered`, `failed`, `given_up`) | webhook delivery attempts, by outcome |
+//! | `kinde_meter_webhook_pending` | — | deliveries not yet delivered nor given up (all servers of the store) |
+//! | `kinde_meter_webhook_oldest_pending_seconds` | — | age of the oldest event with a pending delivery |
 //!
 //! Labels come only from fixed sets (`&'static str`s and the status code), so
 //! recording a request builds no strings and nothing from a request (a token, a
@@ -20,8 +23,8 @@
 
 use std::{
     fmt,
-    sync::{Arc, OnceLock},
-    time::Instant,
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -76,6 +79,48 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// How a webhook delivery attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// It did not; the delivery is retried.
+    Failed,
+    /// It did not, and the delivery had been failing for 72 h: no more attempts.
+    GivenUp,
+}
+
+impl DeliveryOutcome {
+    /// Every outcome.
+    pub const ALL: [DeliveryOutcome; 3] = [
+        DeliveryOutcome::Delivered,
+        DeliveryOutcome::Failed,
+        DeliveryOutcome::GivenUp,
+    ];
+
+    /// The `outcome` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Failed => "failed",
+            DeliveryOutcome::GivenUp => "given_up",
+        }
+    }
+}
+
+/// The outbox backlog as the delivery worker last read it.
+#[derive(Debug, Default)]
+struct WebhookBacklog {
+    pending: u64,
+    /// The oldest pending event's age when read, and when that was.
+    oldest: Option<(Duration, Instant)>,
+}
+
 /// The server's metrics: the registry `/metrics` encodes and the handles the
 /// request path updates.
 pub struct Metrics {
@@ -84,6 +129,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     rate_limited: Family<LimitLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
+    webhook_backlog: Arc<Mutex<WebhookBacklog>>,
     /// The paths of the router's routes ([`Metrics::register_routes`]).
     routes: OnceLock<Vec<&'static str>>,
 }
@@ -124,6 +171,14 @@ impl Metrics {
             "Requests refused 403 by authentication or authorization, by reason",
             auth_failures.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "kinde_meter_webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered (2xx), failed (to be retried), given_up (failing for 72 h)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_backlog = Arc::new(Mutex::new(WebhookBacklog::default()));
+        registry.register_collector(Box::new(WebhookCollector(webhook_backlog.clone())));
         if let Some(store) = store {
             registry.register_collector(Box::new(StoreCollector(store)));
         }
@@ -133,6 +188,8 @@ impl Metrics {
             latency,
             rate_limited,
             auth_failures,
+            webhook_deliveries,
+            webhook_backlog,
             routes: OnceLock::new(),
         };
         metrics.create_known_series();
@@ -150,6 +207,11 @@ impl Metrics {
         for failure in AuthFailure::ALL {
             drop(self.auth_failures.get_or_create(&ReasonLabels {
                 reason: failure.label(),
+            }));
+        }
+        for outcome in DeliveryOutcome::ALL {
+            drop(self.webhook_deliveries.get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
             }));
         }
     }
@@ -197,6 +259,29 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// Counts a webhook delivery attempt.
+    pub fn webhook_delivery(&self, outcome: DeliveryOutcome) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    /// The outbox backlog just read by the delivery worker: `pending`
+    /// deliveries, the oldest of their events `oldest_age` old. Scrapes report
+    /// it (the age growing with time since) without asking the store.
+    pub fn set_webhook_backlog(&self, pending: u64, oldest_age: Option<Duration>) {
+        let mut backlog = self
+            .webhook_backlog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *backlog = WebhookBacklog {
+            pending,
+            oldest: oldest_age.map(|age| (age, Instant::now())),
+        };
     }
 
     /// Counts and times one answered request: `route` is the matched route's
@@ -270,6 +355,43 @@ impl Collector for StoreCollector {
             "kinde_meter_write_queue_depth",
             "Writes queued for the writer and not yet taken into a transaction",
             None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
+/// Reports the webhook backlog the worker last read (zero before it has).
+struct WebhookCollector(Arc<Mutex<WebhookBacklog>>);
+
+impl fmt::Debug for WebhookCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookCollector")
+    }
+}
+
+impl Collector for WebhookCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let (pending, oldest) = {
+            let backlog = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            (backlog.pending, backlog.oldest)
+        };
+        let gauge = ConstGauge::new(i64::try_from(pending).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "kinde_meter_webhook_pending",
+            "Webhook deliveries neither delivered nor given up yet (read from the store every second or so)",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)?;
+        let age = oldest.map_or(0.0, |(age, read_at)| {
+            (age + read_at.elapsed()).as_secs_f64()
+        });
+        let gauge = ConstGauge::new(age);
+        let metric = encoder.encode_descriptor(
+            "kinde_meter_webhook_oldest_pending",
+            "Age of the oldest event with a pending webhook delivery (0 when none)",
+            Some(&Unit::Seconds),
             gauge.metric_type(),
         )?;
         gauge.encode(metric)

@@ -27,6 +27,7 @@ use crate::routes;
 use crate::state::AppState;
 use crate::storage;
 use crate::transport::{Transport, TransportConfig};
+use crate::webhooks::worker::{WebhookSettings, Worker, WorkerContext};
 
 /// Everything `kinde-meter serve` can be told.
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// Pool size, timeouts and schema for [`database_url`](Self::database_url).
     pub database: PgSettings,
+    /// Webhook deliveries: the private-address rule, timeouts, concurrency.
+    pub webhooks: WebhookSettings,
 }
 
 impl ServerConfig {
@@ -88,6 +91,7 @@ impl ServerConfig {
             revocation_refresh: clients::DEFAULT_REFRESH_INTERVAL,
             database_url: None,
             database: PgSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Application {
     signing_key: Arc<SigningKey>,
     transport: Transport,
     revocation_refresh: std::time::Duration,
+    /// The webhook delivery worker, started by [`run_until`](Self::run_until).
+    webhook_worker: Worker,
     /// SQLite only: servers sharing a database share no directory.
     _lock: Option<DataDirLock>,
 }
@@ -166,9 +172,10 @@ impl Application {
             }
             Some(external) => {
                 let (verifier, remote) = external_verifier(external).await?;
-                // This server signs nothing in external mode; the issuer's keys
-                // are at the issuer.
-                (verifier, Some(remote), serde_json::json!({"keys": []}))
+                // The issuer's keys are at the issuer; this server's own key
+                // (kept as the built-in issuer's would be) signs webhooks only,
+                // and receivers fetch it here.
+                (verifier, Some(remote), storage.keys.jwks())
             }
         };
         // Known before the first request, so a revoked client is never let in.
@@ -188,6 +195,15 @@ impl Application {
         if let Some(redis) = &config.redis {
             tracing::info!(key_prefix = %redis.key_prefix, "per-client rate limits shared through Redis");
         }
+        let metrics = Arc::new(Metrics::new(Some(store.clone())));
+        let webhook_worker = Worker::new(WorkerContext {
+            store: store.clone(),
+            clock: config.clock.clone(),
+            key: signing_key.clone(),
+            issuer: identity.issuer(),
+            metrics: metrics.clone(),
+            settings: config.webhooks.clone(),
+        })?;
         let state = AppState {
             store: store.clone(),
             verifier: Arc::new(verifier),
@@ -197,7 +213,10 @@ impl Application {
             limits,
             token_issuer,
             revoked_clients,
-            metrics: Arc::new(Metrics::new(Some(store.clone()))),
+            metrics,
+            webhook_endpoints: crate::webhooks::endpoint::EndpointCheck {
+                allow_private_networks: config.webhooks.allow_private_networks,
+            },
         };
         Ok(Application {
             listener,
@@ -206,6 +225,7 @@ impl Application {
             signing_key,
             transport,
             revocation_refresh: config.revocation_refresh,
+            webhook_worker,
             _lock: lock,
         })
     }
@@ -250,8 +270,12 @@ impl Application {
             store.clone(),
             self.revocation_refresh,
         );
+        let webhooks = self.webhook_worker.spawn();
         let app = routes::router(self.state);
         let served = self.transport.serve(self.listener, app, shutdown).await;
+        // Deliveries in flight end (each within its timeout) and are recorded
+        // before the store closes; the rest wait in the outbox.
+        webhooks.shutdown().await;
         // Every handler has had its answer by now; flush what may remain queued.
         store.shutdown().await;
         served.context("the HTTP server failed")?;

@@ -9,6 +9,7 @@ use crate::clients::{RevokedClients, TokenIssuer};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
+use crate::webhooks::endpoint::EndpointCheck;
 
 /// The application state handed to every route.
 #[derive(Clone)]
@@ -31,4 +32,6 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// Where webhooks may point (`--webhook-allow-private-networks`).
+    pub webhook_endpoints: EndpointCheck,
 }

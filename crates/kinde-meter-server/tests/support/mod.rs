@@ -87,6 +87,8 @@ pub struct Options {
     /// On PostgreSQL: the URL the server connects to instead of the suite's
     /// (a proxy in front of it).
     pub database_url: Option<String>,
+    /// Webhook deliveries (the private-address rule, timeouts, concurrency).
+    pub webhooks: kinde_meter_server::webhooks::worker::WebhookSettings,
 }
 
 impl Default for Options {
@@ -105,6 +107,7 @@ impl Default for Options {
             token_lifetime: None,
             public_url: None,
             database_url: None,
+            webhooks: Default::default(),
         }
     }
 }
@@ -157,6 +160,7 @@ impl TestApp {
         config.redis = options.redis;
         config.transport = options.transport;
         config.external_issuer = options.external_issuer;
+        config.webhooks = options.webhooks;
         if let Some(refresh) = options.revocation_refresh {
             config.revocation_refresh = refresh;
         }
