@@ -95,6 +95,10 @@ error_codes! {
     BatchTooLarge => "BATCH_TOO_LARGE",
     /// The catalog has no plan with that code.
     PlanNotFound => "PLAN_NOT_FOUND",
+    /// No webhook has that id.
+    WebhookNotFound => "WEBHOOK_NOT_FOUND",
+    /// No event has that id.
+    EventNotFound => "EVENT_NOT_FOUND",
     /// The body is over 64 KiB.
     BodyTooLarge => "BODY_TOO_LARGE",
     /// The bearer token is missing, malformed, expired, wrongly signed or wrongly addressed.

@@ -21,6 +21,7 @@ pub mod meter_usage;
 pub mod oauth;
 pub mod operations;
 pub mod usage;
+pub mod webhooks;
 
 use std::sync::LazyLock;
 
@@ -97,6 +98,12 @@ fn table() -> Vec<Route> {
             ReadBillingEntitlements,
             routes!(entitlements::check_billing_entitlement),
         ),
+        scoped(CreateWebhooks, routes!(webhooks::create_web_hook)),
+        scoped(ReadWebhooks, routes!(webhooks::get_web_hooks)),
+        scoped(UpdateWebhooks, routes!(webhooks::update_web_hook)),
+        scoped(DeleteWebhooks, routes!(webhooks::delete_web_hook)),
+        scoped(ReadEvents, routes!(webhooks::get_event)),
+        scoped(ReadEventTypes, routes!(webhooks::get_event_types)),
         public(routes!(oauth::token)),
         public(routes!(operations::jwks)),
         public(routes!(operations::jwks_json)),
