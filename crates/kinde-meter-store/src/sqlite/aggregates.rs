@@ -102,19 +102,37 @@ impl Columns {
     }
 }
 
+/// When a write of an aggregate makes its coalesced usage event due
+/// (docs/design.md#webhook-outbox): `None` when the write does not change the
+/// usage; otherwise the instant of the change and the coalescing interval. The
+/// event then becomes due at `max(changed_at, last event + interval)` unless it
+/// is due already.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UsageEventMark {
+    /// Nanoseconds of the latest change of the usage.
+    pub changed_at_ns: Option<i64>,
+    /// The coalescing interval in nanoseconds.
+    pub interval_ns: i64,
+}
+
 /// Overwrites the state of an aggregate that has a row; `false` if it has none.
 /// Cheaper than [`save`]'s upsert, which first tries (and fails) to insert.
+/// The same statement marks the usage event due (see [`UsageEventMark`]).
 pub(super) fn update(
     conn: &Connection,
     key: &PeriodKey<'_>,
     state: &AggregateState,
+    mark: UsageEventMark,
 ) -> rusqlite::Result<bool> {
     let c = Columns::of(state)?;
     let changed = conn
         .prepare_cached(
             "UPDATE usage_aggregates SET
                  abs_effective_at_ns = ?4, abs_seq = ?5, abs_value = ?6, deltas_after = ?7,
-                 value = ?8, record_count = ?9, last_recorded_at_ns = ?10
+                 value = ?8, record_count = ?9, last_recorded_at_ns = ?10,
+                 usage_event_due_ns = CASE WHEN ?11 IS NULL THEN usage_event_due_ns
+                     ELSE coalesce(usage_event_due_ns,
+                                   max(?11, coalesce(usage_event_last_ns + ?12, ?11))) END
              WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
         )?
         .execute((
@@ -128,23 +146,27 @@ pub(super) fn update(
             c.value,
             c.count,
             c.last,
+            mark.changed_at_ns,
+            mark.interval_ns,
         ))?;
     Ok(changed > 0)
 }
 
-/// Writes the state of an aggregate (and its value) for the period ending at `period_end_ns`.
+/// Writes the state of an aggregate (and its value) for the period ending at
+/// `period_end_ns`, marking its usage event due like [`update`].
 pub(super) fn save(
     conn: &Connection,
     key: &PeriodKey<'_>,
     period_end_ns: i64,
     state: &AggregateState,
+    mark: UsageEventMark,
 ) -> rusqlite::Result<()> {
     let c = Columns::of(state)?;
     conn.prepare_cached(
         "INSERT INTO usage_aggregates (agreement_id, feature_code, period_start_ns, period_end_ns,
              abs_effective_at_ns, abs_seq, abs_value, deltas_after, value, record_count,
-             last_recorded_at_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             last_recorded_at_ns, usage_event_due_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (agreement_id, feature_code, period_start_ns) DO UPDATE SET
              abs_effective_at_ns = excluded.abs_effective_at_ns,
              abs_seq = excluded.abs_seq,
@@ -152,7 +174,10 @@ pub(super) fn save(
              deltas_after = excluded.deltas_after,
              value = excluded.value,
              record_count = excluded.record_count,
-             last_recorded_at_ns = excluded.last_recorded_at_ns",
+             last_recorded_at_ns = excluded.last_recorded_at_ns,
+             usage_event_due_ns = CASE WHEN ?12 IS NULL THEN usage_event_due_ns
+                 ELSE coalesce(usage_event_due_ns,
+                               max(?12, coalesce(usage_event_last_ns + ?13, ?12))) END",
     )?
     .execute((
         key.agreement_id,
@@ -166,6 +191,8 @@ pub(super) fn save(
         c.value,
         c.count,
         c.last,
+        mark.changed_at_ns,
+        mark.interval_ns,
     ))?;
     Ok(())
 }

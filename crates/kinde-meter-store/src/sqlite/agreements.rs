@@ -1,4 +1,5 @@
-//! Agreements: creating one (ending the customer's others), loading, listing.
+//! Agreements: creating one (ending the customer's others, with its webhook
+//! events), loading, listing.
 
 use std::collections::HashMap;
 
@@ -15,6 +16,7 @@ use super::{
     catalog,
     codec::{self, stored},
     error::OpError,
+    outbox,
 };
 use crate::{
     AgreementPage, AgreementQuery, AgreementView, CreateAgreementError, Cursor,
@@ -68,6 +70,15 @@ pub(super) fn create(
         return Err(CreateAgreementError::PlanNotFound.into());
     };
     let now = codec::ns(new.now)?;
+    // The agreements this one ends, newest first, for their webhook events.
+    let ended = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM agreements
+             WHERE customer_id = ?1 AND (expires_on_ns IS NULL OR expires_on_ns > ?2)
+             ORDER BY seq DESC"
+        ))?
+        .query_map((new.customer_id.as_str(), now), from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     // Active at `now` means no end yet or an end after `now` (Agreement::is_active).
     conn.prepare_cached(
         "UPDATE agreements SET expires_on_ns = ?2
@@ -93,6 +104,8 @@ pub(super) fn create(
         agreement.interval.as_str(),
         codec::ns(agreement.anchor)?,
     ))?;
+    // In the same transaction: a committed agreement always has its events.
+    outbox::agreement_events(conn, &agreement, &ended, new.now)?;
     Ok(agreement)
 }
 

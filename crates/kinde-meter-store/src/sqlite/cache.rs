@@ -33,7 +33,7 @@ use kinde_meter_core::{
 use rusqlite::Connection;
 
 use super::{
-    aggregates::{self, PeriodKey},
+    aggregates::{self, PeriodKey, UsageEventMark},
     agreements, catalog,
 };
 
@@ -55,6 +55,9 @@ struct CachedAggregate {
     dirty: bool,
     /// The database has a row for it (committed, or written by this transaction).
     stored: bool,
+    /// When the current transaction last changed its usage (ns), if it did:
+    /// what makes its coalesced usage event due.
+    usage_changed_at_ns: Option<i64>,
 }
 
 /// The writer thread's cache; see the module docs for when it is valid.
@@ -152,17 +155,21 @@ impl WriterCache {
                 // Rows are written only with the records they count: a state
                 // without records is one without a row.
                 stored: state.record_count > 0,
+                usage_changed_at_ns: None,
             },
         );
         Ok(state)
     }
 
     /// Sets an aggregate's state; written to the database by [`flush`](Self::flush).
+    /// `usage_changed_at_ns` is the instant of the change when it changed the
+    /// usage (not only the record count).
     pub(super) fn set_aggregate(
         &mut self,
         key: &AggregateKey,
         period_end_ns: i64,
         state: AggregateState,
+        usage_changed_at_ns: Option<i64>,
     ) {
         let cached = self
             .aggregates
@@ -172,29 +179,43 @@ impl WriterCache {
                 period_end_ns,
                 dirty: false,
                 stored: false,
+                usage_changed_at_ns: None,
             });
         cached.state = state;
         cached.period_end_ns = period_end_ns;
+        if usage_changed_at_ns.is_some() {
+            cached.usage_changed_at_ns = cached.usage_changed_at_ns.max(usage_changed_at_ns);
+        }
         if !cached.dirty {
             cached.dirty = true;
             self.dirty.push(key.clone());
         }
     }
 
-    /// Writes every aggregate the transaction changed, once each. Called
-    /// before COMMIT, in the transaction.
-    pub(super) fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    /// Writes every aggregate the transaction changed, once each, marking the
+    /// coalesced usage event of those whose usage changed due (with the same
+    /// statement, `usage_event_interval_ns` apart). Called before COMMIT, in
+    /// the transaction.
+    pub(super) fn flush(
+        &mut self,
+        conn: &Connection,
+        usage_event_interval_ns: i64,
+    ) -> rusqlite::Result<()> {
         for key in self.dirty.drain(..) {
             let Some(cached) = self.aggregates.get_mut(&key) else {
                 continue; // not reached: dirty entries stay until flushed
             };
             let row = period_key(&key);
+            let mark = UsageEventMark {
+                changed_at_ns: cached.usage_changed_at_ns.take(),
+                interval_ns: usage_event_interval_ns,
+            };
             // An UPDATE of a known row is one b-tree seek; the upsert tries an
             // INSERT first. The upsert is kept for new rows (and, defensively,
             // for a row that turns out to be missing).
-            let updated = cached.stored && aggregates::update(conn, &row, &cached.state)?;
+            let updated = cached.stored && aggregates::update(conn, &row, &cached.state, mark)?;
             if !updated {
-                aggregates::save(conn, &row, cached.period_end_ns, &cached.state)?;
+                aggregates::save(conn, &row, cached.period_end_ns, &cached.state, mark)?;
             }
             cached.stored = true;
             cached.dirty = false;

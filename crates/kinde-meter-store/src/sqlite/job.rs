@@ -30,6 +30,11 @@ pub(super) enum Job {
     },
     /// A closure write (`exec`): M2M client registration and revocation.
     Exec(Box<dyn ExecJob>),
+    /// A closure write of the webhook outbox (webhooks, events, deliveries,
+    /// and the usage-event columns of aggregates, which the cache does not
+    /// hold): unlike [`Job::Exec`] it keeps the cache, since the delivery
+    /// worker sends one every second or so.
+    Outbox(Box<dyn ExecJob>),
 }
 
 /// Where a job's answer arrives.
@@ -77,7 +82,10 @@ impl Job {
     pub(super) fn records(&self) -> usize {
         match self {
             Job::Usage { submission, .. } => submission.records.len(),
-            Job::CreateAgreement { .. } | Job::LoadCatalog { .. } | Job::Exec(_) => 0,
+            Job::CreateAgreement { .. }
+            | Job::LoadCatalog { .. }
+            | Job::Exec(_)
+            | Job::Outbox(_) => 0,
         }
     }
 
@@ -109,6 +117,7 @@ impl Job {
                 ctx.forget_agreements_and_plans();
                 work.run(conn)?;
             }
+            Job::Outbox(work) => work.run(conn)?,
         }
         Ok(())
     }
@@ -140,7 +149,7 @@ impl Job {
                 };
                 let _ = reply.send(result);
             }
-            Job::Exec(work) => work.answer(failure),
+            Job::Exec(work) | Job::Outbox(work) => work.answer(failure),
         }
     }
 }

@@ -25,9 +25,11 @@ mod error;
 mod exec;
 mod idempotency;
 mod job;
+mod outbox;
 mod read;
 mod schema;
 mod usage;
+mod webhooks;
 mod writer;
 
 use std::{
@@ -36,11 +38,12 @@ use std::{
 };
 
 use async_trait::async_trait;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::Catalog,
     ids::{AgreementId, CustomerId},
+    webhook::{Event, EventId, WebhookId},
 };
 
 use crate::WriterStats;
@@ -52,6 +55,10 @@ use crate::{
     UsageSubmission,
 };
 use crate::{Client, ClientWithSecret, CustomerEntitlements, NewClient, RevokedClient};
+use crate::{
+    Delivery, DeliveryId, DeliveryResult, DeliveryStats, NewWebhook, Webhook, WebhookPatch,
+    WebhookStatus,
+};
 
 pub use schema::CURRENT_VERSION;
 
@@ -88,6 +95,19 @@ impl SqliteStore {
     /// The database file.
     pub fn database_path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs a write of the webhook outbox on the writer, in a batch's
+    /// transaction, and answers after its commit. Waits for room in the queue
+    /// rather than failing: the delivery worker is not a client to shed.
+    async fn outbox<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (job, answer) = exec::job(move |conn| Ok::<_, error::OpError<StoreError>>(work(conn)?));
+        self.writer.send(Job::Outbox(job)).await?;
+        writer::answer(answer).await
     }
 }
 
@@ -193,6 +213,67 @@ impl Store for SqliteStore {
         self.reads
             .run(move |conn| Ok(clients::revoked_since(conn, since)?))
             .await
+    }
+
+    async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StoreError> {
+        self.outbox(move |conn| webhooks::create(conn, &new)).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookStatus>, StoreError> {
+        self.reads.run(|conn| Ok(webhooks::list(conn)?)).await
+    }
+
+    async fn update_webhook(
+        &self,
+        id: &WebhookId,
+        patch: WebhookPatch,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let id = id.clone();
+        self.outbox(move |conn| webhooks::update(conn, &id, &patch))
+            .await
+    }
+
+    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.outbox(move |conn| webhooks::delete(conn, &id)).await
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        let id = id.clone();
+        self.reads
+            .run(move |conn| Ok(outbox::load(conn, &id)?))
+            .await
+    }
+
+    async fn build_usage_events(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.outbox(move |conn| outbox::build_usage_events(conn, now))
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: SignedDuration,
+        busy: &[WebhookId],
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let busy = busy.to_vec();
+        self.outbox(move |conn| webhooks::claim(conn, now, limit, lease, &busy))
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: DeliveryId,
+        result: DeliveryResult,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.outbox(move |conn| webhooks::finish(conn, id, &result, now))
+            .await
+    }
+
+    async fn delivery_stats(&self, _now: Timestamp) -> Result<DeliveryStats, StoreError> {
+        self.reads.run(|conn| Ok(webhooks::stats(conn)?)).await
     }
 
     async fn shutdown(&self) {

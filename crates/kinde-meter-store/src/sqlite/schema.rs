@@ -132,8 +132,72 @@ ALTER TABLE plan_features ADD COLUMN thresholds TEXT NOT NULL DEFAULT '[]';
 UPDATE plan_features SET thresholds = '[80,100]' WHERE metered = 1;
 ";
 
+/// Version 4: billing webhooks and their outbox (docs/design.md#webhook-outbox).
+///
+/// - `webhooks.event_types` is a JSON array of event type codes; the `last_*`
+///   columns and `consecutive_failures` are its delivery state, kept by
+///   `finish_delivery`.
+/// - `events` is the outbox: rows written in the transaction of the change that
+///   raises them. `dedupe_key` makes a threshold event once per agreement,
+///   feature, period and threshold; `fanned_out` becomes 1 once the event has
+///   one delivery row per webhook subscribed to its type.
+/// - `webhook_deliveries.attempt` is the number of the next attempt (1 for the
+///   first); `leased_until_ns` keeps a claimed attempt from being claimed again
+///   until it is finished or the lease expires.
+/// - `usage_aggregates.usage_event_due_ns` is when the aggregate's coalesced
+///   `customer.meter_usage_updated` is due (NULL: none), set by the writer with
+///   the aggregate's own write; `usage_event_last_ns` when the last one was built.
+const V4: &str = "
+CREATE TABLE webhooks (
+    seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                   TEXT NOT NULL UNIQUE,
+    name                 TEXT NOT NULL,
+    endpoint             TEXT NOT NULL,
+    description          TEXT,
+    event_types          TEXT NOT NULL,
+    created_at_ns        INTEGER NOT NULL,
+    last_attempt_at_ns   INTEGER,
+    last_success_at_ns   INTEGER,
+    last_error           TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE events (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    type          TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    data          TEXT NOT NULL,
+    fanned_out    INTEGER NOT NULL DEFAULT 0 CHECK (fanned_out IN (0, 1)),
+    dedupe_key    TEXT UNIQUE
+);
+CREATE INDEX events_to_fan_out ON events (seq) WHERE fanned_out = 0;
+
+CREATE TABLE webhook_deliveries (
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq            INTEGER NOT NULL REFERENCES events (seq),
+    webhook_id           TEXT NOT NULL,
+    attempt              INTEGER NOT NULL,
+    status               TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    next_attempt_at_ns   INTEGER NOT NULL,
+    first_attempt_due_ns INTEGER NOT NULL,
+    leased_until_ns      INTEGER,
+    last_error           TEXT,
+    created_at_ns        INTEGER NOT NULL,
+    UNIQUE (event_seq, webhook_id)
+);
+CREATE INDEX webhook_deliveries_due
+    ON webhook_deliveries (next_attempt_at_ns) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, status);
+
+ALTER TABLE usage_aggregates ADD COLUMN usage_event_due_ns INTEGER;
+ALTER TABLE usage_aggregates ADD COLUMN usage_event_last_ns INTEGER;
+CREATE INDEX usage_aggregates_usage_event_due
+    ON usage_aggregates (usage_event_due_ns) WHERE usage_event_due_ns IS NOT NULL;
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

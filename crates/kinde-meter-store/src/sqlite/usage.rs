@@ -19,7 +19,7 @@ use super::{
     cache::{AggregateKey, WriterCache},
     codec,
     error::OpError,
-    idempotency,
+    idempotency, outbox,
 };
 use crate::{
     RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission, outcome,
@@ -62,9 +62,12 @@ impl<'a> WriteContext<'a> {
         self.cache.forget_agreements_and_plans();
     }
 
-    /// Writes the aggregates the transaction changed; before COMMIT.
+    /// Writes the aggregates the transaction changed (marking their coalesced
+    /// usage events due); before COMMIT.
     pub(super) fn finish(self, conn: &Connection) -> rusqlite::Result<()> {
-        self.cache.flush(conn)
+        let interval = self.config.webhook_usage_interval.as_nanos();
+        let interval_ns = i64::try_from(interval.max(0)).unwrap_or(i64::MAX);
+        self.cache.flush(conn, interval_ns)
     }
 }
 
@@ -175,6 +178,7 @@ fn apply_record(
     }
 
     let period_end_ns = codec::ns(assignment.period.end)?;
+    let received_ns = codec::ns(s.received_at)?;
     conn.prepare_cached(
         "INSERT INTO usage_records (seq, agreement_id, feature_code, period_start_ns,
              period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
@@ -191,12 +195,33 @@ fn apply_record(
         record.value.to_string(),
         record.timestamp.map(|t| t.to_string()),
         codec::ns(assignment.effective_at)?,
-        codec::ns(s.received_at)?,
+        received_ns,
         &s.client_id,
         s.idempotency.as_ref().map(|c| c.key.as_str()),
     ))?;
-    // Written once per transaction, before COMMIT (WriterCache::flush).
-    ctx.cache.set_aggregate(&cache_key, period_end_ns, next);
+    // Rare, and only for a feature with a limit: a threshold event once per
+    // agreement, feature, period and threshold, in this transaction.
+    let (before, after) = (state.value(), next.value());
+    if terms.limit_max.is_some() && after > before {
+        outbox::threshold_events(
+            conn,
+            &outbox::Crossing {
+                customer_id: &agreement.customer_id,
+                agreement_id: id,
+                feature: terms,
+                period: assignment.period,
+                period_start_ns: key.period_start_ns,
+                before,
+                after,
+                at: s.received_at,
+            },
+        )?;
+    }
+    // Written once per transaction, before COMMIT (WriterCache::flush), which
+    // also marks the aggregate's coalesced usage event due if the usage changed.
+    let changed_at = (after != before).then_some(received_ns);
+    ctx.cache
+        .set_aggregate(&cache_key, period_end_ns, next, changed_at);
     ctx.next_seq += 1;
     Ok(Ok(()))
 }

@@ -34,6 +34,20 @@ async fn drop_entitlement_terms(store: &TestStore) {
     }
 }
 
+/// Drops what version 4 added (webhooks and their outbox).
+async fn drop_webhooks(store: &TestStore) {
+    for sql in [
+        "DROP TABLE webhook_deliveries",
+        "DROP TABLE events",
+        "DROP TABLE webhooks",
+        "DROP INDEX usage_aggregates_usage_event_due",
+        "ALTER TABLE usage_aggregates DROP COLUMN usage_event_due_ns",
+        "ALTER TABLE usage_aggregates DROP COLUMN usage_event_last_ns",
+    ] {
+        store.execute(sql).await;
+    }
+}
+
 #[tokio::test]
 async fn a_version_1_database_gains_the_clients_table() {
     let store = open(&Backend::Sqlite).await;
@@ -41,6 +55,7 @@ async fn a_version_1_database_gains_the_clients_table() {
     // Back to what a version-1 kinde-meter left behind.
     store.execute("DROP TABLE m2m_clients").await;
     drop_entitlement_terms(&store).await;
+    drop_webhooks(&store).await;
     store
         .execute("DELETE FROM schema_migrations WHERE version > 1")
         .await;
@@ -73,6 +88,7 @@ async fn a_version_2_database_gains_the_entitlement_terms() {
     store.shutdown().await;
     // Back to what a version-2 kinde-meter left behind.
     drop_entitlement_terms(&store).await;
+    drop_webhooks(&store).await;
     store
         .execute("DELETE FROM schema_migrations WHERE version > 2")
         .await;
@@ -81,7 +97,7 @@ async fn a_version_2_database_gains_the_entitlement_terms() {
         store
             .count("SELECT max(version) FROM schema_migrations")
             .await,
-        3
+        kinde_meter_store::sqlite::CURRENT_VERSION
     );
     let old = store.catalog().await.unwrap();
     let pro = old.plans.iter().find(|p| p.code.as_str() == "pro").unwrap();
@@ -108,5 +124,53 @@ async fn a_version_2_database_gains_the_entitlement_terms() {
     );
     store.load_catalog(&catalog()).await.unwrap();
     assert_eq!(store.catalog().await.unwrap(), catalog());
+    store.shutdown().await;
+}
+
+/// A version-3 database (no webhooks) gains the outbox in place: existing
+/// aggregates keep their usage and have no usage event due; the next record
+/// makes one due, and webhooks can be registered.
+#[tokio::test]
+async fn a_version_3_database_gains_webhooks() {
+    let store = open(&Backend::Sqlite).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    let at = "2024-03-02T00:00:00Z";
+    assert_eq!(
+        submit(&store, delta(&a, "api_calls", "2", at), at).await,
+        Ok(())
+    );
+    store.shutdown().await;
+    drop_webhooks(&store).await;
+    store
+        .execute("DELETE FROM schema_migrations WHERE version > 3")
+        .await;
+    let store = store.reopen().await;
+    assert_eq!(
+        store
+            .count("SELECT max(version) FROM schema_migrations")
+            .await,
+        kinde_meter_store::sqlite::CURRENT_VERSION
+    );
+    assert_eq!(
+        store
+            .count("SELECT count(*) FROM usage_aggregates WHERE usage_event_due_ns IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        usage(&store, &a, "api_calls", at).await.value.to_string(),
+        "2"
+    );
+    assert_eq!(
+        submit(&store, delta(&a, "api_calls", "1", at), at).await,
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .count("SELECT count(*) FROM usage_aggregates WHERE usage_event_due_ns IS NOT NULL")
+            .await,
+        1
+    );
+    assert!(store.list_webhooks().await.unwrap().is_empty());
     store.shutdown().await;
 }
