@@ -11,5 +11,7 @@ mod common;
 mod concurrency;
 #[path = "postgres/migrations.rs"]
 mod migrations;
+#[path = "postgres/throughput.rs"]
+mod throughput;
 #[path = "postgres/writer.rs"]
 mod writer;

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
+use jiff::SignedDuration;
 use kinde_meter_core::{
     aggregate::{AggregateState, OrderKey},
     value::{MeterValue, UsageTotal},
@@ -146,9 +147,15 @@ pub(super) async fn deltas_after(
 }
 
 /// Writes the new states of aggregates (locked by [`lock`]) in one statement.
+///
+/// The same statement marks the coalesced usage webhook event of each
+/// aggregate whose usage changed (the third of each triple: the instant of its
+/// latest change) due at `max(change, last event + interval)`, unless it is
+/// due already (docs/design.md#webhook-outbox).
 pub(super) async fn save(
     conn: &impl GenericClient,
-    states: &[(&PeriodKey, &AggregateState)],
+    states: &[(&PeriodKey, &AggregateState, Option<i64>)],
+    usage_event_interval: SignedDuration,
 ) -> PgResult<()> {
     if states.is_empty() {
         return Ok(());
@@ -164,7 +171,9 @@ pub(super) async fn save(
     let mut value = Vec::with_capacity(n);
     let mut count = Vec::with_capacity(n);
     let mut last = Vec::with_capacity(n);
-    for (key, state) in states {
+    let mut changed_at = Vec::with_capacity(n);
+    for (key, state, usage_changed_at) in states {
+        changed_at.push(*usage_changed_at);
         a.push(key.agreement_id.as_str());
         f.push(key.feature_code.as_str());
         s.push(key.period_start_ns);
@@ -193,17 +202,38 @@ pub(super) async fn save(
             "UPDATE usage_aggregates g SET
                  abs_effective_at_ns = u.abs_at, abs_seq = u.abs_seq,
                  abs_value = u.abs_value::numeric, deltas_after = u.deltas::numeric,
-                 value = u.value::numeric, record_count = u.count, last_recorded_at_ns = u.last
+                 value = u.value::numeric, record_count = u.count, last_recorded_at_ns = u.last,
+                 usage_event_due_ns = CASE WHEN u.changed IS NULL THEN g.usage_event_due_ns
+                     ELSE coalesce(g.usage_event_due_ns,
+                                   greatest(u.changed, g.usage_event_last_ns + $12)) END
              FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[],
-                         $7::text[], $8::text[], $9::int8[], $10::int8[])
-                  AS u (a, f, s, abs_at, abs_seq, abs_value, deltas, value, count, last)
+                         $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[])
+                  AS u (a, f, s, abs_at, abs_seq, abs_value, deltas, value, count, last, changed)
              WHERE g.agreement_id = u.a AND g.feature_code = u.f AND g.period_start_ns = u.s",
         )
         .await?;
+    // At most about 31 years, so that `last + interval` stays within bigint.
+    let interval_ns = i64::try_from(
+        usage_event_interval
+            .as_nanos()
+            .clamp(0, 1_000_000_000_000_000_000),
+    )
+    .unwrap_or(0);
     conn.execute(
         &stmt,
         &[
-            &a, &f, &s, &abs_at, &abs_seq, &abs_value, &deltas, &value, &count, &last,
+            &a,
+            &f,
+            &s,
+            &abs_at,
+            &abs_seq,
+            &abs_value,
+            &deltas,
+            &value,
+            &count,
+            &last,
+            &changed_at,
+            &interval_ns,
         ],
     )
     .await?;

@@ -1,4 +1,5 @@
-//! Agreements: creating one (ending the customer's others), loading, listing.
+//! Agreements: creating one (ending the customer's others, with its webhook
+//! events), loading, listing.
 //!
 //! Creation takes an advisory lock on the customer, so that two servers
 //! creating agreements for one customer at once serialise: the second sees the
@@ -15,6 +16,7 @@ use super::{
     catalog,
     codec::{self, stored},
     failure::{OpError, PgResult},
+    outbox,
 };
 use crate::{
     AgreementPage, AgreementQuery, AgreementView, CreateAgreementError, Cursor,
@@ -30,19 +32,24 @@ pub(super) const COLUMNS: &str = "id, customer_id, plan_code, interval, anchor_n
 
 /// An agreement from a row of [`COLUMNS`].
 pub(super) fn from_row(r: &Row) -> PgResult<Agreement> {
+    from_row_at(r, 0)
+}
+
+/// An agreement from the columns [`COLUMNS`] starting at column `at`.
+fn from_row_at(r: &Row, at: usize) -> PgResult<Agreement> {
     Ok(Agreement {
-        id: stored(AgreementId::parse(r.get::<_, String>(0)), "agreements.id")?,
+        id: stored(AgreementId::parse(r.get::<_, String>(at)), "agreements.id")?,
         customer_id: stored(
-            CustomerId::parse(r.get::<_, String>(1)),
+            CustomerId::parse(r.get::<_, String>(at + 1)),
             "agreements.customer_id",
         )?,
         plan_code: stored(
-            PlanCode::parse(r.get::<_, String>(2)),
+            PlanCode::parse(r.get::<_, String>(at + 2)),
             "agreements.plan_code",
         )?,
-        interval: stored(r.get::<_, &str>(3).parse(), "agreements.interval")?,
-        anchor: codec::timestamp(r.get(4))?,
-        expires_on: codec::opt_timestamp(r.get(5))?,
+        interval: stored(r.get::<_, &str>(at + 3).parse(), "agreements.interval")?,
+        anchor: codec::timestamp(r.get(at + 4))?,
+        expires_on: codec::opt_timestamp(r.get(at + 5))?,
     })
 }
 
@@ -77,12 +84,23 @@ pub(super) async fn create(
     .await?;
     let now = codec::ns(new.now)?;
     // Active at `now` means no end yet or an end after `now` (Agreement::is_active).
-    tx.execute(
-        "UPDATE agreements SET expires_on_ns = $2
-         WHERE customer_id = $1 AND (expires_on_ns IS NULL OR expires_on_ns > $2)",
-        &[&new.customer_id.as_str(), &now],
-    )
-    .await?;
+    let rows = tx
+        .query(
+            &format!(
+                "UPDATE agreements SET expires_on_ns = $2
+                 WHERE customer_id = $1 AND (expires_on_ns IS NULL OR expires_on_ns > $2)
+                 RETURNING seq, {COLUMNS}"
+            ),
+            &[&new.customer_id.as_str(), &now],
+        )
+        .await?;
+    // The agreements this one ends, newest first, for their webhook events.
+    let mut ended = Vec::with_capacity(rows.len());
+    for r in &rows {
+        ended.push((r.get::<_, i64>(0), from_row_at(r, 1)?));
+    }
+    ended.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    let ended: Vec<Agreement> = ended.into_iter().map(|(_, a)| a).collect();
     let agreement = Agreement {
         id: AgreementId::generate(new.now, new.id_random),
         customer_id: new.customer_id.clone(),
@@ -103,6 +121,8 @@ pub(super) async fn create(
         ],
     )
     .await?;
+    // In the same transaction: a committed agreement always has its events.
+    outbox::insert(&tx, &outbox::agreement_events(&agreement, &ended, new.now)).await?;
     tx.commit().await?;
     Ok(agreement)
 }

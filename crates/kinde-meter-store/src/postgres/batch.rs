@@ -15,12 +15,15 @@
 //!    late absolute" sums), refusing what would pass an enforced entitlement
 //!    limit: decided on the locked rows, so in commit order across servers;
 //! 5. write: one multi-row INSERT of the stored records, one UPDATE of the
-//!    aggregates, one statement per kind of idempotency key change.
+//!    aggregates (which also marks their coalesced usage webhook events due),
+//!    one statement per kind of idempotency key change, and, only when a record
+//!    crossed a threshold of its feature's `limit_max`, one INSERT of the
+//!    threshold events (`outbox`).
 //!
 //! Any SQL failure fails the whole batch (the writer answers every submission
 //! 503, nothing stored); business failures never do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use deadpool_postgres::{GenericClient, Object};
 use jiff::Timestamp;
@@ -39,6 +42,7 @@ use super::{
     agreements, catalog, codec,
     failure::{OpError, PgResult},
     idempotency::{self, KeyId, KeyState},
+    outbox::{Crossing, Thresholds},
 };
 use crate::{
     RecordFailure, RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
@@ -51,6 +55,8 @@ pub(super) type Answers = Vec<Result<SubmissionOutcome, StoreError>>;
 
 /// A record that passed its checks, placed in its period.
 struct Placed<'p> {
+    /// The record's agreement (its customer, for webhook events).
+    agreement: &'p Agreement,
     key: PeriodKey,
     period_end_ns: i64,
     effective_at: Timestamp,
@@ -139,7 +145,10 @@ pub(super) async fn run(
 
     // 4. Apply, in order.
     let mut stored: Vec<Stored<'_>> = Vec::new();
-    let mut changed: HashSet<PeriodKey> = HashSet::new();
+    // The aggregates changed, each with when its usage (not only its record
+    // count) last changed, if it did: what makes its usage event due.
+    let mut changed: HashMap<PeriodKey, Option<i64>> = HashMap::new();
+    let mut thresholds = Thresholds::default();
     let mut answers = Vec::with_capacity(submissions.len());
     for (s, placed) in submissions.iter().zip(placed) {
         let id = key_of(s);
@@ -172,6 +181,7 @@ pub(super) async fn run(
         }
         let mut placed = placed.into_iter();
         let mut results: Vec<RecordResult> = Vec::with_capacity(s.records.len());
+        let received_ns = codec::ns(s.received_at)?;
         for record in &s.records {
             let record = match record {
                 Ok(record) => record,
@@ -212,8 +222,26 @@ pub(super) async fn run(
                 }
                 Some(next) => {
                     seqs.next();
+                    let (before, after) = (state.value(), next.value());
+                    // Rare, and only for a feature with a limit: threshold
+                    // events, written with one statement at the end.
+                    if p.terms.limit_max.is_some() && after > before {
+                        thresholds.add(&Crossing {
+                            customer_id: &p.agreement.customer_id,
+                            agreement_id: &p.agreement.id,
+                            feature: p.terms,
+                            period_start_ns: p.key.period_start_ns,
+                            period_end_ns: p.period_end_ns,
+                            before,
+                            after,
+                            at: s.received_at,
+                        })?;
+                    }
                     states.insert(p.key.clone(), next);
-                    changed.insert(p.key.clone());
+                    let usage_changed_at = changed.entry(p.key.clone()).or_default();
+                    if after != before {
+                        *usage_changed_at = (*usage_changed_at).max(Some(received_ns));
+                    }
                     stored.push(Stored {
                         record,
                         submission: s,
@@ -244,13 +272,14 @@ pub(super) async fn run(
 
     // 5. Write.
     insert_records(&tx, &stored).await?;
-    let mut saved: Vec<(&PeriodKey, &AggregateState)> = changed
+    let mut saved: Vec<(&PeriodKey, &AggregateState, Option<i64>)> = changed
         .iter()
-        .map(|k| (k, states.get(k).expect("changed keys have states")))
+        .map(|(k, at)| (k, states.get(k).expect("changed keys have states"), *at))
         .collect();
     saved.sort_by(|a, b| a.0.cmp(b.0));
-    aggregates::save(&tx, &saved).await?;
+    aggregates::save(&tx, &saved, config.webhook_usage_interval).await?;
     idempotency::finish(&tx, &keys).await?;
+    thresholds.write(&tx).await?;
     tx.commit().await?;
     Ok(answers)
 }
@@ -298,6 +327,7 @@ fn place<'p>(
         config.grace,
     );
     Ok(Placed {
+        agreement,
         key: PeriodKey {
             agreement_id: record.agreement_id.as_str().to_owned(),
             feature_code: record.feature_code.as_str().to_owned(),

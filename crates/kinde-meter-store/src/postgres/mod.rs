@@ -26,11 +26,13 @@ mod codec;
 mod failure;
 mod idempotency;
 mod issuer;
+mod outbox;
 mod pool;
 mod read;
 mod schema;
 #[cfg(feature = "test-support")]
 pub mod scratch;
+mod webhooks;
 mod writer;
 
 use std::sync::{
@@ -39,11 +41,12 @@ use std::sync::{
 };
 
 use async_trait::async_trait;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::Catalog,
     ids::{AgreementId, CustomerId},
+    webhook::{Event, EventId, WebhookId},
 };
 
 pub use crate::PgSettings;
@@ -52,9 +55,10 @@ pub use schema::{CURRENT_VERSION, valid_schema_name};
 use self::{failure::OpError, pool::Db, pool::on_conn, writer::WriterHandle};
 use crate::{
     AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError,
-    CustomerEntitlements, IssuerStore, ListAgreementsError, NewAgreement, NewClient, NewKeyPem,
-    ReadUsageError, RevokedClient, Store, StoreConfig, StoreError, SubmissionOutcome, UsageQuery,
-    UsageReport, UsageSubmission, WriterStats,
+    CustomerEntitlements, Delivery, DeliveryId, DeliveryResult, DeliveryStats, IssuerStore,
+    ListAgreementsError, NewAgreement, NewClient, NewKeyPem, NewWebhook, ReadUsageError,
+    RevokedClient, Store, StoreConfig, StoreError, SubmissionOutcome, UsageQuery, UsageReport,
+    UsageSubmission, Webhook, WebhookPatch, WebhookStatus, WriterStats,
 };
 
 /// The PostgreSQL implementation of [`Store`].
@@ -224,6 +228,81 @@ impl Store for PgStore {
     ) -> Result<Vec<RevokedClient>, StoreError> {
         Ok(on_conn!(self.db, self.db.deadline(), |conn| {
             clients::revoked_since(&*conn, since).await
+        })?)
+    }
+
+    async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StoreError> {
+        self.open_for_writes()?;
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            webhooks::create(&*conn, &new).await
+        })?)
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookStatus>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            webhooks::list(&*conn).await
+        })?)
+    }
+
+    async fn update_webhook(
+        &self,
+        id: &WebhookId,
+        patch: WebhookPatch,
+    ) -> Result<Option<Webhook>, StoreError> {
+        self.open_for_writes()?;
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            webhooks::update(&*conn, id, &patch).await
+        })?)
+    }
+
+    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
+        self.open_for_writes()?;
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            webhooks::delete(&*conn, id).await
+        })?)
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            outbox::load(&*conn, id).await
+        })?)
+    }
+
+    async fn build_usage_events(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.open_for_writes()?;
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            outbox::build_usage_events(conn, now).await
+        })?)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: SignedDuration,
+        busy: &[WebhookId],
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.open_for_writes()?;
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            webhooks::claim(conn, now, limit, lease, busy).await
+        })?)
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: DeliveryId,
+        result: DeliveryResult,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            webhooks::finish(conn, id, &result, now).await
+        })?)
+    }
+
+    async fn delivery_stats(&self, now: Timestamp) -> Result<DeliveryStats, StoreError> {
+        let _ = now;
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            webhooks::stats(&*conn).await
         })?)
     }
 

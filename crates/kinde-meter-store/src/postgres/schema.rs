@@ -153,8 +153,77 @@ ALTER TABLE plan_features
 UPDATE plan_features SET thresholds = '{80,100}' WHERE metered;
 ";
 
+/// Version 3: billing webhooks and their outbox (docs/design.md#webhook-outbox).
+///
+/// - `webhooks.event_types` are event type codes; the `last_*` columns and
+///   `consecutive_failures` are its delivery state, kept by `finish_delivery`.
+/// - `events` is the outbox: rows written in the transaction of the change that
+///   raises them. `dedupe_key` makes a threshold event once per agreement,
+///   feature, period and threshold (`ON CONFLICT DO NOTHING`); `fanned_out`
+///   becomes true once the event has one delivery row per webhook subscribed
+///   to its type, taken by one server (`FOR UPDATE SKIP LOCKED`).
+/// - `webhook_deliveries.attempt` is the number of the next attempt (1 for the
+///   first); `leased_until_ns` keeps a claimed attempt from being claimed again,
+///   by any server, until it is finished or the lease expires. Deleting a
+///   webhook drops its deliveries (`ON DELETE CASCADE`).
+/// - `usage_aggregates.usage_event_due_ns` is when the aggregate's coalesced
+///   `customer.meter_usage_updated` is due (NULL: none), set by the writer in
+///   its one UPDATE of the batch's aggregates; `usage_event_last_ns` is when the
+///   last one was built. The partial index holds only the due rows, so the
+///   writer's updates of a row already due stay HOT.
+const V3: &str = "
+CREATE TABLE webhooks (
+    id                   text PRIMARY KEY,
+    seq                  bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    name                 text NOT NULL,
+    endpoint             text NOT NULL,
+    description          text,
+    event_types          text[] NOT NULL,
+    created_at_ns        bigint NOT NULL,
+    last_attempt_at_ns   bigint,
+    last_success_at_ns   bigint,
+    last_error           text,
+    consecutive_failures integer NOT NULL DEFAULT 0
+);
+
+CREATE TABLE events (
+    seq           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id            text NOT NULL UNIQUE,
+    type          text NOT NULL,
+    created_at_ns bigint NOT NULL,
+    data          json NOT NULL,
+    fanned_out    boolean NOT NULL DEFAULT false,
+    dedupe_key    text UNIQUE
+);
+CREATE INDEX events_to_fan_out ON events (seq) WHERE NOT fanned_out;
+
+CREATE TABLE webhook_deliveries (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_seq            bigint NOT NULL REFERENCES events (seq),
+    webhook_id           text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    attempt              integer NOT NULL,
+    status               text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    next_attempt_at_ns   bigint NOT NULL,
+    first_attempt_due_ns bigint NOT NULL,
+    leased_until_ns      bigint,
+    last_error           text,
+    created_at_ns        bigint NOT NULL,
+    UNIQUE (event_seq, webhook_id)
+);
+CREATE INDEX webhook_deliveries_due
+    ON webhook_deliveries (next_attempt_at_ns) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_pending_by_webhook
+    ON webhook_deliveries (webhook_id) WHERE status = 'pending';
+
+ALTER TABLE usage_aggregates
+    ADD COLUMN usage_event_due_ns  bigint,
+    ADD COLUMN usage_event_last_ns bigint;
+CREATE INDEX usage_aggregates_usage_event_due
+    ON usage_aggregates (usage_event_due_ns) WHERE usage_event_due_ns IS NOT NULL;
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;

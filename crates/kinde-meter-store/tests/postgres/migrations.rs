@@ -70,6 +70,7 @@ async fn a_version_1_schema_gains_the_entitlement_terms() {
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     store.shutdown().await;
     // Back to what a version-1 kinde-meter left behind.
+    undo_version_3(&store).await;
     store
         .execute(
             "ALTER TABLE plan_features DROP COLUMN price_name, DROP COLUMN fixed_charge,
@@ -110,5 +111,80 @@ async fn a_version_1_schema_gains_the_entitlement_terms() {
     );
     store.load_catalog(&catalog()).await.unwrap();
     assert_eq!(store.catalog().await.unwrap(), catalog());
+    store.shutdown().await;
+}
+
+/// Drops what version 3 (the webhook outbox) added.
+async fn undo_version_3(store: &TestStore) {
+    for sql in [
+        "DROP TABLE webhook_deliveries",
+        "DROP TABLE events",
+        "DROP TABLE webhooks",
+        "ALTER TABLE usage_aggregates DROP COLUMN usage_event_due_ns,
+             DROP COLUMN usage_event_last_ns",
+    ] {
+        store.execute(sql).await;
+    }
+}
+
+/// A version-2 schema gains the webhook outbox in place when a server starts
+/// on it: its usage is kept, its aggregates are not due (no event for usage
+/// recorded before), and the writer then marks changed ones due and raises
+/// agreement events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_schema_gains_the_webhook_outbox() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("a_version_2_schema_gains_the_webhook_outbox");
+    };
+    let store = open(&backend).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    submit(
+        &store,
+        delta(&a, "api_calls", "5", "2024-03-02T00:00:00Z"),
+        "2024-03-02T00:00:00Z",
+    )
+    .await
+    .unwrap();
+    store.shutdown().await;
+    undo_version_3(&store).await;
+    store
+        .execute("DELETE FROM schema_migrations WHERE version > 2")
+        .await;
+    let store = store.reopen().await;
+    assert_eq!(
+        store
+            .count("SELECT max(version) FROM schema_migrations")
+            .await,
+        i64::from(CURRENT_VERSION)
+    );
+    assert_eq!(
+        usage(&store, &a, "api_calls", "2024-03-15T00:00:00Z")
+            .await
+            .value
+            .to_string(),
+        "5"
+    );
+    assert_eq!(
+        store
+            .count("SELECT count(*) FROM usage_aggregates WHERE usage_event_due_ns IS NOT NULL")
+            .await,
+        0
+    );
+    submit(
+        &store,
+        delta(&a, "api_calls", "1", "2024-03-02T00:00:01Z"),
+        "2024-03-02T00:00:01Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .count("SELECT count(*) FROM usage_aggregates WHERE usage_event_due_ns IS NOT NULL")
+            .await,
+        1
+    );
+    create(&store, "cust", "basic", "2024-03-03T00:00:00Z", 2).await;
+    // agreement_created, plan_changed, agreement_cancelled.
+    assert_eq!(store.count("SELECT count(*) FROM events").await, 3);
     store.shutdown().await;
 }
