@@ -21,5 +21,7 @@ mod hard_limits;
 mod idempotency;
 #[path = "contract/usage.rs"]
 mod usage;
+#[path = "contract/webhooks.rs"]
+mod webhooks;
 #[path = "contract/writer.rs"]
 mod writer;
