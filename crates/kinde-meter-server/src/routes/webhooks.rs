@@ -273,12 +273,12 @@ pub async fn new_webhook_fields(
     let object = object(body).map_err(|e| vec![e])?;
     let mut fields = Fields::default();
     let endpoint = fields.required_text(&object, "endpoint");
-    let event_types = fields.event_types(&object, true);
-    let name = fields.name(&object, true);
-    let description = fields.description(&object).flatten();
     if let Some(endpoint) = &endpoint {
         fields.endpoint(endpoints, endpoint).await;
     }
+    let event_types = fields.event_types(&object, true);
+    let name = fields.name(&object, true);
+    let description = fields.description(&object).flatten();
     match (fields.problems.is_empty(), endpoint, event_types, name) {
         (true, Some(endpoint), Some(event_types), Some(name)) => Ok(NewWebhookFields {
             endpoint,

@@ -14,3 +14,4 @@ mod idempotency;
 mod meter_usage;
 mod openapi;
 mod request_id;
+mod webhooks;
