@@ -325,6 +325,18 @@
 //! beyond it with `ENTITLEMENT_LIMIT_EXCEEDED`
 //! ([`is_entitlement_limit_exceeded`](CreateMeterUsageRecordError::is_entitlement_limit_exceeded)).
 //!
+//! # Webhooks
+//!
+//! [`WebhooksApi`] subscribes endpoints to events with Kinde's webhooks
+//! management API (`create_web_hook`, `get_web_hooks`, `update_web_hook`,
+//! `delete_web_hook`, `get_event`, `get_event_types`, as the official SDKs name
+//! them). A kinde-meter server sends billing events (`customer.agreement_created`,
+//! `customer.plan_changed`, `customer.meter_usage_updated`, …) as Kinde sends its
+//! own: a signed JWT per delivery. With the default feature `webhooks`,
+//! `kinde_sdk::webhooks::decode` verifies one against the sender's JWKS
+//! and returns the typed event, as `decodeWebhook` of `@kinde/webhooks` does for
+//! TypeScript.
+//!
 //! # Beyond Kinde
 //!
 //! kinde-meter serves three endpoints real Kinde lacks, available here as
@@ -346,6 +358,8 @@ pub mod models;
 mod reporter;
 mod retry;
 mod token;
+#[cfg(feature = "webhooks")]
+pub mod webhooks;
 
 pub use apis::agreements::{BillingAgreementsApi, GetBillingAgreementsParams};
 pub use apis::entitlements::{BillingEntitlementsApi, GetBillingEntitlementsParams};

@@ -779,7 +779,9 @@ fn print_ratio(base: &PhaseResult, main: &PhaseResult) {
             server(m, main) / server(b, base)
         );
     }
-    if let (Some(b), Some(m)) = (base.records_per_commit(), main.records_per_commit()) {
+    if let (Some(b), Some(m)) = (base.records_per_commit(), main.records_per_commit())
+        && main.mode.writes()
+    {
         let _ = write!(line, ", records/commit {b:.2} -> {m:.2}");
     }
     println!("{line}");

@@ -708,6 +708,8 @@ fn bench_modes_measure_checks_healthz_and_enforced_records_in_one_process() {
     }
     assert_eq!(summary.matches("x healthz req/s").count(), 3, "{summary}");
     assert!(summary.contains("x single req/s"), "{summary}");
+    // Group commit is a writing mode's figure only.
+    assert!(!stdout.contains("records/commit 0.00 -> 0.00"), "{stdout}");
     assert!(
         stdout.ends_with("stored = acknowledged in every run: yes\n"),
         "{stdout}"

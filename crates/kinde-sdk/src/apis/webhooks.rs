@@ -23,8 +23,8 @@ const EVENT_TYPES: &str = "/api/v1/event_types";
 ///
 /// Scopes: `create:webhooks`, `read:webhooks`, `update:webhooks`,
 /// `delete:webhooks`, `read:events`, `read:event_types`. Every delivery is a
-/// signed JWT; verify it with [`webhooks::decode`](crate::webhooks::decode)
-/// (feature `webhooks`).
+/// signed JWT; verify it with `kinde_sdk::webhooks::decode` (feature
+/// `webhooks`, on by default).
 ///
 /// ```no_run
 /// use kinde_sdk::models::{CreateWebHookRequest, UpdateWebHookRequest};
