@@ -102,53 +102,65 @@ impl Columns {
     }
 }
 
-/// When a write of an aggregate makes its coalesced usage event due
-/// (docs/design.md#webhook-outbox): `None` when the write does not change the
-/// usage; otherwise the instant of the change and the coalescing interval. The
-/// event then becomes due at `max(changed_at, last event + interval)` unless it
-/// is due already.
+/// How a write of an aggregate makes its coalesced usage event due
+/// (docs/design.md#webhook-outbox): at `max(changed_at, last event + interval)`,
+/// unless it is due already.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct UsageEventMark {
     /// Nanoseconds of the latest change of the usage.
-    pub changed_at_ns: Option<i64>,
+    pub changed_at_ns: i64,
     /// The coalescing interval in nanoseconds.
     pub interval_ns: i64,
 }
 
 /// Overwrites the state of an aggregate that has a row; `false` if it has none.
 /// Cheaper than [`save`]'s upsert, which first tries (and fails) to insert.
-/// The same statement marks the usage event due (see [`UsageEventMark`]).
+/// With a `mark`, the same statement makes the usage event due; without one
+/// it writes exactly the state columns (the writer leaves the mark out when
+/// the event is known to be due already, so that the common write does not
+/// rewrite the due index).
 pub(super) fn update(
     conn: &Connection,
     key: &PeriodKey<'_>,
     state: &AggregateState,
-    mark: UsageEventMark,
+    mark: Option<UsageEventMark>,
 ) -> rusqlite::Result<bool> {
     let c = Columns::of(state)?;
-    let changed = conn
-        .prepare_cached(
-            "UPDATE usage_aggregates SET
-                 abs_effective_at_ns = ?4, abs_seq = ?5, abs_value = ?6, deltas_after = ?7,
-                 value = ?8, record_count = ?9, last_recorded_at_ns = ?10,
-                 usage_event_due_ns = CASE WHEN ?11 IS NULL THEN usage_event_due_ns
-                     ELSE coalesce(usage_event_due_ns,
-                                   max(?11, coalesce(usage_event_last_ns + ?12, ?11))) END
-             WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
-        )?
-        .execute((
-            key.agreement_id,
-            key.feature_code,
-            key.period_start_ns,
-            c.abs_at,
-            c.abs_seq,
-            c.abs_value,
-            c.deltas_after,
-            c.value,
-            c.count,
-            c.last,
-            mark.changed_at_ns,
-            mark.interval_ns,
-        ))?;
+    let state_params = rusqlite::params![
+        key.agreement_id,
+        key.feature_code,
+        key.period_start_ns,
+        c.abs_at,
+        c.abs_seq,
+        c.abs_value,
+        c.deltas_after,
+        c.value,
+        c.count,
+        c.last,
+    ];
+    let changed = match mark {
+        None => conn
+            .prepare_cached(
+                "UPDATE usage_aggregates SET
+                     abs_effective_at_ns = ?4, abs_seq = ?5, abs_value = ?6, deltas_after = ?7,
+                     value = ?8, record_count = ?9, last_recorded_at_ns = ?10
+                 WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
+            )?
+            .execute(state_params)?,
+        Some(mark) => {
+            let mut params = state_params.to_vec();
+            params.extend(rusqlite::params![mark.changed_at_ns, mark.interval_ns]);
+            conn.prepare_cached(
+                "UPDATE usage_aggregates SET
+                     abs_effective_at_ns = ?4, abs_seq = ?5, abs_value = ?6, deltas_after = ?7,
+                     value = ?8, record_count = ?9, last_recorded_at_ns = ?10,
+                     usage_event_due_ns = coalesce(usage_event_due_ns,
+                         max(?11, coalesce(usage_event_last_ns + ?12, ?11)))
+                 WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
+            )?
+            .execute(&*params)?
+        }
+    };
     Ok(changed > 0)
 }
 
@@ -159,7 +171,7 @@ pub(super) fn save(
     key: &PeriodKey<'_>,
     period_end_ns: i64,
     state: &AggregateState,
-    mark: UsageEventMark,
+    mark: Option<UsageEventMark>,
 ) -> rusqlite::Result<()> {
     let c = Columns::of(state)?;
     conn.prepare_cached(
@@ -191,8 +203,8 @@ pub(super) fn save(
         c.value,
         c.count,
         c.last,
-        mark.changed_at_ns,
-        mark.interval_ns,
+        mark.map(|m| m.changed_at_ns),
+        mark.map_or(0, |m| m.interval_ns),
     ))?;
     Ok(())
 }

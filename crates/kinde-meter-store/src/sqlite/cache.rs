@@ -58,10 +58,13 @@ struct CachedAggregate {
     /// When the current transaction last changed its usage (ns), if it did:
     /// what makes its coalesced usage event due.
     usage_changed_at_ns: Option<i64>,
+    /// The [`WriterCache::usage_event_generation`] in which a write marked its
+    /// usage event due: while it is the current one, the event is known to be
+    /// due still, and writes leave the mark out.
+    usage_event_marked_in: u64,
 }
 
 /// The writer thread's cache; see the module docs for when it is valid.
-#[derive(Default)]
 pub(super) struct WriterCache {
     /// `PRAGMA data_version` when the cache was last known valid.
     data_version: Option<i64>,
@@ -70,6 +73,22 @@ pub(super) struct WriterCache {
     aggregates: HashMap<AggregateKey, CachedAggregate>,
     /// Aggregates changed by the current transaction, not yet written.
     dirty: Vec<AggregateKey>,
+    /// Moves on whenever usage events may have been built (their due marks
+    /// cleared), voiding what aggregates remember of their marks; never 0.
+    usage_event_generation: u64,
+}
+
+impl Default for WriterCache {
+    fn default() -> Self {
+        WriterCache {
+            data_version: None,
+            agreements: HashMap::new(),
+            plans: HashMap::new(),
+            aggregates: HashMap::new(),
+            dirty: Vec::new(),
+            usage_event_generation: 1,
+        }
+    }
 }
 
 impl WriterCache {
@@ -96,6 +115,12 @@ impl WriterCache {
         self.plans.clear();
         self.aggregates.clear();
         self.dirty.clear();
+    }
+
+    /// Forgets which aggregates' usage events are known to be due, for a job
+    /// that may have built them (cleared their marks).
+    pub(super) fn forget_usage_event_marks(&mut self) {
+        self.usage_event_generation += 1;
     }
 
     /// Forgets agreements and plans, for a job that may have changed them.
@@ -156,6 +181,7 @@ impl WriterCache {
                 // without records is one without a row.
                 stored: state.record_count > 0,
                 usage_changed_at_ns: None,
+                usage_event_marked_in: 0,
             },
         );
         Ok(state)
@@ -180,6 +206,7 @@ impl WriterCache {
                 dirty: false,
                 stored: false,
                 usage_changed_at_ns: None,
+                usage_event_marked_in: 0,
             });
         cached.state = state;
         cached.period_end_ns = period_end_ns;
@@ -206,9 +233,19 @@ impl WriterCache {
                 continue; // not reached: dirty entries stay until flushed
             };
             let row = period_key(&key);
-            let mark = UsageEventMark {
-                changed_at_ns: cached.usage_changed_at_ns.take(),
-                interval_ns: usage_event_interval_ns,
+            // Marked only when the usage changed and the event is not known to
+            // be due already: the common write stays the plain one.
+            let mark = match cached.usage_changed_at_ns.take() {
+                Some(changed_at_ns)
+                    if cached.usage_event_marked_in != self.usage_event_generation =>
+                {
+                    cached.usage_event_marked_in = self.usage_event_generation;
+                    Some(UsageEventMark {
+                        changed_at_ns,
+                        interval_ns: usage_event_interval_ns,
+                    })
+                }
+                _ => None,
             };
             // An UPDATE of a known row is one b-tree seek; the upsert tries an
             // INSERT first. The upsert is kept for new rows (and, defensively,

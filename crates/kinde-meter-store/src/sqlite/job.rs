@@ -33,8 +33,12 @@ pub(super) enum Job {
     /// A closure write of the webhook outbox (webhooks, events, deliveries,
     /// and the usage-event columns of aggregates, which the cache does not
     /// hold): unlike [`Job::Exec`] it keeps the cache, since the delivery
-    /// worker sends one every second or so.
-    Outbox(Box<dyn ExecJob>),
+    /// worker sends such jobs all the time. `builds_usage_events`: it may
+    /// clear aggregates' usage-event marks, which the cache then forgets.
+    Outbox {
+        work: Box<dyn ExecJob>,
+        builds_usage_events: bool,
+    },
 }
 
 /// Where a job's answer arrives.
@@ -85,7 +89,7 @@ impl Job {
             Job::CreateAgreement { .. }
             | Job::LoadCatalog { .. }
             | Job::Exec(_)
-            | Job::Outbox(_) => 0,
+            | Job::Outbox { .. } => 0,
         }
     }
 
@@ -117,7 +121,15 @@ impl Job {
                 ctx.forget_agreements_and_plans();
                 work.run(conn)?;
             }
-            Job::Outbox(work) => work.run(conn)?,
+            Job::Outbox {
+                work,
+                builds_usage_events,
+            } => {
+                if *builds_usage_events {
+                    ctx.forget_usage_event_marks();
+                }
+                work.run(conn)?;
+            }
         }
         Ok(())
     }
@@ -149,7 +161,7 @@ impl Job {
                 };
                 let _ = reply.send(result);
             }
-            Job::Exec(work) | Job::Outbox(work) => work.answer(failure),
+            Job::Exec(work) | Job::Outbox { work, .. } => work.answer(failure),
         }
     }
 }

@@ -105,8 +105,22 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.outbox_job(false, work).await
+    }
+
+    /// [`Self::outbox`] for a job that may build usage events.
+    async fn outbox_job<T, F>(&self, builds_usage_events: bool, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         let (job, answer) = exec::job(move |conn| Ok::<_, error::OpError<StoreError>>(work(conn)?));
-        self.writer.send(Job::Outbox(job)).await?;
+        self.writer
+            .send(Job::Outbox {
+                work: job,
+                builds_usage_events,
+            })
+            .await?;
         writer::answer(answer).await
     }
 }
@@ -246,7 +260,7 @@ impl Store for SqliteStore {
     }
 
     async fn build_usage_events(&self, now: Timestamp) -> Result<usize, StoreError> {
-        self.outbox(move |conn| outbox::build_usage_events(conn, now))
+        self.outbox_job(true, move |conn| outbox::build_usage_events(conn, now))
             .await
     }
 

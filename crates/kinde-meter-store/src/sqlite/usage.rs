@@ -62,6 +62,12 @@ impl<'a> WriteContext<'a> {
         self.cache.forget_agreements_and_plans();
     }
 
+    /// Forgets which aggregates' usage events are known to be due: a job of
+    /// this transaction may build them.
+    pub(super) fn forget_usage_event_marks(&mut self) {
+        self.cache.forget_usage_event_marks();
+    }
+
     /// Writes the aggregates the transaction changed (marking their coalesced
     /// usage events due); before COMMIT.
     pub(super) fn finish(self, conn: &Connection) -> rusqlite::Result<()> {
