@@ -13,5 +13,7 @@ mod concurrency;
 mod migrations;
 #[path = "postgres/throughput.rs"]
 mod throughput;
+#[path = "postgres/webhooks.rs"]
+mod webhooks;
 #[path = "postgres/writer.rs"]
 mod writer;

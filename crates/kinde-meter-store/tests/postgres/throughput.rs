@@ -43,7 +43,7 @@ async fn measure(store: &Arc<TestStore>, size: usize, lanes: usize, tag: u8) -> 
                         .map(|i| {
                             let k = lane * per_lane + done + i;
                             let a = &agreements[k % agreements.len()];
-                            let feature = if k % 3 == 0 {
+                            let feature = if k.is_multiple_of(3) {
                                 "storage_gb"
                             } else {
                                 "api_calls"
