@@ -230,13 +230,22 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 if let Err(e) = inner.ctx.store.build_usage_events(now).await {
                     errors.report("building usage events", &e);
                 }
-                backlog = claim(&inner, &mut in_flight, &mut errors).await;
-                match inner.ctx.store.delivery_stats(now).await {
-                    Ok(stats) => inner.ctx.metrics.set_webhook_backlog(
-                        stats.pending,
-                        stats.oldest_pending_created_at.map(|at| age(now, at)),
-                    ),
-                    Err(e) => errors.report("reading delivery stats", &e),
+                // A read first: an idle server asks the writer for nothing.
+                let pending = match inner.ctx.store.delivery_stats(now).await {
+                    Ok(stats) => {
+                        inner.ctx.metrics.set_webhook_backlog(
+                            stats.pending,
+                            stats.oldest_pending_created_at.map(|at| age(now, at)),
+                        );
+                        stats.pending > 0
+                    }
+                    Err(e) => {
+                        errors.report("reading delivery stats", &e);
+                        true
+                    }
+                };
+                if pending {
+                    backlog = claim(&inner, &mut in_flight, &mut errors).await;
                 }
             }
             Some(done) = in_flight.tasks.join_next_with_id() => {
