@@ -9,6 +9,9 @@
 //!   commits records, aggregates and keys together.
 //! - Everything else (agreements, catalog, M2M clients, the issuer's keys and
 //!   identity) is a short transaction of its own on the pool (`pool`).
+//! - Webhook events are an outbox written in the transactions of the changes
+//!   that raise them (`outbox`); servers share their delivery through leases
+//!   taken with `FOR UPDATE SKIP LOCKED` (`webhooks`).
 //! - Outages are answered: every operation is bounded by
 //!   [`PgSettings::operation_timeout`], then fails with
 //!   [`StoreError::Unavailable`]; broken connections are replaced as the
@@ -234,7 +237,7 @@ impl Store for PgStore {
     async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StoreError> {
         self.open_for_writes()?;
         Ok(on_conn!(self.db, self.db.deadline(), |conn| {
-            webhooks::create(&*conn, &new).await
+            webhooks::create(conn, &new).await
         })?)
     }
 

@@ -55,8 +55,11 @@ fn decode_types(codes: Vec<String>) -> PgResult<Vec<EventType>> {
         .collect()
 }
 
-/// Registers a webhook.
-pub(super) async fn create(conn: &impl GenericClient, new: &NewWebhook) -> PgResult<Webhook> {
+/// Registers a webhook, in one transaction. It receives the events raised
+/// after it: those raised before are fanned out to the other webhooks first.
+pub(super) async fn create(conn: &mut Object, new: &NewWebhook) -> PgResult<Webhook> {
+    let tx = conn.transaction().await?;
+    fan_out(&tx, codec::ns(new.now)?, i64::MAX).await?;
     let webhook = Webhook {
         id: WebhookId::generate(new.now, new.id_random),
         name: new.name.clone(),
@@ -65,13 +68,13 @@ pub(super) async fn create(conn: &impl GenericClient, new: &NewWebhook) -> PgRes
         event_types: new.event_types.clone(),
         created_on: new.now,
     };
-    let stmt = conn
+    let stmt = tx
         .prepare_cached(
             "INSERT INTO webhooks (id, name, endpoint, description, event_types, created_at_ns)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .await?;
-    conn.execute(
+    tx.execute(
         &stmt,
         &[
             &webhook.id.as_str(),
@@ -83,6 +86,7 @@ pub(super) async fn create(conn: &impl GenericClient, new: &NewWebhook) -> PgRes
         ],
     )
     .await?;
+    tx.commit().await?;
     Ok(webhook)
 }
 
@@ -162,10 +166,11 @@ pub(super) async fn list(conn: &impl GenericClient) -> PgResult<Vec<WebhookStatu
 /// Most events one fan-out handles (the rest wait for the next claim).
 const FAN_OUT_LIMIT: i64 = 1000;
 
-/// Gives each event not yet fanned out one pending delivery per webhook
-/// subscribed to its type, due at `now`, in one statement. Events another
-/// server is fanning out are skipped, not waited for.
-async fn fan_out(conn: &impl GenericClient, now_ns: i64) -> PgResult<()> {
+/// Gives each event not yet fanned out (at most `limit` of them, the oldest)
+/// one pending delivery per webhook subscribed to its type, due at `now`, in
+/// one statement. Events another server is fanning out are skipped, not
+/// waited for.
+async fn fan_out(conn: &impl GenericClient, now_ns: i64, limit: i64) -> PgResult<()> {
     let stmt = conn
         .prepare_cached(
             "WITH picked AS (
@@ -183,7 +188,7 @@ async fn fan_out(conn: &impl GenericClient, now_ns: i64) -> PgResult<()> {
              UPDATE events e SET fanned_out = true FROM picked p WHERE e.seq = p.seq",
         )
         .await?;
-    conn.execute(&stmt, &[&now_ns, &FAN_OUT_LIMIT]).await?;
+    conn.execute(&stmt, &[&now_ns, &limit]).await?;
     Ok(())
 }
 
@@ -207,7 +212,7 @@ pub(super) async fn claim(
 ) -> PgResult<Vec<Delivery>> {
     let now_ns = codec::ns_clamped(now);
     let tx = conn.transaction().await?;
-    fan_out(&tx, now_ns).await?;
+    fan_out(&tx, now_ns, FAN_OUT_LIMIT).await?;
     if limit == 0 {
         tx.commit().await?;
         return Ok(Vec::new());
