@@ -32,6 +32,10 @@ pub enum Command {
     /// Register, list or revoke M2M clients (for POST /oauth2/token).
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Subscribe endpoints to billing events, list the webhooks (with their
+    /// deliveries' state on a data directory) or delete one.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Run the load benchmark: a fixed number of usage records (or usage checks,
     /// or /healthz requests: --mode) at a baseline and a higher concurrency, with
     /// latency, CPU per request and group-commit batch size.
@@ -111,6 +115,14 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "KINDE_METER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Let webhooks point at loopback, private, link-local and other non-public
+    /// addresses (refused by default: docs/webhooks.md#endpoints).
+    #[arg(long, env = "KINDE_METER_WEBHOOK_ALLOW_PRIVATE_NETWORKS")]
+    pub webhook_allow_private_networks: bool,
+    /// At most one customer.meter_usage_updated event per agreement and feature
+    /// per this many seconds.
+    #[arg(long, env = "KINDE_METER_WEBHOOK_USAGE_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub webhook_usage_interval: u64,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
@@ -480,5 +492,52 @@ pub enum ClientsCommand {
         client_id: String,
         #[command(flatten)]
         data: DataDirArg,
+    },
+}
+
+/// `kinde-meter webhooks`: on a data directory / database, or through the API
+/// of a server (`--server` with credentials).
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Subscribe an endpoint to event types; prints the webhook's id.
+    Create {
+        /// The URL events are POSTed to (http or https; not a private address
+        /// unless allowed).
+        #[arg(long)]
+        endpoint: String,
+        /// The event types, comma-separated or repeated, e.g.
+        /// customer.agreement_created,customer.meter_usage_updated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        event_types: Vec<String>,
+        /// A name for listings.
+        #[arg(long)]
+        name: String,
+        /// A description.
+        #[arg(long)]
+        description: Option<String>,
+        /// On a data directory / database: accept an endpoint at a loopback,
+        /// private or link-local address, as `serve --webhook-allow-private-networks`
+        /// does (a server applies its own setting).
+        #[arg(long, env = "KINDE_METER_WEBHOOK_ALLOW_PRIVATE_NETWORKS")]
+        webhook_allow_private_networks: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the webhooks, oldest first: on a data directory / database with
+    /// each one's last delivery, failures since its last success and pending
+    /// deliveries; through a server, what its API answers.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a webhook; its pending deliveries are dropped.
+    Delete {
+        /// The webhook id (webhook_…).
+        webhook_id: String,
+        #[command(flatten)]
+        target: Target,
     },
 }

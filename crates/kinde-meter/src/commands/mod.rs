@@ -10,6 +10,7 @@ mod remote;
 mod serve;
 mod token;
 mod usage;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Record(args) => record::run(args).await,
         Command::Entitlements(args) => entitlements::run(args).await,
         Command::Clients(command) => clients::run(command).await,
+        Command::Webhooks(command) => webhooks::run(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
     }

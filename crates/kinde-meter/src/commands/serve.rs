@@ -66,8 +66,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.store = StoreConfig {
         grace: SignedDuration::from_secs(i64::try_from(args.grace_seconds)?),
         queue_capacity: args.queue_capacity,
+        webhook_usage_interval: SignedDuration::from_secs(i64::try_from(
+            args.webhook_usage_interval,
+        )?),
         ..StoreConfig::default()
     };
+    config.webhooks.allow_private_networks = args.webhook_allow_private_networks;
     config.rate_limits = RateLimitConfig {
         default: Limit::per_second(args.rate_limit, args.burst),
         clients: args.client_rate_limits.iter().cloned().collect(),

@@ -10,3 +10,4 @@ mod entitlements;
 mod postgres;
 mod record;
 mod serve;
+mod webhooks;
