@@ -260,6 +260,16 @@ impl Store for SqliteStore {
     }
 
     async fn build_usage_events(&self, now: Timestamp) -> Result<usize, StoreError> {
+        // The worker asks every second or so; no writer job when nothing is due.
+        let due = self
+            .reads
+            .run(move |conn| {
+                Ok::<_, error::OpError<StoreError>>(outbox::usage_event_due(conn, now)?)
+            })
+            .await?;
+        if !due {
+            return Ok(0);
+        }
         self.outbox_job(true, move |conn| outbox::build_usage_events(conn, now))
             .await
     }
@@ -271,6 +281,14 @@ impl Store for SqliteStore {
         lease: SignedDuration,
         busy: &[WebhookId],
     ) -> Result<Vec<Delivery>, StoreError> {
+        // The worker asks every second or so; no writer job when idle.
+        let claimable = self
+            .reads
+            .run(move |conn| Ok::<_, error::OpError<StoreError>>(webhooks::claimable(conn, now)?))
+            .await?;
+        if !claimable {
+            return Ok(Vec::new());
+        }
         let busy = busy.to_vec();
         self.outbox(move |conn| webhooks::claim(conn, now, limit, lease, &busy))
             .await

@@ -229,6 +229,16 @@ pub(super) fn build_usage_events(conn: &Connection, now: Timestamp) -> rusqlite:
     Ok(built)
 }
 
+/// Whether any aggregate's usage event is due at `now`. Answered on a read
+/// connection, so that an idle delivery worker's polling costs the writer
+/// nothing.
+pub(super) fn usage_event_due(conn: &Connection, now: Timestamp) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM usage_aggregates WHERE usage_event_due_ns <= ?1)",
+    )?
+    .query_row([codec::ns_clamped(now)], |r| r.get(0))
+}
+
 /// Whether any webhook subscribes to `event_type`.
 fn any_subscriber(conn: &Connection, event_type: EventType) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached("SELECT event_types FROM webhooks")?;

@@ -47,8 +47,10 @@ fn decode_types(json: &str) -> rusqlite::Result<Vec<EventType>> {
         .collect()
 }
 
-/// Registers a webhook.
+/// Registers a webhook. It receives the events raised after it: those raised
+/// before are fanned out to the other webhooks first.
 pub(super) fn create(conn: &Connection, new: &NewWebhook) -> rusqlite::Result<Webhook> {
+    fan_out(conn, codec::ns(new.now)?, None)?;
     let webhook = Webhook {
         id: WebhookId::generate(new.now, new.id_random),
         name: new.name.clone(),
@@ -149,9 +151,9 @@ pub(super) fn list(conn: &Connection) -> rusqlite::Result<Vec<WebhookStatus>> {
 /// Most events one fan-out handles (the rest wait for the next claim).
 const FAN_OUT_LIMIT: i64 = 1000;
 
-/// Gives each event not yet fanned out one pending delivery per webhook
-/// subscribed to its type, due at `now`.
-fn fan_out(conn: &Connection, now_ns: i64) -> rusqlite::Result<()> {
+/// Gives each event not yet fanned out (at most `limit` of them, the oldest)
+/// one pending delivery per webhook subscribed to its type, due at `now`.
+fn fan_out(conn: &Connection, now_ns: i64, limit: Option<i64>) -> rusqlite::Result<()> {
     let webhooks: Vec<(String, Vec<EventType>)> = conn
         .prepare_cached("SELECT id, event_types FROM webhooks ORDER BY seq")?
         .query_map([], |r| {
@@ -161,9 +163,15 @@ fn fan_out(conn: &Connection, now_ns: i64) -> rusqlite::Result<()> {
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    if webhooks.is_empty() {
+        // Nobody to deliver to: nothing is pending.
+        conn.prepare_cached("UPDATE events SET fanned_out = 1 WHERE fanned_out = 0")?
+            .execute([])?;
+        return Ok(());
+    }
     let events: Vec<(i64, String)> = conn
         .prepare_cached("SELECT seq, type FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT ?1")?
-        .query_map([FAN_OUT_LIMIT], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([limit.unwrap_or(-1)], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (seq, code) in events {
         for (webhook, types) in &webhooks {
@@ -184,6 +192,19 @@ fn fan_out(conn: &Connection, now_ns: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Whether a claim at `now` may find anything to do: events to fan out, or a
+/// due delivery not leased. Answered on a read connection, so that an idle
+/// delivery worker's polling costs the writer nothing.
+pub(super) fn claimable(conn: &Connection, now: Timestamp) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE fanned_out = 0)
+             OR EXISTS (SELECT 1 FROM webhook_deliveries
+                        WHERE status = 'pending' AND next_attempt_at_ns <= ?1
+                          AND (leased_until_ns IS NULL OR leased_until_ns <= ?1))",
+    )?
+    .query_row([codec::ns_clamped(now)], |r| r.get(0))
+}
+
 /// Fans out new events, then leases up to `limit` due deliveries of webhooks
 /// not in `busy` for `lease`. Due deliveries are taken round-robin across
 /// webhooks (each webhook's oldest first), so that one webhook's backlog does
@@ -196,7 +217,7 @@ pub(super) fn claim(
     busy: &[WebhookId],
 ) -> rusqlite::Result<Vec<Delivery>> {
     let now_ns = codec::ns_clamped(now);
-    fan_out(conn, now_ns)?;
+    fan_out(conn, now_ns, Some(FAN_OUT_LIMIT))?;
     if limit == 0 {
         return Ok(Vec::new());
     }

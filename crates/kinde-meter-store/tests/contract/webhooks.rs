@@ -74,6 +74,7 @@ contract_tests!(
     failed_attempts_are_retried_then_given_up,
     deleting_a_webhook_drops_its_pending_deliveries,
     events_survive_reopening_the_store,
+    a_webhook_receives_the_events_raised_after_it,
 );
 
 async fn webhooks_are_created_listed_updated_and_deleted(b: Backend) {
@@ -733,5 +734,40 @@ async fn events_survive_reopening_the_store(b: Backend) {
             Some(&d.event)
         );
     }
+    store.shutdown().await;
+}
+
+async fn a_webhook_receives_the_events_raised_after_it(b: Backend) {
+    let store = open(&b).await;
+    // Raised while no webhook exists: delivered to nobody, pending for nobody.
+    create(&store, "early", "pro", "2024-03-01T00:00:00Z", 1).await;
+    let first = hook(&store, &EventType::ALL, 1, "2024-03-01T00:00:01Z").await;
+    assert_eq!(
+        store
+            .delivery_stats(t("2024-03-01T00:00:01Z"))
+            .await
+            .unwrap()
+            .pending,
+        0
+    );
+    create(&store, "cust", "pro", "2024-03-01T00:00:02Z", 2).await;
+    // Raised before the second webhook: the first's only.
+    let second = hook(&store, &EventType::ALL, 2, "2024-03-01T00:00:03Z").await;
+    create(&store, "late", "pro", "2024-03-01T00:00:04Z", 3).await;
+    let got = claim(&store, "2024-03-01T00:00:05Z").await;
+    let count = |id: &WebhookId| got.iter().filter(|d| &d.webhook_id == id).count();
+    assert_eq!((count(&first.id), count(&second.id)), (4, 2));
+    let customers = |id: &WebhookId| {
+        let mut c: Vec<String> = got
+            .iter()
+            .filter(|d| &d.webhook_id == id)
+            .map(|d| d.event.data["customer_id"].as_str().unwrap().to_owned())
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    assert_eq!(customers(&first.id), ["cust", "late"]);
+    assert_eq!(customers(&second.id), ["late"]);
     store.shutdown().await;
 }
