@@ -1,6 +1,6 @@
 //! Billing webhook events in Kinde's format: event types, webhook and event ids,
 //! the `data` of each event type, the JWT claims a delivery carries, and the
-//! retry schedule (docs/api.md#webhooks, docs/design.md#webhooks).
+//! retry schedule (docs/webhooks.md, docs/design.md#webhook-outbox).
 //!
 //! Everything here is pure: the stores write [`Event`]s in the transaction of the
 //! change that causes them, the delivery worker signs [`Event::claims`].
@@ -233,7 +233,7 @@ fn event_timestamp(at: Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// The `data` of each event type (docs/api.md#webhooks). Every one carries
+/// The `data` of each event type (docs/webhooks.md). Every one carries
 /// `customer_id` and `agreement_id`.
 pub mod data {
     use super::*;

@@ -127,16 +127,13 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
     ) -> Result<Vec<RevokedClient>, StoreError>;
 
-    /// Registers a webhook with the id derived from `new.id_random`.
-    async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StoreError> {
-        let _ = new;
-        Err(not_implemented())
-    }
+    /// Registers a webhook with the id derived from `new.id_random`
+    /// ([`WebhookId::generate`]). It receives the events raised after it:
+    /// events still waiting to be fanned out go to the other webhooks first.
+    async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StoreError>;
 
     /// Every webhook, oldest first, with the state of its deliveries.
-    async fn list_webhooks(&self) -> Result<Vec<WebhookStatus>, StoreError> {
-        Err(not_implemented())
-    }
+    async fn list_webhooks(&self) -> Result<Vec<WebhookStatus>, StoreError>;
 
     /// Changes a webhook; returns it as it is afterwards, `None` if no webhook has
     /// that id.
@@ -144,66 +141,55 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &WebhookId,
         patch: WebhookPatch,
-    ) -> Result<Option<Webhook>, StoreError> {
-        let _ = (id, patch);
-        Err(not_implemented())
-    }
+    ) -> Result<Option<Webhook>, StoreError>;
 
-    /// Deletes a webhook and drops its pending deliveries; `false` if no webhook
+    /// Deletes a webhook and drops its deliveries, pending ones included (an
+    /// attempt in flight may still finish, harmlessly); `false` if no webhook
     /// has that id.
-    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
-        let _ = id;
-        Err(not_implemented())
-    }
+    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError>;
 
     /// One event of the outbox by id.
-    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        let _ = id;
-        Err(not_implemented())
-    }
+    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError>;
 
     /// Turns aggregates whose usage event is due (at most one per agreement and
     /// feature per [`StoreConfig::webhook_usage_interval`]) into
     /// `customer.meter_usage_updated` events carrying the usage now; returns how
-    /// many were written.
-    async fn build_usage_events(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let _ = now;
-        Err(not_implemented())
-    }
+    /// many were written. When no webhook subscribes to the type, the due marks
+    /// are only cleared. Cheap when nothing is due (the worker calls it every
+    /// second or so).
+    async fn build_usage_events(&self, now: Timestamp) -> Result<usize, StoreError>;
 
     /// Fans out events not yet fanned out to the webhooks subscribed to their type
     /// (one delivery each), then leases up to `limit` due deliveries (due at or
     /// before `now`, not leased or their lease expired), skipping webhooks in
     /// `busy`, each for `lease`, so that no other worker (or server) takes the
-    /// same attempt before it is finished or the lease expires.
+    /// same attempt before it is finished or the lease expires. Fanned-out
+    /// deliveries are first due at `now` ([`Delivery::first_attempt_due`]); due
+    /// deliveries are taken in turns across webhooks (each one's oldest first),
+    /// so that one webhook's backlog does not fill a claim. Cheap when there is
+    /// nothing to claim.
     async fn claim_deliveries(
         &self,
         now: Timestamp,
         limit: usize,
         lease: SignedDuration,
         busy: &[WebhookId],
-    ) -> Result<Vec<Delivery>, StoreError> {
-        let _ = (now, limit, lease, busy);
-        Err(not_implemented())
-    }
+    ) -> Result<Vec<Delivery>, StoreError>;
 
     /// Records how a claimed attempt ended: delivered, retried at
-    /// `next_attempt_at`, or given up.
+    /// `next_attempt_at` (the next attempt's number one more), or given up
+    /// (`next_attempt_at` `None`); and the webhook's delivery state
+    /// ([`WebhookStatus`]). A delivery that no longer exists is no error.
     async fn finish_delivery(
         &self,
         id: DeliveryId,
         result: DeliveryResult,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let _ = (id, result, now);
-        Err(not_implemented())
-    }
+    ) -> Result<(), StoreError>;
 
-    /// Pending deliveries and the age of the oldest (for `/metrics`).
-    async fn delivery_stats(&self, now: Timestamp) -> Result<DeliveryStats, StoreError> {
-        let _ = now;
-        Err(not_implemented())
-    }
+    /// Pending deliveries (and events not yet fanned out while webhooks
+    /// exist) and when the oldest of their events was raised (for `/metrics`).
+    async fn delivery_stats(&self, now: Timestamp) -> Result<DeliveryStats, StoreError>;
 
     /// Stops taking writes, commits everything already queued, and returns when
     /// the last answer has been sent.
@@ -222,11 +208,6 @@ pub trait Store: Send + Sync + 'static {
     fn issuer(&self) -> Option<&dyn IssuerStore> {
         None
     }
-}
-
-/// The temporary answer of a webhook method a backend does not implement yet.
-fn not_implemented() -> StoreError {
-    StoreError::Unavailable("not implemented".into())
 }
 
 /// Makes a new private key (PKCS#8 PEM) for [`IssuerStore::load_or_create_signing_keys`];
