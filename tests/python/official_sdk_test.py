@@ -2,31 +2,37 @@
 
 Uses only the classes of the official `kinde-python-sdk` package (pinned in
 run.sh): `Configuration`, `ApiClient`, `BillingAgreementsApi`,
-`BillingMeterUsageApi`, `BillingEntitlementsApi`, their request/response models
-and the SDK's own exception classes. The calls the SDK has no method for (our
+`BillingMeterUsageApi`, `BillingEntitlementsApi`, `WebhooksApi`, their
+request/response models and the SDK's own exception classes. The calls the SDK has no method for (our
 usage read-back `GET /api/v1/billing/meter_usage` and usage check
 `GET /api/v1/billing/entitlements/check`, which Kinde lacks) go through the SDK's
 own `ApiClient.param_serialize` / `call_api` / `response_deserialize`.
 
 The server runs with run.sh's catalog.toml: the demo catalog's plans plus
-`capped`, whose `api_calls` has an enforced limit of 10.
+`capped`, whose `api_calls` has an enforced limit of 10; and with
+--webhook-allow-private-networks, so that webhooks may point at the receiver
+this script starts on 127.0.0.1.
 
 Environment (run.sh sets them):
   KINDE_METER_URL         the server, e.g. http://127.0.0.1:PORT
   KINDE_METER_TOKEN       a token with every scope
   KINDE_METER_READ_TOKEN  a token with only read:meter_usage (no entitlements)
 
-Talks to nothing but that URL. Prints one line per test and, last, a line
+Talks to nothing but that URL (and its own webhook receiver on 127.0.0.1). Prints one line per test and, last, a line
 `N passed, M failed`; the exit status is non-zero when a test failed.
 """
 
+import base64
 import json
 import os
+import re
 import sys
+import threading
 import time
 import traceback
 import uuid
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kinde_sdk.management import (
     ApiClient,
@@ -34,6 +40,7 @@ from kinde_sdk.management import (
     BillingEntitlementsApi,
     BillingMeterUsageApi,
     Configuration,
+    WebhooksApi,
 )
 from kinde_sdk.management.exceptions import (
     ApiException,
@@ -44,12 +51,24 @@ from kinde_sdk.management.models import (
     CreateBillingAgreementRequest,
     CreateMeterUsageRecordRequest,
     CreateMeterUsageRecordResponse,
+    CreateWebHookRequest,
+    CreateWebhookResponse,
+    CreateWebhookResponseWebhook,
+    DeleteWebhookResponse,
     ErrorResponse,
+    EventType,
     GetBillingAgreementsResponse,
     GetBillingEntitlementsResponse,
     GetBillingEntitlementsResponseEntitlementsInner,
     GetBillingEntitlementsResponsePlansInner,
+    GetEventResponse,
+    GetEventResponseEvent,
+    GetEventTypesResponse,
+    GetWebhooksResponse,
     SuccessResponse,
+    UpdateWebHookRequest,
+    UpdateWebhookResponse,
+    Webhook,
 )
 
 URL = os.environ["KINDE_METER_URL"].rstrip("/")
@@ -78,6 +97,10 @@ def meter_usage_api(token=TOKEN):
 
 def entitlements_api(token=TOKEN):
     return BillingEntitlementsApi(client(token))
+
+
+def webhooks_api(token=TOKEN):
+    return WebhooksApi(client(token))
 
 
 def new_customer():
@@ -176,6 +199,85 @@ def expect_error(exception_class, status, code, call):
         assert e.headers.get("content-type", "").startswith("application/json"), e.headers
         return e
     raise AssertionError(f"expected {exception_class.__name__} ({code}), the call returned {result!r}")
+
+
+# --- a webhook receiver on 127.0.0.1 ------------------------------------------------
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that answers 200 to every POST and keeps what it got."""
+
+    def __init__(self):
+        self.deliveries = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+                with receiver.arrived:
+                    receiver.deliveries.append({"headers": dict(self.headers), "body": body})
+                    receiver.arrived.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/kinde/webhooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate, timeout=30):
+        """The first delivery whose claims satisfy `predicate` (claims read without
+        verifying the signature: tests/node checks that with @kinde/webhooks)."""
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while True:
+                for delivery in self.deliveries:
+                    claims = jwt_claims(delivery["body"])
+                    if predicate(claims):
+                        return delivery, claims
+                left = deadline - time.monotonic()
+                assert left > 0, f"no matching delivery within {timeout} s: {self.deliveries}"
+                self.arrived.wait(left)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def jwt_part(token, index):
+    part = token.split(".")[index]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def jwt_claims(token):
+    return jwt_part(token, 1)
+
+
+def parse_rfc3339(text):
+    """An RFC 3339 time as an aware datetime; fractions (jiff writes up to 9 digits)
+    are cut to whole seconds, which Python 3.9's fromisoformat would not take."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)", text)
+    assert match, text
+    offset = "+00:00" if match.group(2) == "Z" else match.group(2)
+    return datetime.fromisoformat(match.group(1) + offset)
+
+
+def unix_seconds(rfc3339):
+    return int(parse_rfc3339(rfc3339).timestamp())
+
+
+BILLING_EVENT_TYPES = [
+    "customer.agreement_created",
+    "customer.plan_assigned",
+    "customer.plan_changed",
+    "customer.agreement_cancelled",
+    "customer.meter_usage_updated",
+    "customer.entitlement_threshold_reached",
+]
 
 
 # --- the tests ----------------------------------------------------------------------
@@ -515,6 +617,156 @@ def test_hard_limit_refusal_and_usage_check():
     )
 
 
+def test_webhooks_event_types():
+    response = webhooks_api().get_event_types()
+    assert isinstance(response, GetEventTypesResponse), type(response)
+    assert response.code == "OK" and response.message == "Success", response
+    assert all(isinstance(t, EventType) for t in response.event_types), response
+    codes = [t.code for t in response.event_types]
+    assert sorted(codes) == sorted(BILLING_EVENT_TYPES), codes
+    for event_type in response.event_types:
+        assert event_type.id and event_type.name and event_type.origin, event_type
+        # `schema` in the JSON, `var_schema` in the model: a JSON schema of `data`.
+        assert isinstance(event_type.var_schema, dict), event_type
+    # read:event_types is needed.
+    expect_error(ForbiddenException, 403, "INSUFFICIENT_SCOPE", lambda: webhooks_api(READ_TOKEN).get_event_types())
+
+
+def test_webhooks_create_list_update_delete():
+    api = webhooks_api()
+    name = f"py {RUN}"
+    # A loopback endpoint (the server allows them here) needs no DNS; nothing
+    # listens on port 9, and the webhook is deleted before anything is delivered.
+    endpoint = f"http://127.0.0.1:9/kinde/{RUN}"
+    created = api.create_web_hook(
+        CreateWebHookRequest(
+            endpoint=endpoint,
+            event_types=["customer.agreement_created", "customer.plan_changed"],
+            name=name,
+            description="billing events",
+        )
+    )
+    assert isinstance(created, CreateWebhookResponse), type(created)
+    assert created.code == "OK" and created.message == "Success", created
+    assert isinstance(created.webhook, CreateWebhookResponseWebhook), created
+    webhook_id = created.webhook.id
+    assert webhook_id.startswith("webhook_") and len(webhook_id) == len("webhook_") + 32, webhook_id
+    assert created.webhook.endpoint == endpoint, created
+
+    listed = api.get_web_hooks()
+    assert isinstance(listed, GetWebhooksResponse), type(listed)
+    assert all(isinstance(w, Webhook) for w in listed.webhooks), listed
+    mine = [w for w in listed.webhooks if w.id == webhook_id]
+    assert len(mine) == 1, listed
+    mine = mine[0]
+    assert (mine.name, mine.endpoint, mine.description) == (name, endpoint, "billing events"), mine
+    assert mine.event_types == ["customer.agreement_created", "customer.plan_changed"], mine
+    created_on = parse_rfc3339(mine.created_on)
+    assert abs((datetime.now(timezone.utc) - created_on).total_seconds()) < 300, mine.created_on
+
+    # Only the fields set change; description=None (set explicitly) clears it.
+    updated = api.update_web_hook(
+        webhook_id,
+        UpdateWebHookRequest(name=f"{name} renamed", description=None, event_types=["customer.meter_usage_updated"]),
+    )
+    assert isinstance(updated, UpdateWebhookResponse), type(updated)
+    assert updated.code == "OK" and updated.webhook.id == webhook_id, updated
+    mine = [w for w in api.get_web_hooks().webhooks if w.id == webhook_id][0]
+    assert (mine.name, mine.description, mine.event_types) == (
+        f"{name} renamed",
+        None,
+        ["customer.meter_usage_updated"],
+    ), mine
+    assert mine.endpoint == endpoint, mine
+    api.update_web_hook(webhook_id, UpdateWebHookRequest(description="back"))
+    mine = [w for w in api.get_web_hooks().webhooks if w.id == webhook_id][0]
+    assert (mine.name, mine.description) == (f"{name} renamed", "back"), mine
+
+    deleted = api.delete_web_hook(webhook_id)
+    assert isinstance(deleted, DeleteWebhookResponse), type(deleted)
+    assert deleted.code == "OK" and deleted.message == "Success", deleted
+    assert webhook_id not in [w.id for w in api.get_web_hooks().webhooks]
+    # Unknown ids are 400s with a body the SDK reads (it declares no 404 here).
+    expect_error(BadRequestException, 400, "WEBHOOK_NOT_FOUND", lambda: api.delete_web_hook(webhook_id))
+    expect_error(
+        BadRequestException,
+        400,
+        "WEBHOOK_NOT_FOUND",
+        lambda: api.update_web_hook(webhook_id, UpdateWebHookRequest(name="x")),
+    )
+
+
+def test_webhooks_refused_requests():
+    api = webhooks_api()
+
+    def create(endpoint="http://127.0.0.1:9/kinde", event_types=("customer.agreement_created",), token=TOKEN):
+        return webhooks_api(token).create_web_hook(
+            CreateWebHookRequest(endpoint=endpoint, event_types=list(event_types), name=f"py {RUN} refused")
+        )
+
+    expect_error(BadRequestException, 400, "INVALID_FIELD", lambda: create(endpoint="ftp://hooks.example.com/x"))
+    expect_error(BadRequestException, 400, "INVALID_FIELD", lambda: create(event_types=["customer.nope"]))
+    expect_error(ForbiddenException, 403, "INSUFFICIENT_SCOPE", lambda: create(token=READ_TOKEN))
+    expect_error(ForbiddenException, 403, "INSUFFICIENT_SCOPE", lambda: webhooks_api(READ_TOKEN).get_web_hooks())
+    expect_error(
+        BadRequestException,
+        400,
+        "EVENT_NOT_FOUND",
+        lambda: api.get_event("event_00000000000000000000000000000000"),
+    )
+    assert f"py {RUN} refused" not in [w.name for w in api.get_web_hooks().webhooks]
+
+
+def test_webhooks_delivery_and_get_event():
+    api = webhooks_api()
+    receiver = Receiver()
+    webhook_id = None
+    try:
+        webhook_id = api.create_web_hook(
+            CreateWebHookRequest(
+                endpoint=receiver.url,
+                event_types=["customer.agreement_created", "customer.plan_assigned"],
+                name=f"py {RUN} receiver",
+            )
+        ).webhook.id
+        customer, a = new_agreement("pro")
+        delivery, claims = receiver.wait_for(
+            lambda c: c["type"] == "customer.agreement_created" and c["data"]["agreement_id"] == a.id
+        )
+        # A Kinde delivery: an RS256 JWT of the event's claims, with a webhook-id.
+        headers = {k.lower(): v for k, v in delivery["headers"].items()}
+        assert headers["content-type"].startswith("application/jwt"), headers
+        assert headers.get("webhook-id"), headers
+        header = jwt_part(delivery["body"], 0)
+        assert header["alg"] == "RS256" and header["kid"], header
+        assert claims["iss"] == URL and claims["jti"] == claims["event_id"] and claims["source"] == "api", claims
+        assert claims["data"] == {"customer_id": customer, "agreement_id": a.id, "plan_code": "pro"}, claims
+
+        # The event, looked up by the id the delivery carried.
+        response = api.get_event(claims["event_id"])
+        assert isinstance(response, GetEventResponse), type(response)
+        assert response.code == "OK" and response.message == "Success", response
+        event = response.event
+        assert isinstance(event, GetEventResponseEvent), event
+        assert (event.type, event.source, event.event_id) == (
+            "customer.agreement_created",
+            "api",
+            claims["event_id"],
+        ), event
+        # timestamp is the SDK's StrictInt: Unix seconds of the delivered RFC 3339 one.
+        assert type(event.timestamp) is int and event.timestamp == unix_seconds(claims["timestamp"]), event
+        assert event.data == claims["data"], event
+        _, assigned = receiver.wait_for(
+            lambda c: c["type"] == "customer.plan_assigned" and c["data"]["agreement_id"] == a.id
+        )
+        assert api.get_event(assigned["event_id"]).event.data["plan_code"] == "pro"
+        expect_error(ForbiddenException, 403, "INSUFFICIENT_SCOPE", lambda: webhooks_api(READ_TOKEN).get_event(claims["event_id"]))
+    finally:
+        if webhook_id is not None:
+            api.delete_web_hook(webhook_id)
+        receiver.close()
+
+
 TESTS = [
     test_create_agreement,
     test_list_agreements,
@@ -533,6 +785,10 @@ TESTS = [
     test_list_entitlements_typed,
     test_list_entitlements_paging_and_max_value,
     test_hard_limit_refusal_and_usage_check,
+    test_webhooks_event_types,
+    test_webhooks_create_list_update_delete,
+    test_webhooks_refused_requests,
+    test_webhooks_delivery_and_get_event,
 ]
 
 

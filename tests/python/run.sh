@@ -4,7 +4,8 @@
 # Installs the pinned SDK in a virtualenv under the cargo target directory (reused
 # when present), builds and starts `kinde-meter serve` on a free port with a fresh
 # data directory and catalog.toml (the demo plans plus one with an enforced
-# limit), mints two tokens, and runs official_sdk_test.py against it.
+# limit), allowing webhooks to loopback addresses (the test's receiver), mints
+# two tokens, and runs official_sdk_test.py against it.
 # Needs python3 (>= 3.9, with the venv module) and network access to PyPI only.
 #
 # The last line printed is `N passed, M failed`; the exit status is non-zero when
@@ -102,8 +103,9 @@ log "kinde-python-sdk $("$VPY" -c 'import importlib.metadata as m; print(m.versi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kinde-meter-pysdk.XXXXXX")"
 DATA="$WORK/data"
 
-log "start $BIN serve --listen 127.0.0.1:0 --data-dir $DATA --catalog $HERE/catalog.toml"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --catalog "$HERE/catalog.toml" \
+# --webhook-allow-private-networks: the test's webhook receiver is on 127.0.0.1.
+log "start $BIN serve --listen 127.0.0.1:0 --data-dir $DATA --catalog $HERE/catalog.toml --webhook-allow-private-networks"
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --catalog "$HERE/catalog.toml" --webhook-allow-private-networks \
     >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 URL=""
@@ -120,6 +122,7 @@ done
 log "server at $URL (pid $SERVER_PID)"
 
 ALL_SCOPES="create:meter_usage read:meter_usage create:billing_agreements read:billing_agreements read:billing_entitlements"
+ALL_SCOPES+=" create:webhooks read:webhooks update:webhooks delete:webhooks read:events read:event_types"
 TOKEN="$("$BIN" token --data-dir "$DATA" --scope "$ALL_SCOPES")" || fail_setup "kinde-meter token failed"
 READ_TOKEN="$("$BIN" token --data-dir "$DATA" --scope "read:meter_usage")" || fail_setup "kinde-meter token failed"
 

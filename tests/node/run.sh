@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Wire compatibility of webhook deliveries with Kinde's own @kinde/webhooks (npm).
+#
+# Installs the pinned package (`npm ci`, package-lock.json) when node_modules is
+# missing or stale, builds and starts `kinde-meter serve` on a free port with a
+# fresh data directory, tests/node/catalog.toml, --webhook-allow-private-networks
+# (the receiver is on 127.0.0.1) and a 1 s usage-event interval, mints a token,
+# and runs decode_test.mjs, which receives the deliveries and checks each with
+# decodeWebhook(body, "<public URL>"). Needs node (>= 20) and npm, and network
+# access to the npm registry only for the install.
+#
+# The last line printed is `N passed, M failed`; the exit status is non-zero when
+# anything failed, setup included.
+#
+#   bash tests/node/run.sh
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+
+SUMMARY_PRINTED=0
+SERVER_PID=""
+WORK=""
+
+log() { echo "== $*" >&2; }
+
+# A setup step failed: say why, and count it as one failed test.
+fail_setup() {
+    echo "setup failed: $*" >&2
+    if [[ $SUMMARY_PRINTED == 0 ]]; then
+        SUMMARY_PRINTED=1
+        echo "0 passed, 1 failed"
+    fi
+    exit 1
+}
+
+cleanup() {
+    local rc=$?
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ $rc != 0 && -n $WORK && -s $WORK/server.err ]]; then
+        echo "-- last lines of the server's log:" >&2
+        tail -n 40 "$WORK/server.err" >&2 || true
+    fi
+    if [[ -n $WORK ]]; then rm -rf "$WORK"; fi
+    if [[ $rc != 0 && $SUMMARY_PRINTED == 0 ]]; then
+        echo "0 passed, 1 failed"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Settings of the developer's shell must not leak into the server or the CLI.
+while read -r name; do unset "$name"; done < <(compgen -e | grep '^KINDE_METER_' || true)
+
+command -v node >/dev/null 2>&1 || fail_setup "node not found"
+command -v npm >/dev/null 2>&1 || fail_setup "npm not found"
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+    || fail_setup "node $(node --version) is older than 20 (decodeWebhook needs the global WebCrypto)"
+
+# npm ci whenever the lock file is newer than what it installed last.
+if [[ ! -f $HERE/node_modules/.package-lock.json || $HERE/package-lock.json -nt $HERE/node_modules/.package-lock.json ]]; then
+    log "npm ci (tests/node)"
+    (cd "$HERE" && npm ci --ignore-scripts --no-audit --no-fund >&2) || fail_setup "npm ci failed"
+fi
+log "@kinde/webhooks $(node -p 'require("./tests/node/node_modules/@kinde/webhooks/package.json").version')"
+
+log "build (cargo build -p kinde-meter)"
+cargo build -p kinde-meter --locked >&2 || fail_setup "cargo build failed"
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --locked \
+    | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')" \
+    || fail_setup "cargo metadata failed"
+BIN="$TARGET_DIR/debug/kinde-meter"
+[[ -x $BIN ]] || fail_setup "$BIN was not built"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/kinde-meter-node.XXXXXX")"
+DATA="$WORK/data"
+
+log "start $BIN serve --listen 127.0.0.1:0 --data-dir $DATA --catalog $HERE/catalog.toml --webhook-allow-private-networks --webhook-usage-interval 1"
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --catalog "$HERE/catalog.toml" \
+    --webhook-allow-private-networks --webhook-usage-interval 1 \
+    >"$WORK/server.out" 2>"$WORK/server.err" &
+SERVER_PID=$!
+URL=""
+for _ in $(seq 1 300); do
+    line="$(head -n 1 "$WORK/server.out" 2>/dev/null || true)"
+    if [[ $line == "kinde-meter serving "* ]]; then
+        URL="$(sed -E 's/^kinde-meter serving ([^ ]+).*$/\1/' <<<"$line")"
+        break
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || fail_setup "the server exited before serving"
+    sleep 0.1
+done
+[[ $URL == http://127.0.0.1:* ]] || fail_setup "no 'kinde-meter serving URL' line within 30 s (got: ${line:-nothing})"
+log "server at $URL (pid $SERVER_PID)"
+
+SCOPES="create:webhooks read:webhooks update:webhooks delete:webhooks read:events read:event_types create:billing_agreements read:billing_agreements create:meter_usage"
+TOKEN="$("$BIN" token --data-dir "$DATA" --scope "$SCOPES")" || fail_setup "kinde-meter token failed"
+
+log "decode_test.mjs"
+SUMMARY_PRINTED=1 # the test script prints the summary line itself
+set +e
+KINDE_METER_URL="$URL" KINDE_METER_TOKEN="$TOKEN" \
+    NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}" \
+    node "$HERE/decode_test.mjs" | tee "$WORK/test.out"
+status=${PIPESTATUS[0]}
+set -e
+if ! tail -n 1 "$WORK/test.out" | grep -Eq '^[0-9]+ passed, [0-9]+ failed$'; then
+    echo "0 passed, 1 failed" # the script died before its summary
+    [[ $status != 0 ]] || status=1
+fi
+exit "$status"
