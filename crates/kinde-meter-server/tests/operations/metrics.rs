@@ -430,7 +430,10 @@ async fn metrics_count_requests_commits_and_refusals_without_secrets_in_labels()
     for sample in &after.samples {
         for name in sample.labels.keys() {
             assert!(
-                ["route", "method", "status", "le", "limit", "reason"].contains(&name.as_str()),
+                [
+                    "route", "method", "status", "le", "limit", "reason", "outcome"
+                ]
+                .contains(&name.as_str()),
                 "label {name} on {}",
                 sample.name
             );
