@@ -165,7 +165,11 @@ UPDATE plan_features SET thresholds = '{80,100}' WHERE metered;
 /// - `webhook_deliveries.attempt` is the number of the next attempt (1 for the
 ///   first); `leased_until_ns` keeps a claimed attempt from being claimed again,
 ///   by any server, until it is finished or the lease expires. Deleting a
-///   webhook drops its deliveries (`ON DELETE CASCADE`).
+///   webhook drops its deliveries (`ON DELETE CASCADE`). The pending ones are
+///   indexed by webhook and due time: a claim reads each webhook's oldest due
+///   few, however long a dead endpoint's backlog. `event_created_at_ns` (the
+///   event's) is there so that the backlog's size and age are read from a
+///   partial index alone, as the delivery worker does every poll.
 /// - `usage_aggregates.usage_event_due_ns` is when the aggregate's coalesced
 ///   `customer.meter_usage_updated` is due (NULL: none), set by the writer in
 ///   its one UPDATE of the batch's aggregates; `usage_event_last_ns` is when the
@@ -208,12 +212,13 @@ CREATE TABLE webhook_deliveries (
     leased_until_ns      bigint,
     last_error           text,
     created_at_ns        bigint NOT NULL,
+    event_created_at_ns  bigint NOT NULL,
     UNIQUE (event_seq, webhook_id)
 );
-CREATE INDEX webhook_deliveries_due
-    ON webhook_deliveries (next_attempt_at_ns) WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_pending_by_webhook
-    ON webhook_deliveries (webhook_id) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_pending
+    ON webhook_deliveries (webhook_id, next_attempt_at_ns, id) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_pending_age
+    ON webhook_deliveries (event_created_at_ns) WHERE status = 'pending';
 
 ALTER TABLE usage_aggregates
     ADD COLUMN usage_event_due_ns  bigint,

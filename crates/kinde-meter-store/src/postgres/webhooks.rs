@@ -174,13 +174,14 @@ async fn fan_out(conn: &impl GenericClient, now_ns: i64, limit: i64) -> PgResult
     let stmt = conn
         .prepare_cached(
             "WITH picked AS (
-                 SELECT seq, type FROM events WHERE NOT fanned_out
+                 SELECT seq, type, created_at_ns FROM events WHERE NOT fanned_out
                  ORDER BY seq LIMIT $2
                  FOR UPDATE SKIP LOCKED
              ), delivered AS (
                  INSERT INTO webhook_deliveries (event_seq, webhook_id, attempt, status,
-                     next_attempt_at_ns, first_attempt_due_ns, created_at_ns)
-                 SELECT p.seq, w.id, 1, 'pending', $1, $1, $1
+                     next_attempt_at_ns, first_attempt_due_ns, created_at_ns,
+                     event_created_at_ns)
+                 SELECT p.seq, w.id, 1, 'pending', $1, $1, $1, p.created_at_ns
                  FROM picked p JOIN webhooks w ON p.type = ANY (w.event_types)
                  ORDER BY p.seq, w.seq
                  ON CONFLICT DO NOTHING
@@ -357,17 +358,17 @@ pub(super) async fn finish(
 }
 
 /// Pending deliveries, plus events not yet fanned out while any webhook
-/// exists, and when the oldest of their events was raised.
+/// exists, and when the oldest of their events was raised: from the partial
+/// indexes of pending deliveries and of events to fan out alone.
 pub(super) async fn stats(conn: &impl GenericClient) -> PgResult<DeliveryStats> {
     let stmt = conn
         .prepare_cached(
-            "SELECT count(*), min(created_at_ns) FROM (
-                 SELECT e.created_at_ns FROM webhook_deliveries d
-                 JOIN events e ON e.seq = d.event_seq
-                 WHERE d.status = 'pending'
-                 UNION ALL
-                 SELECT created_at_ns FROM events
-                 WHERE NOT fanned_out AND EXISTS (SELECT 1 FROM webhooks)) p",
+            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') + f.n,
+                    least((SELECT min(event_created_at_ns) FROM webhook_deliveries
+                           WHERE status = 'pending'),
+                          f.oldest)
+             FROM (SELECT count(*) AS n, min(created_at_ns) AS oldest FROM events
+                   WHERE NOT fanned_out AND EXISTS (SELECT 1 FROM webhooks)) f",
         )
         .await?;
     let row = conn.query_one(&stmt, &[]).await?;
