@@ -172,6 +172,7 @@ CREATE TABLE events (
     dedupe_key    TEXT UNIQUE
 );
 CREATE INDEX events_to_fan_out ON events (seq) WHERE fanned_out = 0;
+CREATE INDEX events_by_age ON events (created_at_ns);
 
 CREATE TABLE webhook_deliveries (
     id                   INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use jiff::{SignedDuration, Timestamp};
-use kinde_meter_core::webhook::{EventType, WebhookId};
+use kinde_meter_core::webhook::{EventType, GIVE_UP_AFTER, WebhookId};
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::{
@@ -192,6 +192,38 @@ fn fan_out(conn: &Connection, now_ns: i64, limit: Option<i64>) -> rusqlite::Resu
     Ok(())
 }
 
+/// How long events are kept: deliveries are retried for [`GIVE_UP_AFTER`],
+/// and the event stays readable (GET /events) a day longer.
+pub(crate) const EVENT_RETENTION: SignedDuration =
+    SignedDuration::from_secs(GIVE_UP_AFTER.as_secs() + 24 * 3600);
+
+/// Most events one purge deletes, so that it holds the write lock briefly.
+const PURGE_LIMIT: i64 = 1000;
+
+/// Deletes the oldest events (and their finished deliveries) raised more than
+/// [`EVENT_RETENTION`] before `now` that have no pending delivery; at most
+/// [`PURGE_LIMIT`] of them, by the age index (nothing to scan when none is old).
+fn purge(conn: &Connection, now: Timestamp) -> rusqlite::Result<()> {
+    let cutoff = codec::ns_clamped(now.checked_sub(EVENT_RETENTION).unwrap_or(Timestamp::MIN));
+    let old: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT seq FROM events e
+             WHERE created_at_ns < ?1 AND fanned_out = 1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                               WHERE d.event_seq = e.seq AND d.status = 'pending')
+             ORDER BY created_at_ns LIMIT ?2",
+        )?
+        .query_map((cutoff, PURGE_LIMIT), |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for seq in old {
+        conn.prepare_cached("DELETE FROM webhook_deliveries WHERE event_seq = ?1")?
+            .execute([seq])?;
+        conn.prepare_cached("DELETE FROM events WHERE seq = ?1")?
+            .execute([seq])?;
+    }
+    Ok(())
+}
+
 /// Whether a claim at `now` may find anything to do: events to fan out, or a
 /// due delivery not leased. Answered on a read connection, so that an idle
 /// delivery worker's polling costs the writer nothing.
@@ -218,6 +250,7 @@ pub(super) fn claim(
 ) -> rusqlite::Result<Vec<Delivery>> {
     let now_ns = codec::ns_clamped(now);
     fan_out(conn, now_ns, Some(FAN_OUT_LIMIT))?;
+    purge(conn, now)?;
     if limit == 0 {
         return Ok(Vec::new());
     }
