@@ -189,7 +189,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due
     ON webhook_deliveries (next_attempt_at_ns) WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, status);
+CREATE INDEX webhook_deliveries_by_webhook
+    ON webhook_deliveries (webhook_id, status, next_attempt_at_ns);
 
 ALTER TABLE usage_aggregates ADD COLUMN usage_event_due_ns INTEGER;
 ALTER TABLE usage_aggregates ADD COLUMN usage_event_last_ns INTEGER;

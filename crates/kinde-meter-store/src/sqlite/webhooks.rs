@@ -238,9 +238,10 @@ pub(super) fn claimable(conn: &Connection, now: Timestamp) -> rusqlite::Result<b
 }
 
 /// Fans out new events, then leases up to `limit` due deliveries of webhooks
-/// not in `busy` for `lease`. Due deliveries are taken round-robin across
+/// not in `busy` for `lease`. Due deliveries are taken in turns across
 /// webhooks (each webhook's oldest first), so that one webhook's backlog does
-/// not fill a claim.
+/// not fill a claim: each webhook's first `limit` due ones are read by index
+/// (however large its backlog), then interleaved.
 pub(super) fn claim(
     conn: &Connection,
     now: Timestamp,
@@ -256,39 +257,53 @@ pub(super) fn claim(
     }
     let leased_until = codec::ns_clamped(now.checked_add(lease).unwrap_or(Timestamp::MAX));
     let busy: HashSet<&str> = busy.iter().map(|w| w.as_str()).collect();
-    // `busy` is small (webhooks with attempts in flight): filtered here rather
-    // than in SQL, ranking only the others.
+    let webhooks: Vec<(String, String)> = conn
+        .prepare_cached("SELECT id, endpoint FROM webhooks ORDER BY seq")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT d.id, d.webhook_id, w.endpoint, d.attempt, d.first_attempt_due_ns,
-                {}
-         FROM (SELECT id, webhook_id, event_seq, attempt, first_attempt_due_ns,
-                      row_number() OVER (PARTITION BY webhook_id
-                                         ORDER BY next_attempt_at_ns, id) AS rank,
-                      next_attempt_at_ns
-               FROM webhook_deliveries
-               WHERE status = 'pending' AND next_attempt_at_ns <= ?1
-                 AND (leased_until_ns IS NULL OR leased_until_ns <= ?1)
-                 AND webhook_id NOT IN (SELECT value FROM json_each(?2))) d
-         JOIN webhooks w ON w.id = d.webhook_id
-         JOIN events e ON e.seq = d.event_seq
-         ORDER BY d.rank, d.next_attempt_at_ns, d.id
+        "SELECT d.id, d.attempt, d.first_attempt_due_ns, {}
+         FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at_ns <= ?2
+           AND (d.leased_until_ns IS NULL OR d.leased_until_ns <= ?2)
+         ORDER BY d.next_attempt_at_ns, d.id
          LIMIT ?3",
         outbox::EVENT_COLUMNS
     ))?;
-    let busy_json = serde_json::Value::from(busy.into_iter().collect::<Vec<_>>()).to_string();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let deliveries = stmt
-        .query_map((now_ns, &busy_json, limit), |r| {
-            Ok(Delivery {
-                id: DeliveryId(r.get(0)?),
-                webhook_id: stored(WebhookId::parse(r.get::<_, String>(1)?))?,
-                endpoint: r.get(2)?,
-                attempt: stored(u32::try_from(r.get::<_, i64>(3)?))?,
-                first_attempt_due: codec::timestamp(r.get(4)?)?,
-                event: outbox::from_row(r, 5)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let per_webhook = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut queues = Vec::new();
+    for (id, endpoint) in &webhooks {
+        if busy.contains(id.as_str()) {
+            continue;
+        }
+        let webhook_id = stored(WebhookId::parse(id.clone()))?;
+        let due = stmt
+            .query_map((id, now_ns, per_webhook), |r| {
+                Ok(Delivery {
+                    id: DeliveryId(r.get(0)?),
+                    webhook_id: webhook_id.clone(),
+                    endpoint: endpoint.clone(),
+                    attempt: stored(u32::try_from(r.get::<_, i64>(1)?))?,
+                    first_attempt_due: codec::timestamp(r.get(2)?)?,
+                    event: outbox::from_row(r, 3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if !due.is_empty() {
+            queues.push(due.into_iter());
+        }
+    }
+    // In turns: each webhook's oldest, then each one's second, …
+    let mut deliveries = Vec::with_capacity(limit.min(1024));
+    while deliveries.len() < limit && !queues.is_empty() {
+        queues.retain_mut(|queue| match queue.next() {
+            Some(d) if deliveries.len() < limit => {
+                deliveries.push(d);
+                true
+            }
+            _ => false,
+        });
+    }
     for d in &deliveries {
         conn.prepare_cached("UPDATE webhook_deliveries SET leased_until_ns = ?2 WHERE id = ?1")?
             .execute((d.id.0, leased_until))?;
