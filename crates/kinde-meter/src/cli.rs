@@ -382,7 +382,8 @@ pub struct UsageArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Usage records to send in each run.
+    /// Requests to send in each run (one usage record each, except in `batch`,
+    /// where each carries --batch-size records).
     #[arg(long, env = "KINDE_METER_BENCH_REQUESTS", default_value_t = 20_000)]
     pub requests: usize,
     /// Concurrent keep-alive connections of the main run.
@@ -412,7 +413,8 @@ pub struct BenchArgs {
     /// one usage record), `single-enforced` (the same to a feature whose limit is
     /// enforced but never reached: --enforced-feature-code), `check` (GET
     /// /api/v1/billing/entitlements/check for the bench's customers), `healthz`
-    /// (GET /healthz: the HTTP path alone, the others' same-run baseline). Each
+    /// (GET /healthz: the HTTP path alone, the others' same-run baseline), `batch`
+    /// (POST /api/v1/billing/meter_usage/batch, --batch-size records each). Each
     /// mode runs at the baseline and the main concurrency.
     #[arg(
         long = "mode",
@@ -432,6 +434,9 @@ pub struct BenchArgs {
         default_value = "api_calls_enforced"
     )]
     pub enforced_feature_code: String,
+    /// Records per request of `--mode batch` (the server takes up to 100).
+    #[arg(long, env = "KINDE_METER_BENCH_BATCH_SIZE", default_value_t = 100)]
+    pub batch_size: usize,
     /// Where the in-process server's fresh data directory is made (default: the
     /// system's temporary directory). Put it on the disk you want to measure.
     #[arg(long, env = "KINDE_METER_BENCH_WORK_DIR")]
@@ -457,6 +462,8 @@ pub enum BenchMode {
     Check,
     /// GET /healthz.
     Healthz,
+    /// POST /api/v1/billing/meter_usage/batch, --batch-size records per request.
+    Batch,
 }
 
 /// `kinde-meter clients …`: M2M clients of the built-in issuer, managed on the

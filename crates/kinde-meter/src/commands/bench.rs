@@ -15,7 +15,9 @@
 //!
 //! `--mode` picks what is sent (see [`BenchMode`]): single records, single
 //! records to a feature whose limit is enforced (the hard-limit decision on
-//! every record), usage checks, or `GET /healthz`, the HTTP path alone. Several
+//! every record), batches of `--batch-size` records (counted by their
+//! per-record results: the acknowledged records are the `"OK"` results of the
+//! 200 answers), usage checks, or `GET /healthz`, the HTTP path alone. Several
 //! modes run one after the other against the same server, and the closing
 //! summary gives each one's figures at the main concurrency and its ratio to
 //! `healthz` and to `single` from the same process.
@@ -52,7 +54,7 @@ use kinde_meter_server::{
     rate_limit::RateLimitConfig,
 };
 use kinde_meter_store::{SQLITE_WRITER_THREAD, Store, WriterStats};
-use kinde_meter_wire::Scope;
+use kinde_meter_wire::{CreateMeterUsageRecordsBatchResponse, Scope};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -81,8 +83,8 @@ const ENFORCED_LIMIT: i64 = 1_000_000_000_000_000_000;
 const USER_HZ: f64 = 100.0;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.requests == 0 || args.connections == 0 || args.agreements == 0 {
-        bail!("--requests, --connections and --agreements must be at least 1");
+    if args.requests == 0 || args.connections == 0 || args.agreements == 0 || args.batch_size == 0 {
+        bail!("--requests, --connections, --agreements and --batch-size must be at least 1");
     }
     let command_line = command_line();
     let target = match &args.server {
@@ -170,7 +172,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         failure.get_or_insert_with(|| {
                             format!(
                                 "run {index}: stored usage {} (in {} records) differs from the {} acknowledged records",
-                                result.stored_value, result.stored_records, result.ok
+                                result.stored_value, result.stored_records, result.acknowledged
                             )
                         });
                     }
@@ -207,7 +209,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 impl BenchMode {
     /// Whether the mode records usage (and its runs are read back).
     fn writes(self) -> bool {
-        matches!(self, BenchMode::Single | BenchMode::SingleEnforced)
+        matches!(
+            self,
+            BenchMode::Single | BenchMode::SingleEnforced | BenchMode::Batch
+        )
     }
 }
 
@@ -217,6 +222,7 @@ fn mode_name(mode: BenchMode) -> &'static str {
         BenchMode::SingleEnforced => "single-enforced",
         BenchMode::Check => "check",
         BenchMode::Healthz => "healthz",
+        BenchMode::Batch => "batch",
     }
 }
 
@@ -238,6 +244,13 @@ fn describe(mode: BenchMode, args: &BenchArgs) -> String {
         BenchMode::Healthz => {
             "GET /healthz, no token (the HTTP path alone: the baseline)".to_owned()
         }
+        BenchMode::Batch => format!(
+            "POST /api/v1/billing/meter_usage/batch, {} records each, a delta of \"1\" to {} \
+             spread over the agreements ({} records per run)",
+            args.batch_size,
+            args.feature_code,
+            args.requests.saturating_mul(args.batch_size)
+        ),
     }
 }
 
@@ -369,13 +382,19 @@ struct PhaseResult {
     mode: BenchMode,
     connections: usize,
     requests: usize,
+    /// Usage records sent: `requests` times the records per request.
+    records: usize,
     elapsed: Duration,
     /// Latencies of the answered requests, sorted, in microseconds.
     latencies: Vec<u64>,
     /// Answers by status, and transport failures under `"transport error"`.
     outcomes: BTreeMap<String, u64>,
     first_transport_error: Option<String>,
-    ok: u64,
+    /// Records the server acknowledged: the 200 answers of single records, the
+    /// `"OK"` per-record results of the 200 answers of batches.
+    acknowledged: u64,
+    /// Per-record results of the batches' 200 answers, by code.
+    record_results: BTreeMap<String, u64>,
     cpu: Option<Cpu>,
     writer: Option<WriterStats>,
     stored_value: String,
@@ -387,11 +406,22 @@ impl PhaseResult {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
+    fn records_per_second(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Server CPU time per request, in seconds.
+    fn server_cpu_per_request(&self) -> Option<f64> {
+        self.cpu
+            .map(|c| (c.process - c.load) / self.requests as f64)
+    }
+
     /// Stored usage is exactly the acknowledged records (always, for a mode
     /// that records nothing).
     fn exact(&self) -> bool {
         !self.mode.writes()
-            || (self.stored_value == self.ok.to_string() && self.stored_records == self.ok)
+            || (self.stored_value == self.acknowledged.to_string()
+                && self.stored_records == self.acknowledged)
     }
 
     fn records_per_commit(&self) -> Option<f64> {
@@ -469,7 +499,33 @@ async fn run_phase(
         BenchMode::Single | BenchMode::SingleEnforced => Requests::Post {
             url: record_url,
             bodies: agreements.iter().map(|id| body(id)).collect(),
+            batch: false,
         },
+        BenchMode::Batch => {
+            // Body k holds --batch-size records over the agreements in turn,
+            // starting at agreement k.
+            let bodies = (0..agreements.len())
+                .map(|k| {
+                    let records: Vec<serde_json::Value> = (0..args.batch_size)
+                        .map(|j| {
+                            let id = &agreements[(k + j) % agreements.len()];
+                            serde_json::json!({
+                                "customer_agreement_id": id,
+                                "billing_feature_code": feature_code,
+                                "meter_value": "1",
+                                "meter_type_code": "delta",
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({ "records": records }).to_string()
+                })
+                .collect();
+            Requests::Post {
+                url: format!("{record_url}/batch"),
+                bodies,
+                batch: true,
+            }
+        }
         BenchMode::Check => {
             // Usage to check: each agreement's aggregate row exists, as it
             // does for a customer in use.
@@ -563,15 +619,24 @@ async fn run_phase(
     }
 
     let ok = outcome.outcomes.get("200").copied().unwrap_or(0);
+    let (records, acknowledged) = match mode {
+        BenchMode::Batch => (
+            count.saturating_mul(args.batch_size),
+            outcome.record_results.get("OK").copied().unwrap_or(0),
+        ),
+        _ => (count, ok),
+    };
     Ok(PhaseResult {
         mode,
         connections,
         requests: count,
+        records,
         elapsed: outcome.elapsed,
         latencies: outcome.latencies,
         outcomes: outcome.outcomes,
         first_transport_error: outcome.first_transport_error,
-        ok,
+        acknowledged,
+        record_results: outcome.record_results,
         cpu,
         writer,
         stored_value: stored.to_string(),
@@ -581,14 +646,23 @@ async fn run_phase(
 
 /// What a run sends: request `i` is the `i % n`-th body or URL.
 enum Requests {
-    Post { url: String, bodies: Vec<String> },
-    Get { urls: Vec<String> },
+    /// `batch`: the 200 answers' per-record results are counted.
+    Post {
+        url: String,
+        bodies: Vec<String>,
+        batch: bool,
+    },
+    Get {
+        urls: Vec<String>,
+    },
 }
 
 struct LoadOutcome {
     elapsed: Duration,
     latencies: Vec<u64>,
     outcomes: BTreeMap<String, u64>,
+    /// Per-record results of batch answers (200 only), by code.
+    record_results: BTreeMap<String, u64>,
     first_transport_error: Option<String>,
 }
 
@@ -616,6 +690,7 @@ async fn drive(
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(requests / connections + 1);
             let mut outcomes = BTreeMap::<String, u64>::new();
+            let mut record_results = BTreeMap::<String, u64>::new();
             let mut first_error = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -623,7 +698,7 @@ async fn drive(
                     break;
                 }
                 let request = match &*spec {
-                    Requests::Post { url, bodies } => client
+                    Requests::Post { url, bodies, .. } => client
                         .post(url)
                         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                         .body(bodies[i % bodies.len()].clone()),
@@ -640,16 +715,21 @@ async fn drive(
                     Ok(response) => {
                         let status = response.status();
                         match response.bytes().await {
-                            Ok(_) => Ok(status),
+                            Ok(body) => Ok((status, body)),
                             Err(e) => Err(e),
                         }
                     }
                     Err(e) => Err(e),
                 };
                 match status {
-                    Ok(status) => {
+                    Ok((status, body)) => {
                         latencies.push(sent.elapsed().as_micros() as u64);
                         *outcomes.entry(status.as_u16().to_string()).or_default() += 1;
+                        if status.is_success()
+                            && matches!(&*spec, Requests::Post { batch: true, .. })
+                        {
+                            count_record_results(&body, &mut record_results);
+                        }
                     }
                     Err(e) => {
                         *outcomes.entry("transport error".to_owned()).or_default() += 1;
@@ -657,20 +737,25 @@ async fn drive(
                     }
                 }
             }
-            (latencies, outcomes, first_error)
+            (latencies, outcomes, record_results, first_error)
         });
     }
     let mut outcome = LoadOutcome {
         elapsed: Duration::ZERO,
         latencies: Vec::with_capacity(requests),
         outcomes: BTreeMap::new(),
+        record_results: BTreeMap::new(),
         first_transport_error: None,
     };
     while let Some(joined) = tasks.join_next().await {
-        let (latencies, outcomes, first_error) = joined.context("a connection task panicked")?;
+        let (latencies, outcomes, record_results, first_error) =
+            joined.context("a connection task panicked")?;
         outcome.latencies.extend(latencies);
         for (k, v) in outcomes {
             *outcome.outcomes.entry(k).or_default() += v;
+        }
+        for (k, v) in record_results {
+            *outcome.record_results.entry(k).or_default() += v;
         }
         if outcome.first_transport_error.is_none() {
             outcome.first_transport_error = first_error;
@@ -679,6 +764,19 @@ async fn drive(
     outcome.elapsed = started.elapsed();
     outcome.latencies.sort_unstable();
     Ok(outcome)
+}
+
+/// Adds a batch answer's per-record results to `into`, by code (an answer that
+/// is not a batch answer counts under `"unreadable answer"`).
+fn count_record_results(body: &[u8], into: &mut BTreeMap<String, u64>) {
+    match serde_json::from_slice::<CreateMeterUsageRecordsBatchResponse>(body) {
+        Ok(answer) => {
+            for result in answer.results {
+                *into.entry(result.code).or_default() += 1;
+            }
+        }
+        Err(_) => *into.entry("unreadable answer".to_owned()).or_default() += 1,
+    }
 }
 
 fn print_phase(index: usize, r: &PhaseResult, labelled: bool) {
@@ -693,12 +791,23 @@ fn print_phase(index: usize, r: &PhaseResult, labelled: bool) {
     } else {
         println!("run {index}: {} connection{plural}", r.connections);
     }
-    println!(
-        "  throughput    {:.0} req/s ({} requests in {:.2} s)",
-        r.throughput(),
-        r.requests,
-        r.elapsed.as_secs_f64()
-    );
+    if r.mode == BenchMode::Batch {
+        println!(
+            "  throughput    {:.0} records/s = {:.0} req/s ({} requests of {} records in {:.2} s)",
+            r.records_per_second(),
+            r.throughput(),
+            r.requests,
+            r.records / r.requests,
+            r.elapsed.as_secs_f64()
+        );
+    } else {
+        println!(
+            "  throughput    {:.0} req/s ({} requests in {:.2} s)",
+            r.throughput(),
+            r.requests,
+            r.elapsed.as_secs_f64()
+        );
+    }
     println!(
         "  latency       p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         r.percentile(0.50),
@@ -714,6 +823,19 @@ fn print_phase(index: usize, r: &PhaseResult, labelled: bool) {
         let _ = write!(answers, "{status}: {count}");
     }
     println!("  answers       {answers}");
+    if r.mode == BenchMode::Batch {
+        let mut results = String::new();
+        for (code, count) in &r.record_results {
+            if !results.is_empty() {
+                results.push_str(", ");
+            }
+            let _ = write!(results, "{code}: {count}");
+        }
+        if results.is_empty() {
+            results.push_str("none");
+        }
+        println!("  records       {results} (per-record results of the 200 answers)");
+    }
     if let Some(e) = &r.first_transport_error {
         println!("                first transport error: {e}");
     }
@@ -731,6 +853,15 @@ fn print_phase(index: usize, r: &PhaseResult, labelled: bool) {
             );
         }
         None => println!("  CPU/request   n/a (server not in this process)"),
+    }
+    if let (BenchMode::Batch, Some(cpu)) = (r.mode, r.cpu) {
+        let per = |s: f64| s * 1e6 / r.records as f64;
+        println!(
+            "  CPU/record    {:.2} µs server (of which {:.2} µs the SQLite writer thread) + {:.2} µs load generator",
+            per(cpu.process - cpu.load),
+            per(cpu.writer),
+            per(cpu.load)
+        );
     }
     if !r.mode.writes() {
         return;
@@ -753,7 +884,7 @@ fn print_phase(index: usize, r: &PhaseResult, labelled: bool) {
         "  stored        usage {} in {} records, acknowledged {}: {}",
         r.stored_value,
         r.stored_records,
-        r.ok,
+        r.acknowledged,
         if r.exact() { "exact" } else { "MISMATCH" }
     );
 }
@@ -806,12 +937,35 @@ fn print_summary(results: &[PhaseResult], connections: usize) {
             r.percentile(0.50),
             r.percentile(0.99)
         );
-        if let Some(cpu) = r.cpu {
-            let _ = write!(
-                line,
-                "  {:.1} µs server CPU/request",
-                (cpu.process - cpu.load) * 1e6 / r.requests as f64
-            );
+        if let Some(cpu) = r.server_cpu_per_request() {
+            let _ = write!(line, "  {:.1} µs server CPU/request", cpu * 1e6);
+        }
+        if r.mode == BenchMode::Batch {
+            // A batch's figures per record, and its records/s against single's.
+            let _ = write!(line, "  {:.0} records/s", r.records_per_second());
+            if let Some(cpu) = r.cpu {
+                let _ = write!(
+                    line,
+                    "  {:.2} µs server CPU/record",
+                    (cpu.process - cpu.load) * 1e6 / r.records as f64
+                );
+            }
+            if let Some(single) = single {
+                let _ = write!(
+                    line,
+                    "  {:.2}x single records/s",
+                    r.records_per_second() / single.records_per_second()
+                );
+            }
+            if let Some(healthz) = healthz {
+                let _ = write!(
+                    line,
+                    "  {:.2}x healthz req/s",
+                    r.throughput() / healthz.throughput()
+                );
+            }
+            println!("{line}");
+            continue;
         }
         for (name, base) in [("healthz", healthz), ("single", single)] {
             if let Some(base) = base.filter(|b| b.mode != r.mode) {

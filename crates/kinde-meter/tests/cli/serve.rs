@@ -718,6 +718,81 @@ fn bench_modes_measure_checks_healthz_and_enforced_records_in_one_process() {
 }
 
 #[test]
+fn bench_batch_mode_counts_records_and_checks_the_per_record_results_were_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run_ok(
+        kinde_meter()
+            .args(["bench", "--requests", "30", "--connections", "4"])
+            .args(["--agreements", "3", "--mode", "single,batch"])
+            .args(["--batch-size", "10", "--work-dir"])
+            .arg(dir.path()),
+    );
+    assert!(
+        stdout.contains("POST /api/v1/billing/meter_usage/batch, 10 records each"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("run 3 (batch): 1 connection\n"), "{stdout}");
+    assert!(
+        stdout.contains("run 4 (batch): 4 connections\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ratio (batch) 4 vs 1 connection: "),
+        "{stdout}"
+    );
+    // 30 requests in every run: 30 records each in single, 300 in batch.
+    assert_eq!(
+        stdout.matches("answers       200: 30\n").count(),
+        4,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches(" req/s (30 requests of 10 records in ")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    // Acknowledged records are the "OK" results inside the 200 answers.
+    assert_eq!(
+        stdout
+            .matches("records       OK: 300 (per-record results of the 200 answers)\n")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("stored        usage 300 in 300 records, acknowledged 300: exact")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("stored        usage 30 in 30 records, acknowledged 30: exact")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("  CPU/record    ").count(), 2, "{stdout}");
+    let summary = &stdout[stdout.find("summary at 4 connections").expect(&stdout)..];
+    let batch = summary
+        .lines()
+        .find(|l| l.starts_with("  batch "))
+        .expect(summary);
+    assert!(
+        batch.contains(" records/s ") && batch.contains("x single records/s"),
+        "{summary}"
+    );
+    assert!(
+        stdout.ends_with("stored = acknowledged in every run: yes\n"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn bench_against_a_running_server_does_not_echo_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &["--rate-limit", "0"]);
