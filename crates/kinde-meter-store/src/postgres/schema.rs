@@ -161,7 +161,8 @@ UPDATE plan_features SET thresholds = '{80,100}' WHERE metered;
 ///   raises them. `dedupe_key` makes a threshold event once per agreement,
 ///   feature, period and threshold (`ON CONFLICT DO NOTHING`); `fanned_out`
 ///   becomes true once the event has one delivery row per webhook subscribed
-///   to its type, taken by one server (`FOR UPDATE SKIP LOCKED`).
+///   to its type, taken by one server (`FOR UPDATE SKIP LOCKED`). Events past
+///   their retention are purged oldest first, by `events_by_age`.
 /// - `webhook_deliveries.attempt` is the number of the next attempt (1 for the
 ///   first); `leased_until_ns` keeps a claimed attempt from being claimed again,
 ///   by any server, until it is finished or the lease expires. Deleting a
@@ -200,6 +201,7 @@ CREATE TABLE events (
     dedupe_key    text UNIQUE
 );
 CREATE INDEX events_to_fan_out ON events (seq) WHERE NOT fanned_out;
+CREATE INDEX events_by_age ON events (created_at_ns);
 
 CREATE TABLE webhook_deliveries (
     id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

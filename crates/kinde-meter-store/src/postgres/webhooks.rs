@@ -12,7 +12,7 @@
 
 use deadpool_postgres::{GenericClient, Object};
 use jiff::{SignedDuration, Timestamp};
-use kinde_meter_core::webhook::{EventType, WebhookId};
+use kinde_meter_core::webhook::{EventType, GIVE_UP_AFTER, WebhookId};
 use tokio_postgres::Row;
 
 use super::{
@@ -193,6 +193,52 @@ async fn fan_out(conn: &impl GenericClient, now_ns: i64, limit: i64) -> PgResult
     Ok(())
 }
 
+/// How long events are kept: deliveries are retried for [`GIVE_UP_AFTER`],
+/// and the event stays readable (GET /events) a day longer.
+const EVENT_RETENTION: SignedDuration =
+    SignedDuration::from_secs(GIVE_UP_AFTER.as_secs() + 24 * 3600);
+
+/// Most events one purge deletes, so that its transaction stays short.
+const PURGE_LIMIT: i64 = 1000;
+
+/// Deletes the oldest events (and their finished deliveries) raised more than
+/// [`EVENT_RETENTION`] before `now` that have no pending delivery; at most
+/// [`PURGE_LIMIT`] of them, by the age index (nothing to scan when none is
+/// old). Events another server is purging are skipped. Only fanned-out events
+/// qualify, and their deliveries never become pending again, so nothing still
+/// to deliver is lost.
+async fn purge(conn: &impl GenericClient, now: Timestamp) -> PgResult<()> {
+    let cutoff = codec::ns_clamped(now.checked_sub(EVENT_RETENTION).unwrap_or(Timestamp::MIN));
+    let stmt = conn
+        .prepare_cached(
+            "SELECT seq FROM events e
+             WHERE created_at_ns < $1 AND fanned_out
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                               WHERE d.event_seq = e.seq AND d.status = 'pending')
+             ORDER BY created_at_ns LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        )
+        .await?;
+    let old: Vec<i64> = conn
+        .query(&stmt, &[&cutoff, &PURGE_LIMIT])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if old.is_empty() {
+        return Ok(());
+    }
+    let stmt = conn
+        .prepare_cached("DELETE FROM webhook_deliveries WHERE event_seq = ANY ($1)")
+        .await?;
+    conn.execute(&stmt, &[&old]).await?;
+    let stmt = conn
+        .prepare_cached("DELETE FROM events WHERE seq = ANY ($1)")
+        .await?;
+    conn.execute(&stmt, &[&old]).await?;
+    Ok(())
+}
+
 /// Fans out new events, then leases up to `limit` due deliveries of webhooks
 /// not in `busy` for `lease`, in one transaction. Due deliveries are taken
 /// round-robin across webhooks (each webhook's oldest first, read from its
@@ -214,6 +260,7 @@ pub(super) async fn claim(
     let now_ns = codec::ns_clamped(now);
     let tx = conn.transaction().await?;
     fan_out(&tx, now_ns, FAN_OUT_LIMIT).await?;
+    purge(&tx, now).await?;
     if limit == 0 {
         tx.commit().await?;
         return Ok(Vec::new());
