@@ -175,7 +175,7 @@ UPDATE plan_features SET thresholds = '{80,100}' WHERE metered;
 ///   `customer.meter_usage_updated` is due (NULL: none), set by the writer in
 ///   its one UPDATE of the batch's aggregates; `usage_event_last_ns` is when the
 ///   last one was built. The partial index holds only the due rows, so the
-///   writer's updates of a row already due stay HOT.
+///   writer's updates of a row already due can stay HOT.
 const V3: &str = "
 CREATE TABLE webhooks (
     id                   text PRIMARY KEY,
