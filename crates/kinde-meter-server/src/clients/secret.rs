@@ -6,8 +6,19 @@
 //! purpose. Callers on the async runtime therefore check through
 //! [`SecretChecker`], which runs the work on blocking threads and bounds how many
 //! checks run at once, so a flood of token requests cannot exhaust memory.
+//!
+//! A request naming no usable client (unknown or revoked) is checked too,
+//! against [`dummy_hash`] and through the same permits, so that it takes as
+//! long as a wrong secret and the answer's timing does not tell which client
+//! ids exist (`docs/tokens.md`).
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use argon2::{
     Argon2,
@@ -74,10 +85,29 @@ pub fn verify(presented: &str, phc: &str) -> bool {
         .is_ok()
 }
 
+/// The hash of a random secret nobody knows, made once with the parameters of
+/// [`ClientSecret::hash`]: what a request naming no usable client is checked
+/// against, at the cost of a real check. Slow the first time: force it off the
+/// async runtime.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: LazyLock<String> = LazyLock::new(|| {
+        ClientSecret::generate()
+            .and_then(|secret| secret.hash())
+            // Not expected; a hash that matches nothing still costs a check.
+            .unwrap_or_else(|_| {
+                ClientSecret(hex::encode([0x5a; SECRET_BYTES]))
+                    .hash()
+                    .unwrap_or_default()
+            })
+    });
+    &DUMMY
+}
+
 /// Checks secrets on blocking threads, at most `limit` at a time.
 #[derive(Clone)]
 pub struct SecretChecker {
     permits: Arc<Semaphore>,
+    checks: Arc<AtomicU64>,
 }
 
 impl SecretChecker {
@@ -85,6 +115,7 @@ impl SecretChecker {
     pub fn new(limit: usize) -> SecretChecker {
         SecretChecker {
             permits: Arc::new(Semaphore::new(limit.max(1))),
+            checks: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -95,14 +126,60 @@ impl SecretChecker {
 
     /// [`verify`] on a blocking thread, waiting for a free slot first.
     pub async fn verify(&self, presented: String, phc: String) -> bool {
+        self.run(presented, Some(phc)).await
+    }
+
+    /// The same work as [`verify`](Self::verify), through the same permits,
+    /// against [`dummy_hash`]: for a request naming no usable client, so
+    /// that it costs what a wrong secret costs. Always false.
+    pub async fn verify_nothing(&self, presented: String) -> bool {
+        self.run(presented, None).await;
+        false
+    }
+
+    /// Secret checks run so far (real and dummy alike).
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    async fn run(&self, presented: String, phc: Option<String>) -> bool {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return false;
         };
+        let checks = self.checks.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            verify(&presented, &phc)
+            checks.fetch_add(1, Ordering::Relaxed);
+            let phc = phc.as_deref().unwrap_or_else(|| dummy_hash());
+            verify(&presented, phc)
         })
         .await
         .unwrap_or(false)
+    }
+
+    /// Makes [`dummy_hash`] now on a blocking thread (if on a tokio runtime),
+    /// so that the first unknown client does not pay for it.
+    pub fn prepare(&self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(|| {
+                dummy_hash();
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dummy_hash_has_the_parameters_of_real_ones_and_matches_nothing() {
+        let real = ClientSecret::generate().unwrap().hash().unwrap();
+        let params = |phc: &str| phc.rsplitn(3, '$').nth(2).unwrap().to_owned();
+        // `$argon2id$v=19$m=19456,t=2,p=1`: algorithm, version and costs.
+        assert_eq!(params(dummy_hash()), params(&real));
+        assert!(dummy_hash().starts_with("$argon2id$"));
+        assert!(!verify("", dummy_hash()));
+        assert!(std::ptr::eq(dummy_hash(), dummy_hash()), "made once");
     }
 }

@@ -88,13 +88,20 @@ impl TokenIssuer {
         identity: &IssuerIdentity,
         lifetime: SignedDuration,
     ) -> TokenIssuer {
+        let checker = SecretChecker::per_core();
+        checker.prepare();
         TokenIssuer {
             key,
             issuer: identity.issuer(),
             audience: identity.audience(),
             lifetime,
-            checker: SecretChecker::per_core(),
+            checker,
         }
+    }
+
+    /// Secret checks run so far, a request naming no usable client included.
+    pub fn secret_checks(&self) -> u64 {
+        self.checker.checks()
     }
 
     /// The only `audience` tokens are issued for: `<public URL>/api`.
@@ -118,15 +125,22 @@ impl TokenIssuer {
                 expected: self.audience.clone(),
             });
         }
-        let Some(found) = store.client(&request.client_id).await? else {
-            tracing::info!(client_id = %request.client_id, "token refused: unknown client");
-            return Err(GrantError::InvalidClient);
+        // Every request naming a client costs one secret check, whether the
+        // client exists, is revoked or not (`docs/tokens.md`): answering an
+        // unknown client sooner would tell which client ids exist.
+        let found = match store.client(&request.client_id).await? {
+            Some(f) if !f.client.is_revoked() && !revoked.contains(&f.client.id) => f,
+            other => {
+                self.checker.verify_nothing(request.client_secret).await;
+                let why = if other.is_some() {
+                    "revoked"
+                } else {
+                    "unknown"
+                };
+                tracing::info!(client_id = %request.client_id, "token refused: {why} client");
+                return Err(GrantError::InvalidClient);
+            }
         };
-        // Before the (slow) secret check: the answer is the same either way.
-        if found.client.is_revoked() || revoked.contains(&found.client.id) {
-            tracing::info!(client_id = %found.client.id, "token refused: revoked client");
-            return Err(GrantError::InvalidClient);
-        }
         if !self
             .checker
             .verify(request.client_secret, found.secret_hash)
