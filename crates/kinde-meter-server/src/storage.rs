@@ -1,4 +1,4 @@
-//! Where a server keeps its state, and the built-in issuer's with it (SPEC §5,
+//! Where a server keeps its state, and the built-in issuer's with it (`docs/tokens.md`,
 //! §6):
 //!
 //! - **SQLite** (the default): the data directory holds the database, the

@@ -79,7 +79,7 @@ pub trait Store: Send + Sync + 'static {
         query: AgreementQuery,
     ) -> Result<AgreementPage, ListAgreementsError>;
 
-    /// Records usage (SPEC §2, §3): idempotency, agreement and feature checks,
+    /// Records usage (`docs/api.md`, `docs/billing.md`): idempotency, agreement and feature checks,
     /// period assignment, aggregate update, durable commit, then the answer.
     async fn submit_usage(
         &self,
@@ -203,7 +203,7 @@ pub trait Store: Send + Sync + 'static {
     fn queued_writes(&self) -> usize;
 
     /// The built-in issuer's state, when this store holds it: servers sharing a
-    /// database share their issuer through it (SPEC §5). `None` for a store whose
+    /// database share their issuer through it (`docs/tokens.md`). `None` for a store whose
     /// server keeps its signing key and identity in its data directory (SQLite).
     fn issuer(&self) -> Option<&dyn IssuerStore> {
         None

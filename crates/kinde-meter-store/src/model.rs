@@ -30,7 +30,7 @@ pub enum StoreError {
 /// Tuning shared by every backend.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// How long after its end a period still takes usage (SPEC §3, default 0).
+    /// How long after its end a period still takes usage (`docs/billing.md`, default 0).
     pub grace: SignedDuration,
     /// How long idempotency keys are remembered (default 24 h).
     pub idempotency_retention: SignedDuration,

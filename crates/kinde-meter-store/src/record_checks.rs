@@ -1,4 +1,4 @@
-//! The business checks a usage record passes before it is stored (SPEC §2,
+//! The business checks a usage record passes before it is stored (`docs/api.md`,
 //! §3), with the messages clients see: one definition for every backend (the
 //! contract tests compare the messages on each).
 

@@ -1,7 +1,7 @@
 //! Tokens: the built-in issuer's signing key and identity, minting of
 //! Kinde-shaped M2M access tokens, and verification of bearer tokens.
 //!
-//! This module owns everything about *what a token is* (SPEC §5): the key
+//! This module owns everything about *what a token is* (`docs/tokens.md`): the key
 //! file in the data directory ([`keys`]), the issuer URL tokens are minted
 //! for ([`identity`]), the claims of minted tokens ([`mint`]) and the rules a
 //! presented token must pass ([`verify`]). It knows nothing about HTTP, M2M

@@ -1,4 +1,4 @@
-//! External issuer mode (SPEC §5): the keys of a real Kinde business, fetched from
+//! External issuer mode (`docs/tokens.md`): the keys of a real Kinde business, fetched from
 //! `<issuer>/.well-known/jwks`, cached, and refetched when a token names a `kid`
 //! we do not know — at most once per interval (30 s by default), so a flood of
 //! tokens with made-up `kid`s costs the issuer one request per interval, not one

@@ -6,7 +6,7 @@
 //!
 //! Verified tokens are cached by their exact text, so a client reusing its
 //! token (the normal case) pays for one RSA verification per token instead of
-//! one per request; see `PERFORMANCE-NOTES.md` (about 35 µs against 8–11 µs
+//! one per request; see `docs/design.md#performance-budget` (about 35 µs against 8–11 µs
 //! per request). Only successes are cached, and a hit still checks `exp`.
 
 use std::collections::HashMap;

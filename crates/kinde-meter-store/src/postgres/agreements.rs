@@ -127,7 +127,7 @@ pub(super) async fn create(
     Ok(agreement)
 }
 
-/// A page of the customer's agreements, newest first (SPEC §4), read in one
+/// A page of the customer's agreements, newest first (`docs/api.md`), read in one
 /// repeatable-read snapshot so cursor, page and plans agree.
 pub(super) async fn list(
     conn: &mut Object,

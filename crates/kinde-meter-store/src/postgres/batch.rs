@@ -305,7 +305,7 @@ async fn load_agreements(
         .collect()
 }
 
-/// Checks a record and assigns it to its period (SPEC §3).
+/// Checks a record and assigns it to its period (`docs/billing.md`).
 fn place<'p>(
     record: &UsageRecord,
     s: &UsageSubmission,

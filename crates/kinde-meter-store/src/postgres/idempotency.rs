@@ -1,4 +1,4 @@
-//! Idempotency keys in a group commit shared with other servers (SPEC §2).
+//! Idempotency keys in a group commit shared with other servers (`docs/api.md`).
 //!
 //! A batch claims the keys of its submissions first, all in one statement in
 //! sorted order: a key nobody holds (or whose row has expired) is inserted or

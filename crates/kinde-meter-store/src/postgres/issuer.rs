@@ -1,6 +1,6 @@
 //! The built-in issuer's shared state: its signing keys and its identity (the
 //! public URL), so that every server on the database signs and accepts the
-//! same tokens (SPEC §5).
+//! same tokens (`docs/tokens.md`).
 
 use deadpool_postgres::{GenericClient, Object};
 use jiff::Timestamp;

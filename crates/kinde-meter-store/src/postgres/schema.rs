@@ -26,7 +26,7 @@ use super::failure::{Failure, PgResult};
 ///   absolute" range read needs, so a record costs one index, not two. `seq`
 ///   comes from `usage_record_seq` (taken in advance, a batch at a time) and is
 ///   unique by construction.
-/// - `usage_aggregates` is what usage reads are served from (SPEC §3); its rows
+/// - `usage_aggregates` is what usage reads are served from (`docs/billing.md`); its rows
 ///   are locked by the writers that update them.
 /// - `idempotency_keys`' primary key is what makes two servers racing one key
 ///   store one record; `outcome_json` is NULL only inside the claiming

@@ -109,7 +109,7 @@ pub(super) fn create(
     Ok(agreement)
 }
 
-/// A page of the customer's agreements, newest first (SPEC §4). The caller runs it
+/// A page of the customer's agreements, newest first (`docs/api.md`). The caller runs it
 /// in one read transaction so cursor, page and plans come from one snapshot.
 pub(super) fn list(
     conn: &Connection,

@@ -9,7 +9,7 @@ use crate::StoreError;
 
 /// How long a connection waits for another one's lock before giving up. Another
 /// process (the CLI on the same data directory) may hold the write lock briefly;
-/// 5 s also bounds how long a write waits before it is answered 503 (SPEC §5).
+/// 5 s also bounds how long a write waits before it is answered 503 (`docs/tokens.md`).
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Statements the writer keeps prepared; more than it uses, so none is evicted.

@@ -1,4 +1,4 @@
-//! Remembered outcomes of submissions that carried an `Idempotency-Key` (SPEC §2).
+//! Remembered outcomes of submissions that carried an `Idempotency-Key` (`docs/api.md`).
 //!
 //! A row holds the request's fingerprint and its per-record results as JSON,
 //! `[null, {"code": "AGREEMENT_NOT_FOUND", "message": "…"}]` (`null` = stored).

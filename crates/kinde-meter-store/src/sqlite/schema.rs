@@ -18,7 +18,7 @@ use super::codec;
 ///   sequence number is never reused even if rows were ever deleted.
 /// - `usage_records.seq` is the arrival sequence, assigned by the writer; the
 ///   period index serves the "deltas after an absolute" range read.
-/// - `usage_aggregates` is what usage reads are served from (SPEC §3).
+/// - `usage_aggregates` is what usage reads are served from (`docs/billing.md`).
 const V1: &str = "
 CREATE TABLE plans (
     code      TEXT PRIMARY KEY NOT NULL,

@@ -1,4 +1,4 @@
-//! Applying usage submissions inside the writer's transaction (SPEC §2, §3).
+//! Applying usage submissions inside the writer's transaction (`docs/api.md`, `docs/billing.md`).
 //!
 //! Business failures (unknown agreement, feature not metered, a total out of
 //! range, …) are per record: the record gets a [`crate::RecordFailure`] and nothing of it
