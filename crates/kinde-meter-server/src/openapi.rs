@@ -13,12 +13,22 @@ use utoipa::{
         path::{Operation, PathItem},
         response::{Response, ResponseBuilder},
         schema::{ObjectBuilder, Type},
-        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+        security::{
+            ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes,
+            SecurityRequirement, SecurityScheme,
+        },
     },
 };
 
 /// The name of the bearer token scheme in the document.
 pub const SECURITY_SCHEME: &str = "kindeBearerAuth";
+
+/// The name of the OAuth2 client-credentials scheme in the document: the same
+/// bearer tokens, obtained from `/oauth2/token` (`docs/api.md`, tokens).
+pub const OAUTH2_SCHEME: &str = "kindeOAuth2";
+
+/// Where the OAuth2 client-credentials flow gets its tokens.
+pub const TOKEN_URL: &str = "/oauth2/token";
 
 /// The document without paths.
 #[derive(OpenApi)]
@@ -47,13 +57,15 @@ pub const SECURITY_SCHEME: &str = "kindeBearerAuth";
         kinde_meter_wire::OAuthErrorResponse,
         kinde_meter_wire::Scope,
     )),
-    modifiers(&BearerAuth)
+    modifiers(&SecuritySchemes)
 )]
 pub struct Base;
 
-struct BearerAuth;
+/// The two ways to present a token: a bearer JWT as is, or one obtained with
+/// the OAuth2 client-credentials flow at [`TOKEN_URL`], with every scope.
+struct SecuritySchemes;
 
-impl Modify for BearerAuth {
+impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -64,6 +76,24 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        let descriptions: Vec<(&str, String)> = Scope::ALL
+            .iter()
+            .map(|scope| (scope.as_str(), format!("the {scope} scope (docs/api.md)")))
+            .collect();
+        let scopes = Scopes::from_iter(
+            descriptions
+                .iter()
+                .map(|(scope, description)| (*scope, description.as_str())),
+        );
+        components.add_security_scheme(
+            OAUTH2_SCHEME,
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::ClientCredentials(ClientCredentials::new(
+                    TOKEN_URL, scopes,
+                ))],
+                "OAuth2 client credentials (form-encoded, client_id and client_secret in the form or HTTP Basic, audience `<public URL>/api`)",
+            )),
         );
     }
 }
@@ -94,10 +124,10 @@ pub fn require_scope(operation: &mut Operation, scope: Scope) {
         "{}: declare the scope in the route table, not in #[utoipa::path]",
         operation.operation_id.as_deref().unwrap_or("an operation")
     );
-    operation.security = Some(vec![SecurityRequirement::new(
-        SECURITY_SCHEME,
-        [scope.as_str()],
-    )]);
+    operation.security = Some(vec![
+        SecurityRequirement::new(SECURITY_SCHEME, [scope.as_str()]),
+        SecurityRequirement::new(OAUTH2_SCHEME, [scope.as_str()]),
+    ]);
     let has_body = operation.request_body.is_some();
     let responses = &mut operation.responses.responses;
     for (status, response) in common_errors(scope, has_body) {

@@ -7,8 +7,24 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateBillingAgreementRequest {
     /// The customer the agreement binds, e.g. `customer_0195ac80a14c2ca2cec97d026d864de0`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub customer_id: String,
     /// Code of the plan in the catalog.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub plan_code: String,
     /// Accepted for compatibility with Kinde; kinde-meter does not invoice.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,14 +7,43 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateMeterUsageRecordRequest {
     /// The billing agreement to record against, e.g. `agreement_0195ac80a14c2ca2cec97d026d864de0`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub customer_agreement_id: String,
     /// The code (key) of a metered feature of the agreement's plan, e.g. `api_calls`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub billing_feature_code: String,
-    /// The usage value: a non-negative decimal written as a string, e.g. `"1500.25"`.
+    /// The usage value: a non-negative decimal written as a string, e.g. `"1500.25"`:
+    /// 1 to 18 digits, optionally `.` and 1 to 9 digits (no sign, exponent or spaces).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[0-9]{1,18}(\.[0-9]{1,9})?$", example = "1500.25")
+    )]
     pub meter_value: String,
-    /// When the usage happened (RFC 3339); defaults to the time of receipt.
+    /// When the usage happened (RFC 3339); defaults to the time of receipt. An
+    /// offset may also be written `+1100` or `+11`, or left out (UTC), as the
+    /// pattern states; more than 5 minutes in the future is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^([0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)-02-29)[Tt ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?([Zz]|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?$",
+            example = "2024-11-18T13:32:03+11:00"
+        )
+    )]
     pub meter_usage_timestamp: Option<String>,
     /// `delta` (default) adds to the usage; `absolute` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +99,7 @@ impl CreateMeterUsageRecordResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateMeterUsageRecordsBatchRequest {
     /// The records, each validated and stored on its own.
+    #[cfg_attr(feature = "openapi", schema(max_items = 100))]
     pub records: Vec<CreateMeterUsageRecordRequest>,
 }
 

@@ -34,14 +34,35 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateWebHookRequest {
-    /// The URL events are POSTed to (`http` or `https`).
+    /// The URL events are POSTed to (`http` or `https`, at most 2048 bytes), whose
+    /// host resolves to public addresses only unless the server allows private
+    /// networks.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            format = "uri",
+            min_length = 1,
+            max_length = 2048,
+            pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$"
+        )
+    )]
     pub endpoint: String,
     /// The event types to deliver, e.g. `["customer.agreement_created"]`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::event_types))]
     pub event_types: Vec<String>,
-    /// The webhook's name.
+    /// The webhook's name: 1 to 255 characters, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub name: String,
-    /// A description, or none.
+    /// A description of at most 1024 characters, or none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: Option<String>,
 }
 
@@ -120,9 +141,18 @@ pub struct Webhook {
 pub struct UpdateWebHookRequest {
     /// The new set of event types, replacing the old one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::optional_event_types))]
     pub event_types: Option<Vec<String>>,
-    /// The new name.
+    /// The new name: 1 to 255 characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub name: Option<String>,
     /// The new description: absent (`None`) leaves it, `null` (`Some(None)`)
     /// clears it.
@@ -131,10 +161,19 @@ pub struct UpdateWebHookRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, max_length = 1024))]
     pub description: Option<Option<String>>,
     /// kinde-meter (not in Kinde's model): a new endpoint, checked as on create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            format = "uri",
+            min_length = 1,
+            max_length = 2048,
+            pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$"
+        )
+    )]
     pub endpoint: Option<String>,
 }
 
@@ -249,6 +288,50 @@ pub struct EventType {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub schema: serde_json::Value,
+}
+
+/// Schemas the derive cannot state.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+
+    /// The event types a webhook may subscribe to (the server's tests keep
+    /// this list equal to its own).
+    const EVENT_TYPES: [&str; 6] = [
+        "customer.agreement_created",
+        "customer.plan_assigned",
+        "customer.plan_changed",
+        "customer.agreement_cancelled",
+        "customer.meter_usage_updated",
+        "customer.entitlement_threshold_reached",
+    ];
+
+    fn array(nullable: bool) -> utoipa::openapi::schema::Array {
+        let schema_type = if nullable {
+            SchemaType::from_iter([Type::Array, Type::Null])
+        } else {
+            SchemaType::new(Type::Array)
+        };
+        ArrayBuilder::new()
+            .schema_type(schema_type)
+            .items(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(EVENT_TYPES)),
+            )
+            .min_items(Some(1))
+            .build()
+    }
+
+    /// `event_types` of a new webhook: at least one known type.
+    pub fn event_types() -> utoipa::openapi::schema::Array {
+        array(false)
+    }
+
+    /// `event_types` of an update: absent, null or at least one known type.
+    pub fn optional_event_types() -> utoipa::openapi::schema::Array {
+        array(true)
+    }
 }
 
 /// Reads a field that is present (possibly `null`) as `Some(_)`; with

@@ -113,11 +113,11 @@ pub async fn create_billing_agreement(
     tag = "Billing Agreements",
     operation_id = "GetBillingAgreements",
     params(
-        ("customer_id" = String, Query, description = "The customer"),
-        ("feature_code" = Option<String>, Query, description = "Only agreements whose plan has this feature"),
-        ("page_size" = Option<usize>, Query, description = "1 to 500, default 10"),
-        ("starting_after" = Option<String>, Query, description = "The page after this agreement"),
-        ("ending_before" = Option<String>, Query, description = "The page just before this agreement"),
+        ("customer_id" = String, Query, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$", description = "The customer"),
+        ("feature_code" = Option<String>, Query, max_length = 255, pattern = r"^([^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*)?$", description = "Only agreements whose plan has this feature"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 10"),
+        ("starting_after" = Option<String>, Query, max_length = 255, description = "The page after this agreement (an id of the listing; not with ending_before)"),
+        ("ending_before" = Option<String>, Query, max_length = 255, description = "The page just before this agreement (an id of the listing; not with starting_after)"),
     ),
     responses(
         (status = 200, description = "A page of agreements", body = GetBillingAgreementsResponse),

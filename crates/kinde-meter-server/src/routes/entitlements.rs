@@ -31,10 +31,10 @@ use crate::views::{self, EntitlementsStart};
     operation_id = "GetBillingEntitlements",
     params(
         ("page_size" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Entitlements per page, default 10"),
-        ("starting_after" = Option<String>, Query, description = "The page after this entitlement"),
-        ("ending_before" = Option<String>, Query, description = "The page just before this entitlement"),
-        ("customer_id" = String, Query, description = "The customer"),
-        ("max_value" = Option<i64>, Query, description = "Answered as entitlement_limit_max where the limit is null (unlimited)"),
+        ("starting_after" = Option<String>, Query, description = "The page after this entitlement (an id of the listing; not with ending_before)"),
+        ("ending_before" = Option<String>, Query, description = "The page just before this entitlement (an id of the listing; not with starting_after)"),
+        ("customer_id" = String, Query, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$", description = "The customer"),
+        ("max_value" = Option<i64>, Query, minimum = -9223372036854775808i64, maximum = 9223372036854775807i64, description = "Answered as entitlement_limit_max where the limit is null (unlimited)"),
         ("expand" = Option<String>, Query, pattern = "^plans$", description = "`plans` adds the active agreement's plan"),
     ),
     responses(
@@ -82,8 +82,8 @@ pub async fn get_billing_entitlements(
     tag = "Billing Entitlements",
     operation_id = "CheckBillingEntitlement",
     params(
-        ("customer_id" = String, Query, description = "The customer"),
-        ("feature_code" = String, Query, description = "The feature"),
+        ("customer_id" = String, Query, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$", description = "The customer"),
+        ("feature_code" = String, Query, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$", description = "The feature"),
         ("quantity" = Option<String>, Query, pattern = r"^[0-9]{1,18}(\.[0-9]{1,9})?$", description = "A meter value, default 1"),
     ),
     responses(

@@ -35,7 +35,7 @@ pub const MAX_BATCH_RECORDS: usize = 100;
     tag = "Billing Meter Usage",
     operation_id = "CreateMeterUsageRecord",
     request_body = kinde_meter_wire::CreateMeterUsageRecordRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key and body returns the original response")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]{1,255}$", description = "1-255 visible ASCII characters; a retry with the same key and body returns the original response")),
     responses(
         (status = 200, description = "Usage record created (committed)", body = CreateMeterUsageRecordResponse),
         (status = 400, description = "Invalid record, or refused: unknown or ended agreement, feature not on the plan or not metered, a hard limit it would pass (ENTITLEMENT_LIMIT_EXCEEDED); nothing stored", body = ErrorResponse),
@@ -96,7 +96,7 @@ pub async fn create_meter_usage_record(
     tag = "Billing Meter Usage",
     operation_id = "CreateMeterUsageRecordsBatch",
     request_body = kinde_meter_wire::CreateMeterUsageRecordsBatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "applies to the whole batch")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]{1,255}$", description = "1-255 visible ASCII characters; applies to the whole batch")),
     responses(
         (status = 200, description = "Each record validated and stored on its own; see results", body = CreateMeterUsageRecordsBatchResponse),
         (status = 400, description = "Not a batch, or over 100 records", body = ErrorResponse),

@@ -35,15 +35,28 @@ pub const CLIENT_CREDENTIALS: &str = "client_credentials";
 #[allow(dead_code)]
 pub struct TokenRequestForm {
     /// Always `client_credentials`.
+    #[schema(schema_with = grant_type)]
     grant_type: String,
     /// The client id (or in HTTP Basic authentication).
+    #[schema(min_length = 1)]
     client_id: Option<String>,
     /// The client secret (or in HTTP Basic authentication).
+    #[schema(min_length = 1)]
     client_secret: Option<String>,
     /// The API the token is for: `<public URL>/api`.
+    #[schema(min_length = 1)]
     audience: String,
     /// Space-separated scopes, a subset of the client's; default all of them.
+    #[schema(min_length = 1)]
     scope: Option<String>,
+}
+
+/// The schema of `grant_type`: the one grant served.
+fn grant_type() -> utoipa::openapi::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([CLIENT_CREDENTIALS]))
+        .build()
 }
 
 /// Issue an access token to a registered M2M client (client credentials).

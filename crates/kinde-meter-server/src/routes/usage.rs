@@ -22,9 +22,9 @@ use crate::views;
     tag = "Billing Meter Usage",
     operation_id = "GetMeterUsage",
     params(
-        ("customer_agreement_id" = String, Query, description = "The agreement"),
-        ("billing_feature_code" = Option<String>, Query, description = "One feature; default every metered feature"),
-        ("at" = Option<String>, Query, description = "RFC 3339 instant in the period to read; default now"),
+        ("customer_agreement_id" = String, Query, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$", description = "The agreement"),
+        ("billing_feature_code" = Option<String>, Query, max_length = 255, pattern = r"^([^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*)?$", description = "One feature; default every metered feature"),
+        ("at" = Option<String>, Query, pattern = r"^((19[7-9][0-9]|2[01][0-9]{2})-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|(19(7[26]|8[048]|9[26])|20([02468][048]|[13579][26])|21(0[48]|[2468][048]|[13579][26]))-02-29)[Tt ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?([Zz]|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?$", description = "RFC 3339 instant (offset as for meter_usage_timestamp) between 1970 and 2200 in the period to read; default now"),
     ),
     responses(
         (status = 200, description = "Usage per metered feature", body = GetMeterUsageResponse),

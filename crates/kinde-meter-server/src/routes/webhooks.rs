@@ -114,7 +114,7 @@ pub async fn get_web_hooks(
     path = "/api/v1/webhooks/{webhook_id}",
     tag = "Webhooks",
     operation_id = "UpdateWebHook",
-    params(("webhook_id" = String, Path, description = "The webhook id")),
+    params(("webhook_id" = String, Path, pattern = "^webhook_[0-9a-f]{32}$", description = "The webhook id")),
     request_body = UpdateWebHookRequest,
     responses(
         (status = 200, description = "Webhook successfully updated", body = UpdateWebhookResponse),
@@ -165,7 +165,7 @@ pub async fn update_web_hook(
     path = "/api/v1/webhooks/{webhook_id}",
     tag = "Webhooks",
     operation_id = "DeleteWebHook",
-    params(("webhook_id" = String, Path, description = "The webhook id")),
+    params(("webhook_id" = String, Path, pattern = "^webhook_[0-9a-f]{32}$", description = "The webhook id")),
     responses(
         (status = 200, description = "Webhook successfully deleted", body = DeleteWebhookResponse),
         (status = 400, description = "Unknown webhook (WEBHOOK_NOT_FOUND)", body = ErrorResponse),
@@ -193,7 +193,7 @@ pub async fn delete_web_hook(
     path = "/api/v1/events/{event_id}",
     tag = "Webhooks",
     operation_id = "GetEvent",
-    params(("event_id" = String, Path, description = "The event id")),
+    params(("event_id" = String, Path, pattern = "^event_[0-9a-f]{32}$", description = "The event id")),
     responses(
         (status = 200, description = "Event successfully retrieved", body = GetEventResponse),
         (status = 400, description = "Unknown event (EVENT_NOT_FOUND)", body = ErrorResponse),

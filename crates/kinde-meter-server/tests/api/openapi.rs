@@ -42,7 +42,7 @@ async fn the_document_lists_every_api_route_with_kindes_field_names() {
         };
         assert_eq!(
             op["security"],
-            json!([{"kindeBearerAuth": [scope.as_str()]}]),
+            json!([{"kindeBearerAuth": [scope.as_str()]}, {"kindeOAuth2": [scope.as_str()]}]),
             "{} {}",
             route.method,
             route.path
@@ -107,4 +107,102 @@ async fn the_document_lists_every_api_route_with_kindes_field_names() {
     );
     let error = &doc["components"]["schemas"]["ErrorResponse"]["properties"]["errors"];
     assert_eq!(error["type"], "array");
+}
+
+/// The document states the rules the server enforces, so that a request valid
+/// by it is refused only for what no schema can say (an unknown id, a future
+/// timestamp, a reused key).
+#[tokio::test]
+async fn the_document_states_the_validation_rules() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let record = &schemas["CreateMeterUsageRecordRequest"]["properties"];
+    assert_eq!(
+        record["meter_value"]["pattern"],
+        r"^[0-9]{1,18}(\.[0-9]{1,9})?$"
+    );
+    for code in ["customer_agreement_id", "billing_feature_code"] {
+        assert_eq!(record[code]["minLength"], 1, "{code}");
+        assert_eq!(record[code]["maxLength"], 255, "{code}");
+        assert!(record[code]["pattern"].is_string(), "{code}");
+    }
+    let timestamp = record["meter_usage_timestamp"]["pattern"].as_str().unwrap();
+    assert!(timestamp.contains("[Zz]") && timestamp.contains("(:?[0-5][0-9])?)?$"));
+    assert_eq!(
+        schemas["CreateMeterUsageRecordsBatchRequest"]["properties"]["records"]["maxItems"],
+        100
+    );
+    let event_types = &schemas["CreateWebHookRequest"]["properties"]["event_types"];
+    let codes: Vec<&str> = event_types["items"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let known: Vec<&str> = kinde_meter_core::webhook::EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    assert_eq!(codes, known);
+    assert_eq!(event_types["minItems"], 1);
+
+    // The Idempotency-Key header on both writes.
+    for path in [
+        "/api/v1/billing/meter_usage",
+        "/api/v1/billing/meter_usage/batch",
+    ] {
+        let params = doc["paths"][path]["post"]["parameters"].as_array().unwrap();
+        let key = params
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("{path}: no Idempotency-Key"));
+        assert_eq!(key["in"], "header");
+        assert_eq!(key["required"], false);
+        assert_eq!(key["schema"]["pattern"], r"^[\x21-\x7E]{1,255}$", "{path}");
+        assert_eq!(key["schema"]["maxLength"], 255, "{path}");
+    }
+    let page_size = doc["paths"]["/api/v1/billing/agreements"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "page_size")
+        .unwrap();
+    assert_eq!(page_size["schema"]["minimum"], 1);
+    assert_eq!(page_size["schema"]["maximum"], 500);
+
+    // The OAuth2 client-credentials flow next to the bearer scheme, with every scope.
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["kindeBearerAuth"]["scheme"], "bearer");
+    let flow = &schemes["kindeOAuth2"]["flows"]["clientCredentials"];
+    assert_eq!(schemes["kindeOAuth2"]["type"], "oauth2");
+    assert_eq!(flow["tokenUrl"], "/oauth2/token");
+    for scope in Scope::ALL {
+        assert!(flow["scopes"][scope.as_str()].is_string(), "{scope}");
+    }
+    let form = &doc["paths"]["/oauth2/token"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+        ["schema"];
+    let form = if let Some(name) = form["$ref"].as_str() {
+        &schemas[name.rsplit('/').next().unwrap()]
+    } else {
+        form
+    };
+    assert_eq!(
+        form["properties"]["grant_type"]["enum"],
+        json!(["client_credentials"])
+    );
+    assert!(
+        form["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("grant_type"))
+    );
 }
