@@ -17,6 +17,13 @@
 //!   is down), so a timeout never leaves a client unsure what was stored.
 //! - **TLS** ([`TransportConfig::tls`]): rustls with the PEM certificate chain
 //!   and key given; HTTP/1.1 over it.
+//! - **Lingering close**: after an answer that says `Connection: close` (a
+//!   request body that could not be drained, see
+//!   [`drain_unread_body`](crate::routes::layers::drain_unread_body)), the
+//!   server shuts down its side and reads and discards what the client still
+//!   sends, until the client closes or [`LINGER`] has passed, so that closing
+//!   on unread bytes does not reset the connection and destroy the answer
+//!   before the client has read it (`docs/limits.md#keep-alive`).
 //! - Every request carries the peer address as
 //!   [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as
 //!   `into_make_service_with_connect_info::<SocketAddr>()` would put it.
@@ -26,13 +33,17 @@
 //! [`TransportConfig::drain_timeout`].
 
 use std::{
+    convert::Infallible,
     future::Future,
     io,
     net::SocketAddr,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
@@ -41,7 +52,7 @@ use axum::{
     Router,
     body::{Body, Bytes, HttpBody},
     extract::ConnectInfo,
-    http::Request,
+    http::{Request, header},
 };
 use http_body::{Frame, SizeHint};
 use hyper::{body::Incoming, server::conn::http1};
@@ -51,7 +62,7 @@ use hyper_util::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
     time::Sleep,
@@ -69,6 +80,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long shutdown waits for open connections to finish (SPEC §5 wants
 /// the process gone within 10 s; the store's final commit comes after).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a connection closed after an answer keeps reading (and
+/// discarding) what the client still sends.
+pub const LINGER: Duration = Duration::from_secs(2);
 /// Largest certificate or key file read.
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
@@ -238,11 +252,28 @@ impl Connection {
             request_timeout,
             ..
         } = self;
+        let linger = Arc::new(AtomicBool::new(false));
+        let io = LingeringClose {
+            io,
+            linger: linger.clone(),
+            deadline: None,
+        };
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let mut request = request.map(|body| with_deadline(body, request_timeout));
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
-            async move { app.call(request).await }
+            let linger = linger.clone();
+            async move {
+                let response = app.call(request).await?;
+                if response
+                    .headers()
+                    .get(header::CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+                {
+                    linger.store(true, Ordering::Relaxed);
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let served = watcher
             .watch(http.serve_connection(TokioIo::new(io), service))
@@ -250,6 +281,77 @@ impl Connection {
         if let Err(e) = served {
             // Timeouts, resets, malformed requests: the client's business.
             tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// A connection whose shutdown, once an answer said `Connection: close`,
+/// reads and discards the client's unread bytes until it closes or [`LINGER`]
+/// has passed. Closing a socket with unread bytes makes the kernel reset the
+/// connection, and a reset can reach the client before it has read the answer.
+struct LingeringClose<I> {
+    io: I,
+    linger: Arc<AtomicBool>,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for LingeringClose<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringClose<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.deadline.is_none() {
+            ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            if !this.linger.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
+            }
+            this.deadline = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let deadline = this.deadline.as_mut().expect("set above");
+        let mut scratch = [0u8; 8192];
+        loop {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                // The client closed (or broke) its side: nothing more to read.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

@@ -10,17 +10,32 @@
 //! 5. a panicking handler answers 500 `INTERNAL_ERROR` in Kinde's error shape
 //!    (the panic's message goes nowhere near the client) and the server keeps
 //!    serving.
+//!
+//! Outside them all, [`drain_unread_body`]: a request answered before its body
+//! was read (403, 429, 413, 404…) has the rest of its body read and discarded
+//! (up to [`BODY_LIMIT`]) before the answer goes out, so the keep-alive
+//! connection stays usable; a body that cannot be drained gets the answer with
+//! `Connection: close` (`docs/limits.md#keep-alive`).
 
-use std::{any::Any, sync::Arc, time::Instant};
+use std::{
+    any::Any,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use axum::{
     Router,
+    body::{Body, Bytes, HttpBody},
     extract::{MatchedPath, Request, State},
-    http::{self, HeaderName, HeaderValue, StatusCode},
+    http::{self, HeaderName, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
+use http_body::{Frame, SizeHint};
 use kinde_meter_core::ErrorCode;
+use tokio::sync::oneshot;
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -30,6 +45,7 @@ use tower_http::{
 use tracing::Span;
 
 use crate::error::ApiError;
+use crate::extract::BODY_LIMIT;
 use crate::metrics::{self, Metrics};
 
 /// The request id header, read from requests and set on every answer.
@@ -42,6 +58,7 @@ where
 {
     router.layer(
         ServiceBuilder::new()
+            .layer(middleware::from_fn(drain_unread_body))
             .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
             .layer(
                 // Only the span: the events of `TraceLayer` (request, response,
@@ -58,6 +75,134 @@ where
             .layer(middleware::from_fn_with_state(metrics, observe))
             .layer(CatchPanicLayer::custom(internal_error)),
     )
+}
+
+/// Answers the request, then reads and discards what is left of its body, up
+/// to [`BODY_LIMIT`] in all (a body arrives within the transport's request
+/// timeout or fails). A body drained to its end leaves the connection ready
+/// for the next request; one that is larger than the limit, fails or times
+/// out gets the answer with `Connection: close`. Without this, the HTTP server
+/// would close a connection whose body was not read, without saying so, and a
+/// client reusing it would get a reset instead of the answer.
+pub async fn drain_unread_body(request: Request, next: Next) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (back, mut returned) = oneshot::channel();
+    let request = request.map(|body| {
+        Body::new(Tracked {
+            inner: Some(body),
+            read: 0,
+            broken: false,
+            back: Some(back),
+        })
+    });
+    let mut response = next.run(request).await;
+    let drained = match returned.try_recv() {
+        Ok(Leftover::Unread { body, read }) => drain(body, read).await,
+        Ok(Leftover::Broken) => false,
+        // Read to its end (nothing sent back), or still held by someone:
+        // then the server decides for itself.
+        Err(_) => true,
+    };
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Reads `body` to its end, `read` bytes of it having been read already;
+/// false when it holds more than [`BODY_LIMIT`] in all or fails to arrive.
+async fn drain(mut body: Body, mut read: usize) -> bool {
+    loop {
+        // A declared length over the limit is not worth reading.
+        let announced = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+        if read.saturating_add(announced) > BODY_LIMIT {
+            return false;
+        }
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => return true,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    read = read.saturating_add(data.len());
+                }
+            }
+            Some(Err(_)) => return false,
+        }
+    }
+}
+
+/// What a request body left unread when it was dropped.
+enum Leftover {
+    /// The rest of the body, `read` bytes having been read.
+    Unread { body: Body, read: usize },
+    /// The body failed (a timeout, a broken connection): it cannot be drained.
+    Broken,
+}
+
+/// A request body that, dropped before its end, hands itself back to
+/// [`drain_unread_body`].
+struct Tracked {
+    inner: Option<Body>,
+    read: usize,
+    broken: bool,
+    back: Option<oneshot::Sender<Leftover>>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.back = None,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.read = this.read.saturating_add(data.len());
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.broken = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let (Some(back), Some(body)) = (self.back.take(), self.inner.take()) else {
+            return;
+        };
+        let leftover = if self.broken {
+            Leftover::Broken
+        } else {
+            Leftover::Unread {
+                body,
+                read: self.read,
+            }
+        };
+        let _ = back.send(leftover);
+    }
 }
 
 /// A fresh request id: a random (v4) UUID from the thread's generator (no

@@ -10,6 +10,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod keep_alive;
 mod rate_limits;
 mod rate_limits_redis;
 mod transport;
