@@ -9,7 +9,7 @@ use axum::{
 use kinde_meter_core::{
     ErrorCode,
     idempotency::Fingerprint,
-    request::{ParseError, UsageRecord},
+    request::{FieldError, ParseError, UsageRecord},
 };
 use kinde_meter_store::{
     IdempotencyClaim, RecordFailure, RecordResult, SubmissionKind, SubmissionOutcome,
@@ -139,6 +139,22 @@ pub async fn create_meter_usage_records_batch(
                 records.len()
             ),
         ));
+    }
+    // Per-record results are for records that are objects; anything else
+    // makes the batch malformed as a whole (`docs/api.md`).
+    let not_objects: Vec<FieldError> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, raw)| !raw.is_object())
+        .map(|(i, _)| {
+            FieldError::new(
+                ErrorCode::InvalidField,
+                format!("records[{i}] must be a JSON object"),
+            )
+        })
+        .collect();
+    if !not_objects.is_empty() {
+        return Err(ApiError::fields(not_objects));
     }
     let mut fingerprint_parts = vec!["batch".to_owned()];
     let parsed: Vec<Result<UsageRecord, RecordFailure>> = records

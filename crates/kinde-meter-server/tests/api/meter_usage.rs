@@ -267,7 +267,8 @@ async fn batch_results_are_per_record() {
         .post(
             "/api/v1/billing/meter_usage/batch",
             &json!({"records": [good, {"customer_agreement_id": agreement, "billing_feature_code": "api_calls", "meter_value": "x"},
-                                good, {"customer_agreement_id": "agreement_nope", "billing_feature_code": "api_calls", "meter_value": "1"}, 7]}),
+                                good, {"customer_agreement_id": "agreement_nope", "billing_feature_code": "api_calls", "meter_value": "1"},
+                                {"customer_agreement_id": agreement}]}),
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -285,7 +286,7 @@ async fn batch_results_are_per_record() {
             "INVALID_METER_VALUE",
             "OK",
             "AGREEMENT_NOT_FOUND",
-            "INVALID_JSON"
+            "MISSING_FIELD"
         ]
     );
     let indexes: Vec<u64> = body["results"]
@@ -316,6 +317,50 @@ async fn batch_results_are_per_record() {
     )
     .await;
     assert_eq!(app.usage_value(&agreement, "api_calls", None).await, "4");
+}
+
+/// A batch whose `records` is not an array of JSON objects is malformed as a
+/// whole (docs/api.md): 400 naming every element that is not an object, and
+/// nothing of it stored, its objects included.
+#[tokio::test]
+async fn a_batch_with_a_record_that_is_not_an_object_is_refused_whole() {
+    let app = TestApp::spawn().await;
+    let agreement = app.create_agreement("customer_a", "pro").await;
+    let good = json!({"customer_agreement_id": agreement, "billing_feature_code": "api_calls", "meter_value": "2"});
+    for (records, named) in [
+        (json!([good, 7]), vec!["records[1]"]),
+        (
+            json!([null, good, "x", [good], true]),
+            vec!["records[0]", "records[2]", "records[3]", "records[4]"],
+        ),
+    ] {
+        let body = assert_error(
+            app.post(
+                "/api/v1/billing/meter_usage/batch",
+                &json!({ "records": records }),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            &vec!["INVALID_FIELD"; named.len()],
+        )
+        .await;
+        for (error, field) in body["errors"].as_array().unwrap().iter().zip(&named) {
+            let message = error["message"].as_str().unwrap();
+            assert!(message.starts_with(&format!("{field} ")), "{message}");
+        }
+    }
+    // Not an array at all: the whole request too.
+    assert_error(
+        app.post(
+            "/api/v1/billing/meter_usage/batch",
+            &json!({"records": {"0": good}}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["INVALID_FIELD"],
+    )
+    .await;
+    assert_eq!(app.record_count(&agreement, "api_calls").await, 0);
 }
 
 #[tokio::test]
