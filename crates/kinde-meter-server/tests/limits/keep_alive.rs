@@ -114,15 +114,13 @@ impl Connection {
     /// closes (a clean end or a reset, either is fine now).
     async fn expect_close(&mut self) {
         let mut rest = [0u8; 1024];
-        loop {
-            match tokio::time::timeout(DEADLINE, self.stream.read(&mut rest)).await {
-                Err(_) => panic!("the server said Connection: close but kept the connection"),
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => panic!(
-                    "bytes after a closing answer: {:?}",
-                    String::from_utf8_lossy(&rest[..n])
-                ),
-            }
+        match tokio::time::timeout(DEADLINE, self.stream.read(&mut rest)).await {
+            Err(_) => panic!("the server said Connection: close but kept the connection"),
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!(
+                "bytes after a closing answer: {:?}",
+                String::from_utf8_lossy(&rest[..n])
+            ),
         }
         assert!(self.buffered.is_empty(), "{:?}", self.buffered);
     }
