@@ -2,11 +2,13 @@
 
 The document states every rule a request can be checked against on its own.
 What no schema can state is whether an id exists, whether a timestamp lies in
-the future, whether an idempotency key was used before with another body, or
-whether a host name resolves. For positive (schema-valid) cases only, these
-hooks put in the ids of the objects run.sh created, a past timestamp, a fresh
-key and a resolvable endpoint, so that `positive_data_acceptance` checks every
-other rule strictly. Negative cases are left alone.
+the future, whether an idempotency key was used before with another body,
+whether a host name resolves, or which client secrets are registered. For
+schema-valid (positive) cases only, these hooks put in the objects run.sh
+created (an agreement and its metered feature, a webhook, an event, an M2M
+client), a past timestamp, a fresh key and a resolvable endpoint, so that
+`positive_data_acceptance` checks every other rule strictly. Negative cases
+are left alone.
 """
 
 import itertools
@@ -25,6 +27,8 @@ EVENT = os.environ["KINDE_METER_EVENT"]
 WEBHOOK = os.environ["KINDE_METER_WEBHOOK"]
 URL = os.environ["KINDE_METER_URL"]
 TOKEN = os.environ["KINDE_METER_TOKEN"]
+CLIENT_ID = os.environ["KINDE_METER_CLIENT_ID"]
+CLIENT_SECRET = os.environ["KINDE_METER_CLIENT_SECRET"]
 ENDPOINT = "http://127.0.0.1:9/hook"
 _counter = itertools.count()
 THIS_YEAR = datetime.now(timezone.utc).year
@@ -111,5 +115,9 @@ def _substitute(case):
         case.path_parameters["webhook_id"] = _new_webhook() if method == "DELETE" else WEBHOOK
         if method == "PATCH" and body is not None and body.get("endpoint") is not None:
             body["endpoint"] = ENDPOINT
+    elif path == "/oauth2/token" and body is not None:
+        body["client_id"] = CLIENT_ID
+        body["client_secret"] = CLIENT_SECRET
+        body["audience"] = f"{URL}/api"
     elif path == "/api/v1/events/{event_id}":
         case.path_parameters["event_id"] = EVENT

@@ -7,14 +7,16 @@
 # Builds and starts `kinde-meter serve` on a free port with a fresh data
 # directory (rate limit off, webhooks to loopback allowed), mints a token with
 # every scope, creates the objects that schema-valid requests refer to (an
-# agreement, a webhook, an event; see hooks.py), installs schemathesis in a
+# agreement, a webhook, an event, an M2M client; see hooks.py), installs schemathesis in a
 # virtualenv under the cargo target directory (reused when present) and runs
 #   schemathesis run <server>/openapi.json --checks all
-# with a bounded number of examples per operation (about 2-3 minutes).
+# with a bounded number of examples per operation (about 2 minutes; more with
+# SCHEMATHESIS_MAX_EXAMPLES).
 # Needs python3 (>= 3.10, with the venv module) and network access to PyPI only.
 #
-# The last line printed is `N passed, M failed` (operations of the run; setup
-# counts as one failure); the exit status is non-zero when anything failed.
+# The last line printed is `N passed, M failed`: the operations of the run plus
+# one for the stateful phase (setup failing counts as one failure); the exit
+# status is non-zero when anything failed.
 #
 #   bash tests/schemathesis/run.sh
 #   SCHEMATHESIS_MAX_EXAMPLES=200 bash tests/schemathesis/run.sh
@@ -127,6 +129,11 @@ log "server at $URL (pid $SERVER_PID)"
 ALL_SCOPES="create:meter_usage read:meter_usage create:billing_agreements read:billing_agreements read:billing_entitlements"
 ALL_SCOPES+=" create:webhooks read:webhooks update:webhooks delete:webhooks read:events read:event_types"
 TOKEN="$("$BIN" token --data-dir "$DATA" --scope "$ALL_SCOPES")" || fail_setup "kinde-meter token failed"
+# An M2M client, for the token endpoint's schema-valid requests.
+CLIENT="$("$BIN" clients create --data-dir "$DATA" --name schemathesis --scopes "$ALL_SCOPES" --json)" \
+    || fail_setup "kinde-meter clients create failed"
+CLIENT_ID="$("$VPY" -c 'import json, sys; print(json.load(sys.stdin)["client_id"])' <<<"$CLIENT")"
+CLIENT_SECRET="$("$VPY" -c 'import json, sys; print(json.load(sys.stdin)["client_secret"])' <<<"$CLIENT")"
 
 # What schema-valid requests refer to: an agreement on the demo catalog's `pro`
 # plan (storage_gb is metered without a hard limit), its events, a webhook.
@@ -159,7 +166,8 @@ set +e
     cd "$HERE" # schemathesis.toml
     KINDE_METER_URL="$URL" KINDE_METER_TOKEN="$TOKEN" KINDE_METER_AGREEMENT="$AGREEMENT" \
         KINDE_METER_FEATURE=storage_gb KINDE_METER_PLAN=pro KINDE_METER_EVENT="$EVENT" \
-        KINDE_METER_WEBHOOK="$WEBHOOK" SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$HERE" \
+        KINDE_METER_WEBHOOK="$WEBHOOK" KINDE_METER_CLIENT_ID="$CLIENT_ID" \
+        KINDE_METER_CLIENT_SECRET="$CLIENT_SECRET" SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$HERE" \
         PYTHONDONTWRITEBYTECODE=1 \
         "$VENV/bin/schemathesis" run "$URL/openapi.json" \
         --checks all \

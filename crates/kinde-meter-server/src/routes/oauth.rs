@@ -21,7 +21,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
-use kinde_meter_wire::{OAuthErrorResponse, TokenResponse};
+use kinde_meter_wire::{OAuthErrorResponse, Scope, TokenResponse};
 
 use crate::clients::{CredentialsRequest, GrantError};
 use crate::state::AppState;
@@ -46,9 +46,29 @@ pub struct TokenRequestForm {
     /// The API the token is for: `<public URL>/api`.
     #[schema(min_length = 1)]
     audience: String,
-    /// Space-separated scopes, a subset of the client's; default all of them.
-    #[schema(min_length = 1)]
+    /// Space-separated scopes, a subset of the client's; default (absent, empty
+    /// or only spaces) all of them.
+    #[schema(schema_with = scope)]
     scope: Option<String>,
+}
+
+/// The schema of `scope`: known scopes separated by whitespace, or none.
+fn scope() -> utoipa::openapi::Object {
+    let one = Scope::ALL
+        .iter()
+        .map(|scope| scope.as_str())
+        .collect::<Vec<_>>()
+        .join("|");
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::String,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .description(Some(
+            "Space-separated scopes, a subset of the client's; default (absent, empty or only spaces) all of them.",
+        ))
+        .pattern(Some(format!(r"^\s*(({one})(\s+({one}))*\s*)?$")))
+        .build()
 }
 
 /// The schema of `grant_type`: the one grant served.
@@ -70,6 +90,9 @@ fn grant_type() -> utoipa::openapi::Object {
         (status = 200, description = "A bearer token", body = TokenResponse),
         (status = 400, description = "invalid_request, unsupported_grant_type or invalid_scope", body = OAuthErrorResponse),
         (status = 401, description = "invalid_client: unknown client, wrong secret or revoked client", body = OAuthErrorResponse),
+        (status = 413, description = "invalid_request: the body is over 64 KiB", body = OAuthErrorResponse),
+        (status = 429, description = "too_many_requests: too many failed client authentications from this address; retry after Retry-After seconds", body = OAuthErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying, at least 1"), ("RateLimit-Reset" = u64, description = "Seconds until the address may try again"))),
         (status = 503, description = "temporarily_unavailable: storage unavailable", body = OAuthErrorResponse),
     ),
 )]

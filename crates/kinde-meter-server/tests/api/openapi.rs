@@ -205,4 +205,8 @@ async fn the_document_states_the_validation_rules() {
             .unwrap()
             .contains(&json!("grant_type"))
     );
+    let scope = form["properties"]["scope"]["pattern"].as_str().unwrap();
+    for known in Scope::ALL {
+        assert!(scope.contains(known.as_str()), "{scope}");
+    }
 }
