@@ -231,15 +231,24 @@ async fn the_same_idempotency_key_raced_through_two_servers_stores_one_record() 
                 })
             })
             .collect();
-        let (mut processed, mut replayed) = (0, 0);
-        for task in tasks {
-            match task.await.unwrap() {
-                SubmissionOutcome::Processed(r) if r == vec![Ok(())] => processed += 1,
-                SubmissionOutcome::Replayed(r) if r == vec![Ok(())] => replayed += 1,
-                other => panic!("key {key}: {other:?}"),
-            }
+        // Every answer, with the store that gave it, so that a failure says
+        // what each request got.
+        let mut outcomes = Vec::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            outcomes.push((if i % 2 == 0 { "one" } else { "two" }, task.await.unwrap()));
         }
-        assert_eq!((processed, replayed), (1, 5), "key {key}");
+        let count =
+            |want: fn(&SubmissionOutcome) -> bool| outcomes.iter().filter(|(_, o)| want(o)).count();
+        let processed =
+            count(|o| matches!(o, SubmissionOutcome::Processed(r) if r == &vec![Ok(())]));
+        let replayed = count(|o| matches!(o, SubmissionOutcome::Replayed(r) if r == &vec![Ok(())]));
+        assert_eq!(
+            (processed, replayed),
+            (1, 5),
+            "key {key}: {outcomes:?}; writers: {:?} {:?}",
+            one.writer_stats(),
+            two.writer_stats()
+        );
     }
     let u = usage(&*one, &a, "api_calls", "2024-03-20T00:00:00Z").await;
     assert_eq!(
