@@ -163,16 +163,17 @@ log "schemathesis run $URL/openapi.json --checks all --max-examples $MAX_EXAMPLE
 SUMMARY_PRINTED=1
 set +e
 (
-    cd "$HERE" # schemathesis.toml
+    cd "$WORK" # schemathesis keeps a cache in the working directory
     KINDE_METER_URL="$URL" KINDE_METER_TOKEN="$TOKEN" KINDE_METER_AGREEMENT="$AGREEMENT" \
         KINDE_METER_FEATURE=storage_gb KINDE_METER_PLAN=pro KINDE_METER_EVENT="$EVENT" \
         KINDE_METER_WEBHOOK="$WEBHOOK" KINDE_METER_CLIENT_ID="$CLIENT_ID" \
         KINDE_METER_CLIENT_SECRET="$CLIENT_SECRET" SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$HERE" \
         PYTHONDONTWRITEBYTECODE=1 \
-        "$VENV/bin/schemathesis" run "$URL/openapi.json" \
+        "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" run "$URL/openapi.json" \
         --checks all \
         --max-examples "$MAX_EXAMPLES" \
         --seed "${SCHEMATHESIS_SEED:-1}" \
+        --generation-database none \
         --no-color \
         --report junit --report-dir "$WORK/report"
 ) 2>&1 | tee "$WORK/run.out"
