@@ -23,7 +23,9 @@ pub enum TimestampError {
 /// Parses a usage timestamp and checks it is not more than 5 minutes after `now`.
 pub fn parse_usage_timestamp(text: &str, now: Timestamp) -> Result<Timestamp, TimestampError> {
     let at = parse_rfc3339_lenient(text).ok_or(TimestampError::Invalid)?;
-    if at > now + MAX_FUTURE {
+    // `checked_add`: a `now` near the end of time (a bound that cannot be
+    // exceeded) must not overflow.
+    if now.checked_add(MAX_FUTURE).is_ok_and(|bound| at > bound) {
         return Err(TimestampError::InFuture);
     }
     Ok(at)

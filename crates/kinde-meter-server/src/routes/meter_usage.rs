@@ -6,6 +6,7 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
+use jiff::Timestamp;
 use kinde_meter_core::{
     ErrorCode,
     idempotency::Fingerprint,
@@ -165,7 +166,14 @@ pub async fn create_meter_usage_records_batch(
                 Ok(record)
             }
             Err(error) => {
-                fingerprint_parts.push(raw.to_string());
+                // The fingerprint must not depend on the time of receipt: a record
+                // refused only for a timestamp in the future is fingerprinted by its
+                // parse without that bound, so replaying the same body later still
+                // matches its key (`docs/api.md`, idempotency).
+                match UsageRecord::from_json(raw, Timestamp::MAX) {
+                    Ok(record) => fingerprint_parts.extend(record.canonical_parts()),
+                    Err(_) => fingerprint_parts.push(raw.to_string()),
+                }
                 Err(summarise(error))
             }
         })

@@ -161,3 +161,35 @@ async fn malformed_keys_are_refused() {
         .await;
     }
 }
+
+/// Found by the model test: a batch's fingerprint must not depend on the time of
+/// receipt. A record refused as `TIMESTAMP_IN_FUTURE` is no longer in the future
+/// two minutes later; the same body under the same key is still a replay.
+#[tokio::test]
+async fn a_batch_replay_matches_after_its_future_record_comes_due() {
+    let app = TestApp::spawn_at("2030-03-01T12:00:00Z").await;
+    let a = app.create_agreement("cust", "pro").await;
+    let body = json!({"records": [
+        {"customer_agreement_id": a, "billing_feature_code": "api_calls", "meter_value": "1",
+         "meter_usage_timestamp": "2030-03-01T12:05:01Z"},
+    ]});
+    let send = || {
+        app.http
+            .post(app.url("/api/v1/billing/meter_usage/batch"))
+            .bearer_auth(&app.token)
+            .header("Idempotency-Key", "batch-future")
+            .json(&body)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["results"][0]["code"], "TIMESTAMP_IN_FUTURE");
+    app.clock().advance(jiff::SignedDuration::from_mins(2));
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(second.headers()["Idempotent-Replayed"], "true");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(app.usage(&a, "api_calls", None).await["record_count"], 0);
+}
