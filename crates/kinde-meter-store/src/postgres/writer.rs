@@ -137,6 +137,9 @@ impl Writer {
         let max_records = self.config.max_batch_records.max(1);
         let mut batch = Vec::new();
         let mut since_purge = 0;
+        // The billing clock as the submissions tell it (their time of receipt):
+        // keys are stored and checked by it, so they are purged by it too.
+        let mut latest_received: Option<Timestamp> = None;
         while let Some(first) = queue.recv().await {
             // A job without records still takes room, so batches stay bounded.
             let mut size = first.submission.records.len().max(1);
@@ -149,11 +152,18 @@ impl Writer {
             self.counters
                 .received
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            latest_received = batch
+                .iter()
+                .map(|job| job.submission.received_at)
+                .chain(latest_received)
+                .max();
             self.commit(std::mem::take(&mut batch)).await;
             since_purge += 1;
-            if since_purge == PURGE_EVERY_BATCHES {
+            if since_purge == PURGE_EVERY_BATCHES
+                && let Some(now) = latest_received
+            {
                 since_purge = 0;
-                self.purge_expired_keys().await;
+                self.purge_expired_keys(now).await;
             }
         }
     }
@@ -234,8 +244,8 @@ impl Writer {
 
     /// Deletes a bounded slice of expired idempotency keys, after the batch was
     /// answered. Failure only delays the purge.
-    async fn purge_expired_keys(&self) {
-        let before = Timestamp::now()
+    async fn purge_expired_keys(&self, now: Timestamp) {
+        let before = now
             .checked_sub(self.config.idempotency_retention)
             .unwrap_or(Timestamp::MIN);
         let result = on_conn!(self.db, self.db.deadline(), |conn| idempotency::purge(

@@ -1,5 +1,6 @@
 //! The work the writer thread does: one job per call, answered after commit.
 
+use jiff::Timestamp;
 use kinde_meter_core::{agreement::Agreement, catalog::Catalog};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -90,6 +91,14 @@ impl Job {
             | Job::LoadCatalog { .. }
             | Job::Exec(_)
             | Job::Outbox { .. } => 0,
+        }
+    }
+
+    /// A usage submission's time of receipt (the billing clock); `None` for other jobs.
+    pub(super) fn received_at(&self) -> Option<Timestamp> {
+        match self {
+            Job::Usage { submission, .. } => Some(submission.received_at),
+            _ => None,
         }
     }
 

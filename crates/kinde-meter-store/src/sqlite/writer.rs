@@ -119,6 +119,9 @@ impl Writer {
         let mut batch = Vec::new();
         let mut since_purge = 0;
         let mut cache = WriterCache::default();
+        // The billing clock as the submissions tell it (their time of receipt):
+        // keys are stored and checked by it, so they are purged by it too.
+        let mut latest_received: Option<Timestamp> = None;
         while let Some(first) = queue.blocking_recv() {
             // A job without records still takes room, so batches stay bounded.
             let mut size = first.records().max(1);
@@ -133,11 +136,18 @@ impl Writer {
             self.counters
                 .received
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            latest_received = batch
+                .iter()
+                .filter_map(Job::received_at)
+                .chain(latest_received)
+                .max();
             self.commit(&mut batch, &mut cache);
             since_purge += 1;
-            if since_purge == PURGE_EVERY_BATCHES {
+            if since_purge == PURGE_EVERY_BATCHES
+                && let Some(now) = latest_received
+            {
                 since_purge = 0;
-                self.purge_expired_keys();
+                self.purge_expired_keys(now);
             }
         }
     }
@@ -182,8 +192,8 @@ impl Writer {
 
     /// Deletes a bounded slice of expired idempotency keys in a transaction of its
     /// own, after the batch was answered. Failure only delays the purge.
-    fn purge_expired_keys(&mut self) {
-        let before = Timestamp::now()
+    fn purge_expired_keys(&mut self, now: Timestamp) {
+        let before = now
             .checked_sub(self.config.idempotency_retention)
             .unwrap_or(Timestamp::MIN);
         let result = (|| {

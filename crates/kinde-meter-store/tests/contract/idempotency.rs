@@ -142,7 +142,42 @@ async fn twenty_concurrent_duplicates_store_one_record(b: Backend) {
     assert_eq!((u.value.to_string(), u.record_count), ("5".to_owned(), 1));
 }
 
+/// Found by the model test: keys are stored and checked by the billing clock
+/// (the submissions' time of receipt), so the writer's periodic purge must use it
+/// too; by the system clock, a key received on a clock behind the real date was
+/// purged within minutes of billing time and its replay counted twice.
+async fn keys_are_purged_by_the_billing_clock(b: Backend) {
+    let store = open(&b).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    let rec = delta(&a, "api_calls", "5", "2024-03-02T00:00:00Z");
+    let keyed = |received: &str| UsageSubmission {
+        idempotency: Some(claim("kept", &rec)),
+        ..single(rec.clone(), received)
+    };
+    let first = store
+        .submit_usage(keyed("2024-03-02T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(first, SubmissionOutcome::Processed(vec![Ok(())]));
+    // More write batches than the purge interval (256), one at a time.
+    for _ in 0..300 {
+        let other = delta(&a, "other_feature", "1", "2024-03-02T00:00:00Z");
+        store
+            .submit_usage(single(other, "2024-03-02T00:01:00Z"))
+            .await
+            .unwrap();
+    }
+    let replay = store
+        .submit_usage(keyed("2024-03-02T00:02:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(replay, SubmissionOutcome::Replayed(vec![Ok(())]));
+    let u = usage(&store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
+    assert_eq!(u.record_count, 1);
+}
+
 contract_tests!(
     idempotency_replays_refuses_reuse_and_expires,
     twenty_concurrent_duplicates_store_one_record,
+    keys_are_purged_by_the_billing_clock,
 );
