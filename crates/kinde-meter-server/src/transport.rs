@@ -77,7 +77,7 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// How long shutdown waits for open connections to finish (SPEC §5 wants
+/// How long shutdown waits for open connections to finish (`docs/limits.md` wants
 /// the process gone within 10 s; the store's final commit comes after).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a connection closed after an answer keeps reading (and

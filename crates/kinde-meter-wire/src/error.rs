@@ -38,7 +38,7 @@ impl ErrorResponse {
 
 macro_rules! error_codes {
     ($($(#[$doc:meta])* $variant:ident => $text:literal,)*) => {
-        /// The stable error codes of kinde-meter (SPEC §2), as they appear in
+        /// The stable error codes of kinde-meter (`docs/errors.md`), as they appear in
         /// [`Error::code`].
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
@@ -112,7 +112,7 @@ error_codes! {
     /// The record would take a period's usage of a feature with a hard limit
     /// (`enforce_limit`) beyond `limit_max`; nothing was stored.
     EntitlementLimitExceeded => "ENTITLEMENT_LIMIT_EXCEEDED",
-    /// A route that does not exist (not in SPEC's list; answered for unknown paths).
+    /// A route that does not exist (not in the documented list; answered for unknown paths).
     NotFound => "NOT_FOUND",
     /// A method the route does not allow.
     MethodNotAllowed => "METHOD_NOT_ALLOWED",

@@ -1,4 +1,4 @@
-//! M2M clients of the built-in issuer (SPEC §5, §6): registering one with a
+//! M2M clients of the built-in issuer (`docs/tokens.md`): registering one with a
 //! secret shown once, the client-credentials grant behind `/oauth2/token`, and
 //! the set of revoked clients whose tokens the auth middleware refuses.
 //!

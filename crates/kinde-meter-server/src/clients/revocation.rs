@@ -1,4 +1,4 @@
-//! The revoked M2M clients whose tokens a server refuses (SPEC §6: within 60 s).
+//! The revoked M2M clients whose tokens a server refuses (`docs/tokens.md`: within 60 s).
 //!
 //! Tokens are verified without touching storage, so a revocation made elsewhere
 //! (the CLI on the data directory, another server on a shared database) reaches
@@ -19,7 +19,7 @@ use kinde_meter_store::{Store, StoreError};
 use tokio::task::JoinHandle;
 
 /// How often a server polls for revocations unless configured otherwise: well
-/// inside the 60 s the SPEC allows, cheap for the store (one indexed query).
+/// inside the 60 s the contract allows, cheap for the store (one indexed query).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How far each poll reaches back before the previous one started. `revoked_at`
