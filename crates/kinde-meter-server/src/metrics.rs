@@ -1,25 +1,9 @@
 //! What the server has done, for `GET /metrics` in the Prometheus text
 //! exposition format (version 0.0.4): this module records and encodes; the
-//! middleware that times requests and the handler are in `routes`. The metrics,
-//! the label policy and why `prometheus-client`: `docs/design.md#metrics`.
+//! middleware that times requests and the handler are in `routes`.
 //!
-//! | metric | labels | what |
-//! |---|---|---|
-//! | `kinde_meter_http_requests_total` | `route`, `method`, `status` | answered requests |
-//! | `kinde_meter_http_request_duration_seconds` | `route`, `method` | histogram, routing to answer |
-//! | `kinde_meter_rate_limited_total` | `limit` (`client`, `source_address`) | 429s of the two rate limits |
-//! | `kinde_meter_auth_failures_total` | `reason` | 403s of the auth middleware, by cause |
-//! | `kinde_meter_usage_records_committed_total` | — | usage records in committed write transactions |
-//! | `kinde_meter_commits_total` | — | committed write transactions (group-commit batches) |
-//! | `kinde_meter_commits_failed_total` | — | write transactions rolled back |
-//! | `kinde_meter_write_queue_depth` | — | writes waiting for the writer |
-//! | `kinde_meter_webhook_deliveries_total` | `outcome` (`delivered`, `failed`, `given_up`) | webhook delivery attempts, by outcome |
-//! | `kinde_meter_webhook_pending` | — | deliveries not yet delivered nor given up (all servers of the store) |
-//! | `kinde_meter_webhook_oldest_pending_seconds` | — | age of the oldest event with a pending delivery |
-//!
-//! Labels come only from fixed sets (`&'static str`s and the status code), so
-//! recording a request builds no strings and nothing from a request (a token, a
-//! client or customer id, the raw URI) ever becomes a label.
+//! The metrics, the label policy and why `prometheus-client`:
+//! `docs/design.md#metrics`.
 
 use std::{
     fmt,

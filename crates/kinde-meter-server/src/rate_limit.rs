@@ -1,32 +1,9 @@
-//! Rate limits (`docs/limits.md`): a token bucket per client, and a limit on
-//! invalid credentials per source address.
+//! Rate limits: a token bucket per client ([`ClientLimiter`], in memory or
+//! [through Redis](redis::RedisClientLimiter)), and a limit on invalid
+//! credentials per source address (always in memory). A refusal ([`Limited`])
+//! carries the time until a request would be accepted again.
 //!
-//! - **Per client** (`azp`, [`Principal::client_id`]): `--rate-limit` requests
-//!   per second refill a bucket of `--burst` requests; rate 0 turns it off.
-//!   Individual clients can have their own limit ([`RateLimitConfig::clients`]).
-//!   Checked right after authentication and scope, before the body is read or
-//!   any storage work.
-//! - **Invalid credentials per source address**: every request answered 403
-//!   `INVALID_CREDENTIALS` takes a token from its address's bucket
-//!   ([`RateLimitConfig::auth_failures`], default 100 failures, refilled at 10
-//!   a second). Once the bucket is empty the address gets 429 *before* its
-//!   tokens are verified, until a failure would be accepted again. Valid
-//!   requests never take from it. IPv6 addresses count by their /64 prefix.
-//!   The address is the TCP peer's, from the
-//!   [`ConnectInfo`](axum::extract::ConnectInfo) the [transport](crate::transport)
-//!   attaches; a router served without it skips this limit.
-//!
-//! A refusal carries the time until a request from that caller would be
-//! accepted again ([`Limited`]); it becomes `Retry-After` and `RateLimit-Reset`.
-//!
-//! The limiters here keep their buckets in memory ([`governor`]'s GCRA over a
-//! `DashMap`). The per-client check is behind the [`ClientLimiter`] trait; with
-//! `--redis-url` the [Redis limiter](redis::RedisClientLimiter) takes its place
-//! and the buckets are shared by every server using that Redis (failing open
-//! while Redis is unreachable). The per-address limit stays in memory. Memory is
-//! bounded by dropping buckets that have refilled ([`RateLimits::maintain`],
-//! run every [`MAINTENANCE_INTERVAL`] by [`RateLimits::spawn_maintenance`], and
-//! early when the per-address table grows past [`MAX_TRACKED_ADDRESSES`]).
+//! Design: `docs/design.md#rate-limiting`; contract: `docs/limits.md#rate-limits`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -346,7 +323,10 @@ fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Invalid credentials per source address: see the module docs.
+/// Invalid credentials per source address: every 403 `INVALID_CREDENTIALS`
+/// takes a token from its address's bucket (IPv6 by /64 prefix); an address
+/// whose bucket is empty gets 429 before its tokens are verified. Valid requests
+/// never take from it (`docs/design.md#rate-limiting`).
 pub struct AuthFailureLimiter<C: Clock = DefaultClock> {
     clock: C,
     /// One bucket per address that sent invalid credentials recently; `None`: off.

@@ -1,36 +1,9 @@
 //! The HTTP transport: the accept loop under a connection limit, timeouts
-//! against slow clients, optional TLS, and graceful draining.
+//! against slow clients, optional TLS, lingering close, and graceful draining
+//! on shutdown ([`TransportConfig`]). Every request carries the peer address as
+//! [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo).
 //!
-//! - **Connection limit** ([`TransportConfig::max_connections`]): a connection
-//!   is accepted only while fewer are open; the excess waits in the listen
-//!   backlog (past it the kernel drops new handshakes, and clients retry),
-//!   nothing is dropped half-served.
-//! - **Header-read timeout** ([`TransportConfig::header_read_timeout`]): a
-//!   request's headers must arrive within it, else the connection is closed.
-//!   It runs whenever the server waits for a request, so it also closes idle
-//!   keep-alive connections, and it bounds the TLS handshake.
-//! - **Request timeout** ([`TransportConfig::request_timeout`]): the body must
-//!   have arrived within it, counted from the headers; a body still trickling
-//!   in then fails to read (the request is answered 400 and the connection
-//!   closed). Handlers themselves are not cut off: a record that reached the
-//!   writer is committed and answered (storage answers 503 within 5 s when it
-//!   is down), so a timeout never leaves a client unsure what was stored.
-//! - **TLS** ([`TransportConfig::tls`]): rustls with the PEM certificate chain
-//!   and key given; HTTP/1.1 over it.
-//! - **Lingering close**: after an answer that says `Connection: close` (a
-//!   request body that could not be drained, see
-//!   [`drain_unread_body`](crate::routes::layers::drain_unread_body)), the
-//!   server shuts down its side and reads and discards what the client still
-//!   sends, until the client closes or [`LINGER`] has passed, so that closing
-//!   on unread bytes does not reset the connection and destroy the answer
-//!   before the client has read it (`docs/limits.md#keep-alive`).
-//! - Every request carries the peer address as
-//!   [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as
-//!   `into_make_service_with_connect_info::<SocketAddr>()` would put it.
-//!
-//! Shutdown: stop accepting, let every open connection finish the request it
-//! is on (idle ones close at once), and give up on stragglers after
-//! [`TransportConfig::drain_timeout`].
+//! Design: `docs/design.md#transport`; limits: `docs/limits.md#transport-limits`.
 
 use std::{
     convert::Infallible,

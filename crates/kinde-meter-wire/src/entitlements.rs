@@ -1,24 +1,8 @@
-//! Entitlement shapes: Kinde's `GetBillingEntitlementsResponse` and kinde-meter's
-//! usage check (docs/api.md, entitlements).
+//! Entitlement shapes: Kinde's `GetBillingEntitlementsResponse` (fields as in
+//! the official SDKs' models, `…EntitlementsInner` and `…PlansInner`) and
+//! kinde-meter's usage check (`docs/entitlements.md`).
 //!
-//! Kinde's fields follow the official SDKs' models exactly; kinde-python-sdk 2.4.0,
-//! `kinde_sdk/management/models/`, has (all `Optional`, pydantic strict types, so
-//! an integer field must be a JSON integer):
-//!
-//! - `GetBillingEntitlementsResponse`: `code: StrictStr`, `message: StrictStr`,
-//!   `has_more: StrictBool`,
-//!   `entitlements: List[GetBillingEntitlementsResponseEntitlementsInner]`,
-//!   `plans: List[GetBillingEntitlementsResponsePlansInner]`;
-//! - `GetBillingEntitlementsResponseEntitlementsInner`: `id: StrictStr`,
-//!   `fixed_charge: StrictInt`, `price_name: StrictStr`, `unit_amount: StrictInt`,
-//!   `feature_code: StrictStr`, `feature_name: StrictStr`,
-//!   `entitlement_limit_max: StrictInt`, `entitlement_limit_min: StrictInt`;
-//! - `GetBillingEntitlementsResponsePlansInner`: `code: StrictStr`,
-//!   `subscribed_on: datetime`.
-//!
-//! The models read only the fields they know (`from_dict` picks them by name), so
-//! kinde-meter's additions (`consumed`, `remaining`, the period's bounds) pass
-//! through them unseen.
+//! Design: `docs/design.md#wire-types`.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,32 +1,9 @@
 //! Webhook management shapes: Kinde's `WebhooksApi` (webhooks, events, event
-//! types; docs/api.md, webhooks).
+//! types; `docs/webhooks.md#management-api`). Names and fields mirror the
+//! official SDKs' models (`CreateWebHookRequest`, `GetWebhooksResponse`,
+//! `UpdateWebHookRequest`, `GetEventResponse`, `GetEventTypesResponse`, …).
 //!
-//! Names and fields follow the official SDKs' models exactly; kinde-python-sdk
-//! 2.4.0, `kinde_sdk/management/models/`, has (response fields all `Optional`,
-//! pydantic strict types):
-//!
-//! - `CreateWebHookRequest`: `endpoint: StrictStr`, `event_types: List[StrictStr]`,
-//!   `name: StrictStr` (all three required), `description: Optional[StrictStr]`
-//!   (nullable);
-//! - `CreateWebhookResponse`: `code`, `message`, `webhook:
-//!   CreateWebhookResponseWebhook {id, endpoint}`;
-//! - `GetWebhooksResponse`: `code`, `message`, `webhooks: List[Webhook]`;
-//!   `Webhook`: `id`, `name`, `endpoint`, `description`, `event_types:
-//!   List[StrictStr]`, `created_on: StrictStr` (ISO 8601);
-//! - `UpdateWebHookRequest`: `event_types: Optional[List[StrictStr]]`, `name`,
-//!   `description` (nullable: an explicit `null` clears it); Kinde's has no
-//!   `endpoint`, kinde-meter accepts one as an extension;
-//! - `UpdateWebhookResponse`: `message`, `code`, `webhook:
-//!   UpdateWebhookResponseWebhook {id}`; `DeleteWebhookResponse`: `code`, `message`;
-//! - `GetEventResponse`: `code`, `message`, `event: GetEventResponseEvent {type,
-//!   source, event_id, timestamp: StrictInt, data: Dict[str, Any]}` (the model
-//!   says ISO 8601 but types an integer: Unix seconds);
-//! - `GetEventTypesResponse`: `code`, `message`, `event_types: List[EventType]`;
-//!   `EventType`: `id`, `code`, `name`, `origin`, `schema: Dict[str, Any]`.
-//!
-//! Event types are plain strings here (`customer.agreement_created`, …): the wire
-//! crate knows no domain types, and a client must be able to read a type it does
-//! not know.
+//! Design: `docs/design.md#wire-types`.
 
 use serde::{Deserialize, Deserializer, Serialize};
 

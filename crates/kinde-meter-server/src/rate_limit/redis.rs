@@ -1,29 +1,8 @@
-//! The per-client limit shared by several servers through Redis (`--redis-url`).
+//! The per-client limit shared by several servers through Redis
+//! (`--redis-url`): one hash per client, refilled and taken atomically by a Lua
+//! script ([`BUCKET_SCRIPT`]); fails open while Redis is unreachable or slow.
 //!
-//! Each client's bucket is one Redis hash, `<prefix><client id>` (default prefix
-//! [`DEFAULT_KEY_PREFIX`]), holding its tokens and the time of its last refill.
-//! One Lua script ([`BUCKET_SCRIPT`]) refills and takes a token atomically, so
-//! servers racing on the same client never both spend the last token. It reads
-//! the time with `redis.call('TIME')`: the servers' own clocks do not matter.
-//! The key expires once the bucket would be full again, so idle clients cost
-//! nothing. The script runs with `EVALSHA`, falling back to `EVAL` when Redis
-//! does not have it cached (`NOSCRIPT`, e.g. after a Redis restart).
-//!
-//! Per-client overrides ([`RateLimitConfig::clients`]) apply as in memory: the
-//! server passes the client's own rate and burst to the script. Every server
-//! sharing a Redis should be started with the same limits.
-//!
-//! **When Redis is unreachable or slow the limiter fails open**: the request is
-//! let through and a warning is logged (once per outage). Rate limiting protects
-//! the servers; it is not billing data, and refusing every request (or answering
-//! 5xx) because the limiter's store is away would turn a Redis outage into a
-//! full outage. Each Redis call is bounded by [`RedisLimitConfig::timeout`]
-//! (default 200 ms), and after a failure Redis is not asked again for
-//! [`RETRY_AFTER_FAILURE`], so an outage adds no latency to requests. Limiting
-//! resumes by itself when Redis answers again.
-//!
-//! The per-source-address limit on invalid credentials stays in memory, per
-//! server ([`super::AuthFailureLimiter`]).
+//! Design: `docs/design.md#redis-rate-limit`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,21 +1,9 @@
 //! The layers around every route (404s and 405s included), applied once to the
-//! whole router by [`around`], outermost first:
+//! whole router by [`around`]: request id, log span, metrics, panic catcher;
+//! and, outside them all, [`drain_unread_body`] for answers given before the
+//! body was read.
 //!
-//! 1. `X-Request-Id`: the client's, else a fresh random UUID (v4);
-//! 2. the request's log span (`request`, with `method`, `path`, `request_id`),
-//!    so every log line of a request names its id;
-//! 3. the id copied onto the answer, whatever the answer;
-//! 4. the metrics: each answer counted and timed by matched route, method and
-//!    status ([`Metrics::observe`]);
-//! 5. a panicking handler answers 500 `INTERNAL_ERROR` in Kinde's error shape
-//!    (the panic's message goes nowhere near the client) and the server keeps
-//!    serving.
-//!
-//! Outside them all, [`drain_unread_body`]: a request answered before its body
-//! was read (403, 429, 413, 404…) has the rest of its body read and discarded
-//! (up to [`BODY_LIMIT`]) before the answer goes out, so the keep-alive
-//! connection stays usable; a body that cannot be drained gets the answer with
-//! `Connection: close` (`docs/limits.md#keep-alive`).
+//! Design: `docs/design.md#request-pipeline`; `docs/limits.md#keep-alive`.
 
 use std::{
     any::Any,

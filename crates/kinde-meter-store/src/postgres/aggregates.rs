@@ -1,19 +1,9 @@
 //! The maintained usage of each (agreement, feature, period): `usage_aggregates`,
-//! locked by the writer that updates it.
+//! created ([`ensure`]) and locked in one deterministic order ([`lock`]) by the
+//! batch that updates it, and the "deltas after a late absolute" read
+//! ([`deltas_after`]).
 //!
-//! Servers sharing the database update the same rows, so a batch locks every
-//! row it will update before reading any of them, in one deterministic order
-//! (bytewise agreement id, feature code, then period start), so two batches
-//! never wait for each other in a cycle:
-//!
-//! 1. [`ensure`] inserts the rows that do not exist yet (`ON CONFLICT DO
-//!    NOTHING` waits for a concurrent insert of the same row to settle),
-//! 2. [`lock`] locks them all with `SELECT … ORDER BY … FOR UPDATE` (rows are
-//!    locked in the sorted order) and reads their latest committed state.
-//!
-//! While a batch holds a row's lock, the records of that period are exactly
-//! those whose batches committed before it took the lock, plus its own: which
-//! is what [`deltas_after`] reads.
+//! Design: `docs/design.md#locking-order`.
 
 use std::collections::HashMap;
 

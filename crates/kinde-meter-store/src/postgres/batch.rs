@@ -1,27 +1,9 @@
-//! One group commit: every submission of a batch in one transaction.
+//! One group commit: every submission of a batch in one transaction, run in
+//! phases that take every lock in one global order (idempotency keys, then
+//! aggregate rows). Any SQL failure fails the whole batch; business failures
+//! are per record.
 //!
-//! The transaction runs in phases so that every lock is taken in one global
-//! order, whatever the batch and whichever server runs it: idempotency keys
-//! first (sorted), then aggregate rows (sorted). In between nothing is locked.
-//!
-//! 1. claim the idempotency keys (`idempotency::claim`);
-//! 2. load the agreements and plans of every record, check each record and
-//!    assign it to its period (per-record business failures: the record gets
-//!    a [`crate::RecordFailure`] and nothing of it is written);
-//! 3. create and lock the aggregate rows the records fall into, and take
-//!    arrival sequence numbers from `usage_record_seq` for all of them at once;
-//! 4. apply the submissions in order in memory, with the core's
-//!    `AggregateState::apply` (the only reads now are the rare "deltas after a
-//!    late absolute" sums), refusing what would pass an enforced entitlement
-//!    limit: decided on the locked rows, so in commit order across servers;
-//! 5. write: one multi-row INSERT of the stored records, one UPDATE of the
-//!    aggregates (which also marks their coalesced usage webhook events due),
-//!    one statement per kind of idempotency key change, and, only when a record
-//!    crossed a threshold of its feature's `limit_max`, one INSERT of the
-//!    threshold events (`outbox`).
-//!
-//! Any SQL failure fails the whole batch (the writer answers every submission
-//! 503, nothing stored); business failures never do.
+//! Design: `docs/design.md#locking-order`.
 
 use std::collections::HashMap;
 

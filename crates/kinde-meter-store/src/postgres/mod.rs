@@ -1,24 +1,9 @@
 //! The PostgreSQL store: several kinde-meter servers sharing one database.
+//! Writes go through one group-committing writer task per server (`writer`,
+//! `batch`); everything else is a short transaction on the pool (`pool`). The
+//! schema is in `schema`; one module per table family does the SQL.
 //!
-//! - Writes go through one writer task per server with group commit
-//!   (`writer`): one transaction per batch of queued submissions, its records
-//!   inserted with one multi-row statement (`batch`).
-//! - Servers never lose each other's updates: a batch locks the aggregate rows
-//!   it updates (`aggregates`) and claims its idempotency keys (`idempotency`)
-//!   in one global order, takes arrival sequence numbers from one sequence, and
-//!   commits records, aggregates and keys together.
-//! - Everything else (agreements, catalog, M2M clients, the issuer's keys and
-//!   identity) is a short transaction of its own on the pool (`pool`).
-//! - Webhook events are an outbox written in the transactions of the changes
-//!   that raise them (`outbox`); servers share their delivery through leases
-//!   taken with `FOR UPDATE SKIP LOCKED` (`webhooks`).
-//! - Outages are answered: every operation is bounded by
-//!   [`PgSettings::operation_timeout`], then fails with
-//!   [`StoreError::Unavailable`]; broken connections are replaced as the
-//!   database comes back, without a restart.
-//!
-//! The schema is in `schema.rs` (migrations under an advisory lock); one module
-//! per table family does the SQL.
+//! Design: `docs/design.md#postgresql-store` (and the sections after it).
 
 mod aggregates;
 mod agreements;

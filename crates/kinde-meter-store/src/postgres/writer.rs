@@ -1,20 +1,8 @@
-//! The write queue and its group commit, for PostgreSQL.
+//! The write queue and its group commit, for PostgreSQL: one writer task per
+//! server commits everything queued in one transaction (`batch`), answering
+//! only after COMMIT returns, within each submission's deadline.
 //!
-//! Like the SQLite writer: submissions go through one bounded queue to one
-//! writer task, which takes the first queued submission and everything else
-//! already queued (up to about `max_batch_records` records) and commits it all
-//! in one transaction (`batch`), answering only after COMMIT returns.
-//! Concurrency with the other servers on the database is the batch's business
-//! (row locks in one order); this task only keeps this server's commits few
-//! and large.
-//!
-//! Outages are answered, not waited out: every submission carries a deadline
-//! (its arrival plus the operation timeout); a batch must finish by the
-//! earliest deadline among its submissions, and a submission whose deadline
-//! has passed before its batch starts is answered 503 without being run. Since
-//! nothing is run after its deadline, a 503 always means nothing was stored,
-//! except in the one case no client of any database escapes: the connection
-//! breaks after COMMIT was sent and before its answer came back.
+//! Design: `docs/design.md#group-commit`, `docs/design.md#outages-and-deadlines`.
 
 use std::{
     panic::AssertUnwindSafe,

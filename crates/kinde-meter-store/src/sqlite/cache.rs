@@ -1,26 +1,8 @@
-//! What the writer remembers between its transactions: agreements, plans and
-//! aggregate states it has read or written, so that a usage record costs one
-//! INSERT instead of four statements (agreement, plan, aggregate read, upsert).
+//! What the SQLite writer remembers between its transactions (agreements,
+//! plans, aggregate states), so that a usage record costs one INSERT; only ever
+//! a copy of what is committed or of what the current transaction wrote.
 //!
-//! The cache is only ever a copy of what is committed, or of what the current
-//! transaction wrote:
-//!
-//! - **Other writers.** Another process (the CLI on the same data directory)
-//!   may commit between two of our transactions. `PRAGMA data_version`, read
-//!   after `BEGIN IMMEDIATE` has taken the write lock, changes exactly when
-//!   another connection has committed since our last look; then everything is
-//!   dropped. Nobody else can commit while we hold the lock.
-//! - **Our own other writes.** Agreement creations, catalog loads and closure
-//!   jobs drop agreements and plans ([`WriterCache::forget_agreements_and_plans`]);
-//!   only usage records touch aggregates, and they go through the cache.
-//! - **Failures.** A transaction that fails rolls back: the writer drops
-//!   everything ([`WriterCache::clear`]), whatever the transaction had cached.
-//! - **Size.** Past [`MAX_ENTRIES`] agreements or aggregates the cache is
-//!   dropped at the next transaction and refills from the database.
-//!
-//! Aggregates changed in a transaction are written back once each, by
-//! [`WriterCache::flush`] just before COMMIT, inside the same transaction as
-//! the records that changed them.
+//! Design: `docs/design.md#writer-cache`.
 
 use std::{collections::HashMap, rc::Rc};
 
@@ -64,7 +46,7 @@ struct CachedAggregate {
     usage_event_marked_in: u64,
 }
 
-/// The writer thread's cache; see the module docs for when it is valid.
+/// The writer thread's cache; when it is valid: `docs/design.md#writer-cache`.
 pub(super) struct WriterCache {
     /// `PRAGMA data_version` when the cache was last known valid.
     data_version: Option<i64>,

@@ -1,45 +1,8 @@
 //! The spool: the append-only log that keeps unsent usage across crashes and
 //! outages, and the state it describes.
 //!
-//! # Format
-//!
-//! One line per entry, `<crc32 as 8 hex digits> <JSON>\n`, the checksum (CRC-32/IEEE,
-//! as in zip and PNG) over the JSON. The first line is a header with the format
-//! version. Entries:
-//!
-//! | `t` | entry | meaning on replay |
-//! |---|---|---|
-//! | `h` | header `{v}` | format version (1) |
-//! | `r` | recorded usage (a [`Group`]) | pending, coalesced again as it is read |
-//! | `c` | conversion `{units}` | every `r` before it is now these [`Unit`]s, each with its idempotency key |
-//! | `k` | acknowledgement `{id}` | unit `id` is done (accepted, or rejected and reported) |
-//! | `s` | split `{id}` | batch unit `id` goes out record by record from now on |
-//!
-//! # Why replays never double count
-//!
-//! A unit's idempotency key is chosen once, written (and fsynced) in its `c`
-//! line *before* the unit is first sent, and never changes: replaying the log
-//! rebuilds the same units with the same keys and the same bodies. Usage that
-//! was recorded but not yet converted has never been sent at all. So a unit
-//! sent again after a crash is a retry the server recognises — as long as it
-//! still remembers the key (kinde-meter: 24 hours by default).
-//!
-//! # Crashes
-//!
-//! A crash can tear only the last line (the writer appends whole lines, and on
-//! a failed write cuts the partial line off again). Opening the spool
-//! therefore drops an incomplete or unreadable tail, and refuses a file whose
-//! unreadable lines are followed by readable ones: that is corruption, and
-//! guessing would lose or double usage.
-//!
-//! # Compaction
-//!
-//! Acknowledged units are dead weight. When the log is large and something
-//! was acknowledged since the last compaction (or when nothing at all is
-//! pending), it is rewritten — header, one `c` line with the pending units,
-//! the pending groups as `r` lines — to a temporary file that is fsynced and
-//! renamed over the log, and the directory is fsynced. A crash at any point
-//! leaves either the old log or the new one, and both describe the same state.
+//! Format, why replays never double count, crashes and compaction:
+//! `docs/design.md#spool-format`.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -467,7 +430,8 @@ impl Spool {
         (self.unsynced && !self.failed) || self.compaction_worthwhile()
     }
 
-    /// Rewrites the log with only what is pending (see the module docs).
+    /// Rewrites the log with only what is pending (`docs/design.md#spool-format`,
+    /// compaction).
     fn compact(&mut self) -> io::Result<()> {
         let mut bytes = encode(&Line::Header { v: VERSION });
         if !self.units.is_empty() {
