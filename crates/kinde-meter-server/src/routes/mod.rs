@@ -1,7 +1,7 @@
 //! The route table: every route of the server, declared once.
 //!
 //! A route is its handler's `#[utoipa::path]` annotation (method, path, what it
-//! takes and answers) plus one line in [`table`] saying who may call it: a
+//! takes and answers) plus one line in `table` saying who may call it: a
 //! [`Scope`] or public. The router, the OpenAPI document (paths, each
 //! operation's security, the common error answers) and the scope checks are all
 //! built from that table, so none of them can disagree with another; a second
@@ -12,7 +12,7 @@
 //!
 //! Adding a route: write the handler in a module here, annotate it with
 //! `#[utoipa::path(<method>, path = "…", …)]` (no `security`), and add it to
-//! [`table`].
+//! `table`.
 
 pub mod agreements;
 pub mod entitlements;
@@ -114,7 +114,7 @@ fn table() -> Vec<Route> {
     ]
 }
 
-/// The router and document of [`table`]; with `state`, each scoped route
+/// The router and document of `table`; with `state`, each scoped route
 /// checks its scope (the document alone needs no state).
 fn build(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     let mut built = OpenApiRouter::with_openapi(openapi::Base::openapi());
@@ -156,7 +156,7 @@ pub fn router(state: AppState) -> Router {
     layers::around(routes, state.metrics.clone()).with_state(state)
 }
 
-/// One route of [`table`]: method, path and scope, as the metrics, docs and
+/// One route of `table`: method, path and scope, as the metrics, docs and
 /// tests see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -168,7 +168,7 @@ pub struct RouteSpec {
     pub scope: Option<Scope>,
 }
 
-/// Every route of [`table`], in its order.
+/// Every route of `table`, in its order.
 pub static ROUTES: LazyLock<Vec<RouteSpec>> = LazyLock::new(|| {
     let mut specs = Vec::new();
     for Route { scope, handlers } in table() {
@@ -203,7 +203,7 @@ fn methods(item: &PathItem) -> impl Iterator<Item = &'static str> {
     .filter_map(|(method, present)| present.then_some(method))
 }
 
-/// The OpenAPI document of [`table`].
+/// The OpenAPI document of `table`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     build(None).into_openapi()
 }
