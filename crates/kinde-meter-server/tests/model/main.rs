@@ -66,6 +66,9 @@ async fn server(grace: i128) -> TestApp {
         catalog: Catalog::parse(reference::CATALOG_TOML, "<model test catalog>").unwrap(),
         store: StoreConfig {
             grace: SignedDuration::from_nanos(grace as i64),
+            idempotency_retention: SignedDuration::from_secs(
+                (reference::RETENTION / reference::SECOND) as i64,
+            ),
             ..StoreConfig::default()
         },
         rate_limits: RateLimitConfig::off(),

@@ -15,8 +15,12 @@ pub const MINUTE: Nanos = 60 * SECOND;
 pub const HOUR: Nanos = 60 * MINUTE;
 pub const DAY: Nanos = 24 * HOUR;
 
-/// How long an `Idempotency-Key` is remembered (docs/api.md#idempotency).
-pub const RETENTION: Nanos = 24 * HOUR;
+/// How long the test's servers remember an `Idempotency-Key` (the default is
+/// 24 h, docs/api.md#idempotency). Far longer here: the servers purge keys
+/// older than the retention before their latest time of receipt, and cases
+/// sharing a server move its clock back and forth across the years, so with
+/// 24 h one case's clock would expire another's keys.
+pub const RETENTION: Nanos = 300 * 366 * DAY;
 /// How far in the future a timestamp may lie.
 pub const FUTURE_ALLOWANCE: Nanos = 5 * MINUTE;
 /// Running totals are exact up to 10^27 (in nano-units: 10^36).
@@ -588,7 +592,9 @@ enum Remembered {
 
 impl Remembered {
     /// "The same body": the same parsed request. A batch record is the same
-    /// when it is the same JSON, or when both parse to the same record.
+    /// when it is the same JSON, or when both parse to the same record (a
+    /// timestamp in the future does not stop a record from parsing: the same
+    /// body stays the same body when the record comes due).
     fn same(&self, other: &Remembered) -> bool {
         match (self, other) {
             (Remembered::Single(a), Remembered::Single(b)) => a == b,
@@ -911,8 +917,7 @@ impl Model {
         let request = Remembered::Batch(
             records
                 .iter()
-                .zip(&checked)
-                .map(|(r, c)| (Raw::of(r), c.as_ref().ok().map(|v| v.parsed.clone())))
+                .map(|r| (Raw::of(r), parse(r).ok().map(|(parsed, ..)| parsed)))
                 .collect(),
         );
         if let Some(answer) = self.replay(key, &request) {
@@ -1058,18 +1063,23 @@ impl Model {
 /// Field validation of a record received at `now`: the first problem's code,
 /// or the record read.
 fn validate(r: &RecordReq, now: Nanos) -> Result<Valid, String> {
+    let (parsed, kind, timestamp) = parse(r)?;
+    let at = timestamp.unwrap_or(now);
+    if at > now + FUTURE_ALLOWANCE {
+        return Err("TIMESTAMP_IN_FUTURE".into());
+    }
+    Ok(Valid { parsed, kind, at })
+}
+
+/// A record's fields read, whatever the time of receipt (the 5-minute bound
+/// is `validate`'s): the parsed record, its type and its timestamp.
+fn parse(r: &RecordReq) -> Result<(Parsed, Kind, Option<Nanos>), String> {
     let Some(value) = parse_value(&r.value) else {
         return Err("INVALID_METER_VALUE".into());
     };
-    let at = match r.timestamp.text() {
-        None => now,
-        Some(t) => match parse_time(t) {
-            None => return Err("INVALID_TIMESTAMP".into()),
-            Some(at) if at > now + FUTURE_ALLOWANCE => {
-                return Err("TIMESTAMP_IN_FUTURE".into());
-            }
-            Some(at) => at,
-        },
+    let timestamp = match r.timestamp.text() {
+        None => None,
+        Some(t) => Some(parse_time(t).ok_or_else(|| "INVALID_TIMESTAMP".to_owned())?),
     };
     let kind = match r.meter_type.text() {
         None | Some("delta") => Kind::Delta,
@@ -1083,7 +1093,7 @@ fn validate(r: &RecordReq, now: Nanos) -> Result<Valid, String> {
         timestamp: r.timestamp.text().map(str::to_owned),
         meter_type: r.meter_type.text().map(str::to_owned),
     };
-    Ok(Valid { parsed, kind, at })
+    Ok((parsed, kind, timestamp))
 }
 
 #[cfg(test)]
