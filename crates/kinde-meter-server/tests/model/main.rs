@@ -4,7 +4,7 @@
 //! kinde-meter-core. A failure prints the case's seed, its history up to the
 //! first difference, and how to rerun it.
 //!
-//! - `KINDE_METER_MODEL_CASES`: how many cases (default 2400 on SQLite, 300 on
+//! - `KINDE_METER_MODEL_CASES`: how many cases (default 2400 on SQLite, 1000 on
 //!   PostgreSQL).
 //! - `KINDE_METER_MODEL_SEED`: run this one case only (as a failure prints it).
 //! - `KINDE_METER_MODEL_BASE_SEED`: the run's first seed (default: random,
@@ -88,7 +88,7 @@ async fn generated_histories_agree_with_the_reference_model() {
         Some(seed) => vec![seed],
         None => {
             let cases = env_u64("KINDE_METER_MODEL_CASES").unwrap_or(if on_postgres() {
-                300
+                1000
             } else {
                 2400
             });
