@@ -2,7 +2,7 @@
 //! security scheme, the shared schemas, and what every authenticated operation
 //! gets (its scope as security, the common error answers). The paths come from
 //! the handlers' `#[utoipa::path]` annotations, collected by the route table in
-//! [`crate::routes`], which also serves the document.
+//! `routes`, which also serves the document.
 
 use kinde_meter_wire::{ErrorCode, Scope};
 use utoipa::{
