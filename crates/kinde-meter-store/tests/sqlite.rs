@@ -1,10 +1,8 @@
 //! The SQLite store's own behaviour against real database files in temporary
-//! directories: its migrations and its outbox's housekeeping. The contract every backend meets (the writer's
+//! directories: its migrations. The contract every backend meets (the writer's
 //! included) is in `contract.rs`.
 
 mod common;
 
 #[path = "sqlite/migrations.rs"]
 mod migrations;
-#[path = "sqlite/outbox.rs"]
-mod outbox;

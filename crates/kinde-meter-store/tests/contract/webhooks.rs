@@ -1,6 +1,6 @@
 //! Webhooks and their outbox: management, the events each change raises (in
 //! its transaction), coalesced usage events, thresholds, leased claims,
-//! retries and give-up, and what survives a restart.
+//! retries and give-up, what survives a restart, and the purge of old events.
 
 use jiff::SignedDuration;
 use kinde_meter_core::{
@@ -75,6 +75,7 @@ contract_tests!(
     deleting_a_webhook_drops_its_pending_deliveries,
     events_survive_reopening_the_store,
     a_webhook_receives_the_events_raised_after_it,
+    old_events_without_pending_deliveries_are_purged,
 );
 
 async fn webhooks_are_created_listed_updated_and_deleted(b: Backend) {
@@ -769,5 +770,67 @@ async fn a_webhook_receives_the_events_raised_after_it(b: Backend) {
     };
     assert_eq!(customers(&first.id), ["cust", "late"]);
     assert_eq!(customers(&second.id), ["late"]);
+    store.shutdown().await;
+}
+
+/// Old events are purged once nothing is pending for them.
+async fn old_events_without_pending_deliveries_are_purged(b: Backend) {
+    let store = open(&b).await;
+    store
+        .create_webhook(NewWebhook {
+            name: "h".into(),
+            endpoint: "https://example.com/h".into(),
+            description: None,
+            event_types: vec![EventType::AgreementCreated],
+            now: t("2024-01-01T00:00:00Z"),
+            id_random: [1; 10],
+        })
+        .await
+        .unwrap();
+    let lease = SignedDuration::from_secs(60);
+    // Two agreements (four events, two delivered to the webhook): one
+    // delivery succeeds, the other stays pending.
+    create(&store, "a", "pro", "2024-03-01T00:00:00Z", 1).await;
+    create(&store, "b", "pro", "2024-03-01T00:00:00Z", 2).await;
+    let now = t("2024-03-01T00:00:00Z");
+    let got = store.claim_deliveries(now, 10, lease, &[]).await.unwrap();
+    assert_eq!(got.len(), 2);
+    store
+        .finish_delivery(got[0].id, DeliveryResult::Delivered, now)
+        .await
+        .unwrap();
+    store
+        .finish_delivery(
+            got[1].id,
+            DeliveryResult::Failed {
+                error: "HTTP 503".into(),
+                next_attempt_at: Some(now + SignedDuration::from_hours(200)),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count("SELECT count(*) FROM events").await, 4);
+
+    // Within the retention nothing goes; after it, all but the pending one's.
+    let within = now + SignedDuration::from_hours(95);
+    create(&store, "c", "pro", "2024-03-04T23:00:00Z", 3).await;
+    store
+        .claim_deliveries(within, 10, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!(store.count("SELECT count(*) FROM events").await, 6);
+    let after = now + SignedDuration::from_hours(97);
+    create(&store, "d", "pro", "2024-03-05T01:00:00Z", 4).await;
+    store.claim_deliveries(after, 10, lease, &[]).await.unwrap();
+    assert_eq!(store.count("SELECT count(*) FROM events").await, 5);
+    assert!(store.event(&got[0].event.id).await.unwrap().is_none());
+    assert!(store.event(&got[1].event.id).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'")
+            .await,
+        0
+    );
     store.shutdown().await;
 }
