@@ -25,6 +25,7 @@
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
 mod model;
+mod new_events;
 mod open;
 mod outcome;
 #[cfg(feature = "postgres")]

@@ -22,6 +22,8 @@ use kinde_meter_core::{
 };
 use tokio_postgres::Row;
 
+use crate::new_events::{self, event, threshold_key, usage_key};
+
 use super::{
     codec::{self, stored},
     failure::PgResult,
@@ -96,55 +98,14 @@ pub(super) async fn load(conn: &impl GenericClient, id: &EventId) -> PgResult<Op
         .transpose()
 }
 
-/// An event of `event_type` raised at `now`, named after `key` (unique to it).
-fn event(event_type: EventType, now: Timestamp, key: &str, data: serde_json::Value) -> Event {
-    Event {
-        id: EventId::derive(now, key),
-        event_type,
-        created_at: now,
-        data,
-    }
-}
-
-/// The events of an agreement creation at `now`: `customer.agreement_created`;
-/// `customer.plan_assigned` when `ended` (the customer's agreements active
-/// until now, newest first) is empty, else `customer.plan_changed` naming the
-/// newest of them; and `customer.agreement_cancelled` for each of `ended`.
+/// The events of an agreement creation at `now` (see
+/// [`new_events::agreement_events`]), none deduplicated.
 pub(super) fn agreement_events(
     created: &Agreement,
     ended: &[Agreement],
     now: Timestamp,
 ) -> Vec<NewEvent> {
-    let (customer, id, plan) = (&created.customer_id, &created.id, &created.plan_code);
-    let mut events = vec![event(
-        EventType::AgreementCreated,
-        now,
-        &format!("agreement_created:{id}"),
-        data::agreement_created(customer, id, plan),
-    )];
-    events.push(match ended.first() {
-        None => event(
-            EventType::PlanAssigned,
-            now,
-            &format!("plan_assigned:{id}"),
-            data::plan_assigned(customer, id, plan),
-        ),
-        Some(previous) => event(
-            EventType::PlanChanged,
-            now,
-            &format!("plan_changed:{id}"),
-            data::plan_changed(customer, id, plan, &previous.plan_code, &previous.id),
-        ),
-    });
-    for old in ended {
-        events.push(event(
-            EventType::AgreementCancelled,
-            now,
-            &format!("agreement_cancelled:{}", old.id),
-            data::agreement_cancelled(&old.customer_id, &old.id, &old.plan_code, now),
-        ));
-    }
-    events
+    new_events::agreement_events(created, ended, now)
         .into_iter()
         .map(|event| NewEvent {
             event,
@@ -187,10 +148,7 @@ impl Thresholds {
             after: c.after,
         };
         for percent in change.crossed_thresholds(c.feature) {
-            let key = format!(
-                "threshold:{}:{}:{}:{percent}",
-                c.agreement_id, c.feature.code, c.period_start_ns
-            );
+            let key = threshold_key(c.agreement_id, &c.feature.code, c.period_start_ns, percent);
             if !self.keys.insert(key.clone()) {
                 continue;
             }
@@ -290,7 +248,7 @@ pub(super) async fn build_usage_events(conn: &mut Object, now: Timestamp) -> PgR
                     stored(UsageTotal::parse(r.get(4)), "usage_aggregates.value")?,
                     period,
                 );
-                let key = format!("usage:{agreement_id}:{feature_code}:{start_ns}:{now_ns}");
+                let key = usage_key(&agreement_id, &feature_code, start_ns, now_ns);
                 events.push(NewEvent {
                     event: event(EventType::MeterUsageUpdated, now, &key, data),
                     dedupe_key: None,

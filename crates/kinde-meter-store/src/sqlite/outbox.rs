@@ -15,6 +15,7 @@ use kinde_meter_core::{
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::codec::{self, stored};
+use crate::new_events::{self, event, threshold_key, usage_key};
 
 /// Columns [`from_row`] reads, in its order (of `events`, aliased `e`).
 pub(super) const EVENT_COLUMNS: &str = "e.id, e.type, e.created_at_ns, e.data";
@@ -65,56 +66,15 @@ pub(super) fn load(conn: &Connection, id: &EventId) -> rusqlite::Result<Option<E
     .optional()
 }
 
-/// An event of `event_type` raised at `now`, named after `key` (unique to it).
-fn event(event_type: EventType, now: Timestamp, key: &str, data: serde_json::Value) -> Event {
-    Event {
-        id: EventId::derive(now, key),
-        event_type,
-        created_at: now,
-        data,
-    }
-}
-
-/// The events of an agreement creation at `now`: `customer.agreement_created`;
-/// `customer.plan_assigned` when `ended` (the customer's agreements active
-/// until now, newest first) is empty, else `customer.plan_changed` naming the
-/// newest of them; and `customer.agreement_cancelled` for each of `ended`.
+/// Writes the events of an agreement creation at `now` (see
+/// [`new_events::agreement_events`]).
 pub(super) fn agreement_events(
     conn: &Connection,
     created: &Agreement,
     ended: &[Agreement],
     now: Timestamp,
 ) -> rusqlite::Result<()> {
-    let (customer, id, plan) = (&created.customer_id, &created.id, &created.plan_code);
-    let mut events = vec![event(
-        EventType::AgreementCreated,
-        now,
-        &format!("agreement_created:{id}"),
-        data::agreement_created(customer, id, plan),
-    )];
-    events.push(match ended.first() {
-        None => event(
-            EventType::PlanAssigned,
-            now,
-            &format!("plan_assigned:{id}"),
-            data::plan_assigned(customer, id, plan),
-        ),
-        Some(previous) => event(
-            EventType::PlanChanged,
-            now,
-            &format!("plan_changed:{id}"),
-            data::plan_changed(customer, id, plan, &previous.plan_code, &previous.id),
-        ),
-    });
-    for old in ended {
-        events.push(event(
-            EventType::AgreementCancelled,
-            now,
-            &format!("agreement_cancelled:{}", old.id),
-            data::agreement_cancelled(&old.customer_id, &old.id, &old.plan_code, now),
-        ));
-    }
-    for e in &events {
+    for e in &new_events::agreement_events(created, ended, now) {
         insert(conn, e, None)?;
     }
     Ok(())
@@ -144,10 +104,7 @@ pub(super) fn threshold_events(conn: &Connection, c: &Crossing<'_>) -> rusqlite:
         return Ok(());
     };
     for percent in change.crossed_thresholds(c.feature) {
-        let key = format!(
-            "threshold:{}:{}:{}:{percent}",
-            c.agreement_id, c.feature.code, c.period_start_ns
-        );
+        let key = threshold_key(c.agreement_id, &c.feature.code, c.period_start_ns, percent);
         let data = data::entitlement_threshold_reached(
             c.customer_id,
             c.agreement_id,
@@ -218,7 +175,7 @@ pub(super) fn build_usage_events(conn: &Connection, now: Timestamp) -> rusqlite:
             stored(UsageTotal::parse(&value))?,
             period,
         );
-        let key = format!("usage:{agreement_id}:{feature_code}:{start_ns}:{now_ns}");
+        let key = usage_key(&agreement_id, &feature_code, start_ns, now_ns);
         insert(
             conn,
             &event(EventType::MeterUsageUpdated, now, &key, data),
