@@ -76,17 +76,20 @@ pub fn usage(report: &UsageReport) -> GetMeterUsageResponse {
     }
 }
 
-/// Where a page of entitlements starts (`docs/api.md#paging`): cursors are
-/// entitlement ids.
+/// Where a page of a listing starts, as the request names it
+/// (`docs/api.md#paging`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntitlementsStart<'a> {
+pub enum PageStart<'a> {
     /// The first page.
     First,
-    /// The page after the entitlement with this id (`starting_after`).
+    /// The page after the item with this id (`starting_after`).
     StartingAfter(&'a str),
-    /// The page just before the entitlement with this id (`ending_before`).
+    /// The page just before the item with this id (`ending_before`).
     EndingBefore(&'a str),
 }
+
+/// Where a page of entitlements starts: cursors are entitlement ids.
+pub type EntitlementsStart<'a> = PageStart<'a>;
 
 /// What a listing of entitlements asks for, its parameters checked.
 #[derive(Debug, Clone, Copy)]

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, QueryParams};
 use crate::state::AppState;
-use crate::views;
+use crate::views::{self, PageStart};
 
 /// Default and largest page sizes (`docs/api.md`).
 pub const DEFAULT_PAGE_SIZE: usize = 10;
@@ -189,17 +189,6 @@ pub(crate) fn page_size(params: &Params) -> Result<usize, ApiError> {
                 format!("page_size must be a whole number from 1 to {MAX_PAGE_SIZE}"),
             )
         })
-}
-
-/// Where a page of a listing starts, as the request names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PageStart<'a> {
-    /// The first page.
-    First,
-    /// The page after the item with this id (`starting_after`).
-    StartingAfter(&'a str),
-    /// The page just before the item with this id (`ending_before`).
-    EndingBefore(&'a str),
 }
 
 /// The paging cursor of a listing: `starting_after` or `ending_before` (an

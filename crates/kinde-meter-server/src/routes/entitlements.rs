@@ -17,9 +17,9 @@ use kinde_meter_wire::{
 
 use crate::error::ApiError;
 use crate::extract::{Params, QueryParams};
-use crate::routes::agreements::{PageStart, page_size, page_start};
+use crate::routes::agreements::{page_size, page_start};
 use crate::state::AppState;
-use crate::views::{self, EntitlementsStart};
+use crate::views;
 
 /// List a customer's entitlements: one per feature of the active agreement's
 /// plan, in catalog order (Kinde's `GetBillingEntitlements`). On kinde-meter,
@@ -59,11 +59,7 @@ pub async fn get_billing_entitlements(
         .await?;
     let query = views::EntitlementsQuery {
         page_size,
-        start: match start {
-            PageStart::First => EntitlementsStart::First,
-            PageStart::StartingAfter(id) => EntitlementsStart::StartingAfter(id),
-            PageStart::EndingBefore(id) => EntitlementsStart::EndingBefore(id),
-        },
+        start,
         max_value,
         expand_plans,
     };
