@@ -386,3 +386,8 @@ pub use reporter::{
 pub use reqwest;
 pub use retry::RetryPolicy;
 pub use token::TokenError;
+
+/// The crate's README (its crates.io page), whose example is compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
