@@ -36,9 +36,11 @@ pub enum Command {
     /// deliveries' state on a data directory) or delete one.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
-    /// Run the load benchmark: a fixed number of usage records (or usage checks,
-    /// or /healthz requests: --mode) at a baseline and a higher concurrency, with
-    /// latency, CPU per request and group-commit batch size.
+    /// Run the load benchmark: every hot path (--mode: /healthz first, single and
+    /// batch records, usage reads, entitlement checks, a mix) at each --connections,
+    /// with throughput, latency percentiles, answers by status, the server's peak
+    /// RSS, each figure's ratio to /healthz from the same run, and a check that the
+    /// stored usage equals what was acknowledged.
     Bench(BenchArgs),
     /// Apply the database migrations a PostgreSQL database lacks (servers also do
     /// this at start; safe while they run or start).
@@ -380,23 +382,24 @@ pub struct UsageArgs {
     pub target: Target,
 }
 
+/// `kinde-meter bench` (docs/design.md#benchmark, BENCHMARKS.md).
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Requests to send in each run (one usage record each, except in `batch`,
     /// where each carries --batch-size records).
     #[arg(long, env = "KINDE_METER_BENCH_REQUESTS", default_value_t = 20_000)]
     pub requests: usize,
-    /// Concurrent keep-alive connections of the main run.
-    #[arg(long, env = "KINDE_METER_BENCH_CONNECTIONS", default_value_t = 64)]
-    pub connections: usize,
-    /// Connections of the baseline run made first, in the same process (0: no baseline).
+    /// Concurrent keep-alive connections, comma-separated or repeated (e.g.
+    /// 8,64,256): every mode runs at each, `healthz` first.
     #[arg(
         long,
-        env = "KINDE_METER_BENCH_BASELINE_CONNECTIONS",
-        default_value_t = 1
+        env = "KINDE_METER_BENCH_CONNECTIONS",
+        value_delimiter = ',',
+        default_value = "64"
     )]
-    pub baseline_connections: usize,
-    /// Agreements (one customer each) the records of a run are spread over.
+    pub connections: Vec<usize>,
+    /// Agreements (one customer each) the requests of a run are spread over;
+    /// every run makes its own.
     #[arg(long, env = "KINDE_METER_BENCH_AGREEMENTS", default_value_t = 16)]
     pub agreements: usize,
     /// Plan of the benchmark's agreements.
@@ -409,19 +412,20 @@ pub struct BenchArgs {
         default_value = "api_calls"
     )]
     pub feature_code: String,
-    /// What to measure, in this order (comma-separated or repeated): `single` (POST
-    /// one usage record), `single-enforced` (the same to a feature whose limit is
-    /// enforced but never reached: --enforced-feature-code), `check` (GET
-    /// /api/v1/billing/entitlements/check for the bench's customers), `healthz`
-    /// (GET /healthz: the HTTP path alone, the others' same-run baseline), `batch`
-    /// (POST /api/v1/billing/meter_usage/batch, --batch-size records each). Each
-    /// mode runs at the baseline and the main concurrency.
+    /// What to measure, comma-separated or repeated: `healthz` (GET /healthz, the
+    /// HTTP path alone: the others' same-run baseline, always run first), `single`
+    /// (POST one usage record), `batch` (POST /api/v1/billing/meter_usage/batch,
+    /// --batch-size records each), `read` (GET /api/v1/billing/meter_usage),
+    /// `check` (GET /api/v1/billing/entitlements/check), `mixed` (of every 20
+    /// requests 16 single records, 3 reads, 1 check), `single-enforced` (single
+    /// records to a feature whose limit is enforced but never reached:
+    /// --enforced-feature-code; not in the default).
     #[arg(
         long = "mode",
         env = "KINDE_METER_BENCH_MODE",
         value_enum,
         value_delimiter = ',',
-        default_value = "single"
+        default_value = "healthz,single,batch,read,check,mixed"
     )]
     pub modes: Vec<BenchMode>,
     /// The feature `single-enforced` records to. The in-process server adds it to
@@ -441,14 +445,22 @@ pub struct BenchArgs {
     /// system's temporary directory). Put it on the disk you want to measure.
     #[arg(long, env = "KINDE_METER_BENCH_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Benchmark a running server instead of an in-process one (with --token, which
-    /// needs create:meter_usage, read:meter_usage, the agreement scopes and, for
-    /// --mode check, read:billing_entitlements; start it with --rate-limit 0).
-    #[arg(long, env = "KINDE_METER_SERVER", requires = "token")]
+    /// Benchmark a running server (SQLite or PostgreSQL) instead of an in-process
+    /// one, with --token or --client-id/--client-secret granting create:meter_usage,
+    /// read:meter_usage, create:billing_agreements, read:billing_agreements and
+    /// read:billing_entitlements. Start it with --rate-limit 0, or its 429s show in
+    /// the answers.
+    #[arg(long, env = "KINDE_METER_SERVER", requires = "credentials")]
     pub server: Option<String>,
-    /// Bearer token for --server.
-    #[arg(long, env = "KINDE_METER_TOKEN")]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub credentials: Credentials,
+    /// The process id of --server when it runs on this machine: its peak RSS
+    /// (VmHWM) and CPU time per request are then reported too.
+    #[arg(long, env = "KINDE_METER_BENCH_SERVER_PID", requires = "server")]
+    pub server_pid: Option<u32>,
+    /// Print one JSON document instead of text (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `kinde-meter bench` measures.
@@ -464,6 +476,10 @@ pub enum BenchMode {
     Healthz,
     /// POST /api/v1/billing/meter_usage/batch, --batch-size records per request.
     Batch,
+    /// GET /api/v1/billing/meter_usage.
+    Read,
+    /// Single records, usage reads and entitlement checks, interleaved.
+    Mixed,
 }
 
 /// `kinde-meter clients …`: M2M clients of the built-in issuer, managed on the

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bench;
 mod clients;
 mod entitlements;
 mod postgres;

@@ -1,0 +1,319 @@
+//! What each `--mode` sends, and in which order the modes run.
+//!
+//! Every mode but `healthz` works on agreements of its own, made for the run,
+//! so that each run's stored usage can be checked on its own. `read`, `check`
+//! and `mixed` first record one usage record per agreement (a delta of 1,
+//! counted as acknowledged), so that what they read exists, as it does for a
+//! customer in use.
+
+use serde::Serialize;
+
+use super::load::{Method, RequestKind, Workload};
+use super::target::Agreement;
+use crate::cli::{BenchArgs, BenchMode};
+
+/// The `mixed` mode's requests out of every 20, in this order: 16 single
+/// records (80 %), 3 usage reads (15 %), 1 entitlement check (5 %), roughly an
+/// application that records each use of a feature and now and then shows the
+/// customer their usage or asks whether they may go on.
+pub const MIXED_CYCLE: [MixedRequest; 20] = {
+    use MixedRequest::{Check as C, Read as R, Write as W};
+    [W, W, W, W, W, R, W, W, W, W, W, R, W, W, W, W, W, R, W, C]
+};
+
+/// A kind of request of the `mixed` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixedRequest {
+    Write,
+    Read,
+    Check,
+}
+
+/// The mix of `mixed`, in percent, for the report.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Mix {
+    pub write_percent: usize,
+    pub read_percent: usize,
+    pub check_percent: usize,
+}
+
+impl Mix {
+    /// The shares of [`MIXED_CYCLE`].
+    pub fn of_cycle() -> Mix {
+        let percent =
+            |kind| MIXED_CYCLE.iter().filter(|k| **k == kind).count() * 100 / MIXED_CYCLE.len();
+        Mix {
+            write_percent: percent(MixedRequest::Write),
+            read_percent: percent(MixedRequest::Read),
+            check_percent: percent(MixedRequest::Check),
+        }
+    }
+}
+
+impl BenchMode {
+    /// The mode's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchMode::Single => "single",
+            BenchMode::SingleEnforced => "single-enforced",
+            BenchMode::Check => "check",
+            BenchMode::Healthz => "healthz",
+            BenchMode::Batch => "batch",
+            BenchMode::Read => "read",
+            BenchMode::Mixed => "mixed",
+        }
+    }
+
+    /// Whether the mode's timed requests record usage.
+    pub fn records_usage(self) -> bool {
+        matches!(
+            self,
+            BenchMode::Single | BenchMode::SingleEnforced | BenchMode::Batch | BenchMode::Mixed
+        )
+    }
+
+    /// Whether the mode works on agreements of its own (all but `healthz`),
+    /// whose usage is read back and compared with what was acknowledged.
+    pub fn uses_agreements(self) -> bool {
+        self != BenchMode::Healthz
+    }
+
+    /// Whether one record per agreement is made before the timed requests.
+    pub fn seeds_usage(self) -> bool {
+        matches!(self, BenchMode::Read | BenchMode::Check | BenchMode::Mixed)
+    }
+
+    /// The feature its records go to.
+    pub fn feature_code(self, args: &BenchArgs) -> &str {
+        match self {
+            BenchMode::SingleEnforced => &args.enforced_feature_code,
+            _ => &args.feature_code,
+        }
+    }
+}
+
+/// The modes in the order they run at each connection count: `healthz` first
+/// (it is every other mode's same-run baseline, so it runs even when not
+/// asked for), then the others in the order given, each once.
+pub fn run_order(modes: &[BenchMode]) -> Vec<BenchMode> {
+    let mut order = vec![BenchMode::Healthz];
+    for mode in modes {
+        if !order.contains(mode) {
+            order.push(*mode);
+        }
+    }
+    order
+}
+
+/// What a mode sends, for the report's header.
+pub fn describe(mode: BenchMode, args: &BenchArgs) -> String {
+    let feature = mode.feature_code(args);
+    match mode {
+        BenchMode::Healthz => {
+            "GET /healthz, no token (the HTTP path alone: the baseline)".to_owned()
+        }
+        BenchMode::Single => format!(
+            "POST /api/v1/billing/meter_usage, a delta of \"1\" to {feature} (limit not enforced)"
+        ),
+        BenchMode::SingleEnforced => format!(
+            "POST /api/v1/billing/meter_usage, a delta of \"1\" to {feature} \
+             (enforce_limit, limit_max never reached)"
+        ),
+        BenchMode::Batch => format!(
+            "POST /api/v1/billing/meter_usage/batch, {} records each, a delta of \"1\" to {feature} \
+             spread over the agreements ({} records per run)",
+            args.batch_size,
+            args.requests.saturating_mul(args.batch_size)
+        ),
+        BenchMode::Read => format!(
+            "GET /api/v1/billing/meter_usage?customer_agreement_id=…&billing_feature_code={feature} \
+             (one record per agreement first)"
+        ),
+        BenchMode::Check => format!(
+            "GET /api/v1/billing/entitlements/check?customer_id=…&feature_code={feature} \
+             (one record per agreement first)"
+        ),
+        BenchMode::Mixed => {
+            let mix = Mix::of_cycle();
+            format!(
+                "{} % single records, {} % usage reads, {} % entitlement checks, interleaved \
+                 (of every 20 requests: 16 writes, 3 reads, 1 check), on {feature} \
+                 (one record per agreement first)",
+                mix.write_percent, mix.read_percent, mix.check_percent
+            )
+        }
+    }
+}
+
+/// The body of one usage record: a delta of 1 to `feature_code`.
+pub fn record_body(agreement_id: &str, feature_code: &str) -> String {
+    record(agreement_id, feature_code).to_string()
+}
+
+fn record(agreement_id: &str, feature_code: &str) -> serde_json::Value {
+    serde_json::json!({
+        "customer_agreement_id": agreement_id,
+        "billing_feature_code": feature_code,
+        "meter_value": "1",
+        "meter_type_code": "delta",
+    })
+}
+
+/// What `mode` sends to `base` for `agreements`.
+pub fn workload(
+    mode: BenchMode,
+    args: &BenchArgs,
+    base: &str,
+    agreements: &[Agreement],
+) -> anyhow::Result<Workload> {
+    let feature = mode.feature_code(args);
+    let records_url = format!("{base}/api/v1/billing/meter_usage");
+    let single = |name| RequestKind {
+        name,
+        method: Method::Post {
+            url: records_url.clone(),
+            bodies: agreements
+                .iter()
+                .map(|a| record_body(&a.id, feature))
+                .collect(),
+        },
+        authorised: true,
+        batch: false,
+    };
+    let reads = |name| -> anyhow::Result<RequestKind> {
+        let urls = agreements
+            .iter()
+            .map(|a| {
+                reqwest::Url::parse_with_params(
+                    &records_url,
+                    [
+                        ("customer_agreement_id", a.id.as_str()),
+                        ("billing_feature_code", feature),
+                    ],
+                )
+                .map(String::from)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RequestKind {
+            name,
+            method: Method::Get { urls },
+            authorised: true,
+            batch: false,
+        })
+    };
+    let checks = |name| -> anyhow::Result<RequestKind> {
+        let url = format!("{base}/api/v1/billing/entitlements/check");
+        let urls = agreements
+            .iter()
+            .map(|a| {
+                reqwest::Url::parse_with_params(
+                    &url,
+                    [
+                        ("customer_id", a.customer.as_str()),
+                        ("feature_code", feature),
+                    ],
+                )
+                .map(String::from)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RequestKind {
+            name,
+            method: Method::Get { urls },
+            authorised: true,
+            batch: false,
+        })
+    };
+    Ok(match mode {
+        BenchMode::Healthz => Workload::uniform(RequestKind {
+            name: "healthz",
+            method: Method::Get {
+                urls: vec![format!("{base}/healthz")],
+            },
+            authorised: false,
+            batch: false,
+        }),
+        BenchMode::Single | BenchMode::SingleEnforced => Workload::uniform(single(mode.name())),
+        BenchMode::Batch => Workload::uniform(RequestKind {
+            name: "batch",
+            method: Method::Post {
+                url: format!("{records_url}/batch"),
+                bodies: batch_bodies(agreements, feature, args.batch_size),
+            },
+            authorised: true,
+            batch: true,
+        }),
+        BenchMode::Read => Workload::uniform(reads("read")?),
+        BenchMode::Check => Workload::uniform(checks("check")?),
+        BenchMode::Mixed => Workload {
+            kinds: vec![single("write"), reads("read")?, checks("check")?],
+            cycle: MIXED_CYCLE
+                .iter()
+                .map(|kind| match kind {
+                    MixedRequest::Write => 0,
+                    MixedRequest::Read => 1,
+                    MixedRequest::Check => 2,
+                })
+                .collect(),
+        },
+    })
+}
+
+/// Body `k` holds `batch_size` records over the agreements in turn, starting
+/// at agreement `k`.
+fn batch_bodies(agreements: &[Agreement], feature: &str, batch_size: usize) -> Vec<String> {
+    (0..agreements.len())
+        .map(|k| {
+            let records: Vec<serde_json::Value> = (0..batch_size)
+                .map(|j| record(&agreements[(k + j) % agreements.len()].id, feature))
+                .collect();
+            serde_json::json!({ "records": records }).to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_runs_first_and_every_mode_once() {
+        assert_eq!(
+            run_order(&[BenchMode::Single, BenchMode::Healthz, BenchMode::Single]),
+            [BenchMode::Healthz, BenchMode::Single]
+        );
+        assert_eq!(
+            run_order(&[BenchMode::Check]),
+            [BenchMode::Healthz, BenchMode::Check]
+        );
+    }
+
+    #[test]
+    fn the_mix_is_80_15_5() {
+        let mix = Mix::of_cycle();
+        assert_eq!(
+            (mix.write_percent, mix.read_percent, mix.check_percent),
+            (80, 15, 5)
+        );
+    }
+
+    #[test]
+    fn batch_bodies_spread_their_records_over_the_agreements() {
+        let agreements: Vec<Agreement> = ["a", "b", "c"]
+            .iter()
+            .map(|id| Agreement {
+                id: (*id).to_owned(),
+                customer: format!("customer_{id}"),
+            })
+            .collect();
+        let bodies = batch_bodies(&agreements, "api_calls", 4);
+        assert_eq!(bodies.len(), 3);
+        let second: serde_json::Value = serde_json::from_str(&bodies[1]).unwrap();
+        let ids: Vec<&str> = second["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["customer_agreement_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["b", "c", "a", "b"]);
+    }
+}

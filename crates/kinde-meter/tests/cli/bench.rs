@@ -1,0 +1,380 @@
+//! `kinde-meter bench`, run short as CI runs it: every mode with a few hundred
+//! requests, in-process (SQLite) and against running servers (SQLite with a
+//! token or client credentials, PostgreSQL given
+//! `KINDE_METER_TEST_DATABASE_URL`). What is asserted is correctness: every
+//! answer 200, the stored usage equal to what was acknowledged, the report's
+//! shape. Never a timing.
+
+use kinde_meter_store::postgres::scratch::ScratchSchema;
+use serde_json::Value;
+
+use crate::support::{Server, kinde_meter, run, run_ok};
+
+/// The `--json` report of a bench that succeeded.
+fn bench_json(command: &mut std::process::Command) -> Value {
+    let stdout = run_ok(command.arg("--json"));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The run of `mode` at `connections`.
+fn run_of<'a>(report: &'a Value, mode: &str, connections: u64) -> &'a Value {
+    report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["mode"] == mode && r["connections"] == connections)
+        .unwrap_or_else(|| panic!("no {mode} run at {connections}: {report:#}"))
+}
+
+/// Every run answered `requests` × 200 and nothing else, its percentiles are
+/// in order, and each run that made agreements stored exactly what it
+/// acknowledged: `expected` (mode, acknowledged records).
+fn assert_correct(report: &Value, requests: u64, expected: &[(&str, u64)]) {
+    assert_eq!(report["failure"], Value::Null, "{report:#}");
+    assert_eq!(report["stored_equals_acknowledged"], true, "{report:#}");
+    for run in report["runs"].as_array().unwrap() {
+        let mode = run["mode"].as_str().unwrap();
+        assert_eq!(run["requests"], requests, "{run:#}");
+        assert_eq!(
+            run["answers"],
+            serde_json::json!({ "200": requests }),
+            "{run:#}"
+        );
+        assert_eq!(run["first_transport_error"], Value::Null, "{run:#}");
+        let latency = &run["latency_ms"];
+        let p = |name: &str| latency[name].as_f64().unwrap();
+        assert!(
+            0.0 < p("p50") && p("p50") <= p("p90") && p("p90") <= p("p99"),
+            "{run:#}"
+        );
+        assert!(p("p99") <= p("p99.9") && p("p99.9") <= p("max"), "{run:#}");
+        assert!(run["requests_per_second"].as_f64().unwrap() > 0.0);
+        if mode == "healthz" {
+            assert_eq!(run["vs_healthz"], Value::Null, "{run:#}");
+            assert_eq!(run["stored"], Value::Null, "{run:#}");
+            continue;
+        }
+        assert!(
+            run["vs_healthz"]["requests_per_second"].as_f64().unwrap() > 0.0,
+            "{run:#}"
+        );
+        let acknowledged = expected
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .unwrap_or_else(|| panic!("unexpected mode {mode}"))
+            .1;
+        let stored = &run["stored"];
+        assert_eq!(stored["acknowledged"], acknowledged, "{run:#}");
+        assert_eq!(stored["value"], acknowledged.to_string(), "{run:#}");
+        assert_eq!(stored["records"], acknowledged, "{run:#}");
+        assert_eq!(stored["exact"], true, "{run:#}");
+    }
+}
+
+#[test]
+fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench_json(
+        kinde_meter()
+            .args(["bench", "--requests", "200", "--connections", "2,4"])
+            .args(["--agreements", "3", "--batch-size", "10"])
+            .args(["--mode", "single,batch,read,check,mixed,single-enforced"])
+            .arg("--work-dir")
+            .arg(dir.path()),
+    );
+    // At each connection count healthz first, then the modes as given.
+    let order: Vec<(&str, u64)> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["mode"].as_str().unwrap(),
+                r["connections"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let modes = [
+        "healthz",
+        "single",
+        "batch",
+        "read",
+        "check",
+        "mixed",
+        "single-enforced",
+    ];
+    let expected_order: Vec<(&str, u64)> = [2, 4]
+        .iter()
+        .flat_map(|c| modes.iter().map(move |m| (*m, *c)))
+        .collect();
+    assert_eq!(order, expected_order);
+    // read, check and mixed record one record per agreement first; mixed
+    // writes 16 of every 20 requests.
+    assert_correct(
+        &report,
+        200,
+        &[
+            ("single", 200),
+            ("single-enforced", 200),
+            ("batch", 2000),
+            ("read", 3),
+            ("check", 3),
+            ("mixed", 160 + 3),
+        ],
+    );
+    for connections in [2, 4] {
+        let batch = run_of(&report, "batch", connections);
+        assert_eq!(batch["records"], 2000);
+        assert_eq!(batch["record_results"], serde_json::json!({ "OK": 2000 }));
+        assert!(batch["cpu_us_per_request"]["server_per_record"].is_number());
+        let mixed = run_of(&report, "mixed", connections);
+        let kinds: Vec<(&str, u64)> = mixed["by_request"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["name"].as_str().unwrap(), k["requests"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(kinds, [("write", 160), ("read", 30), ("check", 10)]);
+        for kind in mixed["by_request"].as_array().unwrap() {
+            assert_eq!(kind["answers"]["200"], kind["requests"], "{mixed:#}");
+        }
+        // The in-process SQLite writer committed exactly the timed records.
+        let single = run_of(&report, "single", connections);
+        assert_eq!(single["group_commit"]["records"], 200, "{single:#}");
+        assert_eq!(single["group_commit"]["failed_commits"], 0, "{single:#}");
+        assert!(single["cpu_us_per_request"]["sqlite_writer"].is_number());
+        assert!(single["peak_rss_kib"].as_u64().unwrap() > 0);
+        assert_eq!(run_of(&report, "read", connections)["records"], 0);
+    }
+    assert_eq!(report["server"]["kind"], "in-process");
+    assert!(
+        report["server"]["peak_rss_of"]
+            .as_str()
+            .unwrap()
+            .contains("load generator")
+    );
+    assert_eq!(
+        report["load"]["mixed"],
+        serde_json::json!({ "write_percent": 80, "read_percent": 15, "check_percent": 5 })
+    );
+    assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
+    // The in-process server's data directory is removed afterwards.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn text_report_has_each_run_and_a_summary_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run_ok(
+        kinde_meter()
+            .args(["bench", "--requests", "100", "--connections", "4"])
+            .args(["--agreements", "2", "--mode", "single", "--work-dir"])
+            .arg(dir.path()),
+    );
+    assert!(
+        stdout.contains("command: ") && stdout.contains("bench --requests 100 --connections 4"),
+        "{stdout}"
+    );
+    // healthz runs first even when not asked for: it is the baseline.
+    let healthz = stdout
+        .find("run 1 (healthz at 4 connections)\n")
+        .expect(&stdout);
+    let single = stdout
+        .find("run 2 (single at 4 connections)\n")
+        .expect(&stdout);
+    assert!(healthz < single);
+    assert_eq!(
+        stdout.matches("answers       200: 100\n").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(stdout.contains("  vs healthz    "), "{stdout}");
+    assert!(stdout.contains("records/commit"), "{stdout}");
+    assert!(
+        stdout.contains("stored        usage 100 in 100 records, acknowledged 100: exact"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| connections | mode | req/s |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n| 4 | single | "), "{stdout}");
+    assert!(
+        stdout.ends_with("stored = acknowledged in every run: yes\n"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn against_a_running_server_with_a_token_or_client_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--rate-limit", "0"]);
+    let token = server.printed_token();
+    let pid = server.pid().to_string();
+    let report = bench_json(kinde_meter().args([
+        "bench",
+        "--requests",
+        "100",
+        "--connections",
+        "2",
+        "--agreements",
+        "2",
+        "--batch-size",
+        "5",
+        "--server",
+        &server.url,
+        "--server-pid",
+        &pid,
+        "--token",
+        &token,
+    ]));
+    assert_correct(
+        &report,
+        100,
+        &[
+            ("single", 100),
+            ("batch", 500),
+            ("read", 2),
+            ("check", 2),
+            ("mixed", 80 + 2),
+        ],
+    );
+    assert_eq!(report["runs"].as_array().unwrap().len(), 6);
+    assert_eq!(report["server"]["kind"], "external");
+    assert!(
+        report["command"]
+            .as_str()
+            .unwrap()
+            .contains("--token \"$TOKEN\"")
+    );
+    assert!(!report.to_string().contains(&token), "the token is printed");
+    // The server's own process: its CPU and peak RSS, no in-process figures.
+    let single = run_of(&report, "single", 2);
+    assert!(single["peak_rss_kib"].as_u64().unwrap() > 0, "{single:#}");
+    assert!(
+        single["cpu_us_per_request"]["server"].is_number(),
+        "{single:#}"
+    );
+    assert_eq!(single["cpu_us_per_request"]["sqlite_writer"], Value::Null);
+    assert_eq!(single["group_commit"], Value::Null);
+
+    // An M2M client's credentials instead of a token; no --server-pid.
+    let created: Value = serde_json::from_str(&run_ok(
+        kinde_meter()
+            .args(["clients", "create", "--name", "bench", "--json", "--scopes"])
+            .arg(
+                "create:meter_usage read:meter_usage create:billing_agreements \
+                 read:billing_agreements read:billing_entitlements",
+            )
+            .arg("--data-dir")
+            .arg(dir.path()),
+    ))
+    .unwrap();
+    let secret = created["client_secret"].as_str().unwrap();
+    let stdout = run_ok(kinde_meter().args([
+        "bench",
+        "--requests",
+        "100",
+        "--connections",
+        "2",
+        "--agreements",
+        "2",
+        "--mode",
+        "single",
+        "--server",
+        &server.url,
+        "--client-id",
+        created["client_id"].as_str().unwrap(),
+        "--client-secret",
+        secret,
+    ]));
+    assert!(
+        stdout.contains(&format!("server:  {} (external)", server.url)),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(secret), "the secret is printed: {stdout}");
+    assert!(
+        stdout.contains("--client-secret \"$CLIENT_SECRET\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("CPU/request   n/a"), "{stdout}");
+    assert!(stdout.contains("peak RSS      n/a"), "{stdout}");
+    assert!(
+        stdout.contains("stored        usage 100 in 100 records, acknowledged 100: exact"),
+        "{stdout}"
+    );
+
+    // Wrong credentials fail before any run, loudly.
+    let refused = run(kinde_meter().args([
+        "bench",
+        "--server",
+        &server.url,
+        "--client-id",
+        created["client_id"].as_str().unwrap(),
+        "--client-secret",
+        "wrong",
+    ]));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the token endpoint answered 401"),
+        "{stderr}"
+    );
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_postgresql_server() {
+    let Ok(database_url) = std::env::var("KINDE_METER_TEST_DATABASE_URL") else {
+        eprintln!("skipped: KINDE_METER_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let schema = ScratchSchema::create(&database_url).await.unwrap();
+    let separator = if database_url.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{database_url}{separator}options=-c%20search_path%3D{}",
+        schema.name()
+    );
+    let mut command = kinde_meter();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
+        .args(["--database-url", &url]);
+    let server = Server::spawn(command);
+    let token = run_ok(kinde_meter().args(["token", "--database-url", &url]));
+    let pid = server.pid().to_string();
+    let base = format!("http://{}", server.addr);
+    let report = tokio::task::spawn_blocking(move || {
+        bench_json(kinde_meter().args([
+            "bench",
+            "--requests",
+            "200",
+            "--connections",
+            "4",
+            "--agreements",
+            "3",
+            "--batch-size",
+            "10",
+            "--server",
+            &base,
+            "--server-pid",
+            &pid,
+            "--token",
+            token.trim(),
+        ]))
+    })
+    .await
+    .unwrap();
+    assert_correct(
+        &report,
+        200,
+        &[
+            ("single", 200),
+            ("batch", 2000),
+            ("read", 3),
+            ("check", 3),
+            ("mixed", 160 + 3),
+        ],
+    );
+    assert!(server.stop().success());
+}
