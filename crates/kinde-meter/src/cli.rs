@@ -45,6 +45,9 @@ pub enum Command {
     /// Apply the database migrations a PostgreSQL database lacks (servers also do
     /// this at start; safe while they run or start).
     Migrate(MigrateArgs),
+    /// Import usage records from a CSV or NDJSON file through the batch endpoint,
+    /// with progress, a reject file, and keys that make a re-run count nothing twice.
+    Import(crate::commands::import::ImportArgs),
 }
 
 #[derive(Debug, Args)]

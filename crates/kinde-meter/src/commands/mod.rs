@@ -4,6 +4,7 @@ mod agreements;
 mod bench;
 mod clients;
 mod entitlements;
+pub(crate) mod import;
 mod migrate;
 mod record;
 mod remote;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Webhooks(command) => webhooks::run(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Import(args) => import::run(args).await,
     }
 }
 
