@@ -66,10 +66,18 @@ impl Failure {
 
     /// Whether the connection it happened on must not be reused: anything but
     /// an error the server reported on a healthy session (a timed-out or
-    /// broken connection may be mid-transaction or dead).
+    /// broken connection may be mid-transaction or dead), and a session that
+    /// may not write (a standby's after a failover, or one started while the
+    /// database's `default_transaction_read_only` was on): it stays read-only
+    /// while it lives, whereas a new session writes as soon as the database
+    /// does again.
     pub(super) fn poisons_connection(&self) -> bool {
         match self {
-            Failure::Db(e) => e.as_db_error().is_none() || e.is_closed(),
+            Failure::Db(e) => {
+                e.as_db_error().is_none()
+                    || e.is_closed()
+                    || e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+            }
             Failure::Timeout => true,
             Failure::Data(_) | Failure::Pool(_) => false,
         }
