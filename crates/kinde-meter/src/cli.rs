@@ -1,5 +1,9 @@
-//! The command line (docs/operations.md#starting). Every flag can also be given
-//! as an environment variable `KINDE_METER_<FLAG>`.
+//! The command line (docs/operations.md#starting; every flag in docs/cli.md,
+//! generated from these types by `cli_reference.rs`). Every flag of `serve`
+//! can also be given as an environment variable `KINDE_METER_<FLAG>`, and so
+//! can the flags that say where and as whom the other commands act
+//! (`--data-dir`, `--database-url`, `--server`, the credentials); the tests in
+//! `cli_reference.rs` hold both.
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -6,6 +6,8 @@
 #![allow(rustdoc::bare_urls)]
 
 mod cli;
+#[cfg(test)]
+mod cli_reference;
 mod commands;
 
 use clap::Parser;
