@@ -8,9 +8,11 @@
 //! and the reject file in line order.
 
 mod keys;
+mod parse;
 mod report;
 mod send;
 mod source;
+mod tee;
 
 use std::path::PathBuf;
 use std::time::Duration;

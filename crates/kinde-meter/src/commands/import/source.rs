@@ -1,17 +1,16 @@
 //! Reading an import file row by row, in constant memory: CSV (a header row
 //! naming the request fields) or NDJSON (one request object per line), each
-//! row parsed by the server's own record parser (`kinde_meter_core::request`),
-//! so a row refused here is one the server would refuse (docs/import-export.md#import).
+//! row parsed by [`super::parse`] (docs/import-export.md#files).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use jiff::Timestamp;
-use kinde_meter_core::request::{ParseError, UsageRecord};
-use kinde_meter_wire::{CreateMeterUsageRecordRequest, ErrorCode, IdempotencyKey};
-use serde_json::{Map, Value};
+
+use super::parse::{Column, csv_row, ndjson_line};
+pub use super::parse::{IDEMPOTENCY_KEY_FIELD, Parsed, Reason};
+use super::tee::{Tee, skip_blank_and_comment_lines};
 
 /// The format of an import file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,9 +32,6 @@ impl Format {
         }
     }
 }
-
-/// The optional column / key that carries a row's own `Idempotency-Key`.
-pub const IDEMPOTENCY_KEY_FIELD: &str = "idempotency_key";
 
 /// The request fields a CSV header may name, the three required first.
 const FIELDS: [&str; 5] = [
@@ -62,45 +58,6 @@ pub struct Row {
     pub parsed: Result<Parsed, Reason>,
 }
 
-/// A row that is a valid record.
-#[derive(Debug)]
-pub struct Parsed {
-    /// The record as sent: every field in its canonical form.
-    pub request: CreateMeterUsageRecordRequest,
-    /// The canonical parts (`UsageRecord::canonical_parts`), for the batch key.
-    pub canonical: [String; 5],
-    /// The row's own key, from its `idempotency_key` column or field.
-    pub key: Option<IdempotencyKey>,
-}
-
-/// Why a row was not imported: an error code and a message, as the server
-/// writes them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reason {
-    /// E.g. `INVALID_METER_VALUE`.
-    pub code: String,
-    /// What was wrong.
-    pub message: String,
-}
-
-impl Reason {
-    /// A reason with `code` and `message`.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Reason {
-        Reason {
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // One line, whatever the message holds.
-        let message = self.message.replace(['\r', '\n'], " ");
-        write!(f, "{}: {message}", self.code)
-    }
-}
-
 /// An open import file.
 pub struct Source {
     rows: Rows,
@@ -119,13 +76,6 @@ enum Rows {
         offset: u64,
         buffer: Vec<u8>,
     },
-}
-
-/// What a CSV column holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Column {
-    Field(&'static str),
-    Key,
 }
 
 impl Source {
@@ -233,7 +183,7 @@ impl Source {
                 Ok(Some(Row {
                     line,
                     raw,
-                    parsed: parse_csv_row(columns, record),
+                    parsed: csv_row(columns, record),
                 }))
             }
             Rows::Ndjson {
@@ -255,189 +205,11 @@ impl Source {
                 }
                 return Ok(Some(Row {
                     line: *line,
-                    parsed: parse_ndjson_line(text),
+                    parsed: ndjson_line(text),
                     raw: std::mem::take(buffer),
                 }));
             },
         }
-    }
-}
-
-fn parse_csv_row(columns: &[Column], record: &csv::ByteRecord) -> Result<Parsed, Reason> {
-    if record.len() != columns.len() {
-        return Err(Reason::new(
-            ErrorCode::InvalidField.as_str(),
-            format!(
-                "the row has {} fields, the header {}",
-                record.len(),
-                columns.len()
-            ),
-        ));
-    }
-    let mut object = Map::new();
-    let mut key = None;
-    for (column, cell) in columns.iter().zip(record) {
-        // An empty cell is an absent field.
-        if cell.is_empty() {
-            continue;
-        }
-        let name = match column {
-            Column::Field(name) => name,
-            Column::Key => IDEMPOTENCY_KEY_FIELD,
-        };
-        let Ok(text) = std::str::from_utf8(cell) else {
-            return Err(Reason::new(
-                ErrorCode::InvalidField.as_str(),
-                format!("{name} is not UTF-8"),
-            ));
-        };
-        match column {
-            Column::Field(name) => {
-                object.insert((*name).to_owned(), Value::String(text.to_owned()));
-            }
-            Column::Key => key = Some(text.to_owned()),
-        }
-    }
-    let record = UsageRecord::from_json(&Value::Object(object), NO_FUTURE_BOUND);
-    parsed(record, key)
-}
-
-fn parse_ndjson_line(line: &[u8]) -> Result<Parsed, Reason> {
-    let record = UsageRecord::from_json_slice(line, NO_FUTURE_BOUND);
-    if record.is_err() {
-        return parsed(record, None);
-    }
-    #[derive(serde::Deserialize)]
-    struct KeyField {
-        #[serde(default)]
-        idempotency_key: Option<Value>,
-    }
-    let key = match serde_json::from_slice::<KeyField>(line).map(|k| k.idempotency_key) {
-        Ok(None | Some(Value::Null)) => None,
-        Ok(Some(Value::String(key))) => Some(key),
-        Ok(Some(_)) | Err(_) => {
-            return Err(Reason::new(
-                ErrorCode::InvalidField.as_str(),
-                format!("{IDEMPOTENCY_KEY_FIELD} must be a string"),
-            ));
-        }
-    };
-    parsed(record, key)
-}
-
-/// The parse's "now": the server refuses a timestamp more than 5 minutes
-/// ahead of its own clock, at receipt. Deciding that here, on this machine's
-/// clock, would make which rows are sent depend on the time of the run, and so
-/// the batches and their keys; the server decides it and reports it per row.
-const NO_FUTURE_BOUND: Timestamp = Timestamp::MAX;
-
-fn parsed(record: Result<UsageRecord, ParseError>, key: Option<String>) -> Result<Parsed, Reason> {
-    let record = record.map_err(|error| match error {
-        ParseError::Json(error) => Reason::new(ErrorCode::InvalidJson.as_str(), error.to_string()),
-        // The first problem's code with every problem's message, as the server
-        // reports a batch record (docs/api.md#batch).
-        ParseError::Fields(problems) => Reason::new(
-            problems
-                .first()
-                .map_or(ErrorCode::InvalidJson.as_str(), |p| p.code.as_str()),
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-    })?;
-    let key = key
-        .map(|key| {
-            IdempotencyKey::new(key).map_err(|error| {
-                Reason::new(
-                    ErrorCode::InvalidField.as_str(),
-                    format!("{IDEMPOTENCY_KEY_FIELD}: {error}"),
-                )
-            })
-        })
-        .transpose()?;
-    Ok(Parsed {
-        request: CreateMeterUsageRecordRequest {
-            customer_agreement_id: record.agreement_id.to_string(),
-            billing_feature_code: record.feature_code.to_string(),
-            meter_value: record.value.to_string(),
-            meter_usage_timestamp: record.timestamp.map(|at| at.to_string()),
-            meter_type_code: Some(record.meter_type),
-        },
-        canonical: record.canonical_parts(),
-        key,
-    })
-}
-
-/// A reader that keeps what it has read until taken, so that the CSV rows can
-/// be copied to the reject file byte for byte (the CSV reader reads ahead;
-/// what is kept is its read-ahead plus the current row).
-pub struct Tee<R> {
-    inner: R,
-    /// Bytes read and not yet taken, starting at `kept_from`.
-    kept: Vec<u8>,
-    kept_from: u64,
-    /// Line breaks before `kept_from` (the CSV reader's own line numbers
-    /// leave comment lines out).
-    lines_before: u64,
-}
-
-impl<R> Tee<R> {
-    fn new(inner: R) -> Self {
-        Tee {
-            inner,
-            kept: Vec::new(),
-            kept_from: 0,
-            lines_before: 0,
-        }
-    }
-
-    /// The line (from 1) on which offset `start` is, and the bytes from
-    /// `start` to `end`; everything before `end` is forgotten.
-    fn take(&mut self, start: u64, end: u64) -> (u64, Vec<u8>) {
-        let to = usize::try_from(end.saturating_sub(self.kept_from)).unwrap_or(usize::MAX);
-        let to = to.min(self.kept.len());
-        let from = usize::try_from(start.saturating_sub(self.kept_from)).unwrap_or(usize::MAX);
-        let from = from.min(to);
-        let line = self.lines_before + line_breaks(&self.kept[..from]) + 1;
-        let taken = self.kept[from..to].to_vec();
-        self.lines_before = line - 1 + line_breaks(&taken);
-        self.kept.drain(..to);
-        self.kept_from += to as u64;
-        (line, taken)
-    }
-}
-
-/// A CSV record's position is where the reader started looking for it, before
-/// the blank and comment lines it skipped: the row itself starts after them.
-fn skip_blank_and_comment_lines(mut line: u64, mut raw: Vec<u8>) -> (u64, Vec<u8>) {
-    let mut skip = 0;
-    while let Some(rest) = raw.get(skip..) {
-        let first = rest.iter().position(|&b| b == b'\n');
-        let blank_or_comment =
-            rest.first() == Some(&COMMENT) || rest.starts_with(b"\r\n") || rest.starts_with(b"\n");
-        match first {
-            Some(end) if blank_or_comment => {
-                skip += end + 1;
-                line += 1;
-            }
-            _ => break,
-        }
-    }
-    raw.drain(..skip);
-    (line, raw)
-}
-
-fn line_breaks(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.kept.extend_from_slice(&buf[..n]);
-        Ok(n)
     }
 }
 
