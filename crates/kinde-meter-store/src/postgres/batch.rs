@@ -22,7 +22,7 @@ use kinde_meter_core::{
 use super::{
     aggregates::{self, PeriodKey},
     agreements, catalog, codec,
-    failure::{OpError, PgResult},
+    failure::{Failure, OpError, PgResult},
     idempotency::{self, KeyId, KeyState},
     outbox::{Crossing, Thresholds},
 };
@@ -55,17 +55,54 @@ struct Stored<'a> {
     order: OrderKey,
 }
 
-/// Runs the batch in one transaction on `conn` and returns the answers; an
-/// `Err` means nothing of the batch was committed.
+/// A batch whose COMMIT has been sent: its answers, and the transaction's id,
+/// by which the outcome can be asked when COMMIT's own answer is lost.
+pub(super) struct Committing {
+    /// The transaction's id (`txid_current()`).
+    pub(super) txid: i64,
+    /// The answers, valid if and only if the transaction committed.
+    pub(super) answers: Answers,
+}
+
+/// Runs the batch in one transaction on `conn`. The work up to COMMIT must end
+/// by `deadline` (past it the transaction is rolled back: nothing stored).
+/// Just before COMMIT is sent, the answers and the transaction id are left in
+/// `committing`; from then on an `Err` (COMMIT failed, the connection broke, or
+/// the caller's wider deadline cancelled the wait) leaves the outcome in doubt,
+/// and the caller asks PostgreSQL for it (`docs/design.md#outages-and-deadlines`).
+/// An `Err` with `committing` still `None` means nothing was committed.
 pub(super) async fn run(
     conn: &mut Object,
     config: &StoreConfig,
     submissions: &[&UsageSubmission],
-) -> PgResult<Answers> {
+    deadline: tokio::time::Instant,
+    committing: &mut Option<Committing>,
+) -> PgResult<()> {
     let tx = conn.transaction().await?;
+    let prepared = tokio::time::timeout_at(deadline, async {
+        let answers = prepare(&tx, config, submissions).await?;
+        let txid: i64 = tx.query_one("SELECT txid_current()", &[]).await?.get(0);
+        PgResult::Ok((answers, txid))
+    })
+    .await;
+    let (answers, txid) = match prepared {
+        Ok(prepared) => prepared?,
+        Err(_) => return Err(Failure::Timeout),
+    };
+    *committing = Some(Committing { txid, answers });
+    tx.commit().await?;
+    Ok(())
+}
 
+/// The batch's statements inside the transaction `tx`, up to (not including)
+/// COMMIT; returns the answers the batch gets if it commits.
+async fn prepare(
+    tx: &deadpool_postgres::Transaction<'_>,
+    config: &StoreConfig,
+    submissions: &[&UsageSubmission],
+) -> PgResult<Answers> {
     // 1. Keys.
-    let mut keys = idempotency::claim(&tx, config, submissions).await?;
+    let mut keys = idempotency::claim(tx, config, submissions).await?;
     let key_of = |s: &UsageSubmission| -> Option<KeyId> {
         s.idempotency
             .as_ref()
@@ -87,11 +124,11 @@ pub(super) async fn run(
     }
     ids.sort_unstable();
     ids.dedup();
-    let agreements = load_agreements(&tx, &ids).await?;
+    let agreements = load_agreements(tx, &ids).await?;
     let mut codes: Vec<&str> = agreements.values().map(|a| a.plan_code.as_str()).collect();
     codes.sort_unstable();
     codes.dedup();
-    let plans = catalog::load_plans(&tx, &codes).await?;
+    let plans = catalog::load_plans(tx, &codes).await?;
     let mut placed: Vec<Vec<Result<Placed, RecordFailure>>> = Vec::with_capacity(submissions.len());
     for (s, apply) in submissions.iter().zip(&to_apply) {
         let mut list = Vec::new();
@@ -119,9 +156,9 @@ pub(super) async fn run(
     let mut states = HashMap::new();
     let mut seqs = Vec::new();
     if !period_keys.is_empty() {
-        aggregates::ensure(&tx, &period_keys).await?;
-        states = aggregates::lock(&tx, &period_keys).await?;
-        seqs = next_seqs(&tx, placed.iter().flatten().filter(|p| p.is_ok()).count()).await?;
+        aggregates::ensure(tx, &period_keys).await?;
+        states = aggregates::lock(tx, &period_keys).await?;
+        seqs = next_seqs(tx, placed.iter().flatten().filter(|p| p.is_ok()).count()).await?;
     }
     let mut seqs = seqs.into_iter();
 
@@ -193,7 +230,7 @@ pub(super) async fn run(
                 received_at: s.received_at,
             };
             let state = states.get(&p.key).copied().unwrap_or_default();
-            match apply(&tx, &state, entry, &p.key, &stored).await? {
+            match apply(tx, &state, entry, &p.key, &stored).await? {
                 // Decided on the locked row's state plus this batch's earlier
                 // records: in commit order, across every server.
                 Some(next)
@@ -253,16 +290,15 @@ pub(super) async fn run(
     }
 
     // 5. Write.
-    insert_records(&tx, &stored).await?;
+    insert_records(tx, &stored).await?;
     let mut saved: Vec<(&PeriodKey, &AggregateState, Option<i64>)> = changed
         .iter()
         .map(|(k, at)| (k, states.get(k).expect("changed keys have states"), *at))
         .collect();
     saved.sort_by(|a, b| a.0.cmp(b.0));
-    aggregates::save(&tx, &saved, config.webhook_usage_interval).await?;
-    idempotency::finish(&tx, &keys).await?;
-    thresholds.write(&tx).await?;
-    tx.commit().await?;
+    aggregates::save(tx, &saved, config.webhook_usage_interval).await?;
+    idempotency::finish(tx, &keys).await?;
+    thresholds.write(tx).await?;
     Ok(answers)
 }
 

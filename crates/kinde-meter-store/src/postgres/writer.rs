@@ -18,7 +18,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{batch, idempotency, pool::Db, pool::on_conn};
+use super::{batch, failure::Failure, idempotency, pool::Db, pool::on_conn};
 use crate::{
     StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
     writer_queue::{Counters, JobQueue, WriterStats},
@@ -40,6 +40,19 @@ struct Job {
     submission: UsageSubmission,
     deadline: Instant,
     reply: oneshot::Sender<Result<SubmissionOutcome, StoreError>>,
+}
+
+/// How much longer than its deadline a batch's COMMIT, once sent, is waited
+/// for, and how long the outcome of one whose COMMIT went unanswered is asked
+/// for, in operation timeouts (a COMMIT itself is bounded by one: the
+/// session's `statement_timeout`, unless it is past the point of no return).
+const COMMIT_WAIT_TIMEOUTS: u32 = 2;
+
+/// The outcome of a transaction whose COMMIT went unanswered.
+enum TxOutcome {
+    Committed,
+    Aborted,
+    Unknown(StoreError),
 }
 
 /// The async side of the writer: its queue and its task.
@@ -175,24 +188,50 @@ impl Writer {
         let outcome = loop {
             // A panic must not kill the only writer: the transaction is
             // dropped (rolled back) as it unwinds, the batch answered 503.
+            let mut committing = None;
             let run = AssertUnwindSafe(async {
-                on_conn!(self.db, deadline, |conn| batch::run(
-                    conn,
-                    &self.config,
-                    &submissions
+                // The connection and the work must come by `deadline`; COMMIT,
+                // once sent, is waited for up to COMMIT_WAIT_TIMEOUTS longer, so a slow
+                // commit is not answered 503 while PostgreSQL makes it durable.
+                let mut conn = self.db.get(deadline).await?;
+                let result = tokio::time::timeout_at(
+                    deadline + self.db.operation_timeout * COMMIT_WAIT_TIMEOUTS,
+                    batch::run(
+                        &mut conn,
+                        &self.config,
+                        &submissions,
+                        deadline,
+                        &mut committing,
+                    ),
                 )
-                .await)
+                .await
+                .unwrap_or(Err(Failure::Timeout));
+                self.db.release(conn, &result);
+                result
             })
             .catch_unwind()
             .await;
-            let result = match run {
-                Ok(result) => result.map_err(|failure| {
+            let result = match (run, committing) {
+                (Ok(Ok(())), Some(done)) => Ok(done.answers),
+                // COMMIT was sent and its answer lost: ask PostgreSQL.
+                (Ok(Err(failure)), Some(done)) => {
+                    match self.outcome_of(done.txid, &failure).await {
+                        TxOutcome::Committed => Ok(done.answers),
+                        TxOutcome::Aborted => Err((StoreError::from(failure), false)),
+                        TxOutcome::Unknown(e) => Err((e, false)),
+                    }
+                }
+                (Ok(Ok(())), None) => Err((
+                    StoreError::Unavailable("internal error in the writer".to_owned()),
+                    false,
+                )),
+                (Ok(Err(failure)), None) => Err({
                     let retry = failure.is_retryable()
                         && attempt < MAX_ATTEMPTS
                         && Instant::now() + MIN_BUDGET < deadline;
                     (StoreError::from(failure), retry)
                 }),
-                Err(_) => Err((
+                (Err(_), _) => Err((
                     StoreError::Unavailable("internal error in the writer".to_owned()),
                     false,
                 )),
@@ -228,6 +267,41 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Whether the transaction `txid`, whose COMMIT was sent but not answered
+    /// (`failure`), committed: asked on another connection until PostgreSQL
+    /// knows (a COMMIT still running shows as in progress), for at most
+    /// COMMIT_WAIT_TIMEOUTS.
+    async fn outcome_of(&self, txid: i64, failure: &Failure) -> TxOutcome {
+        let give_up = Instant::now() + self.db.operation_timeout * COMMIT_WAIT_TIMEOUTS;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let status = on_conn!(self.db, give_up, |conn| {
+                conn.query_one("SELECT txid_status($1)", &[&txid])
+                    .await
+                    .map(|row| row.get::<_, Option<String>>(0))
+                    .map_err(Failure::from)
+            });
+            match status.as_ref().map(Option::as_deref) {
+                Ok(Some("committed")) => {
+                    tracing::warn!(error = %failure, txid, "COMMIT's answer was lost, but the batch committed");
+                    return TxOutcome::Committed;
+                }
+                Ok(Some("aborted")) => return TxOutcome::Aborted,
+                Ok(None) => break,
+                _ => {}
+            }
+            if Instant::now() + pause >= give_up {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        tracing::error!(error = %failure, txid, "the outcome of a write batch is unknown");
+        TxOutcome::Unknown(StoreError::Unavailable(format!(
+            "the outcome of the write is unknown ({failure}); retry with the same Idempotency-Key"
+        )))
     }
 
     /// Deletes a bounded slice of expired idempotency keys, after the batch was
