@@ -391,3 +391,10 @@ pub use token::TokenError;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Entry points for the fuzz targets (`fuzz/`, docs/testing.md#fuzzing); not
+/// part of the SDK's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::reporter::{ReplayedSpool, replay_for_fuzzing};
+}

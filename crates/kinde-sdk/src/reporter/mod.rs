@@ -27,6 +27,8 @@ use crate::decimal::Decimal;
 use crate::models::{MeterValue, UsageTimestamp};
 use pending::Group;
 use spool::Spool;
+#[doc(hidden)]
+pub use spool::{ReplayedSpool, replay_for_fuzzing};
 use worker::{Command, Shared};
 
 /// When [`UsageReporter::record`] may return `Ok`.

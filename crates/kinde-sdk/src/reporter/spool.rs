@@ -62,6 +62,58 @@ fn decode(raw: &[u8]) -> Result<Line, String> {
     serde_json::from_slice(json).map_err(|error| format!("unreadable entry: {error}"))
 }
 
+/// What [`replay_for_fuzzing`] read from a spool's bytes.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ReplayedSpool {
+    /// The valid prefix, which opening keeps (the rest, a torn last line, is cut off).
+    pub valid_len: usize,
+    /// The log that compacting the replayed state writes.
+    pub compacted: Vec<u8>,
+    /// Recorded values not yet delivered, as the reporter's stats count them.
+    pub undelivered: u64,
+}
+
+/// Replays a spool's bytes as opening the spool does, without a file: the
+/// entry point of the fuzz target `spool` (`fuzz/`, docs/testing.md#fuzzing).
+/// Not part of the SDK's API.
+#[doc(hidden)]
+pub fn replay_for_fuzzing(bytes: &[u8], window: Duration) -> Result<ReplayedSpool, String> {
+    let mut spool = Spool::memory(u64::MAX, window);
+    let valid_len = spool
+        .replay(bytes, Path::new("<fuzz input>"))
+        .map_err(|error| error.to_string())?;
+    Ok(ReplayedSpool {
+        valid_len,
+        compacted: spool.snapshot(),
+        undelivered: spool.undelivered(),
+    })
+}
+
+/// Checks what no spool this SDK wrote holds and its counters could not take,
+/// and adds the line's counts of values to `counted`: a unit id from 2^63 on
+/// (ids count up from 1, and the next one must not overflow), or more values
+/// than a `u64` counts (the sums of undelivered values, here and in the worker,
+/// must not overflow; they are never more than `counted`). Lines with such
+/// numbers panicked the fuzz target `spool` (docs/testing.md#fuzzing).
+fn in_range(counted: u64, line: &Line) -> Result<u64, &'static str> {
+    const TOO_MANY: &str = "more recorded values than a 64-bit count holds";
+    match line {
+        Line::Record(group) => counted.checked_add(group.count).ok_or(TOO_MANY),
+        Line::Convert { units } => {
+            if units.iter().any(|unit| unit.id >= 1 << 63) {
+                return Err("a unit id out of range");
+            }
+            units
+                .iter()
+                .flat_map(|unit| &unit.counts)
+                .try_fold(counted, |sum, &count| sum.checked_add(count))
+                .ok_or(TOO_MANY)
+        }
+        Line::Header { .. } | Line::Ack { .. } | Line::Split { .. } => Ok(counted),
+    }
+}
+
 /// `path` with `suffix` appended to its file name.
 pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -214,6 +266,8 @@ impl Spool {
         let mut valid = 0;
         let mut number = 0;
         let mut torn: Option<(usize, String)> = None;
+        // Every count of values read so far: at least what is undelivered.
+        let mut counted = 0u64;
         while let Some(end) = bytes[offset..].iter().position(|&b| b == b'\n') {
             number += 1;
             match decode(&bytes[offset..offset + end]) {
@@ -230,7 +284,11 @@ impl Spool {
                         (_, Line::Header { .. }) => {
                             return Err(corrupt(number, "a second header".to_owned()));
                         }
-                        (_, line) => self.apply(line),
+                        (_, line) => {
+                            counted = in_range(counted, &line)
+                                .map_err(|reason| corrupt(number, reason.to_owned()))?;
+                            self.apply(line);
+                        }
                     }
                     valid = offset + end + 1;
                 }
@@ -433,15 +491,7 @@ impl Spool {
     /// Rewrites the log with only what is pending (`docs/design.md#spool-format`,
     /// compaction).
     fn compact(&mut self) -> io::Result<()> {
-        let mut bytes = encode(&Line::Header { v: VERSION });
-        if !self.units.is_empty() {
-            bytes.extend(encode(&Line::Convert {
-                units: self.units.values().cloned().collect(),
-            }));
-        }
-        for group in self.pending.iter() {
-            bytes.extend(encode(&Line::Record(group.clone())));
-        }
+        let bytes = self.snapshot();
         if let Some(storage) = &mut self.storage {
             let temporary = sibling(&storage.path, ".tmp");
             let _ = fs::remove_file(&temporary);
@@ -474,6 +524,20 @@ impl Spool {
         self.unsynced = false;
         self.dirty = false;
         Ok(())
+    }
+
+    /// The log a compaction writes: the header, the units, then what is pending.
+    fn snapshot(&self) -> Vec<u8> {
+        let mut bytes = encode(&Line::Header { v: VERSION });
+        if !self.units.is_empty() {
+            bytes.extend(encode(&Line::Convert {
+                units: self.units.values().cloned().collect(),
+            }));
+        }
+        for group in self.pending.iter() {
+            bytes.extend(encode(&Line::Record(group.clone())));
+        }
+        bytes
     }
 
     /// Syncs, compacts if worthwhile and releases the log and its lock.
