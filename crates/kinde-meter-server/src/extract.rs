@@ -82,7 +82,7 @@ pub async fn authenticate(
         );
     };
     let principal = match verify(&guard.state, token).await {
-        Ok(p) => p,
+        Ok(p) => Arc::new(p),
         Err(e) => {
             tracing::info!(reason = e.reason(), "token refused");
             return refuse(
@@ -93,29 +93,43 @@ pub async fn authenticate(
             );
         }
     };
-    // Tokens stay valid until they expire; a revoked client's are refused here
-    // (`docs/tokens.md`), checked after the signature so only genuine tokens get this far.
-    if guard.state.revoked_clients.contains(&principal.client_id) {
-        tracing::info!(client_id = %principal.client_id, "token refused: client revoked");
-        return refuse(
-            AuthFailure::RevokedClient,
-            ApiError::invalid_credentials("the client of this token has been revoked"),
-        );
-    }
-    if !principal.has_scope(guard.scope.as_str()) {
-        metrics.auth_failure(AuthFailure::InsufficientScope);
-        return ApiError::insufficient_scope(guard.scope).into_response();
-    }
-    // The caller's rate limit, before the body is read or storage is touched.
-    if let Err(limited) = limits.clients.check(&principal).await {
-        tracing::debug!(client_id = %principal.client_id, "rate limited");
-        metrics.rate_limited(LimitKind::Client);
-        return ApiError::too_many_requests(limited.retry_after_secs()).into_response();
-    }
-    // Shared, so that handlers take the caller without copying its scopes.
-    request.extensions_mut().insert(Arc::new(principal));
-    next.run(request).await
+    // The token is genuine: whatever the answer, the request's log line names
+    // its client (`docs/operations.md#logs`).
+    let caller = AuthenticatedClient(principal.clone());
+    let mut response = 'answer: {
+        // Tokens stay valid until they expire; a revoked client's are refused here
+        // (`docs/tokens.md`), checked after the signature so only genuine tokens get this far.
+        if guard.state.revoked_clients.contains(&principal.client_id) {
+            tracing::info!(client_id = %principal.client_id, "token refused: client revoked");
+            break 'answer refuse(
+                AuthFailure::RevokedClient,
+                ApiError::invalid_credentials("the client of this token has been revoked"),
+            );
+        }
+        if !principal.has_scope(guard.scope.as_str()) {
+            metrics.auth_failure(AuthFailure::InsufficientScope);
+            break 'answer ApiError::insufficient_scope(guard.scope).into_response();
+        }
+        // The caller's rate limit, before the body is read or storage is touched.
+        if let Err(limited) = limits.clients.check(&principal).await {
+            tracing::debug!(client_id = %principal.client_id, "rate limited");
+            metrics.rate_limited(LimitKind::Client);
+            break 'answer ApiError::too_many_requests(limited.retry_after_secs()).into_response();
+        }
+        // Shared, so that handlers take the caller without copying its scopes.
+        request.extensions_mut().insert(principal);
+        next.run(request).await
+    };
+    response.extensions_mut().insert(caller);
+    response
 }
+
+/// The authenticated caller of a request, put in the extensions of its answer
+/// (a shared pointer, nothing copied) for the request's log line
+/// (`routes::layers`): present when the bearer token was genuine, whatever
+/// the status.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedClient(pub Arc<Principal>);
 
 /// Verifies a token; in external issuer mode a token naming an unknown `kid`
 /// triggers one (throttled) refetch of the issuer's JWKS and a second try, which

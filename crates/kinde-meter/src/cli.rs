@@ -132,6 +132,10 @@ pub struct ServeArgs {
     /// per this many seconds.
     #[arg(long, env = "KINDE_METER_WEBHOOK_USAGE_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub webhook_usage_interval: u64,
+    /// Log lines on stderr: json (one object per line) or pretty (default:
+    /// pretty when stderr is a terminal, json otherwise); levels from RUST_LOG.
+    #[arg(long, env = "KINDE_METER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     #[command(flatten)]
     pub pool: PoolArgs,
 }

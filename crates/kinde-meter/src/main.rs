@@ -9,6 +9,7 @@ mod cli;
 #[cfg(test)]
 mod cli_reference;
 mod commands;
+mod logging;
 
 use clap::Parser;
 

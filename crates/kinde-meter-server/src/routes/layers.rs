@@ -1,9 +1,10 @@
 //! The layers around every route (404s and 405s included), applied once to the
-//! whole router by [`around`]: request id, log span, metrics, panic catcher;
-//! and, outside them all, [`drain_unread_body`] for answers given before the
-//! body was read.
+//! whole router by [`around`]: request id, metrics and the request's log line,
+//! log span, panic catcher; and, outside them all, [`drain_unread_body`] for
+//! answers given before the body was read.
 //!
-//! Design: `docs/design.md#request-pipeline`; `docs/limits.md#keep-alive`.
+//! Design: `docs/design.md#request-pipeline`; `docs/limits.md#keep-alive`;
+//! the log line: `docs/operations.md#logs`.
 
 use std::{
     any::Any,
@@ -33,7 +34,7 @@ use tower_http::{
 use tracing::Span;
 
 use crate::error::ApiError;
-use crate::extract::BODY_LIMIT;
+use crate::extract::{AuthenticatedClient, BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 
 /// The request id header, read from requests and set on every answer.
@@ -48,9 +49,12 @@ where
         ServiceBuilder::new()
             .layer(middleware::from_fn(drain_unread_body))
             .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+            // Outside the span: the request's line carries its own fields.
+            .layer(middleware::from_fn_with_state(metrics, observe))
             .layer(
-                // Only the span: the events of `TraceLayer` (request, response,
-                // failure) would add a log line per request.
+                // Only the span: `observe` writes the one line of a request,
+                // the events of `TraceLayer` (request, response, failure)
+                // would add more.
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
                     .on_request(())
@@ -60,7 +64,6 @@ where
                     .on_failure(()),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(middleware::from_fn_with_state(metrics, observe))
             .layer(CatchPanicLayer::custom(internal_error)),
     )
 }
@@ -238,14 +241,68 @@ fn request_span<B>(request: &http::Request<B>) -> Span {
     )
 }
 
-/// Counts and times the answer by matched route, method and status.
+/// Target of the request lines, for `RUST_LOG` (`kinde_meter::request=debug`
+/// adds the health checks' lines).
+pub const REQUEST_LOG_TARGET: &str = "kinde_meter::request";
+
+/// Routes polled by load balancers and scrapers: their lines are at DEBUG.
+const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Counts and times the answer by matched route, method and status, and
+/// writes the request's one log line once the answer is made
+/// (`docs/operations.md#logs`): method, matched route, path without the
+/// query string, status, latency, the caller's client id when its token was
+/// genuine, and the request id. Never a header or the body.
 async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let matched = request.extensions().get::<MatchedPath>();
-    let route = metrics.route_label(matched.map(MatchedPath::as_str));
-    let method = metrics::method_label(request.method());
+    // Shared buffers: reference counts, not copies.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched
+        .as_ref()
+        .map_or(metrics::UNMATCHED, MatchedPath::as_str);
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.header_value().clone());
     let started = Instant::now();
     let response = next.run(request).await;
-    metrics.observe(route, method, response.status().as_u16(), started);
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.observe(
+        metrics.route_label(matched.as_ref().map(MatchedPath::as_str)),
+        metrics::method_label(&method),
+        status,
+        started,
+    );
+    // Whole microseconds, so the number reads as milliseconds with 3 decimals.
+    let latency_ms = elapsed.as_micros() as f64 / 1000.0;
+    let client_id = response
+        .extensions()
+        .get::<AuthenticatedClient>()
+        .map(|AuthenticatedClient(principal)| principal.client_id.as_str());
+    let request_id = request_id.as_ref().and_then(|id| id.to_str().ok());
+    macro_rules! request_line {
+        ($level:expr) => {
+            tracing::event!(
+                target: REQUEST_LOG_TARGET,
+                $level,
+                // A token (RFC 9110): no space or quote to forge a field with.
+                method = %method,
+                route,
+                path = uri.path(),
+                status,
+                latency_ms,
+                client_id,
+                request_id,
+            )
+        };
+    }
+    if PROBES.contains(&route) {
+        request_line!(tracing::Level::DEBUG);
+    } else {
+        request_line!(tracing::Level::INFO);
+    }
     response
 }
 
@@ -375,6 +432,60 @@ mod tests {
             line.contains(r#"path="/logs""#) && !line.contains("secret"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn one_line_per_request_names_the_matched_route_even_after_a_panic_and_not_health_checks() {
+        let logs = logs_of(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let router = Router::new()
+                    .route("/items/{id}", get(|| async { "item" }))
+                    .route(
+                        "/panic",
+                        get(|| async {
+                            if true {
+                                panic!("in the handler");
+                            }
+                            "unreachable"
+                        }),
+                    )
+                    .route("/healthz", get(|| async { "ok" }));
+                let app = around(router, Arc::new(Metrics::new(None)));
+                for path in ["/items/42?secret=query", "/panic", "/healthz"] {
+                    let request = http::Request::get(path)
+                        .header(REQUEST_ID, format!("id-{}", path.len()))
+                        .body(Body::empty())
+                        .unwrap();
+                    app.clone().oneshot(request).await.unwrap();
+                }
+            });
+        });
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(REQUEST_LOG_TARGET))
+            .collect();
+        assert_eq!(lines.len(), 2, "{logs}");
+        for part in [
+            "INFO",
+            "method=GET",
+            r#"route="/items/{id}""#,
+            r#"path="/items/42""#,
+            "status=200",
+            "latency_ms=",
+            r#"request_id="id-22""#,
+        ] {
+            assert!(lines[0].contains(part), "{part:?} not in {}", lines[0]);
+        }
+        assert!(!lines[0].contains("client_id"), "{}", lines[0]);
+        assert!(
+            lines[1].contains(r#"route="/panic""#) && lines[1].contains("status=500"),
+            "{}",
+            lines[1]
+        );
+        assert!(!logs.contains("secret"), "{logs}");
     }
 
     #[test]

@@ -20,15 +20,24 @@ use kinde_meter_store::{AgreementQuery, Cursor, NewAgreement, PgSettings, Store,
 use kinde_meter_wire::Scope;
 
 use crate::cli::ServeArgs;
+use crate::commands::ExitStatus;
+use crate::logging::{self, LogFormat};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let format = LogFormat::resolve(args.log_format);
+    logging::init(format);
+    match serve(args).await {
+        // In JSON every line of the stream is an object, the last one too
+        // (docs/operations.md#logs); the exit status says the rest.
+        Err(e) if format == LogFormat::Json => {
+            tracing::error!(error = format!("{e:#}"), "kinde-meter serve failed");
+            Err(ExitStatus(1).into())
+        }
+        result => result,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (catalog, demo) = match &args.catalog {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -101,6 +110,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(_) => "data in PostgreSQL".to_owned(),
         None => format!("data in {}", args.data.data_dir.display()),
     };
+    // The banner below, for the log stream (no token).
+    tracing::info!(url, listening = %app.local_addr(), data, "serving");
     println!(
         "kinde-meter serving {url} (listening on {}, {data})",
         app.local_addr()

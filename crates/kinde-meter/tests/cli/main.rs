@@ -8,6 +8,7 @@ mod support;
 mod bench;
 mod clients;
 mod entitlements;
+mod logs;
 mod import;
 mod postgres;
 mod record;

@@ -1,0 +1,52 @@
+//! The log stream of `kinde-meter serve`: every event on stderr, as one JSON
+//! object per line or as one human-readable line, at the levels `RUST_LOG`
+//! asks for (default `info`). What the lines hold: `docs/operations.md#logs`.
+
+use std::io::IsTerminal;
+
+use clap::ValueEnum;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, the event's fields at its top level.
+    Json,
+    /// One human-readable line per event, coloured on a terminal.
+    Pretty,
+}
+
+impl LogFormat {
+    /// The format asked for, else pretty when stderr is a terminal (a person
+    /// reads it) and JSON otherwise (a collector does).
+    pub fn resolve(asked: Option<LogFormat>) -> LogFormat {
+        asked.unwrap_or_else(|| {
+            if std::io::stderr().is_terminal() {
+                LogFormat::Pretty
+            } else {
+                LogFormat::Json
+            }
+        })
+    }
+}
+
+/// Installs the process's subscriber: events enabled by `RUST_LOG` (`info`
+/// when it is unset or invalid), written to stderr in `format`.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .flatten_event(true)
+            // The request span (method, path, request id) of a line written
+            // while a request is handled; its parents add nothing.
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
