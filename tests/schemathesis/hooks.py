@@ -103,6 +103,10 @@ def _substitute(case):
         at = query.get("at")
         if isinstance(at, str) and at[:10] in ("1970-01-01", "2199-12-31"):
             query["at"] = "1971" + at[4:] if at.startswith("1970") else at[:8] + "30" + at[10:]
+    elif path == "/api/v1/billing/meter_usage/records" and query is not None:
+        query["customer_agreement_id"] = AGREEMENT
+        if query.get("billing_feature_code"):
+            query["billing_feature_code"] = FEATURE
     elif path == "/api/v1/billing/agreements" and method == "POST" and body is not None:
         body["plan_code"] = PLAN
     elif path in ("/api/v1/billing/agreements", "/api/v1/billing/entitlements") and query is not None:

@@ -24,6 +24,7 @@
 // types; the helpers the backends share are then unused.
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
+mod browse;
 mod model;
 mod new_events;
 mod open;
@@ -43,6 +44,9 @@ pub use writer_queue::WriterStats;
 /// its CPU time (Linux keeps the first 15 bytes of a thread name).
 pub const SQLITE_WRITER_THREAD: &str = "kinde-meter-sqlite-writer";
 
+pub use browse::{
+    CustomerPage, CustomerQuery, CustomerSummary, MAX_RECORDS, RecordsQuery, StoredUsageRecord,
+};
 pub use model::*;
 
 use async_trait::async_trait;
@@ -90,6 +94,19 @@ pub trait Store: Send + Sync + 'static {
     /// Usage per metered feature for the period containing `query.at`, read from the
     /// maintained aggregates.
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError>;
+
+    /// A page of the customers that have agreements, in byte order of their ids
+    /// (`docs/dashboard.md`).
+    async fn list_customers(&self, query: CustomerQuery) -> Result<CustomerPage, StoreError>;
+
+    /// The latest raw records of an agreement (of one metered feature, or of
+    /// every metered feature of its plan), at most `query.limit`, newest first:
+    /// by billing period, then the instant they count at, then arrival. Errors
+    /// as [`Store::read_usage`]'s for an unknown agreement or feature.
+    async fn latest_usage_records(
+        &self,
+        query: RecordsQuery,
+    ) -> Result<Vec<StoredUsageRecord>, ReadUsageError>;
 
     /// A customer's active agreement at `now` (the newest one, if ever several),
     /// its plan (every feature, metered or not, in catalog order) and the usage

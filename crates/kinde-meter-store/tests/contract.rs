@@ -9,6 +9,8 @@ mod common;
 
 #[path = "contract/agreements.rs"]
 mod agreements;
+#[path = "contract/browse.rs"]
+mod browse;
 #[path = "contract/clients.rs"]
 mod clients;
 #[path = "contract/durability.rs"]

@@ -15,6 +15,7 @@
 //! server uses to generate its OpenAPI document; the SDK leaves it off.
 
 mod agreements;
+mod browse;
 mod decimal;
 mod entitlements;
 mod error;
@@ -25,6 +26,7 @@ mod scope;
 mod webhooks;
 
 pub use agreements::*;
+pub use browse::*;
 pub use decimal::*;
 pub use entitlements::*;
 pub use error::*;

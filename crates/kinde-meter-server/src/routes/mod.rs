@@ -15,6 +15,7 @@
 //! `table`.
 
 pub mod agreements;
+pub mod browse;
 pub mod entitlements;
 pub mod layers;
 pub mod meter_usage;
@@ -104,6 +105,9 @@ fn table() -> Vec<Route> {
         scoped(DeleteWebhooks, routes!(webhooks::delete_web_hook)),
         scoped(ReadEvents, routes!(webhooks::get_event)),
         scoped(ReadEventTypes, routes!(webhooks::get_event_types)),
+        scoped(ReadBillingAgreements, routes!(browse::get_customers)),
+        scoped(ReadMeterUsage, routes!(browse::get_meter_usage_records)),
+        scoped(ReadWebhooks, routes!(browse::get_webhook_status)),
         public(routes!(oauth::token)),
         public(routes!(operations::jwks)),
         public(routes!(operations::jwks_json)),

@@ -64,28 +64,37 @@ pub async fn get_meter_usage(
             at,
         })
         .await
-        .map_err(|e| match e {
-            ReadUsageError::AgreementNotFound => ApiError::bad_request(
-                ErrorCode::AgreementNotFound,
-                format!("customer_agreement_id: no agreement {agreement_id}"),
-            ),
-            ReadUsageError::FeatureNotFound => ApiError::bad_request(
-                ErrorCode::FeatureNotFound,
-                format!(
-                    "billing_feature_code: the agreement's plan has no feature {}",
-                    display(&feature_code)
-                ),
-            ),
-            ReadUsageError::FeatureNotMetered => ApiError::bad_request(
-                ErrorCode::FeatureNotMetered,
-                format!(
-                    "billing_feature_code: {} is not metered",
-                    display(&feature_code)
-                ),
-            ),
-            ReadUsageError::Store(e) => e.into(),
-        })?;
+        .map_err(|e| read_error(e, &agreement_id, &feature_code))?;
     Ok(Json(views::usage(&report)))
+}
+
+/// The answer to a read of an agreement's usage (or records) that failed.
+pub(crate) fn read_error(
+    e: ReadUsageError,
+    agreement_id: &AgreementId,
+    feature_code: &Option<FeatureCode>,
+) -> ApiError {
+    match e {
+        ReadUsageError::AgreementNotFound => ApiError::bad_request(
+            ErrorCode::AgreementNotFound,
+            format!("customer_agreement_id: no agreement {agreement_id}"),
+        ),
+        ReadUsageError::FeatureNotFound => ApiError::bad_request(
+            ErrorCode::FeatureNotFound,
+            format!(
+                "billing_feature_code: the agreement's plan has no feature {}",
+                display(feature_code)
+            ),
+        ),
+        ReadUsageError::FeatureNotMetered => ApiError::bad_request(
+            ErrorCode::FeatureNotMetered,
+            format!(
+                "billing_feature_code: {} is not metered",
+                display(feature_code)
+            ),
+        ),
+        ReadUsageError::Store(e) => e.into(),
+    }
 }
 
 fn display(code: &Option<FeatureCode>) -> &str {

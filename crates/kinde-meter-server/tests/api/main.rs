@@ -9,6 +9,7 @@ mod support;
 
 mod agreements;
 mod billing_semantics;
+mod browse;
 mod entitlements;
 mod idempotency;
 mod meter_usage;

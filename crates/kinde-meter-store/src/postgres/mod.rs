@@ -8,6 +8,7 @@
 mod aggregates;
 mod agreements;
 mod batch;
+mod browse;
 mod catalog;
 mod clients;
 mod codec;
@@ -38,6 +39,8 @@ use kinde_meter_core::{
 };
 
 pub use crate::PgSettings;
+
+use crate::{CustomerPage, CustomerQuery, RecordsQuery, StoredUsageRecord};
 pub use schema::{CURRENT_VERSION, valid_schema_name};
 
 use self::{failure::OpError, pool::Db, pool::on_conn, writer::WriterHandle};
@@ -172,6 +175,21 @@ impl Store for PgStore {
             conn, &query
         )
         .await))
+    }
+
+    async fn list_customers(&self, query: CustomerQuery) -> Result<CustomerPage, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            browse::customers(&*conn, &query).await
+        })?)
+    }
+
+    async fn latest_usage_records(
+        &self,
+        query: RecordsQuery,
+    ) -> Result<Vec<StoredUsageRecord>, ReadUsageError> {
+        answer(on_conn!(self.db, self.db.deadline(), |conn| {
+            browse::latest_records(conn, &query).await
+        }))
     }
 
     async fn customer_entitlements(

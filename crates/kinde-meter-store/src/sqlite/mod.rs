@@ -16,6 +16,7 @@
 
 mod aggregates;
 mod agreements;
+mod browse;
 mod cache;
 mod catalog;
 mod clients;
@@ -55,6 +56,7 @@ use crate::{
     UsageSubmission,
 };
 use crate::{Client, ClientWithSecret, CustomerEntitlements, NewClient, RevokedClient};
+use crate::{CustomerPage, CustomerQuery, RecordsQuery, StoredUsageRecord};
 use crate::{
     Delivery, DeliveryId, DeliveryResult, DeliveryStats, NewWebhook, Webhook, WebhookPatch,
     WebhookStatus,
@@ -182,6 +184,21 @@ impl Store for SqliteStore {
 
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
         self.reads.run(move |conn| read::usage(conn, &query)).await
+    }
+
+    async fn list_customers(&self, query: CustomerQuery) -> Result<CustomerPage, StoreError> {
+        self.reads
+            .run(move |conn| Ok(browse::customers(conn, &query)?))
+            .await
+    }
+
+    async fn latest_usage_records(
+        &self,
+        query: RecordsQuery,
+    ) -> Result<Vec<StoredUsageRecord>, ReadUsageError> {
+        self.reads
+            .run(move |conn| browse::latest_records(conn, &query))
+            .await
     }
 
     async fn customer_entitlements(

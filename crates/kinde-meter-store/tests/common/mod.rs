@@ -345,6 +345,18 @@ impl Store for TestStore {
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
         self.store().read_usage(query).await
     }
+    async fn list_customers(
+        &self,
+        query: kinde_meter_store::CustomerQuery,
+    ) -> Result<kinde_meter_store::CustomerPage, StoreError> {
+        self.store().list_customers(query).await
+    }
+    async fn latest_usage_records(
+        &self,
+        query: kinde_meter_store::RecordsQuery,
+    ) -> Result<Vec<kinde_meter_store::StoredUsageRecord>, ReadUsageError> {
+        self.store().latest_usage_records(query).await
+    }
     async fn customer_entitlements(
         &self,
         customer_id: &CustomerId,
