@@ -19,11 +19,13 @@
 //! - [`storage`]: SQLite in the data directory or PostgreSQL, and where the
 //!   built-in issuer's keys and identity live with each,
 //! - [`openapi`]: what the OpenAPI document holds besides the routes,
-//! - [`webhooks`]: billing webhooks: endpoint checks and delivery.
+//! - [`webhooks`]: billing webhooks: endpoint checks and delivery,
+//! - [`dashboard`]: the usage dashboard's page and assets, embedded.
 
 pub mod auth;
 pub mod clients;
 pub mod clock;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod metrics;

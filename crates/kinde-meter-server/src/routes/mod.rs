@@ -115,6 +115,9 @@ fn table() -> Vec<Route> {
         public(routes!(operations::readyz)),
         public(routes!(operations::metrics)),
         public(routes!(openapi_json)),
+        public(routes!(crate::dashboard::page)),
+        public(routes!(crate::dashboard::script)),
+        public(routes!(crate::dashboard::style)),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! The routes the dashboard reads (docs/api.md#browsing): the customers
 //! listing with prefix search and paging, an agreement's latest raw records,
-//! every webhook's delivery state; their parameters' errors and scopes.
+//! every webhook's delivery state; their parameters' errors and scopes; and
+//! the dashboard's page and assets with their headers (docs/dashboard.md).
 
 use std::time::Duration;
 
@@ -301,4 +302,61 @@ async fn webhook_status_shows_each_webhooks_deliveries() {
     let token = app.token_with(&[Scope::ReadBillingAgreements, Scope::ReadMeterUsage]);
     let response = app.get_with(&token, WEBHOOK_STATUS).await;
     assert_error(response, StatusCode::FORBIDDEN, &["INSUFFICIENT_SCOPE"]).await;
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_strict_headers() {
+    let app = TestApp::spawn().await;
+    for (path, content_type, needle) in [
+        ("/dashboard", "text/html; charset=utf-8", "<title>"),
+        (
+            "/dashboard/app.js",
+            "text/javascript; charset=utf-8",
+            "sessionStorage",
+        ),
+        ("/dashboard/app.css", "text/css; charset=utf-8", ":root"),
+    ] {
+        // No token: the page and its assets are public; the data is not.
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers().clone();
+        let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(header("content-type"), content_type);
+        assert_eq!(
+            header("content-security-policy"),
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+             img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(header("referrer-policy"), "no-referrer");
+        assert_eq!(header("cache-control"), "no-cache");
+        let etag = header("etag");
+        assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+        assert!(response.text().await.unwrap().contains(needle), "{path}");
+
+        let again = app
+            .http
+            .get(app.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(again.text().await.unwrap(), "");
+    }
+    let response = app.http.post(app.url("/dashboard")).send().await.unwrap();
+    assert_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        &["METHOD_NOT_ALLOWED"],
+    )
+    .await;
+    let response = app
+        .http
+        .get(app.url("/dashboard/other.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::NOT_FOUND, &["NOT_FOUND"]).await;
 }
