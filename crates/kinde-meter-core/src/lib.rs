@@ -12,6 +12,7 @@
 //! - [`aggregate`]: the ordered delta/absolute rule, maintained incrementally,
 //! - [`catalog`]: plans and features from the TOML catalog (`docs/catalog.md`),
 //! - [`agreement`]: an agreement's state and current period,
+//! - [`export`]: the usage export's periods, amounts and CSV/NDJSON rows,
 //! - [`idempotency`]: idempotency keys and request fingerprints,
 //! - [`request`]: parsing `CreateMeterUsageRecordRequest` JSON into a [`request::UsageRecord`],
 //! - [`webhook`]: billing webhook events, their ids, data, claims and retry schedule.
@@ -21,6 +22,7 @@ pub mod agreement;
 pub mod assignment;
 pub mod catalog;
 pub mod entitlement;
+pub mod export;
 pub mod idempotency;
 pub mod ids;
 pub mod period;

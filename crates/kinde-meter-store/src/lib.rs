@@ -25,6 +25,7 @@
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
 mod browse;
+mod export;
 mod model;
 mod new_events;
 mod open;
@@ -47,6 +48,7 @@ pub const SQLITE_WRITER_THREAD: &str = "kinde-meter-sqlite-writer";
 pub use browse::{
     CustomerPage, CustomerQuery, CustomerSummary, MAX_RECORDS, RecordsQuery, StoredUsageRecord,
 };
+pub use export::{AgreementUsage, ExportPage, ExportQuery, MAX_EXPORT_PAGE};
 pub use model::*;
 
 use async_trait::async_trait;
@@ -94,6 +96,14 @@ pub trait Store: Send + Sync + 'static {
     /// Usage per metered feature for the period containing `query.at`, read from the
     /// maintained aggregates.
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError>;
+
+    /// One page of the usage export (`docs/import-export.md#export`): up to
+    /// `query.page_size` agreements of every customer after `query.after`, in
+    /// order of their ids, each with its plan and the usage of the plan's metered
+    /// features in the period `query.period` covers for it, read from the
+    /// maintained aggregates in one snapshot. Agreements not active in that
+    /// period are left out (they still move [`ExportPage::next`]).
+    async fn export_usage(&self, query: ExportQuery) -> Result<ExportPage, StoreError>;
 
     /// A page of the customers that have agreements, in byte order of their ids
     /// (`docs/dashboard.md`).

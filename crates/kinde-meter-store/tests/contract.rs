@@ -17,6 +17,8 @@ mod clients;
 mod durability;
 #[path = "contract/entitlements.rs"]
 mod entitlements;
+#[path = "contract/export.rs"]
+mod export;
 #[path = "contract/hard_limits.rs"]
 mod hard_limits;
 #[path = "contract/idempotency.rs"]

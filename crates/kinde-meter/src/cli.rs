@@ -52,6 +52,9 @@ pub enum Command {
     /// Import usage records from a CSV or NDJSON file through the batch endpoint,
     /// with progress, a reject file, and keys that make a re-run count nothing twice.
     Import(crate::commands::import::ImportArgs),
+    /// Export every agreement's usage of each metered feature for one billing
+    /// period, with its amount where the catalog has a unit price (CSV or NDJSON).
+    Export(crate::commands::export::ExportArgs),
 }
 
 #[derive(Debug, Args)]

@@ -155,6 +155,31 @@ impl ApiClient {
         T: DeserializeOwned,
         E: OperationError,
     {
+        self.execute_with(call, |status, body| match serde_json::from_str(&body) {
+            Ok(value) => Ok(value),
+            Err(source) => Err(E::decode(status, body, source)),
+        })
+        .await
+    }
+
+    /// [`execute`](Self::execute) for an operation whose 2xx body is text
+    /// (the usage export's CSV or NDJSON), returned as it came.
+    pub(crate) async fn execute_text<E>(&self, call: &Call<'_>) -> Result<String, E>
+    where
+        E: OperationError,
+    {
+        self.execute_with(call, |_, body| Ok(body)).await
+    }
+
+    /// [`execute`](Self::execute) with the decoding of a 2xx body.
+    async fn execute_with<T, E>(
+        &self,
+        call: &Call<'_>,
+        decode: impl Fn(reqwest::StatusCode, String) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: OperationError,
+    {
         let policy = self.inner.configuration.retry_policy();
         let started = Instant::now();
         let mut attempt = 1;
@@ -162,7 +187,7 @@ impl ApiClient {
         loop {
             let (bearer, result) = match self.bearer().await {
                 Ok(bearer) => {
-                    let result = self.execute_once(call, bearer.as_ref()).await;
+                    let result = self.execute_once(call, bearer.as_ref(), &decode).await;
                     (bearer, result)
                 }
                 Err(error) => (None, Err(E::token(error))),
@@ -202,9 +227,13 @@ impl ApiClient {
     }
 
     /// Sends `call` once.
-    async fn execute_once<T, E>(&self, call: &Call<'_>, bearer: Option<&Bearer>) -> Result<T, E>
+    async fn execute_once<T, E>(
+        &self,
+        call: &Call<'_>,
+        bearer: Option<&Bearer>,
+        decode: &impl Fn(reqwest::StatusCode, String) -> Result<T, E>,
+    ) -> Result<T, E>
     where
-        T: DeserializeOwned,
         E: OperationError,
     {
         let url = format!("{}{}", self.inner.configuration.host(), call.path);
@@ -235,10 +264,7 @@ impl ApiClient {
                 body,
             }));
         }
-        match serde_json::from_str(&body) {
-            Ok(value) => Ok(value),
-            Err(source) => Err(E::decode(status, body, source)),
-        }
+        decode(status, body)
     }
 }
 

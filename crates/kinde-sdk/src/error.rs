@@ -360,6 +360,12 @@ operation_error! {
 
 operation_error! {
     /// Failure of
+    /// [`BillingMeterUsageApi::export_meter_usage`](crate::BillingMeterUsageApi::export_meter_usage).
+    ExportMeterUsageError, replay_safe = true
+}
+
+operation_error! {
+    /// Failure of
     /// [`BillingAgreementsApi::create_billing_agreement`](crate::BillingAgreementsApi::create_billing_agreement).
     /// Not safe to replay when the outcome is unknown: a second agreement for the
     /// customer would end the first one.

@@ -372,8 +372,8 @@ pub use configuration::{Auth, Configuration, ConfigurationError};
 pub use error::{
     CheckBillingEntitlementError, CreateBillingAgreementError, CreateMeterUsageRecordError,
     CreateMeterUsageRecordsBatchError, CreateWebHookError, DeleteWebHookError,
-    GetBillingAgreementsError, GetBillingEntitlementsError, GetEventError, GetEventTypesError,
-    GetMeterUsageError, GetWebHooksError, UpdateWebHookError,
+    ExportMeterUsageError, GetBillingAgreementsError, GetBillingEntitlementsError, GetEventError,
+    GetEventTypesError, GetMeterUsageError, GetWebHooksError, UpdateWebHookError,
 };
 pub use idempotency::{IdempotencyKey, InvalidIdempotencyKey};
 pub use reporter::{

@@ -20,10 +20,10 @@ pub use kinde_meter_wire::{
     CreateMeterUsageRecordsBatchRequest, CreateMeterUsageRecordsBatchResponse,
     CreateWebHookRequest, CreateWebhookResponse, CreateWebhookResponseWebhook,
     DeleteWebhookResponse, Entitlement, EntitlementPlan, Error, ErrorCode, ErrorResponse,
-    EventType, GetBillingAgreementsResponse, GetBillingEntitlementsResponse, GetEventResponse,
-    GetEventResponseEvent, GetEventTypesResponse, GetMeterUsageResponse, GetWebhooksResponse,
-    MeterTypeCode, MeterUsage, SuccessResponse, UpdateWebHookRequest, UpdateWebhookResponse,
-    UpdateWebhookResponseWebhook, UsageTotal, Webhook,
+    EventType, ExportFormat, GetBillingAgreementsResponse, GetBillingEntitlementsResponse,
+    GetEventResponse, GetEventResponseEvent, GetEventTypesResponse, GetMeterUsageResponse,
+    GetWebhooksResponse, MeterTypeCode, MeterUsage, MeterUsageExportRow, SuccessResponse,
+    UpdateWebHookRequest, UpdateWebhookResponse, UpdateWebhookResponseWebhook, UsageTotal, Webhook,
 };
 
 /// A usage value as Kinde wants it: a non-negative decimal written as a string.

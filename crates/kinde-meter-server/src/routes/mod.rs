@@ -17,6 +17,7 @@
 pub mod agreements;
 pub mod browse;
 pub mod entitlements;
+pub mod export;
 pub mod layers;
 pub mod meter_usage;
 pub mod oauth;
@@ -83,6 +84,7 @@ fn table() -> Vec<Route> {
             routes!(meter_usage::create_meter_usage_records_batch),
         ),
         scoped(ReadMeterUsage, routes!(usage::get_meter_usage)),
+        scoped(ReadMeterUsage, routes!(export::export_meter_usage)),
         scoped(
             CreateBillingAgreements,
             routes!(agreements::create_billing_agreement),

@@ -11,6 +11,7 @@ mod agreements;
 mod billing_semantics;
 mod browse;
 mod entitlements;
+mod export;
 mod idempotency;
 mod meter_usage;
 mod openapi;

@@ -12,6 +12,7 @@ mod browse;
 mod catalog;
 mod clients;
 mod codec;
+mod export;
 mod failure;
 mod idempotency;
 mod issuer;
@@ -175,6 +176,15 @@ impl Store for PgStore {
             conn, &query
         )
         .await))
+    }
+
+    async fn export_usage(
+        &self,
+        query: crate::ExportQuery,
+    ) -> Result<crate::ExportPage, StoreError> {
+        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+            export::page(conn, &query).await
+        })?)
     }
 
     async fn list_customers(&self, query: CustomerQuery) -> Result<CustomerPage, StoreError> {

@@ -24,9 +24,9 @@ use crate::{
 };
 
 /// Columns [`from_row`] reads, in its order.
-const COLUMNS: &str = "id, customer_id, plan_code, interval, anchor_ns, expires_on_ns";
+pub(super) const COLUMNS: &str = "id, customer_id, plan_code, interval, anchor_ns, expires_on_ns";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Agreement> {
+pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Agreement> {
     Ok(Agreement {
         id: stored(AgreementId::parse(r.get::<_, String>(0)?))?,
         customer_id: stored(CustomerId::parse(r.get::<_, String>(1)?))?,

@@ -24,6 +24,7 @@ mod codec;
 mod connection;
 mod error;
 mod exec;
+mod export;
 mod idempotency;
 mod job;
 mod outbox;
@@ -184,6 +185,15 @@ impl Store for SqliteStore {
 
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
         self.reads.run(move |conn| read::usage(conn, &query)).await
+    }
+
+    async fn export_usage(
+        &self,
+        query: crate::ExportQuery,
+    ) -> Result<crate::ExportPage, StoreError> {
+        self.reads
+            .run(move |conn| Ok(export::page(conn, &query)?))
+            .await
     }
 
     async fn list_customers(&self, query: CustomerQuery) -> Result<CustomerPage, StoreError> {

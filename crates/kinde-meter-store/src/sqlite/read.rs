@@ -138,7 +138,7 @@ pub(super) fn customer_entitlements(
 
 /// Usage of `features` of `agreement` in the period containing `at`, one
 /// aggregate row each (none: no usage yet).
-fn report(
+pub(super) fn report(
     conn: &Connection,
     agreement: &Agreement,
     features: &[&Feature],

@@ -345,6 +345,12 @@ impl Store for TestStore {
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
         self.store().read_usage(query).await
     }
+    async fn export_usage(
+        &self,
+        query: kinde_meter_store::ExportQuery,
+    ) -> Result<kinde_meter_store::ExportPage, StoreError> {
+        self.store().export_usage(query).await
+    }
     async fn list_customers(
         &self,
         query: kinde_meter_store::CustomerQuery,

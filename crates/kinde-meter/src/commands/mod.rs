@@ -4,6 +4,7 @@ mod agreements;
 mod bench;
 mod clients;
 mod entitlements;
+pub(crate) mod export;
 pub(crate) mod import;
 mod migrate;
 mod record;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Import(args) => import::run(args).await,
+        Command::Export(args) => export::run(args).await,
     }
 }
 

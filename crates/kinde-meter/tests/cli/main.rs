@@ -8,6 +8,7 @@ mod support;
 mod bench;
 mod clients;
 mod entitlements;
+mod export;
 mod import;
 mod logs;
 mod postgres;
