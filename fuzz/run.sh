@@ -9,6 +9,7 @@
 # the stable toolchain accepts the nightly flags cargo-fuzz passes. Inputs found
 # during the run go to a scratch directory, never into the committed corpus; a
 # crash is written to fuzz/artifacts/<target>/ and printed.
+# KINDE_METER_FUZZ_TARGET_DIR overrides where the build goes.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,7 +27,10 @@ fi
 export RUSTC_BOOTSTRAP=1
 # The flags every run of these targets uses (docs/testing.md#fuzzing): overflow
 # checks and debug assertions on, 16 codegen units for a build that fits CI.
-build_flags=(--debug-assertions --codegen-units 16)
+# The build (~2 GB) is kept outside the clone, so that CI on the same machine
+# rebuilds only the workspace's crates; nothing depends on it being there.
+target_dir="${KINDE_METER_FUZZ_TARGET_DIR:-$HOME/.cache/kinde-meter/fuzz-target}"
+build_flags=(--debug-assertions --codegen-units 16 --target-dir "$target_dir")
 
 # Not --locked (cargo fuzz has no such flag): when a workspace crate gains a
 # dependency, cargo adds it to fuzz/Cargo.lock and keeps every other version.
