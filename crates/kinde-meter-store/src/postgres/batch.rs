@@ -78,7 +78,10 @@ pub(super) async fn run(
     deadline: tokio::time::Instant,
     committing: &mut Option<Committing>,
 ) -> PgResult<()> {
-    let tx = conn.transaction().await?;
+    let tx = match tokio::time::timeout_at(deadline, conn.transaction()).await {
+        Ok(tx) => tx?,
+        Err(_) => return Err(Failure::Timeout),
+    };
     let prepared = tokio::time::timeout_at(deadline, async {
         let answers = prepare(&tx, config, submissions).await?;
         let txid: i64 = tx.query_one("SELECT txid_current()", &[]).await?.get(0);
