@@ -47,22 +47,7 @@ rm -f "$SHOTS/dashboard.png"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kinde-meter-browser.XXXXXX")"
 DATA="$WORK/data"
 
-log "start $BIN serve --listen 127.0.0.1:0 --data-dir $DATA --webhook-allow-private-networks"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --webhook-allow-private-networks \
-    >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-URL=""
-for _ in $(seq 1 300); do
-    line="$(head -n 1 "$WORK/server.out" 2>/dev/null || true)"
-    if [[ $line == "kinde-meter serving "* ]]; then
-        URL="$(sed -E 's/^kinde-meter serving ([^ ]+).*$/\1/' <<<"$line")"
-        break
-    fi
-    kill -0 "$SERVER_PID" 2>/dev/null || fail_setup "the server exited before serving"
-    sleep 0.1
-done
-[[ $URL == http://127.0.0.1:* ]] || fail_setup "no 'kinde-meter serving URL' line within 30 s (got: ${line:-nothing})"
-log "server at $URL (pid $SERVER_PID)"
+start_server --listen 127.0.0.1:0 --data-dir "$DATA" --webhook-allow-private-networks
 
 WRITE_TOKEN="$("$BIN" token --data-dir "$DATA" --scope "create:billing_agreements create:meter_usage create:webhooks")" \
     || fail_setup "kinde-meter token failed"

@@ -40,23 +40,8 @@ BIN="$TARGET_DIR/debug/kinde-meter"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kinde-meter-node.XXXXXX")"
 DATA="$WORK/data"
 
-log "start $BIN serve --listen 127.0.0.1:0 --data-dir $DATA --catalog $HERE/catalog.toml --webhook-allow-private-networks --webhook-usage-interval 1"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --catalog "$HERE/catalog.toml" \
-    --webhook-allow-private-networks --webhook-usage-interval 1 \
-    >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-URL=""
-for _ in $(seq 1 300); do
-    line="$(head -n 1 "$WORK/server.out" 2>/dev/null || true)"
-    if [[ $line == "kinde-meter serving "* ]]; then
-        URL="$(sed -E 's/^kinde-meter serving ([^ ]+).*$/\1/' <<<"$line")"
-        break
-    fi
-    kill -0 "$SERVER_PID" 2>/dev/null || fail_setup "the server exited before serving"
-    sleep 0.1
-done
-[[ $URL == http://127.0.0.1:* ]] || fail_setup "no 'kinde-meter serving URL' line within 30 s (got: ${line:-nothing})"
-log "server at $URL (pid $SERVER_PID)"
+start_server --listen 127.0.0.1:0 --data-dir "$DATA" --catalog "$HERE/catalog.toml" \
+    --webhook-allow-private-networks --webhook-usage-interval 1
 
 SCOPES="create:webhooks read:webhooks update:webhooks delete:webhooks read:events read:event_types create:billing_agreements read:billing_agreements create:meter_usage"
 TOKEN="$("$BIN" token --data-dir "$DATA" --scope "$SCOPES")" || fail_setup "kinde-meter token failed"

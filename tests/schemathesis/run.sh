@@ -64,22 +64,7 @@ log "schemathesis $("$VPY" -c 'import importlib.metadata as m; print(m.version("
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kinde-meter-schemathesis.XXXXXX")"
 DATA="$WORK/data"
 
-log "start $BIN serve --listen 127.0.0.1:0 --data-dir $DATA --rate-limit 0 --webhook-allow-private-networks"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --rate-limit 0 --webhook-allow-private-networks \
-    >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-URL=""
-for _ in $(seq 1 300); do
-    line="$(head -n 1 "$WORK/server.out" 2>/dev/null || true)"
-    if [[ $line == "kinde-meter serving "* ]]; then
-        URL="$(sed -E 's/^kinde-meter serving ([^ ]+).*$/\1/' <<<"$line")"
-        break
-    fi
-    kill -0 "$SERVER_PID" 2>/dev/null || fail_setup "the server exited before serving"
-    sleep 0.1
-done
-[[ $URL == http://127.0.0.1:* ]] || fail_setup "no 'kinde-meter serving URL' line within 30 s (got: ${line:-nothing})"
-log "server at $URL (pid $SERVER_PID)"
+start_server --listen 127.0.0.1:0 --data-dir "$DATA" --rate-limit 0 --webhook-allow-private-networks
 
 ALL_SCOPES="create:meter_usage read:meter_usage create:billing_agreements read:billing_agreements read:billing_entitlements"
 ALL_SCOPES+=" create:webhooks read:webhooks update:webhooks delete:webhooks read:events read:event_types"
