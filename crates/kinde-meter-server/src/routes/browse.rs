@@ -3,11 +3,7 @@
 //! agreement's latest raw records, and every webhook's delivery state.
 
 use axum::{Json, extract::State};
-use kinde_meter_core::{
-    ErrorCode,
-    ids::{AgreementId, CustomerId, FeatureCode},
-    timestamp::format_utc,
-};
+use kinde_meter_core::{ErrorCode, ids::CustomerId, timestamp::format_utc};
 use kinde_meter_store::{CustomerQuery, MAX_RECORDS, RecordsQuery, WebhookStatus};
 use kinde_meter_wire::{
     CustomerSummary, ErrorResponse, GetCustomersResponse, GetMeterUsageRecordsResponse,
@@ -97,16 +93,7 @@ pub async fn get_meter_usage_records(
     State(state): State<AppState>,
     QueryParams(params): QueryParams,
 ) -> Result<Json<GetMeterUsageRecordsResponse>, ApiError> {
-    let agreement_id = params
-        .required("customer_agreement_id")?
-        .and_then_code(AgreementId::parse)?;
-    let feature_code = params
-        .optional("billing_feature_code")
-        .map(|f| FeatureCode::parse(f.to_owned()))
-        .transpose()
-        .map_err(|e| {
-            ApiError::bad_request(ErrorCode::InvalidField, format!("billing_feature_code {e}"))
-        })?;
+    let (agreement_id, feature_code) = usage::agreement_and_feature(&params)?;
     let limit = limit(&params)?;
     let records = state
         .store

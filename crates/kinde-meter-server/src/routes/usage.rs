@@ -11,7 +11,7 @@ use kinde_meter_store::{ReadUsageError, UsageQuery};
 use kinde_meter_wire::{ErrorResponse, GetMeterUsageResponse};
 
 use crate::error::ApiError;
-use crate::extract::QueryParams;
+use crate::extract::{Params, QueryParams};
 use crate::state::AppState;
 use crate::views;
 
@@ -35,16 +35,7 @@ pub async fn get_meter_usage(
     State(state): State<AppState>,
     QueryParams(params): QueryParams,
 ) -> Result<Json<GetMeterUsageResponse>, ApiError> {
-    let agreement_id = params
-        .required("customer_agreement_id")?
-        .and_then_code(AgreementId::parse)?;
-    let feature_code = params
-        .optional("billing_feature_code")
-        .map(|f| FeatureCode::parse(f.to_owned()))
-        .transpose()
-        .map_err(|e| {
-            ApiError::bad_request(ErrorCode::InvalidField, format!("billing_feature_code {e}"))
-        })?;
+    let (agreement_id, feature_code) = agreement_and_feature(&params)?;
     let at = match params.optional("at") {
         None => state.clock.now(),
         Some(text) => parse_rfc3339_lenient(text)
@@ -66,6 +57,24 @@ pub async fn get_meter_usage(
         .await
         .map_err(|e| read_error(e, &agreement_id, &feature_code))?;
     Ok(Json(views::usage(&report)))
+}
+
+/// `customer_agreement_id` (required) and `billing_feature_code` (optional) of
+/// a read of an agreement's usage or records.
+pub(crate) fn agreement_and_feature(
+    params: &Params,
+) -> Result<(AgreementId, Option<FeatureCode>), ApiError> {
+    let agreement_id = params
+        .required("customer_agreement_id")?
+        .and_then_code(AgreementId::parse)?;
+    let feature_code = params
+        .optional("billing_feature_code")
+        .map(|f| FeatureCode::parse(f.to_owned()))
+        .transpose()
+        .map_err(|e| {
+            ApiError::bad_request(ErrorCode::InvalidField, format!("billing_feature_code {e}"))
+        })?;
+    Ok((agreement_id, feature_code))
 }
 
 /// The answer to a read of an agreement's usage (or records) that failed.
