@@ -10,13 +10,13 @@ use kinde_meter_core::{
     agreement::Agreement,
     ids::{AgreementId, CustomerId, PlanCode},
 };
-use tokio_postgres::{IsolationLevel, Row};
+use tokio_postgres::Row;
 
 use super::{
     catalog,
     codec::{self, stored},
     failure::{OpError, PgResult},
-    outbox,
+    outbox, pool,
 };
 use crate::{
     AgreementPage, AgreementQuery, AgreementView, CreateAgreementError, Cursor,
@@ -133,12 +133,7 @@ pub(super) async fn list(
     conn: &mut Object,
     query: &AgreementQuery,
 ) -> Result<AgreementPage, OpError<ListAgreementsError>> {
-    let tx = conn
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = pool::read_snapshot(conn).await?;
     let customer = query.customer_id.as_str();
     let cursor_seq: Option<i64> = match &query.cursor {
         Cursor::First => None,

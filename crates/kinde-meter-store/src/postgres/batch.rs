@@ -82,10 +82,14 @@ pub(super) async fn run(
         Ok(tx) => tx?,
         Err(_) => return Err(Failure::Timeout),
     };
+    // The id is asked alongside the batch's first statement (the driver
+    // pipelines both on the connection), so it costs no round trip of its own.
     let prepared = tokio::time::timeout_at(deadline, async {
-        let answers = prepare(&tx, config, submissions).await?;
-        let txid: i64 = tx.query_one("SELECT txid_current()", &[]).await?.get(0);
-        PgResult::Ok((answers, txid))
+        let txid = async {
+            let row = tx.query_one("SELECT txid_current()", &[]).await?;
+            PgResult::Ok(row.get::<_, i64>(0))
+        };
+        futures::try_join!(prepare(&tx, config, submissions), txid)
     })
     .await;
     let (answers, txid) = match prepared {

@@ -9,12 +9,12 @@ use kinde_meter_core::{
     period::Period,
     value::MeterValue,
 };
-use tokio_postgres::IsolationLevel;
 
 use super::{
     agreements, catalog,
     codec::{self, stored},
     failure::{Failure, OpError, PgResult},
+    pool,
 };
 use crate::{
     CustomerPage, CustomerQuery, CustomerSummary, ReadUsageError, RecordsQuery, StoredUsageRecord,
@@ -66,12 +66,7 @@ pub(super) async fn latest_records(
     conn: &mut Object,
     query: &RecordsQuery,
 ) -> Result<Vec<StoredUsageRecord>, OpError<ReadUsageError>> {
-    let tx = conn
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = pool::read_snapshot(conn).await?;
     let Some(agreement) = agreements::load(&tx, &query.agreement_id).await? else {
         return Err(ReadUsageError::AgreementNotFound.into());
     };

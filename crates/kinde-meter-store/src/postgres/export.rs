@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use deadpool_postgres::Object;
 use jiff::Timestamp;
 use kinde_meter_core::{agreement::Agreement, ids::AgreementId, period::Period, value::UsageTotal};
-use tokio_postgres::IsolationLevel;
 
 use super::{
     agreements::{self, COLUMNS as AGREEMENT_COLUMNS},
     catalog,
     codec::{self, stored},
     failure::PgResult,
+    pool,
 };
 use crate::{AgreementUsage, ExportPage, ExportQuery, FeatureUsage, UsageReport};
 
@@ -22,12 +22,7 @@ type Found = (UsageTotal, u64, Option<Timestamp>);
 
 /// One page of the export (`crate::Store::export_usage`).
 pub(super) async fn page(conn: &mut Object, query: &ExportQuery) -> PgResult<ExportPage> {
-    let tx = conn
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = pool::read_snapshot(conn).await?;
     let page_size = query.page_size.clamp(1, crate::MAX_EXPORT_PAGE);
     let after = query.after.as_ref().map_or("", AgreementId::as_str);
     let stmt = tx

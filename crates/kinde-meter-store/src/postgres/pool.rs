@@ -109,6 +109,19 @@ impl Db {
     }
 }
 
+/// A read-only, repeatable-read transaction on `conn`: one snapshot for every
+/// statement of a read, so what it reads (agreement, plan, aggregates, cursor)
+/// agrees.
+pub(super) async fn read_snapshot(
+    conn: &mut Object,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    conn.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 /// The `options` startup parameter: whatever the URL asked for, then the
 /// schema (`search_path`) and the timeouts every session of the store runs
 /// with. `idle_in_transaction_session_timeout` frees the locks of a server

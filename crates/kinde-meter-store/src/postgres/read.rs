@@ -3,7 +3,6 @@
 use deadpool_postgres::Object;
 use jiff::Timestamp;
 use kinde_meter_core::ids::CustomerId;
-use tokio_postgres::IsolationLevel;
 
 use super::{
     aggregates::{self, PeriodKey},
@@ -11,6 +10,7 @@ use super::{
     catalog::{self, PLAN_COLUMNS},
     codec,
     failure::{OpError, PgResult},
+    pool,
 };
 use crate::{CustomerEntitlements, FeatureUsage, ReadUsageError, UsageQuery, UsageReport};
 
@@ -28,12 +28,7 @@ pub(super) async fn usage(
     query: &UsageQuery,
 ) -> Result<UsageReport, OpError<ReadUsageError>> {
     // One snapshot for agreement, plan and aggregates.
-    let tx = conn
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = pool::read_snapshot(conn).await?;
     let Some(agreement) = agreements::load(&tx, &query.agreement_id).await? else {
         return Err(ReadUsageError::AgreementNotFound.into());
     };
