@@ -180,48 +180,41 @@ pub fn workload(
         authorised: true,
         batch: false,
     };
-    let reads = |name| -> anyhow::Result<RequestKind> {
+    // GETs of `url`, one per agreement: `key` names the agreement (`of` it)
+    // and `feature_key` the feature.
+    let gets = |name, url: &str, key: &str, of: fn(&Agreement) -> &str, feature_key: &str| {
         let urls = agreements
             .iter()
             .map(|a| {
-                reqwest::Url::parse_with_params(
-                    &records_url,
-                    [
-                        ("customer_agreement_id", a.id.as_str()),
-                        ("billing_feature_code", feature),
-                    ],
-                )
-                .map(String::from)
+                reqwest::Url::parse_with_params(url, [(key, of(a)), (feature_key, feature)])
+                    .map(String::from)
             })
             .collect::<Result<_, _>>()?;
-        Ok(RequestKind {
+        anyhow::Ok(RequestKind {
             name,
             method: Method::Get { urls },
             authorised: true,
             batch: false,
         })
     };
-    let checks = |name| -> anyhow::Result<RequestKind> {
-        let url = format!("{base}/api/v1/billing/entitlements/check");
-        let urls = agreements
-            .iter()
-            .map(|a| {
-                reqwest::Url::parse_with_params(
-                    &url,
-                    [
-                        ("customer_id", a.customer.as_str()),
-                        ("feature_code", feature),
-                    ],
-                )
-                .map(String::from)
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(RequestKind {
+    let reads = |name| {
+        gets(
             name,
-            method: Method::Get { urls },
-            authorised: true,
-            batch: false,
-        })
+            &records_url,
+            "customer_agreement_id",
+            |a| a.id.as_str(),
+            "billing_feature_code",
+        )
+    };
+    let checks_url = format!("{base}/api/v1/billing/entitlements/check");
+    let checks = |name| {
+        gets(
+            name,
+            &checks_url,
+            "customer_id",
+            |a| a.customer.as_str(),
+            "feature_code",
+        )
     };
     Ok(match mode {
         BenchMode::Healthz => Workload::uniform(RequestKind {
