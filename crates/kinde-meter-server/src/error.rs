@@ -9,6 +9,13 @@ use axum::{
 use kinde_meter_core::{ErrorCode, request::FieldError};
 use kinde_meter_store::StoreError;
 use kinde_meter_wire::{Error, ErrorResponse, Scope};
+use std::{
+    sync::{
+        LazyLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Instant,
+};
 
 /// An error answer: a status, one or more `{code, message}` entries, and the
 /// seconds to wait for 429/503.
@@ -112,7 +119,13 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         // The detail goes to the log, not to the client.
-        tracing::warn!(error = %e, "storage refused a request");
+        if let Some(suppressed) = STORE_REFUSALS.line_due(process_millis()) {
+            tracing::warn!(
+                error = %e,
+                suppressed,
+                "storage refused a request (and `suppressed` more since the previous line)"
+            );
+        }
         match e {
             StoreError::QueueFull => {
                 ApiError::unavailable("the write queue is full; nothing was stored, retry later")
@@ -146,5 +159,70 @@ impl IntoResponse for ApiError {
             }
         }
         response
+    }
+}
+
+/// Storage refusals' log lines: under overload or an outage every refused
+/// request would write one (thousands a second); at most one a second is
+/// written instead, counting those left out.
+static STORE_REFUSALS: LogThrottle = LogThrottle::new(1000);
+
+/// Milliseconds since the first call (the throttle's clock).
+fn process_millis() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// At most one log line per `every_ms`, lock-free; the events not written
+/// are counted and reported with the next line.
+struct LogThrottle {
+    every_ms: u64,
+    next_line_at: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogThrottle {
+    const fn new(every_ms: u64) -> LogThrottle {
+        LogThrottle {
+            every_ms,
+            next_line_at: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// For an event at `now_ms`: `Some(events left out since the last line)`
+    /// when a line is due, `None` when this one is left out.
+    fn line_due(&self, now_ms: u64) -> Option<u64> {
+        let due = self.next_line_at.load(Relaxed);
+        if now_ms >= due
+            && self
+                .next_line_at
+                .compare_exchange(due, now_ms.saturating_add(self.every_ms), Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogThrottle;
+
+    #[test]
+    fn one_line_per_interval_and_the_next_line_counts_those_left_out() {
+        let throttle = LogThrottle::new(1000);
+        assert_eq!(throttle.line_due(0), Some(0));
+        for now in [1, 500, 999] {
+            assert_eq!(throttle.line_due(now), None);
+        }
+        assert_eq!(throttle.line_due(1000), Some(3));
+        assert_eq!(throttle.line_due(1001), None);
+        // A quiet spell: the next event is written at once.
+        assert_eq!(throttle.line_due(60_000), Some(1));
+        assert_eq!(throttle.line_due(60_001), None);
     }
 }
