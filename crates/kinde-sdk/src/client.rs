@@ -54,8 +54,14 @@ pub struct ApiClient {
 struct Inner {
     http: reqwest::Client,
     configuration: Configuration,
+    /// The host, parsed once: each request's URL is this with the call's path,
+    /// so a call does not parse the scheme and host (IDNA included) again.
+    base_url: Url,
     authorization: Authorization,
 }
+
+/// The name of the `Idempotency-Key` header, made once.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Where the `Authorization` header comes from.
 #[derive(Debug)]
@@ -79,7 +85,7 @@ impl ApiClient {
     /// secret, [`ConfigurationError::HttpClient`] if the TLS backend cannot be
     /// initialised.
     pub fn new(configuration: Configuration) -> Result<Self, ConfigurationError> {
-        check_host(configuration.host())?;
+        let base_url = check_host(configuration.host())?;
         let static_token = match configuration.auth() {
             Auth::AccessToken(token) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -132,6 +138,7 @@ impl ApiClient {
             inner: Arc::new(Inner {
                 http,
                 configuration,
+                base_url,
                 authorization,
             }),
         })
@@ -236,8 +243,10 @@ impl ApiClient {
     where
         E: OperationError,
     {
-        let url = format!("{}{}", self.inner.configuration.host(), call.path);
-        let mut request = self.inner.http.request(call.method.clone(), url);
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), self.url(&call.path));
         if !call.query.is_empty() {
             request = request.query(&call.query);
         }
@@ -245,26 +254,43 @@ impl ApiClient {
             request = request.header(AUTHORIZATION, bearer.header.clone());
         }
         if let Some(key) = call.idempotency_key {
-            request = request.header("idempotency-key", key.as_str());
+            request = request.header(IDEMPOTENCY_KEY, key.as_str());
         }
         if let Some(body) = &call.body {
             request = request
-                .header(CONTENT_TYPE, "application/json")
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body.clone());
         }
 
         let response = request.send().await.map_err(E::transport)?;
         let status = response.status();
+        if status.is_success() {
+            let body = response.text().await.map_err(E::transport)?;
+            return decode(status, body);
+        }
+        // Only an error keeps the headers (`Retry-After`, the request id).
         let headers = response.headers().clone();
         let body = response.text().await.map_err(E::transport)?;
-        if !status.is_success() {
-            return Err(E::from_response(RawResponse {
-                status,
-                headers,
-                body,
-            }));
+        Err(E::from_response(RawResponse {
+            status,
+            headers,
+            body,
+        }))
+    }
+
+    /// The URL of `path` (which starts with `/`) under the configured host,
+    /// keeping the host's own path as a prefix (`https://gateway.example.com/kinde`
+    /// gives `https://gateway.example.com/kinde/api/v1/…`).
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.inner.base_url.clone();
+        let prefix = url.path().trim_end_matches('/');
+        if prefix.is_empty() {
+            url.set_path(path);
+        } else {
+            let joined = format!("{prefix}{path}");
+            url.set_path(&joined);
         }
-        decode(status, body)
+        url
     }
 }
 
@@ -344,7 +370,8 @@ impl<'a> Call<'a> {
     }
 }
 
-fn check_host(host: &str) -> Result<(), ConfigurationError> {
+/// Parses the configured host, refusing what cannot be the base of every route.
+fn check_host(host: &str) -> Result<Url, ConfigurationError> {
     let invalid = |reason: &str| ConfigurationError::InvalidHost {
         host: host.to_owned(),
         reason: reason.to_owned(),
@@ -359,7 +386,7 @@ fn check_host(host: &str) -> Result<(), ConfigurationError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("a host cannot have a query or fragment"));
     }
-    Ok(())
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -388,6 +415,31 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn urls_join_the_host_and_its_path_prefix_with_the_route() {
+        let url = |host: &str, path: &str| {
+            ApiClient::new(Configuration::new(host))
+                .unwrap()
+                .url(path)
+                .to_string()
+        };
+        assert_eq!(
+            url("http://127.0.0.1:8080", "/api/v1/billing/meter_usage"),
+            "http://127.0.0.1:8080/api/v1/billing/meter_usage"
+        );
+        assert_eq!(
+            url(
+                "https://gateway.example.com/kinde/",
+                "/api/v1/webhooks/a%2Fb"
+            ),
+            "https://gateway.example.com/kinde/api/v1/webhooks/a%2Fb"
+        );
+        assert_eq!(
+            url("acme.kinde.com", "/api/v1/events/x?y"),
+            "https://acme.kinde.com/api/v1/events/x%3Fy"
+        );
     }
 
     #[test]
