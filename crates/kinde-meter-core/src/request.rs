@@ -178,6 +178,169 @@ impl UsageRecord {
     }
 }
 
+/// A batch request body (`{"records": [...]}`, docs/api.md#batch) decoded
+/// straight from its text, without a [`Value`] in between: what the batch
+/// route checks before it parses each record.
+#[derive(Debug)]
+pub enum BatchBody<'a> {
+    /// The body is JSON but not an object.
+    NotObject,
+    /// `records` is absent or `null`.
+    RecordsMissing,
+    /// `records` is neither an array nor `null`.
+    RecordsNotArray,
+    /// `records`, each element as it arrived.
+    Records(Vec<BatchRecord<'a>>),
+}
+
+/// One element of a batch's `records`, not parsed into a record yet.
+#[derive(Debug)]
+pub struct BatchRecord<'a>(RawBody<'a>);
+
+impl<'a> BatchBody<'a> {
+    /// Decodes a batch body. Exactly the texts a [`Value`] refuses are
+    /// refused, with its error (everything not kept is decoded as a
+    /// [`Value`] and dropped, as for a single record); a repeated key keeps
+    /// its last value, as a [`Map`](serde_json::Map) does.
+    pub fn from_json_slice(body: &'a [u8]) -> Result<BatchBody<'a>, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
+impl BatchRecord<'_> {
+    /// Whether the element is a JSON object (anything else makes the batch
+    /// malformed as a whole).
+    pub fn is_object(&self) -> bool {
+        matches!(self.0, RawBody::Object(_))
+    }
+
+    /// The record, or every problem with it: the same record, problems and
+    /// messages as [`UsageRecord::from_json`] on the element (never
+    /// [`ParseError::Json`]). `now` as there.
+    pub fn parse(&self, now: Timestamp) -> Result<UsageRecord, ParseError> {
+        match &self.0 {
+            RawBody::Object(fields) => UsageRecord::from_fields(fields, now),
+            RawBody::NotObject => Err(vec![not_an_object()]),
+        }
+        .map_err(ParseError::Fields)
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchBody<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BatchVisitor)
+    }
+}
+
+struct BatchVisitor;
+
+impl<'de> Visitor<'de> for BatchVisitor {
+    type Value = BatchBody<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut body = BatchBody::RecordsMissing;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if key == "records" {
+                body = map.next_value::<RecordsField<'de>>()?.0;
+            } else {
+                map.next_value::<Value>()?;
+            }
+        }
+        Ok(body)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(BatchBody::NotObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(BatchBody::NotObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(BatchBody::NotObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(BatchBody::NotObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(BatchBody::NotObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(BatchBody::NotObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(BatchBody::NotObject)
+    }
+}
+
+/// The value of a batch's `records`, of whatever JSON type.
+struct RecordsField<'a>(BatchBody<'a>);
+
+impl<'de> Deserialize<'de> for RecordsField<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(RecordsVisitor)
+            .map(RecordsField)
+    }
+}
+
+struct RecordsVisitor;
+
+impl<'de> Visitor<'de> for RecordsVisitor {
+    type Value = BatchBody<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(128));
+        while let Some(record) = seq.next_element::<RawBody<'de>>()? {
+            records.push(BatchRecord(record));
+        }
+        Ok(BatchBody::Records(records))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<String, Value>()?.is_some() {}
+        Ok(BatchBody::RecordsNotArray)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(BatchBody::RecordsMissing)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(BatchBody::RecordsNotArray)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(BatchBody::RecordsNotArray)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(BatchBody::RecordsNotArray)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(BatchBody::RecordsNotArray)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(BatchBody::RecordsNotArray)
+    }
+}
+
 fn not_an_object() -> FieldError {
     FieldError::new(ErrorCode::InvalidJson, "the body must be a JSON object")
 }
@@ -310,6 +473,7 @@ impl<'a> RawFields<'a> {
 /// as a [`Value`] and dropped, so that exactly the texts [`Value`] refuses are
 /// refused, with its errors; a repeated key keeps its last value, as a [`Map`](serde_json::Map)
 /// does.
+#[derive(Debug)]
 enum RawBody<'a> {
     Object(RawFields<'a>),
     NotObject,
@@ -584,6 +748,129 @@ mod tests {
                 .and_then(|value| outcome(UsageRecord::from_json(&value, now())));
             let direct = outcome(UsageRecord::from_json_slice(&body, now()));
             assert_eq!(direct, via_value, "{}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    /// What the batch route made of a body when it decoded it into a `Value`
+    /// first, and what it makes of it with [`BatchBody`]: the same JSON
+    /// errors word for word, the same whole-request refusals, the same
+    /// elements, records and problems.
+    #[derive(Debug, PartialEq)]
+    enum BatchOutcome {
+        NotJson(String),
+        NotObject,
+        RecordsMissing,
+        RecordsNotArray,
+        Records(Vec<(bool, Result<UsageRecord, Vec<FieldError>>)>),
+    }
+
+    fn fields(parsed: Result<UsageRecord, ParseError>) -> Result<UsageRecord, Vec<FieldError>> {
+        parsed.map_err(|e| match e {
+            ParseError::Fields(problems) => problems,
+            ParseError::Json(e) => panic!("a record of a decoded body: {e}"),
+        })
+    }
+
+    fn batch_via_value(body: &[u8]) -> BatchOutcome {
+        let value: Value = match serde_json::from_slice(body) {
+            Ok(value) => value,
+            Err(e) => return BatchOutcome::NotJson(e.to_string()),
+        };
+        let Value::Object(mut object) = value else {
+            return BatchOutcome::NotObject;
+        };
+        match object.remove("records") {
+            None | Some(Value::Null) => BatchOutcome::RecordsMissing,
+            Some(Value::Array(records)) => BatchOutcome::Records(
+                records
+                    .iter()
+                    .map(|r| (r.is_object(), fields(UsageRecord::from_json(r, now()))))
+                    .collect(),
+            ),
+            Some(_) => BatchOutcome::RecordsNotArray,
+        }
+    }
+
+    fn batch_direct(body: &[u8]) -> BatchOutcome {
+        match BatchBody::from_json_slice(body) {
+            Err(e) => BatchOutcome::NotJson(e.to_string()),
+            Ok(BatchBody::NotObject) => BatchOutcome::NotObject,
+            Ok(BatchBody::RecordsMissing) => BatchOutcome::RecordsMissing,
+            Ok(BatchBody::RecordsNotArray) => BatchOutcome::RecordsNotArray,
+            Ok(BatchBody::Records(records)) => BatchOutcome::Records(
+                records
+                    .iter()
+                    .map(|r| (r.is_object(), fields(r.parse(now()))))
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_batch_parsed_from_its_text_answers_as_one_decoded_as_a_value() {
+        let ok = r#"{"customer_agreement_id":"a","billing_feature_code":"f","meter_value":"5"}"#;
+        let bodies = [
+            format!(r#"{{"records":[{ok},{ok}]}}"#),
+            format!(r#"{{"extra":{{"deep":[1,{{"x":null}}]}},"records":[{ok}],"more":1}}"#),
+            r#"{"records":[]}"#.to_owned(),
+            // Every kind of problem in a record, and records that are not objects.
+            r#"{"records":[{}, {"customer_agreement_id": 5, "billing_feature_code": ["x"], "meter_value": 1.5, "meter_usage_timestamp": {"a": 1}, "meter_type_code": true}]}"#.to_owned(),
+            r#"{"records":[{"customer_agreement_id": "", "billing_feature_code": "f", "meter_value": "1e3", "meter_usage_timestamp": "soon", "meter_type_code": "set"}]}"#.to_owned(),
+            r#"{"records":[{"customer_agreement_id": "a", "billing_feature_code": "f", "meter_value": "1", "meter_usage_timestamp": "2030-01-01T00:00:00Z"}]}"#.to_owned(),
+            format!(r#"{{"records":[{ok}, 1, "x", null, [], true, -2, 1.5]}}"#),
+            // Escaped keys; the last of repeated keys wins.
+            format!(r#"{{"r\u0065cords":[{ok}]}}"#),
+            format!(r#"{{"records":5,"records":[{ok}]}}"#),
+            format!(r#"{{"records":[{ok}],"records":null}}"#),
+            format!(r#"{{"records":[{ok}],"records":{{"a":[1]}}}}"#),
+            // Whole-request refusals.
+            r#"{}"#.to_owned(),
+            r#"{"records":null}"#.to_owned(),
+            r#"{"records":{}}"#.to_owned(),
+            r#"{"records":"x"}"#.to_owned(),
+            r#"{"records":1}"#.to_owned(),
+            r#"{"records":-1}"#.to_owned(),
+            r#"{"records":1.5}"#.to_owned(),
+            r#"{"records":false}"#.to_owned(),
+            r#"[]"#.to_owned(),
+            r#"[{"records":[]}]"#.to_owned(),
+            r#""records""#.to_owned(),
+            r#"12"#.to_owned(),
+            r#"-3"#.to_owned(),
+            r#"0.5"#.to_owned(),
+            r#"true"#.to_owned(),
+            r#"null"#.to_owned(),
+            // Not JSON, or refused by Value.
+            r#""#.to_owned(),
+            r#"{"#.to_owned(),
+            r#"{"records":[{"#.to_owned(),
+            format!(r#"{{"records":[{ok},]}}"#),
+            format!(r#"{{"records":[{ok}]}} trailing"#),
+            r#"{"records":[{"meter_value": 1e400}]}"#.to_owned(),
+            r#"{"x": 1e400, "records":[]}"#.to_owned(),
+            r#"{"records": 1e400}"#.to_owned(),
+            r#"{"records":[{"meter_value": "\ud800"}]}"#.to_owned(),
+            r#"{"records":[1e400]}"#.to_owned(),
+        ];
+        let deep = |prefix: &str, suffix: &str| {
+            format!("{prefix}{}{}{suffix}", "[".repeat(200), "]".repeat(200))
+        };
+        let all = bodies.iter().map(|b| b.as_bytes().to_vec()).chain([
+            deep("", "").into_bytes(),
+            deep(r#"{"records":"#, "}").into_bytes(),
+            deep(r#"{"records":["#, "]}").into_bytes(),
+            deep(r#"{"records":[{"meter_value":"#, "}]}").into_bytes(),
+            deep(r#"{"other":"#, "}").into_bytes(),
+            b"{\"records\":[{\"meter_value\": \"\xff\"}]}".to_vec(),
+            b"{\"rec\xff\": 1}".to_vec(),
+        ]);
+        for body in all {
+            assert_eq!(
+                batch_direct(&body),
+                batch_via_value(&body),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
         }
     }
 

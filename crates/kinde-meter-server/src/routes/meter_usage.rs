@@ -1,7 +1,6 @@
 //! `POST /api/v1/billing/meter_usage` (Kinde's endpoint) and its batch form.
 
 use axum::{
-    Json,
     extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
@@ -10,7 +9,7 @@ use jiff::Timestamp;
 use kinde_meter_core::{
     ErrorCode,
     idempotency::Fingerprint,
-    request::{FieldError, ParseError, UsageRecord},
+    request::{BatchBody, BatchRecord, FieldError, ParseError, UsageRecord},
 };
 use kinde_meter_store::{
     IdempotencyClaim, RecordFailure, RecordResult, SubmissionKind, SubmissionOutcome,
@@ -18,12 +17,12 @@ use kinde_meter_store::{
 };
 use kinde_meter_wire::{
     BatchRecordResult, CreateMeterUsageRecordResponse, CreateMeterUsageRecordsBatchResponse,
-    ErrorResponse, OK_CODE, SUCCESS_MESSAGE,
+    ErrorResponse,
 };
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, JsonText, invalid_json};
+use crate::extract::{Caller, IdempotencyKeyHeader, JsonText, invalid_json};
 use crate::state::AppState;
 
 /// Most records in one batch request.
@@ -107,30 +106,33 @@ pub async fn create_meter_usage_records_batch(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    JsonBody(body): JsonBody,
+    JsonText(body): JsonText,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
+    // Decoded straight into the records' fields, without a `Value` in between;
+    // a body that is not JSON is refused before the key is, as with `JsonBody`.
+    let batch = BatchBody::from_json_slice(&body).map_err(invalid_json)?;
     let key = key?;
-    let Value::Object(mut object) = body else {
-        return Err(ApiError::bad_request(
-            ErrorCode::InvalidJson,
-            "the body must be a JSON object",
-        ));
-    };
-    let records = match object.remove("records") {
-        None | Some(Value::Null) => {
+    let records = match batch {
+        BatchBody::NotObject => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                "the body must be a JSON object",
+            ));
+        }
+        BatchBody::RecordsMissing => {
             return Err(ApiError::bad_request(
                 ErrorCode::MissingField,
                 "records is required",
             ));
         }
-        Some(Value::Array(records)) => records,
-        Some(_) => {
+        BatchBody::RecordsNotArray => {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidField,
                 "records must be an array",
             ));
         }
+        BatchBody::Records(records) => records,
     };
     if records.len() > MAX_BATCH_RECORDS {
         return Err(ApiError::bad_request(
@@ -157,30 +159,14 @@ pub async fn create_meter_usage_records_batch(
     if !not_objects.is_empty() {
         return Err(ApiError::fields(not_objects));
     }
-    let mut fingerprint_parts = vec!["batch".to_owned()];
     let parsed: Vec<Result<UsageRecord, RecordFailure>> = records
         .iter()
-        .map(|raw| match UsageRecord::from_json(raw, now) {
-            Ok(record) => {
-                fingerprint_parts.extend(record.canonical_parts());
-                Ok(record)
-            }
-            Err(error) => {
-                // The fingerprint must not depend on the time of receipt: a record
-                // refused only for a timestamp in the future is fingerprinted by its
-                // parse without that bound, so replaying the same body later still
-                // matches its key (`docs/api.md`, idempotency).
-                match UsageRecord::from_json(raw, Timestamp::MAX) {
-                    Ok(record) => fingerprint_parts.extend(record.canonical_parts()),
-                    Err(_) => fingerprint_parts.push(raw.to_string()),
-                }
-                Err(summarise(error))
-            }
-        })
+        .map(|raw| raw.parse(now).map_err(summarise))
         .collect();
+    // Only a request with a key is fingerprinted.
     let idempotency = key.map(|key| IdempotencyClaim {
         key,
-        fingerprint: Fingerprint::of(fingerprint_parts.iter().map(String::as_str)),
+        fingerprint: batch_fingerprint(&body, &records, &parsed),
     });
     let outcome = state
         .store
@@ -193,14 +179,40 @@ pub async fn create_meter_usage_records_batch(
         })
         .await?;
     let (results, replayed) = results_of(outcome)?;
-    let body = CreateMeterUsageRecordsBatchResponse {
-        code: OK_CODE.to_owned(),
-        message: SUCCESS_MESSAGE.to_owned(),
-        results: results.into_iter().enumerate().map(batch_result).collect(),
-    };
-    Ok(replay_marked(Json(body).into_response(), replayed))
+    Ok(replay_marked(batch_response(&results), replayed))
 }
 
+/// The fingerprint of a batch request: `batch`, then each record's canonical
+/// parts, or, for a record that does not parse, its JSON text as a `Value`
+/// writes it (kept as it was when the route decoded bodies into a `Value`, so
+/// that keys stored before match the same request after).
+fn batch_fingerprint(
+    body: &[u8],
+    records: &[BatchRecord<'_>],
+    parsed: &[Result<UsageRecord, RecordFailure>],
+) -> Fingerprint {
+    let mut parts = vec!["batch".to_owned()];
+    // Decoded only if some record needs its text (rare: a refused record).
+    let mut as_value: Option<Value> = None;
+    for (index, (raw, record)) in records.iter().zip(parsed).enumerate() {
+        match record {
+            Ok(record) => parts.extend(record.canonical_parts()),
+            // The fingerprint must not depend on the time of receipt: a record
+            // refused only for a timestamp in the future is fingerprinted by its
+            // parse without that bound, so replaying the same body later still
+            // matches its key (`docs/api.md`, idempotency).
+            Err(_) => match raw.parse(Timestamp::MAX) {
+                Ok(record) => parts.extend(record.canonical_parts()),
+                Err(_) => {
+                    let value = as_value
+                        .get_or_insert_with(|| serde_json::from_slice(body).unwrap_or(Value::Null));
+                    parts.push(value["records"][index].to_string());
+                }
+            },
+        }
+    }
+    Fingerprint::of(parts.iter().map(String::as_str))
+}
 /// Kinde's answer to a stored record, `CreateMeterUsageRecordResponse::success()`
 /// serialized once rather than per request (a test keeps the two equal).
 const SUCCESS_BODY: &str = r#"{"message":"Success","code":"OK"}"#;
@@ -216,19 +228,44 @@ fn success() -> Response {
         .into_response()
 }
 
-fn batch_result((index, result): (usize, RecordResult)) -> BatchRecordResult {
-    match result {
-        Ok(()) => BatchRecordResult {
-            index,
-            code: OK_CODE.to_owned(),
-            message: SUCCESS_MESSAGE.to_owned(),
-        },
-        Err(failure) => BatchRecordResult {
-            index,
-            code: failure.code.as_str().to_owned(),
-            message: failure.message,
-        },
+/// The batch's 200 answer, `CreateMeterUsageRecordsBatchResponse` serialized
+/// with its `OK` entries written as one constant text each (a test keeps the
+/// two equal).
+fn batch_response(results: &[RecordResult]) -> Response {
+    use std::fmt::Write as _;
+    let mut body = String::with_capacity(64 + results.len() * 48);
+    body.push_str(r#"{"code":"OK","message":"Success","results":["#);
+    for (index, result) in results.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        match result {
+            Ok(()) => {
+                let _ = write!(
+                    body,
+                    r#"{{"index":{index},"code":"OK","message":"Success"}}"#
+                );
+            }
+            Err(failure) => {
+                let entry = BatchRecordResult {
+                    index,
+                    code: failure.code.as_str().to_owned(),
+                    message: failure.message.clone(),
+                };
+                // Serializing a struct of strings and an integer cannot fail.
+                body.push_str(&serde_json::to_string(&entry).unwrap_or_default());
+            }
+        }
     }
+    body.push_str("]}");
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// A batch result has room for one code: the first problem's, with every
@@ -236,7 +273,7 @@ fn batch_result((index, result): (usize, RecordResult)) -> BatchRecordResult {
 fn summarise(error: ParseError) -> RecordFailure {
     let problems = match error {
         ParseError::Fields(problems) => problems,
-        // Not reached: a record already decoded as a `Value` is valid JSON.
+        // Not reached: a batch's record is parsed from a decoded body.
         ParseError::Json(e) => return RecordFailure::new(ErrorCode::InvalidJson, e.to_string()),
     };
     let code = problems.first().map_or(ErrorCode::InvalidField, |p| p.code);
@@ -277,7 +314,60 @@ fn replay_marked(mut response: Response, replayed: bool) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use kinde_meter_wire::{OK_CODE, SUCCESS_MESSAGE};
+
     use super::*;
+
+    #[test]
+    fn the_batch_body_is_the_wire_type_serialized() {
+        let results: Vec<RecordResult> = vec![
+            Ok(()),
+            Err(RecordFailure::new(
+                ErrorCode::FeatureNotMetered,
+                "billing_feature_code: \"quoted\" \u{1} é",
+            )),
+            Ok(()),
+        ];
+        let wire = CreateMeterUsageRecordsBatchResponse {
+            code: OK_CODE.to_owned(),
+            message: SUCCESS_MESSAGE.to_owned(),
+            results: results
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(index, r)| match r {
+                    Ok(()) => BatchRecordResult {
+                        index,
+                        code: OK_CODE.to_owned(),
+                        message: SUCCESS_MESSAGE.to_owned(),
+                    },
+                    Err(f) => BatchRecordResult {
+                        index,
+                        code: f.code.as_str().to_owned(),
+                        message: f.message,
+                    },
+                })
+                .collect(),
+        };
+        for results in [&results[..], &[]] {
+            let wire = CreateMeterUsageRecordsBatchResponse {
+                results: wire.results[..results.len()].to_vec(),
+                ..wire.clone()
+            };
+            let response = batch_response(results);
+            let body = body_text(response);
+            assert_eq!(body, serde_json::to_string(&wire).unwrap());
+        }
+    }
+
+    fn body_text(response: Response) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
 
     #[test]
     fn the_success_body_is_the_wire_type_serialized() {
