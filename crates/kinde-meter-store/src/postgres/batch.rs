@@ -82,16 +82,7 @@ pub(super) async fn run(
         Ok(tx) => tx?,
         Err(_) => return Err(Failure::Timeout),
     };
-    // The id is asked alongside the batch's first statement (the driver
-    // pipelines both on the connection), so it costs no round trip of its own.
-    let prepared = tokio::time::timeout_at(deadline, async {
-        let txid = async {
-            let row = tx.query_one("SELECT txid_current()", &[]).await?;
-            PgResult::Ok(row.get::<_, i64>(0))
-        };
-        futures::try_join!(prepare(&tx, config, submissions), txid)
-    })
-    .await;
+    let prepared = tokio::time::timeout_at(deadline, prepare(&tx, config, submissions)).await;
     let (answers, txid) = match prepared {
         Ok(prepared) => prepared?,
         Err(_) => return Err(Failure::Timeout),
@@ -102,14 +93,33 @@ pub(super) async fn run(
 }
 
 /// The batch's statements inside the transaction `tx`, up to (not including)
-/// COMMIT; returns the answers the batch gets if it commits.
+/// COMMIT; returns the answers the batch gets if it commits, and the
+/// transaction's id.
+///
+/// The statements go in three flights, each pipelined on the connection (sent
+/// together, answered in order, one round trip): the transaction id, the keys
+/// and the agreements with their plans; the aggregates created, locked and the
+/// sequence numbers; the writes. PostgreSQL runs a flight's statements in the
+/// order they were sent, so the locking order is the same as one at a time.
 async fn prepare(
     tx: &deadpool_postgres::Transaction<'_>,
     config: &StoreConfig,
     submissions: &[&UsageSubmission],
-) -> PgResult<Answers> {
-    // 1. Keys.
-    let mut keys = idempotency::claim(tx, config, submissions).await?;
+) -> PgResult<(Answers, i64)> {
+    // 1. Keys, with the transaction id and the agreements (of every record of
+    // the batch: those of submissions answered from a key are not used).
+    let mut ids: Vec<&str> = submissions
+        .iter()
+        .flat_map(|s| s.records.iter().flatten())
+        .map(|r| r.agreement_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let (txid, mut keys, (agreements, plans)) = futures::try_join!(
+        transaction_id(tx),
+        idempotency::claim(tx, config, submissions),
+        load_agreements(tx, &ids),
+    )?;
     let key_of = |s: &UsageSubmission| -> Option<KeyId> {
         s.idempotency
             .as_ref()
@@ -122,20 +132,7 @@ async fn prepare(
     };
     let to_apply: Vec<bool> = submissions.iter().map(|s| applies(s)).collect();
 
-    // 2. Agreements, plans, checks and periods.
-    let mut ids: Vec<&str> = Vec::new();
-    for (s, apply) in submissions.iter().zip(&to_apply) {
-        if *apply {
-            ids.extend(s.records.iter().flatten().map(|r| r.agreement_id.as_str()));
-        }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    let agreements = load_agreements(tx, &ids).await?;
-    let mut codes: Vec<&str> = agreements.values().map(|a| a.plan_code.as_str()).collect();
-    codes.sort_unstable();
-    codes.dedup();
-    let plans = catalog::load_plans(tx, &codes).await?;
+    // 2. Checks and periods.
     let mut placed: Vec<Vec<Result<Placed, RecordFailure>>> = Vec::with_capacity(submissions.len());
     for (s, apply) in submissions.iter().zip(&to_apply) {
         let mut list = Vec::new();
@@ -163,9 +160,12 @@ async fn prepare(
     let mut states = HashMap::new();
     let mut seqs = Vec::new();
     if !period_keys.is_empty() {
-        aggregates::ensure(tx, &period_keys).await?;
-        states = aggregates::lock(tx, &period_keys).await?;
-        seqs = next_seqs(tx, placed.iter().flatten().filter(|p| p.is_ok()).count()).await?;
+        let count = placed.iter().flatten().filter(|p| p.is_ok()).count();
+        ((), states, seqs) = futures::try_join!(
+            aggregates::ensure(tx, &period_keys),
+            aggregates::lock(tx, &period_keys),
+            next_seqs(tx, count),
+        )?;
     }
     let mut seqs = seqs.into_iter();
 
@@ -297,37 +297,63 @@ async fn prepare(
     }
 
     // 5. Write.
-    insert_records(tx, &stored).await?;
     let mut saved: Vec<(&PeriodKey, &AggregateState, Option<i64>)> = changed
         .iter()
         .map(|(k, at)| (k, states.get(k).expect("changed keys have states"), *at))
         .collect();
     saved.sort_by(|a, b| a.0.cmp(b.0));
-    aggregates::save(tx, &saved, config.webhook_usage_interval).await?;
-    idempotency::finish(tx, &keys).await?;
-    thresholds.write(tx).await?;
-    Ok(answers)
+    futures::try_join!(
+        insert_records(tx, &stored),
+        aggregates::save(tx, &saved, config.webhook_usage_interval),
+        idempotency::finish(tx, &keys),
+        thresholds.write(tx),
+    )?;
+    Ok((answers, txid))
 }
 
-/// The agreements with the given ids, by id.
+/// The transaction's id (`txid_current()`), by which its outcome can be asked
+/// if COMMIT's answer is lost.
+async fn transaction_id(conn: &impl GenericClient) -> PgResult<i64> {
+    let stmt = conn.prepare_cached("SELECT txid_current()").await?;
+    Ok(conn.query_one(&stmt, &[]).await?.get(0))
+}
+
+/// The agreements with the given ids, by id, and their plans, by code: two
+/// statements sent together. A plan that the second did not find (the
+/// agreement moved to another plan in between) is asked again.
 async fn load_agreements(
     conn: &impl GenericClient,
     ids: &[&str],
-) -> PgResult<HashMap<AgreementId, Agreement>> {
+) -> PgResult<(HashMap<AgreementId, Agreement>, HashMap<PlanCode, Plan>)> {
     if ids.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Default::default());
     }
-    let stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {} FROM agreements WHERE id = ANY($1)",
-            agreements::COLUMNS
-        ))
-        .await?;
-    conn.query(&stmt, &[&ids])
-        .await?
-        .iter()
-        .map(|r| agreements::from_row(r).map(|a| (a.id.clone(), a)))
-        .collect()
+    let agreements = async {
+        let stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM agreements WHERE id = ANY($1)",
+                agreements::COLUMNS
+            ))
+            .await?;
+        conn.query(&stmt, &[&ids])
+            .await?
+            .iter()
+            .map(|r| agreements::from_row(r).map(|a| (a.id.clone(), a)))
+            .collect::<PgResult<HashMap<_, _>>>()
+    };
+    let (agreements, mut plans) =
+        futures::try_join!(agreements, catalog::load_plans_of_agreements(conn, ids))?;
+    let mut missing: Vec<&str> = agreements
+        .values()
+        .filter(|a| !plans.contains_key(&a.plan_code))
+        .map(|a| a.plan_code.as_str())
+        .collect();
+    if !missing.is_empty() {
+        missing.sort_unstable();
+        missing.dedup();
+        plans.extend(catalog::load_plans(conn, &missing).await?);
+    }
+    Ok((agreements, plans))
 }
 
 /// Checks a record and assigns it to its period (`docs/billing.md`).

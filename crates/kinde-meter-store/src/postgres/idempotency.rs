@@ -174,7 +174,11 @@ pub(super) async fn finish(conn: &impl GenericClient, keys: &Keys) -> PgResult<(
             }
         }
     }
-    if !remembered.0.is_empty() {
+    // Both statements are sent together (one round trip).
+    let remember = async {
+        if remembered.0.is_empty() {
+            return PgResult::Ok(());
+        }
         let stmt = conn
             .prepare_cached(
                 "UPDATE idempotency_keys i SET
@@ -187,8 +191,12 @@ pub(super) async fn finish(conn: &impl GenericClient, keys: &Keys) -> PgResult<(
         let (c, k, f) = &remembered;
         let (kd, o, t) = &remembered_rest;
         conn.execute(&stmt, &[c, k, f, kd, o, t]).await?;
-    }
-    if !released.0.is_empty() {
+        Ok(())
+    };
+    let release = async {
+        if released.0.is_empty() {
+            return PgResult::Ok(());
+        }
         let stmt = conn
             .prepare_cached(
                 "DELETE FROM idempotency_keys i USING unnest($1::text[], $2::text[]) AS u (c, k)
@@ -196,7 +204,9 @@ pub(super) async fn finish(conn: &impl GenericClient, keys: &Keys) -> PgResult<(
             )
             .await?;
         conn.execute(&stmt, &[&released.0, &released.1]).await?;
-    }
+        Ok(())
+    };
+    futures::try_join!(remember, release)?;
     Ok(())
 }
 
