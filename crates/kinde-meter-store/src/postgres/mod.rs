@@ -74,7 +74,16 @@ impl PgStore {
     ) -> Result<PgStore, StoreError> {
         let db = Arc::new(Db::new(url, &settings)?);
         migrate_on(&db, settings.schema.as_deref()).await?;
-        let writer = WriterHandle::spawn(db.clone(), config);
+        // The writer's connections are its own (`writer::WRITER_CONNECTIONS`),
+        // driven by its own thread.
+        let writer_db = Db::new(
+            url,
+            &PgSettings {
+                pool_size: writer::WRITER_CONNECTIONS,
+                ..settings
+            },
+        )?;
+        let writer = WriterHandle::spawn(writer_db, config)?;
         Ok(PgStore {
             db,
             writer,

@@ -14,7 +14,6 @@ use futures::FutureExt;
 use jiff::Timestamp;
 use tokio::{
     sync::{mpsc, oneshot},
-    task::JoinHandle,
     time::Instant,
 };
 
@@ -55,32 +54,55 @@ enum TxOutcome {
     Unknown(StoreError),
 }
 
-/// The async side of the writer: its queue and its task.
+/// Connections of the writer's own pool: one for the batch, one to ask a
+/// batch's outcome or purge keys while the first is broken or busy.
+pub(super) const WRITER_CONNECTIONS: usize = 2;
+
+/// The async side of the writer: its queue and its thread.
 pub(super) struct WriterHandle {
     queue: JobQueue<Job>,
-    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Fires when the writer's thread has answered everything and ends.
+    task: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
     counters: Arc<Counters>,
     operation_timeout: Duration,
 }
 
 impl WriterHandle {
-    /// Starts the writer task (on the current tokio runtime).
-    pub(super) fn spawn(db: Arc<Db>, config: StoreConfig) -> WriterHandle {
+    /// Starts the writer on a thread of its own, with a single-threaded tokio
+    /// runtime that also drives its connections (from `db`, a pool of its
+    /// own). A batch's round trips to PostgreSQL are then not queued behind
+    /// the request handlers' tasks on a busy runtime: each is a wake-up of
+    /// this thread (`docs/design.md#group-commit`).
+    pub(super) fn spawn(db: Db, config: StoreConfig) -> Result<WriterHandle, StoreError> {
         let (jobs, queue) = JobQueue::new(config.queue_capacity);
         let counters = Arc::new(Counters::default());
         let operation_timeout = db.operation_timeout;
         let writer = Writer {
-            db,
+            db: Arc::new(db),
             config,
             counters: counters.clone(),
         };
-        let task = tokio::spawn(writer.run(queue));
-        WriterHandle {
+        let cannot = |e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot start the PostgreSQL writer: {e}"))
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(cannot)?;
+        let (ended, task) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("kinde-meter-pg-writer".to_owned())
+            .spawn(move || {
+                runtime.block_on(writer.run(queue));
+                let _ = ended.send(());
+            })
+            .map_err(cannot)?;
+        Ok(WriterHandle {
             queue: jobs,
             task: tokio::sync::Mutex::new(Some(task)),
             counters,
             operation_timeout,
-        }
+        })
     }
 
     /// Queues a submission without waiting (a full queue is answered at once)
@@ -119,9 +141,9 @@ impl WriterHandle {
         let mut task = self.task.lock().await;
         self.queue.close();
         if let Some(task) = task.take()
-            && let Err(e) = task.await
+            && task.await.is_err()
         {
-            tracing::error!(error = %e, "the PostgreSQL writer task failed");
+            tracing::error!("the PostgreSQL writer thread failed");
         }
     }
 }
