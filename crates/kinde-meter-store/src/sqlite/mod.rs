@@ -156,10 +156,8 @@ impl Store for SqliteStore {
     }
 
     async fn agreement(&self, id: &AgreementId) -> Result<Option<Agreement>, StoreError> {
-        let id = id.clone();
         self.reads
-            .run(move |conn| Ok(agreements::load(conn, &id)?))
-            .await
+            .run_inline(|conn| Ok(agreements::load(conn, id)?))
     }
 
     async fn list_agreements(
@@ -184,7 +182,7 @@ impl Store for SqliteStore {
     }
 
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
-        self.reads.run(move |conn| read::usage(conn, &query)).await
+        self.reads.run_inline(|conn| read::usage(conn, &query))
     }
 
     async fn export_usage(
@@ -216,10 +214,8 @@ impl Store for SqliteStore {
         customer_id: &CustomerId,
         now: Timestamp,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
-        let customer_id = customer_id.clone();
         self.reads
-            .run(move |conn| Ok(read::customer_entitlements(conn, &customer_id, now)?))
-            .await
+            .run_inline(|conn| Ok(read::customer_entitlements(conn, customer_id, now)?))
     }
 
     async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {

@@ -1,9 +1,17 @@
-//! Reads: a small pool of read connections used on tokio's blocking threads.
+//! Reads: a small pool of read connections.
 //!
 //! In WAL mode readers see the last committed state and neither wait for nor
-//! delay the writer. Connections are opened lazily and reused; a semaphore keeps
-//! at most [`READ_CONNECTIONS`] in use, so a burst of reads queues rather than
-//! opening a connection per request.
+//! delay the writer. Connections are opened lazily and reused. Two ways to run
+//! a read (`docs/design.md#sqlite-store`):
+//!
+//! - [`ReadPool::run`], on tokio's blocking threads, for reads whose size the
+//!   caller does not bound (listings, exports, statistics); a semaphore keeps at
+//!   most [`READ_CONNECTIONS`] of them at once, so a burst queues rather than
+//!   opening a connection per request.
+//! - [`ReadPool::run_inline`], on the calling thread, for the hot point reads
+//!   (usage read-back, the entitlement check, one agreement): a few index
+//!   lookups, a few microseconds, where the two thread hops of a blocking task
+//!   would cost several times the read itself.
 
 use std::{
     path::PathBuf,
@@ -79,6 +87,30 @@ impl ReadPool {
             Ok(result) => result,
             Err(e) => Err(StoreError::Unavailable(format!("read task failed: {e}")).into()),
         }
+    }
+
+    /// Runs `read` on a read connection on this thread, without yielding:
+    /// only for reads that are a bounded number of index lookups (they would
+    /// otherwise hold up the runtime's other tasks). At most one connection per
+    /// thread reading at once is in use, so the runtime's worker threads bound
+    /// how many this opens.
+    pub(super) fn run_inline<T, E, F>(&self, read: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut Connection) -> Result<T, OpError<E>>,
+    {
+        let mut conn = match self.take() {
+            Some(conn) => conn,
+            None => connection::open_reader(&self.path)
+                .map_err(|e| OpError::<E>::from(e).into_answer())?,
+        };
+        let result = read(&mut conn).map_err(OpError::into_answer);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Connections beyond what readers use at once are closed.
+        if idle.len() < 2 * READ_CONNECTIONS {
+            idle.push(conn);
+        }
+        result
     }
 
     fn take(&self) -> Option<Connection> {
