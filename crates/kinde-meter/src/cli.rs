@@ -40,11 +40,12 @@ pub enum Command {
     /// deliveries' state on a data directory) or delete one.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
-    /// Run the load benchmark: every hot path (--mode: /healthz first, single and
-    /// batch records, usage reads, entitlement checks, a mix) at each --connections,
-    /// with throughput, latency percentiles, answers by status, the server's peak
-    /// RSS, each figure's ratio to /healthz from the same run, and a check that the
-    /// stored usage equals what was acknowledged.
+    /// Run the load benchmark: every hot path (--mode: a bare axum's /healthz and
+    /// ours first, single and batch records, usage reads, entitlement checks, a mix)
+    /// at each --connections, closed loop and optionally at a fixed --rate, with
+    /// throughput, latency percentiles, answers by status, CPU per request, the
+    /// server's peak RSS, each figure's ratio to /healthz from the same run, and a
+    /// check that the stored usage equals what was acknowledged.
     Bench(BenchArgs),
     /// Apply the database migrations a PostgreSQL database lacks (servers also do
     /// this at start; safe while they run or start).
@@ -404,7 +405,7 @@ pub struct BenchArgs {
     #[arg(long, env = "KINDE_METER_BENCH_REQUESTS", default_value_t = 20_000)]
     pub requests: usize,
     /// Concurrent keep-alive connections, comma-separated or repeated (e.g.
-    /// 8,64,256): every mode runs at each, `healthz` first.
+    /// 8,64,256): every mode runs at each, `axum` and `healthz` first.
     #[arg(
         long,
         env = "KINDE_METER_BENCH_CONNECTIONS",
@@ -413,7 +414,7 @@ pub struct BenchArgs {
     )]
     pub connections: Vec<usize>,
     /// Agreements (one customer each) the requests of a run are spread over;
-    /// every run makes its own.
+    /// every run makes its own (or uses --customers').
     #[arg(long, env = "KINDE_METER_BENCH_AGREEMENTS", default_value_t = 16)]
     pub agreements: usize,
     /// Plan of the benchmark's agreements.
@@ -426,8 +427,10 @@ pub struct BenchArgs {
         default_value = "api_calls"
     )]
     pub feature_code: String,
-    /// What to measure, comma-separated or repeated: `healthz` (GET /healthz, the
-    /// HTTP path alone: the others' same-run baseline, always run first), `single`
+    /// What to measure, comma-separated or repeated: `axum` (GET /healthz of a bare
+    /// axum hello-world on the same HTTP/1.1 server settings, in this process:
+    /// healthz's ceiling, always run first), `healthz` (GET /healthz, the HTTP path
+    /// alone: the others' same-run baseline, always run next), `single`
     /// (POST one usage record), `batch` (POST /api/v1/billing/meter_usage/batch,
     /// --batch-size records each), `read` (GET /api/v1/billing/meter_usage),
     /// `check` (GET /api/v1/billing/entitlements/check), `mixed` (of every 20
@@ -463,7 +466,8 @@ pub struct BenchArgs {
     /// one, with --token or --client-id/--client-secret granting create:meter_usage,
     /// read:meter_usage, create:billing_agreements, read:billing_agreements and
     /// read:billing_entitlements. Start it with --rate-limit 0, or its 429s show in
-    /// the answers.
+    /// the answers. Plain http:// only (the load generator speaks no TLS). The
+    /// `axum` runs' bare axum still runs in this process, on this machine.
     #[arg(long, env = "KINDE_METER_SERVER", requires = "credentials")]
     pub server: Option<String>,
     #[command(flatten)]
@@ -472,9 +476,44 @@ pub struct BenchArgs {
     /// (VmHWM) and CPU time per request are then reported too.
     #[arg(long, env = "KINDE_METER_BENCH_SERVER_PID", requires = "server")]
     pub server_pid: Option<u32>,
+    /// Open-loop runs too: after the closed-loop run of each mode given with
+    /// --mode, the same mode at a fixed rate, N requests per second over all
+    /// connections, or `half` (half the requests per second its closed-loop run
+    /// just measured). Requests are sent at fixed intervals and each latency
+    /// runs from the request's intended send time (no coordinated omission).
+    #[arg(long, env = "KINDE_METER_BENCH_RATE", value_parser = BenchRate::parse)]
+    pub rate: Option<BenchRate>,
+    /// Use the agreements of customers PREFIX_0, PREFIX_1, … (--agreements of
+    /// them, made where missing) in every run instead of new ones per run: to
+    /// read usage that an earlier invocation stored (e.g. 10 M records written by
+    /// `--mode batch --customers PREFIX`). Each run then checks the usage it
+    /// added.
+    #[arg(long, env = "KINDE_METER_BENCH_CUSTOMERS")]
+    pub customers: Option<String>,
     /// Print one JSON document instead of text (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--rate`: the pace of the open-loop runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BenchRate {
+    /// Requests per second over all connections.
+    PerSecond(f64),
+    /// Half the requests per second of the same mode's closed-loop run.
+    Half,
+}
+
+impl BenchRate {
+    fn parse(text: &str) -> Result<BenchRate, String> {
+        if text == "half" {
+            return Ok(BenchRate::Half);
+        }
+        match text.parse::<f64>() {
+            Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(BenchRate::PerSecond(rate)),
+            _ => Err("expected requests per second (a number above 0) or `half`".to_owned()),
+        }
+    }
 }
 
 /// What `kinde-meter bench` measures.
@@ -494,6 +533,8 @@ pub enum BenchMode {
     Read,
     /// Single records, usage reads and entitlement checks, interleaved.
     Mixed,
+    /// GET /healthz of a bare axum hello-world in this process: healthz's ceiling.
+    Axum,
 }
 
 /// `kinde-meter clients …`: M2M clients of the built-in issuer, managed on the

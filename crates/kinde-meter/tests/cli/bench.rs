@@ -3,7 +3,8 @@
 //! token or client credentials, PostgreSQL given
 //! `KINDE_METER_TEST_DATABASE_URL`). What is asserted is correctness: every
 //! answer 200, the stored usage equal to what was acknowledged, the report's
-//! shape. Never a timing.
+//! shape (the bare axum baseline, open-loop runs at a --rate, agreements
+//! shared with --customers). Never a timing.
 
 use kinde_meter_store::postgres::scratch::ScratchSchema;
 use serde_json::Value;
@@ -49,15 +50,42 @@ fn assert_correct(report: &Value, requests: u64, expected: &[(&str, u64)]) {
         );
         assert!(p("p99") <= p("p99.9") && p("p99.9") <= p("max"), "{run:#}");
         assert!(run["requests_per_second"].as_f64().unwrap() > 0.0);
-        if mode == "healthz" {
-            assert_eq!(run["vs_healthz"], Value::Null, "{run:#}");
-            assert_eq!(run["stored"], Value::Null, "{run:#}");
-            continue;
-        }
         assert!(
-            run["vs_healthz"]["requests_per_second"].as_f64().unwrap() > 0.0,
+            run["cpu_us_per_request"].is_null()
+                || run["cpu_us_per_request"]["load_generator"]
+                    .as_f64()
+                    .unwrap()
+                    >= 0.0,
             "{run:#}"
         );
+        if mode == "healthz" || mode == "axum" {
+            assert_eq!(run["vs_healthz"], Value::Null, "{run:#}");
+            assert_eq!(run["stored"], Value::Null, "{run:#}");
+            assert_eq!(run["rate"], Value::Null, "{run:#}");
+            // healthz's ceiling: the bare axum of the same connection count.
+            assert_eq!(
+                run["vs_axum"]["requests_per_second"].as_f64().is_some(),
+                mode == "healthz",
+                "{run:#}"
+            );
+            continue;
+        }
+        assert_eq!(run["vs_axum"], Value::Null, "{run:#}");
+        match &run["rate"] {
+            // Open loop: no ratios, the rate asked and achieved.
+            Value::Null => assert!(
+                run["vs_healthz"]["requests_per_second"].as_f64().unwrap() > 0.0,
+                "{run:#}"
+            ),
+            rate => {
+                assert_eq!(run["vs_healthz"], Value::Null, "{run:#}");
+                assert!(rate["asked_per_second"].as_f64().unwrap() > 0.0, "{run:#}");
+                assert!(
+                    rate["achieved_per_second"].as_f64().unwrap() > 0.0,
+                    "{run:#}"
+                );
+            }
+        }
         let acknowledged = expected
             .iter()
             .find(|(m, _)| *m == mode)
@@ -82,7 +110,8 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
             .arg("--work-dir")
             .arg(dir.path()),
     );
-    // At each connection count healthz first, then the modes as given.
+    // At each connection count the bare axum and healthz first, then the
+    // modes as given.
     let order: Vec<(&str, u64)> = report["runs"]
         .as_array()
         .unwrap()
@@ -95,6 +124,7 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
         })
         .collect();
     let modes = [
+        "axum",
         "healthz",
         "single",
         "batch",
@@ -158,6 +188,10 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
         serde_json::json!({ "write_percent": 80, "read_percent": 15, "check_percent": 5 })
     );
     assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
+    // The bare axum answered in this process, on a port of its own.
+    let axum = run_of(&report, "axum", 2);
+    assert_eq!(axum["cpu_us_per_request"]["server_in_this_process"], true);
+    assert_ne!(report["server"]["axum_url"], report["server"]["url"]);
     // The in-process server's data directory is removed afterwards.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -175,30 +209,37 @@ fn text_report_has_each_run_and_a_summary_table() {
         stdout.contains("command: ") && stdout.contains("bench --requests 100 --connections 4"),
         "{stdout}"
     );
-    // healthz runs first even when not asked for: it is the baseline.
+    // The bare axum and healthz run first even when not asked for: they are
+    // the baselines.
+    let axum = stdout
+        .find("run 1 (axum at 4 connections)\n")
+        .expect(&stdout);
     let healthz = stdout
-        .find("run 1 (healthz at 4 connections)\n")
+        .find("run 2 (healthz at 4 connections)\n")
         .expect(&stdout);
     let single = stdout
-        .find("run 2 (single at 4 connections)\n")
+        .find("run 3 (single at 4 connections)\n")
         .expect(&stdout);
-    assert!(healthz < single);
+    assert!(axum < healthz && healthz < single);
     assert_eq!(
         stdout.matches("answers       200: 100\n").count(),
-        2,
+        3,
         "{stdout}"
     );
     assert!(stdout.contains("  vs healthz    "), "{stdout}");
+    assert!(stdout.contains("  vs axum       "), "{stdout}");
+    assert!(stdout.contains(" µs load generator"), "{stdout}");
     assert!(stdout.contains("records/commit"), "{stdout}");
     assert!(
         stdout.contains("stored        usage 100 in 100 records, acknowledged 100: exact"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("| connections | mode | req/s |"),
+        stdout.contains("| connections | mode | load | req/s |"),
         "{stdout}"
     );
-    assert!(stdout.contains("\n| 4 | single | "), "{stdout}");
+    assert!(stdout.contains("\n| 4 | single | closed | "), "{stdout}");
+    assert!(stdout.contains("\n| 4 | axum | closed | "), "{stdout}");
     assert!(
         stdout.ends_with("stored = acknowledged in every run: yes\n"),
         "{stdout}"
@@ -240,7 +281,7 @@ fn against_a_running_server_with_a_token_or_client_credentials() {
             ("mixed", 80 + 2),
         ],
     );
-    assert_eq!(report["runs"].as_array().unwrap().len(), 6);
+    assert_eq!(report["runs"].as_array().unwrap().len(), 7);
     assert_eq!(report["server"]["kind"], "external");
     assert!(
         report["command"]
@@ -321,6 +362,107 @@ fn against_a_running_server_with_a_token_or_client_credentials() {
         stderr.contains("the token endpoint answered 401"),
         "{stderr}"
     );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn open_loop_runs_at_half_the_closed_loop_rate_store_what_they_acknowledge() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench_json(
+        kinde_meter()
+            .args(["bench", "--requests", "100", "--connections", "2"])
+            .args(["--agreements", "2", "--batch-size", "5"])
+            .args(["--mode", "single,batch", "--rate", "half", "--work-dir"])
+            .arg(dir.path()),
+    );
+    let order: Vec<(&str, bool)> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["mode"].as_str().unwrap(), r["rate"].is_null()))
+        .collect();
+    // Each mode asked for, closed loop then open loop; the baselines closed only.
+    assert_eq!(
+        order,
+        [
+            ("axum", true),
+            ("healthz", true),
+            ("single", true),
+            ("single", false),
+            ("batch", true),
+            ("batch", false)
+        ]
+    );
+    assert_eq!(report["load"]["rate"], "half");
+    assert_correct(&report, 100, &[("single", 100), ("batch", 500)]);
+    let runs = report["runs"].as_array().unwrap();
+    for pair in [&runs[2..4], &runs[4..6]] {
+        let (closed, open) = (&pair[0], &pair[1]);
+        assert_eq!(open["rate"]["asked"], "half the closed loop's", "{open:#}");
+        // serde_json parses floats to within an ulp, not always exactly.
+        let asked = open["rate"]["asked_per_second"].as_f64().unwrap();
+        let closed = closed["requests_per_second"].as_f64().unwrap();
+        assert!((asked / (closed / 2.0) - 1.0).abs() < 1e-9, "{pair:#?}");
+        assert_eq!(
+            open["rate"]["achieved_per_second"], open["requests_per_second"],
+            "{open:#}"
+        );
+    }
+}
+
+#[test]
+fn reads_at_a_fixed_rate_over_agreements_an_earlier_run_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--rate-limit", "0"]);
+    let token = server.printed_token();
+    let bench = |args: &[&str]| {
+        let mut command = kinde_meter();
+        command
+            .args(["bench", "--connections", "2", "--agreements", "2"])
+            .args(["--customers", "filled", "--server", &server.url])
+            .args(["--token", &token])
+            .args(args);
+        bench_json(&mut command)
+    };
+    // The filling: 40 batches of 10 records over filled_0 and filled_1.
+    let filled = bench(&["--mode", "batch", "--requests", "40", "--batch-size", "10"]);
+    assert_correct(&filled, 40, &[("batch", 400)]);
+    assert_eq!(filled["load"]["customers"], "filled");
+    // Reads and checks at 500/s of the same agreements: each run checks only
+    // what it added (one seeded record per agreement).
+    let read = bench(&["--mode", "read,check", "--requests", "50", "--rate", "500"]);
+    assert_correct(&read, 50, &[("read", 2), ("check", 2)]);
+    let open = read["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["mode"] == "read" && !r["rate"].is_null())
+        .unwrap();
+    assert_eq!(open["rate"]["asked_per_second"], 500.0, "{open:#}");
+    assert_eq!(open["rate"]["asked"], "requests per second", "{open:#}");
+    // One agreement per customer, holding what every run stored: the 400
+    // batched records, and one record per agreement seeded by each of the four
+    // read and check runs (closed and open loop).
+    let mut total = 0;
+    for customer in ["filled_0", "filled_1"] {
+        let listed: Value = serde_json::from_str(&run_ok(
+            kinde_meter()
+                .args(["agreements", "list", "--customer-id", customer])
+                .args(["--server", &server.url, "--token", &token]),
+        ))
+        .unwrap();
+        let agreements = listed["agreements"].as_array().unwrap();
+        assert_eq!(agreements.len(), 1, "{listed:#}");
+        let usage: Value = serde_json::from_str(&run_ok(
+            kinde_meter()
+                .args(["usage", "--feature-code", "api_calls", "--agreement-id"])
+                .arg(agreements[0]["id"].as_str().unwrap())
+                .args(["--server", &server.url, "--token", &token]),
+        ))
+        .unwrap();
+        total += usage["usage"][0]["record_count"].as_u64().unwrap();
+    }
+    assert_eq!(total, 400 + 4 * 2);
     assert!(server.stop().success());
 }
 

@@ -4,12 +4,32 @@
 //! deadline, so that the stored usage can be compared exactly with what was
 //! acknowledged (a timed run stops counting while requests are still in flight).
 //!
+//! It is meant to cost the machine little, since it shares it with the server
+//! (docs/design.md#benchmark): one hyper HTTP/1.1 client connection
+//! (`hyper::client::conn::http1`) per connection over a plain TCP stream, no
+//! pool, no redirects, no URL parsing per request. Every request is built from
+//! parts made once ([`Prepared`]): origin-form URIs, header maps and `Bytes`
+//! bodies, which a request clones (reference counts, one small header map).
+//! Plain HTTP only (`http://`). The connections are made before the clock
+//! starts; one that breaks is made again before its next request.
+//!
+//! Closed loop by default: a connection sends its next request as soon as the
+//! previous one is answered. With a [`Pace`] (`--rate`) the run is open loop:
+//! request `i` is due at `start + i / rate` whatever the answers do, and its
+//! latency is measured from the time it was due when it is sent late (every
+//! connection busy, or the generator behind), so that a slow answer shows in
+//! the latency of every request it held up (no coordinated omission). Tokio's
+//! timer fires on millisecond ticks: a request is released up to 1 ms before
+//! it is due rather than after, and its latency then runs from when it was sent.
+//!
 //! A [`Workload`] has one or more kinds of request (`mixed` has three) sent in
 //! a fixed cycle; each kind's latencies go into its own HDR histogram and its
 //! answers are counted by status.
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -17,10 +37,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
-use kinde_meter_wire::CreateMeterUsageRecordsBatchResponse;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    HeaderMap, Request, Uri,
+    client::conn::http1::{self, SendRequest},
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
 
 /// Longest latency a histogram holds, in microseconds (beyond the client's
 /// timeout of 60 s); longer ones are recorded as this.
@@ -28,6 +56,12 @@ const MAX_LATENCY_US: u64 = 120_000_000;
 
 /// How long one request may take before it counts as a transport error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long making a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How early an open-loop request may be released (one tick of tokio's timer).
+const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// Key under which failures without an HTTP answer are counted.
 pub const TRANSPORT_ERROR: &str = "transport error";
@@ -72,10 +106,17 @@ pub struct RequestKind {
     pub batch: bool,
 }
 
-/// A request's method, with what it sends.
+/// A request's method, with what it sends (absolute `http://` URLs).
 pub enum Method {
     Post { url: String, bodies: Vec<String> },
     Get { urls: Vec<String> },
+}
+
+/// The pace of an open-loop run: `per_second` requests per second over all
+/// connections together.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub per_second: f64,
 }
 
 /// What one kind of request got.
@@ -128,7 +169,7 @@ impl KindOutcome {
 
 /// What a run got.
 pub struct LoadOutcome {
-    /// From the first request sent to the last answer.
+    /// From the first request sent (the connections made) to the last answer.
     pub elapsed: Duration,
     /// One per kind of the workload, in its order.
     pub kinds: Vec<KindOutcome>,
@@ -150,42 +191,175 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
+/// Where the requests go: the server's address and `Host` header, from
+/// `http://HOST:PORT` (what follows is each URL's path and query).
+pub struct Endpoint {
+    addr: SocketAddr,
+    host: HeaderValue,
+}
+
+impl Endpoint {
+    /// Resolves the address of `base` (`http://HOST[:PORT][/…]`).
+    pub async fn resolve(base: &str) -> anyhow::Result<Endpoint> {
+        let uri: Uri = base
+            .parse()
+            .with_context(|| format!("{base} is not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("the load generator speaks plain HTTP only: {base} is not http://");
+        }
+        let authority = uri
+            .authority()
+            .with_context(|| format!("{base} has no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((authority.host(), port))
+            .await
+            .with_context(|| format!("cannot resolve {}", authority.host()))?
+            .next()
+            .with_context(|| format!("{} has no address", authority.host()))?;
+        let host = HeaderValue::from_str(authority.as_str()).context("the host of the URL")?;
+        Ok(Endpoint { addr, host })
+    }
+}
+
+/// A [`RequestKind`] made ready to send: everything a request needs, built once.
+struct Prepared {
+    method: hyper::Method,
+    /// Origin-form (`/path?query`), one per URL of the kind.
+    uris: Vec<Uri>,
+    /// `Host`, and `Content-Type` and `Authorization` where they go.
+    headers: HeaderMap,
+    /// One per body of a POST; one empty body for a GET.
+    bodies: Vec<Bytes>,
+    batch: bool,
+}
+
+impl Prepared {
+    fn new(kind: &RequestKind, endpoint: &Endpoint, auth: &HeaderValue) -> anyhow::Result<Self> {
+        let origin_form = |url: &str| -> anyhow::Result<Uri> {
+            let uri: Uri = url.parse().with_context(|| format!("{url} is not a URL"))?;
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes()))
+                .with_context(|| format!("the path of {url}"))
+        };
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(HOST, endpoint.host.clone());
+        if kind.authorised {
+            headers.insert(AUTHORIZATION, auth.clone());
+        }
+        let (method, uris, bodies) = match &kind.method {
+            Method::Post { url, bodies } => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                (
+                    hyper::Method::POST,
+                    vec![origin_form(url)?],
+                    bodies.iter().map(|b| Bytes::from(b.clone())).collect(),
+                )
+            }
+            Method::Get { urls } => (
+                hyper::Method::GET,
+                urls.iter()
+                    .map(|u| origin_form(u))
+                    .collect::<anyhow::Result<_>>()?,
+                vec![Bytes::new()],
+            ),
+        };
+        if uris.is_empty() || bodies.is_empty() {
+            bail!("request kind {} has nothing to send", kind.name);
+        }
+        Ok(Prepared {
+            method,
+            uris,
+            headers,
+            bodies,
+            batch: kind.batch,
+        })
+    }
+
+    /// The `j`-th request of this kind.
+    fn request(&self, j: usize) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.bodies[j % self.bodies.len()].clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uris[j % self.uris.len()].clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
 /// What one connection saw: `(kind, latency µs)` per answer, and the counts.
 struct ConnectionLog {
     latencies: Vec<(usize, u64)>,
     kinds: Vec<KindTally>,
 }
 
+/// One connection's counts of one kind of request.
 #[derive(Default)]
 struct KindTally {
     requests: u64,
-    answers: BTreeMap<String, u64>,
+    /// Answers by status code (a handful of codes: a list beats a map).
+    statuses: Vec<(u16, u64)>,
+    transport_errors: u64,
     record_results: BTreeMap<String, u64>,
     first_transport_error: Option<String>,
 }
 
-/// Sends `requests` requests of `workload` over `connections` concurrent
-/// keep-alive connections (HTTP/1.1). Runs on the load generator's runtime.
+impl KindTally {
+    fn answered(&mut self, status: u16) {
+        match self.statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, count)) => *count += 1,
+            None => self.statuses.push((status, 1)),
+        }
+    }
+
+    fn failed(&mut self, error: impl FnOnce() -> String) {
+        self.transport_errors += 1;
+        if self.first_transport_error.is_none() {
+            self.first_transport_error = Some(error());
+        }
+    }
+}
+
+/// Sends `requests` requests of `workload` to `endpoint` over `connections`
+/// concurrent keep-alive connections (HTTP/1.1), closed loop, or open loop at
+/// `pace`. Runs on the load generator's runtime.
 pub async fn drive(
+    endpoint: Arc<Endpoint>,
     workload: Arc<Workload>,
     auth: HeaderValue,
     requests: usize,
     connections: usize,
+    pace: Option<Pace>,
 ) -> anyhow::Result<LoadOutcome> {
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(connections)
-        .tcp_nodelay(true)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .context("cannot build the HTTP client")?;
+    let prepared: Arc<Vec<Prepared>> = Arc::new(
+        workload
+            .kinds
+            .iter()
+            .map(|kind| Prepared::new(kind, &endpoint, &auth))
+            .collect::<anyhow::Result<_>>()?,
+    );
+    // Every connection is made before the clock starts.
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let endpoint = endpoint.clone();
+        opening.spawn(async move { connect(&endpoint).await });
+    }
+    let mut senders = Vec::with_capacity(connections);
+    while let Some(opened) = opening.join_next().await {
+        senders.push(opened.context("a connection task panicked")??);
+    }
+
     let next = Arc::new(AtomicUsize::new(0));
+    let interval = pace.map(|p| Duration::from_secs_f64(1.0 / p.per_second));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let (client, workload, auth, next) =
-            (client.clone(), workload.clone(), auth.clone(), next.clone());
+    for sender in senders {
+        let (endpoint, workload, prepared, next) = (
+            endpoint.clone(),
+            workload.clone(),
+            prepared.clone(),
+            next.clone(),
+        );
         tasks.spawn(async move {
+            let mut sender = Some(sender);
             let mut log = ConnectionLog {
                 latencies: Vec::with_capacity(requests / connections + 1),
                 kinds: workload
@@ -200,46 +374,56 @@ pub async fn drive(
                     break;
                 }
                 let (k, j) = workload.pick(i);
-                let kind = &workload.kinds[k];
-                let request = match &kind.method {
-                    Method::Post { url, bodies } => client
-                        .post(url)
-                        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                        .body(bodies[j % bodies.len()].clone()),
-                    Method::Get { urls } => client.get(&urls[j % urls.len()]),
-                };
-                let request = if kind.authorised {
-                    request.header(AUTHORIZATION, auth.clone())
-                } else {
-                    request
-                };
+                let kind = &prepared[k];
+                let due = interval.map(|interval| started + interval.mul_f64(i as f64));
+                if let Some(due) = due
+                    && let Some(release) = due.checked_sub(TIMER_TICK)
+                    && release > Instant::now()
+                {
+                    tokio::time::sleep_until(release.into()).await;
+                }
                 let tally = &mut log.kinds[k];
                 tally.requests += 1;
-                let sent = Instant::now();
-                // The body is read to the end so that the connection is reused.
-                let answer = match request.send().await {
-                    Ok(response) => {
-                        let status = response.status();
-                        response.bytes().await.map(|body| (status, body))
+                // A connection the server closed (or that broke) is made again.
+                if sender.as_ref().is_none_or(SendRequest::is_closed) {
+                    sender = None;
+                    match connect(&endpoint).await {
+                        Ok(new) => sender = Some(new),
+                        Err(e) => {
+                            tally.failed(|| format!("{e:#}"));
+                            continue;
+                        }
                     }
-                    Err(e) => Err(e),
-                };
+                }
+                let connection = sender.as_mut().expect("connected above");
+                let sent = Instant::now();
+                let answer = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    exchange(connection, kind.request(j), kind.batch),
+                )
+                .await;
+                let done = Instant::now();
                 match answer {
-                    Ok((status, body)) => {
-                        log.latencies.push((k, sent.elapsed().as_micros() as u64));
-                        *tally
-                            .answers
-                            .entry(status.as_u16().to_string())
-                            .or_default() += 1;
-                        if kind.batch && status.is_success() {
+                    Ok(Ok((status, body))) => {
+                        // Open loop: from when it was due, unless sent early.
+                        let from = due.map_or(sent, |due| due.min(sent));
+                        log.latencies
+                            .push((k, done.duration_since(from).as_micros() as u64));
+                        tally.answered(status);
+                        if let Some(body) = body
+                            && (200..300).contains(&status)
+                        {
                             count_record_results(&body, &mut tally.record_results);
                         }
                     }
-                    Err(e) => {
-                        *tally.answers.entry(TRANSPORT_ERROR.to_owned()).or_default() += 1;
+                    Ok(Err(e)) => {
+                        sender = None;
+                        tally.failed(|| format!("{e:#}"));
+                    }
+                    Err(_) => {
+                        sender = None;
                         tally
-                            .first_transport_error
-                            .get_or_insert_with(|| format!("{e:#}"));
+                            .failed(|| format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()));
                     }
                 }
             }
@@ -258,8 +442,14 @@ pub async fn drive(
         }
         for (outcome, tally) in kinds.iter_mut().zip(log.kinds) {
             outcome.requests += tally.requests;
-            for (status, count) in tally.answers {
-                *outcome.answers.entry(status).or_default() += count;
+            for (status, count) in tally.statuses {
+                *outcome.answers.entry(status.to_string()).or_default() += count;
+            }
+            if tally.transport_errors > 0 {
+                *outcome
+                    .answers
+                    .entry(TRANSPORT_ERROR.to_owned())
+                    .or_default() += tally.transport_errors;
             }
             for (code, count) in tally.record_results {
                 *outcome.record_results.entry(code).or_default() += count;
@@ -275,13 +465,69 @@ pub async fn drive(
     })
 }
 
+/// A new keep-alive connection to `endpoint`, its hyper connection driven by
+/// a task of its own until it closes.
+async fn connect(endpoint: &Endpoint) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint.addr))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot connect to {} in time", endpoint.addr))?
+        .with_context(|| format!("cannot connect to {}", endpoint.addr))?;
+    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .context("the HTTP/1.1 handshake")?;
+    tokio::spawn(async move {
+        // Its end (the server closed, or the run is over) shows to the
+        // requests, as a closed sender or a failed exchange.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Sends `request` and reads its answer to the end (so that the connection
+/// can carry the next one): the status, and the body when `keep_body`.
+async fn exchange(
+    connection: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    keep_body: bool,
+) -> anyhow::Result<(u16, Option<Vec<u8>>)> {
+    connection.ready().await.context("the connection closed")?;
+    let response = connection.send_request(request).await?;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut kept = keep_body.then(Vec::new);
+    while let Some(frame) = body.frame().await {
+        if let (Ok(data), Some(kept)) = (frame?.into_data(), kept.as_mut()) {
+            kept.extend_from_slice(&data);
+        }
+    }
+    Ok((status, kept))
+}
+
 /// Adds a batch answer's per-record results to `into`, by code (an answer that
 /// is not a batch answer counts under `"unreadable answer"`).
 fn count_record_results(body: &[u8], into: &mut BTreeMap<String, u64>) {
-    match serde_json::from_slice::<CreateMeterUsageRecordsBatchResponse>(body) {
+    /// The part of a batch answer counted (kinde_meter_wire's
+    /// `CreateMeterUsageRecordsBatchResponse`, its codes borrowed).
+    #[derive(Deserialize)]
+    struct BatchAnswer<'a> {
+        #[serde(borrow, default)]
+        results: Vec<RecordResult<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct RecordResult<'a> {
+        #[serde(borrow)]
+        code: Cow<'a, str>,
+    }
+    match serde_json::from_slice::<BatchAnswer>(body) {
         Ok(answer) => {
             for result in answer.results {
-                *into.entry(result.code).or_default() += 1;
+                match into.get_mut(result.code.as_ref()) {
+                    Some(count) => *count += 1,
+                    None => {
+                        into.insert(result.code.into_owned(), 1);
+                    }
+                }
             }
         }
         Err(_) => *into.entry("unreadable answer".to_owned()).or_default() += 1,
@@ -346,12 +592,58 @@ mod tests {
     fn batch_answers_are_counted_by_record_result() {
         let mut into = BTreeMap::new();
         count_record_results(
-            br#"{"code":"OK","message":"Success","results":[{"index":0,"code":"OK","message":"Success"},{"index":1,"code":"FEATURE_NOT_FOUND","message":"x"}]}"#,
+            br#"{"code":"OK","message":"Success","results":[{"index":0,"code":"OK","message":"Success"},{"index":1,"code":"FEATURE_NOT_FOUND","message":"x"},{"index":2,"code":"OK","message":"Success"}]}"#,
             &mut into,
         );
         count_record_results(b"not json", &mut into);
-        assert_eq!(into.get("OK"), Some(&1), "{into:?}");
+        assert_eq!(into.get("OK"), Some(&2), "{into:?}");
         assert_eq!(into.get("FEATURE_NOT_FOUND"), Some(&1), "{into:?}");
         assert_eq!(into.get("unreadable answer"), Some(&1));
+    }
+
+    #[test]
+    fn requests_are_origin_form_with_the_prepared_headers() {
+        let endpoint = Endpoint {
+            addr: ([127, 0, 0, 1], 8080).into(),
+            host: HeaderValue::from_static("127.0.0.1:8080"),
+        };
+        let auth = HeaderValue::from_static("Bearer t");
+        let post = Prepared::new(
+            &RequestKind {
+                name: "single",
+                method: Method::Post {
+                    url: "http://127.0.0.1:8080/api/v1/billing/meter_usage".into(),
+                    bodies: vec!["{\"a\":1}".into(), "{\"b\":2}".into()],
+                },
+                authorised: true,
+                batch: false,
+            },
+            &endpoint,
+            &auth,
+        )
+        .unwrap();
+        let request = post.request(3);
+        assert_eq!(request.method(), hyper::Method::POST);
+        assert_eq!(request.uri(), "/api/v1/billing/meter_usage");
+        assert_eq!(request.headers()[HOST], "127.0.0.1:8080");
+        assert_eq!(request.headers()[AUTHORIZATION], "Bearer t");
+        assert_eq!(request.headers()[CONTENT_TYPE], "application/json");
+        let get = Prepared::new(
+            &RequestKind {
+                name: "healthz",
+                method: Method::Get {
+                    urls: vec!["http://127.0.0.1:8080/healthz?a=b%20c".into()],
+                },
+                authorised: false,
+                batch: false,
+            },
+            &endpoint,
+            &auth,
+        )
+        .unwrap();
+        let request = get.request(7);
+        assert_eq!(request.uri(), "/healthz?a=b%20c");
+        assert!(!request.headers().contains_key(AUTHORIZATION));
+        assert!(!request.headers().contains_key(CONTENT_TYPE));
     }
 }

@@ -1,52 +1,79 @@
-//! One run: one mode at one connection count. It makes the run's agreements
-//! (and the usage its reads find), sends the requests, takes the server's CPU
-//! time, group commits and peak RSS around them, and reads the stored usage
-//! back to compare it with what was acknowledged.
+//! One run: one mode at one connection count, closed loop or at a fixed rate.
+//! It makes the run's agreements (and the usage its reads find), sends the
+//! requests, takes the server's CPU time, group commits and peak RSS around
+//! them, and reads the stored usage back to compare what the run added with
+//! what it acknowledged.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use kinde_meter_store::WriterStats;
 use reqwest::header::HeaderValue;
+use tokio::sync::OnceCell;
 
-use super::load::{self, LoadOutcome};
+use super::bare_axum::BareAxum;
+use super::load::{self, Endpoint, LoadOutcome, Pace};
 use super::modes::{self, record_body};
+use super::process_stats::OwnCpu;
 use super::report::{
-    CpuPerRequest, GroupCommit, KindReport, Latency, RunReport, Stored, VsHealthz,
+    CpuPerRequest, GroupCommit, KindReport, Latency, RateReport, Ratios, RunReport, Stored,
 };
-use super::target::{ServerUsage, Target};
-use crate::cli::{BenchArgs, BenchMode};
+use super::target::{Agreement, ServerUsage, Target};
+use crate::cli::{BenchArgs, BenchMode, BenchRate};
 
 /// What every run of an invocation shares.
 pub struct Bench<'a> {
     pub args: &'a BenchArgs,
     pub target: &'a Target,
+    /// Where the target's requests go.
+    pub endpoint: Arc<Endpoint>,
+    /// The `axum` mode's server, and where its requests go.
+    pub axum: (BareAxum, Arc<Endpoint>),
     /// The load generator's runtime.
     pub load: &'a tokio::runtime::Runtime,
     pub authorization: HeaderValue,
     /// Distinguishes this invocation's customers from earlier ones' on a shared server.
     pub invocation: String,
+    /// `--customers`' agreements, found (or made) by the first run that needs them.
+    pub shared_agreements: OnceCell<Vec<Agreement>>,
+}
+
+/// How a run sends its requests.
+#[derive(Debug, Clone, Copy)]
+pub enum Loop {
+    /// Each connection's next request as soon as its previous one is answered.
+    Closed,
+    /// At `pace`, asked as `asked`.
+    Open { pace: Pace, asked: BenchRate },
+}
+
+/// The same invocation's runs a run is compared with, at the same connection count.
+#[derive(Default, Clone, Copy)]
+pub struct Baselines<'r> {
+    /// `healthz`'s closed-loop run: every other closed-loop run's baseline.
+    pub healthz: Option<&'r RunReport>,
+    /// `axum`'s closed-loop run: `healthz`'s ceiling.
+    pub axum: Option<&'r RunReport>,
 }
 
 impl Bench<'_> {
-    /// Runs `mode` at `connections` as run number `run`; `healthz` is the same
-    /// invocation's healthz run at the same connection count.
+    /// Runs `mode` at `connections` as run number `run`.
     pub async fn measure(
         &self,
         run: usize,
         mode: BenchMode,
         connections: usize,
-        healthz: Option<&RunReport>,
+        how: Loop,
+        baselines: Baselines<'_>,
     ) -> anyhow::Result<RunReport> {
         let args = self.args;
         let feature = mode.feature_code(args);
-        let agreements = if mode.uses_agreements() {
-            let prefix = format!("bench_{}_{run}", self.invocation);
-            self.target
-                .create_agreements(&prefix, args.agreements, &args.plan_code)
-                .await?
+        let agreements = self.agreements(run, mode).await?;
+        // Shared agreements hold usage from before the run: it counts from here.
+        let before = if mode.uses_agreements() && args.customers.is_some() {
+            self.target.stored_usage(&agreements, feature).await?
         } else {
-            Vec::new()
+            (0, 0)
         };
         let seeded = if mode.seeds_usage() {
             self.target
@@ -55,30 +82,51 @@ impl Bench<'_> {
         } else {
             0
         };
-        let workload = modes::workload(mode, args, &self.target.base, &agreements)?;
+        let (base, endpoint) = match mode {
+            BenchMode::Axum => (&self.axum.0.base, &self.axum.1),
+            _ => (&self.target.base, &self.endpoint),
+        };
+        let workload = modes::workload(mode, args, base, &agreements)?;
+        // The bare axum server is in this process, whatever the target.
+        let usage_now = || match mode {
+            BenchMode::Axum => OwnCpu::now().map(ServerUsage::InProcess),
+            _ => self.target.usage_now(),
+        };
+        let in_target = mode != BenchMode::Axum;
 
         let writer_before = self.target.writer_stats();
-        let usage_before = self.target.usage_now();
+        let usage_before = usage_now();
+        let own_before = OwnCpu::now();
+        let pace = match how {
+            Loop::Closed => None,
+            Loop::Open { pace, .. } => Some(pace),
+        };
         let outcome = self
             .load
             .spawn(load::drive(
+                endpoint.clone(),
                 Arc::new(workload),
                 self.authorization.clone(),
                 args.requests,
                 connections,
+                pace,
             ))
             .await
             .context("the load generator panicked")??;
-        let usage_after = self.target.usage_now();
+        let usage_after = usage_now();
+        let own = own_before.zip(OwnCpu::now());
         let writer = match (writer_before, self.target.writer_stats()) {
-            (Some(before), Some(after)) => Some(group_commit(before, after)),
+            (Some(before), Some(after)) if in_target => Some(group_commit(before, after)),
             _ => None,
         };
-        let peak_rss_kib = self.target.peak_rss_kib();
+        let peak_rss_kib = in_target.then(|| self.target.peak_rss_kib()).flatten();
 
         let stored = if mode.uses_agreements() {
             let (value, records) = self.target.stored_usage(&agreements, feature).await?;
-            Some((value, records))
+            Some((
+                value.saturating_sub(before.0),
+                records.saturating_sub(before.1),
+            ))
         } else {
             None
         };
@@ -88,21 +136,46 @@ impl Bench<'_> {
         let (records, acknowledged) = written(mode, args, &outcome);
         let requests = total.requests;
         let cpu = match (usage_before, usage_after) {
-            (Some(before), Some(after)) => cpu_per_request(before, after, requests, records, mode),
+            (Some(before), Some(after)) => {
+                cpu_per_request(before, after, own, requests, records, mode).map(|mut cpu| {
+                    if !in_target {
+                        cpu.sqlite_writer = None;
+                    }
+                    cpu
+                })
+            }
             _ => None,
         };
         let latency = Latency::of(&total.latency);
         let requests_per_second = requests as f64 / seconds;
         let records_per_second = mode.records_usage().then(|| records as f64 / seconds);
-        let vs_healthz = healthz.map(|h| VsHealthz {
-            requests_per_second: requests_per_second / h.requests_per_second,
-            records_per_second: records_per_second.map(|r| r / h.requests_per_second),
-            p50: latency.p50 / h.latency_ms.p50,
-            p99: latency.p99 / h.latency_ms.p99,
+        let ratios = |to: &RunReport| Ratios {
+            requests_per_second: requests_per_second / to.requests_per_second,
+            records_per_second: records_per_second.map(|r| r / to.requests_per_second),
+            p50: latency.p50 / to.latency_ms.p50,
+            p99: latency.p99 / to.latency_ms.p99,
             server_cpu_per_request: cpu
-                .zip(h.cpu_us_per_request)
+                .zip(to.cpu_us_per_request)
                 .map(|(c, h)| c.server / h.server),
-        });
+        };
+        // Ratios compare closed-loop runs: an open-loop run's rate is asked.
+        let closed = matches!(how, Loop::Closed);
+        let vs_healthz = baselines.healthz.filter(|_| closed).map(ratios);
+        let vs_axum = baselines
+            .axum
+            .filter(|_| closed && mode == BenchMode::Healthz)
+            .map(ratios);
+        let rate = match how {
+            Loop::Closed => None,
+            Loop::Open { pace, asked } => Some(RateReport {
+                asked: match asked {
+                    BenchRate::PerSecond(_) => "requests per second".to_owned(),
+                    BenchRate::Half => "half the closed loop's".to_owned(),
+                },
+                asked_per_second: pace.per_second,
+                achieved_per_second: requests_per_second,
+            }),
+        };
         let by_request = if outcome.kinds.len() > 1 {
             outcome
                 .kinds
@@ -122,6 +195,7 @@ impl Bench<'_> {
             run,
             mode: mode.name(),
             connections,
+            rate,
             requests,
             records,
             elapsed_seconds: seconds,
@@ -133,12 +207,38 @@ impl Bench<'_> {
             by_request,
             first_transport_error: total.first_transport_error.clone(),
             vs_healthz,
+            vs_axum,
             cpu_us_per_request: cpu,
             group_commit: writer,
             peak_rss_kib,
             stored: stored
                 .map(|(value, records)| Stored::new(value, records, seeded + acknowledged)),
         })
+    }
+
+    /// The agreements run `run` of `mode` works on: none, new ones, or
+    /// `--customers`' (found once per invocation).
+    async fn agreements(&self, run: usize, mode: BenchMode) -> anyhow::Result<Vec<Agreement>> {
+        let args = self.args;
+        if !mode.uses_agreements() {
+            return Ok(Vec::new());
+        }
+        match &args.customers {
+            Some(prefix) => Ok(self
+                .shared_agreements
+                .get_or_try_init(|| {
+                    self.target
+                        .find_or_create_agreements(prefix, args.agreements, &args.plan_code)
+                })
+                .await?
+                .clone()),
+            None => {
+                let prefix = format!("bench_{}_{run}", self.invocation);
+                self.target
+                    .create_agreements(&prefix, args.agreements, &args.plan_code)
+                    .await
+            }
+        }
     }
 }
 
@@ -163,29 +263,33 @@ fn written(mode: BenchMode, args: &BenchArgs, outcome: &LoadOutcome) -> (u64, u6
             .iter()
             .find(|kind| kind.name == "write")
             .map_or((0, 0), |kind| (kind.requests, kind.ok())),
-        BenchMode::Healthz | BenchMode::Read | BenchMode::Check => (0, 0),
+        BenchMode::Healthz | BenchMode::Axum | BenchMode::Read | BenchMode::Check => (0, 0),
     }
 }
 
+/// CPU per request from the server's usage before and after, and this
+/// process's (`own`: the load generator's threads, wherever the server is).
 fn cpu_per_request(
     before: ServerUsage,
     after: ServerUsage,
+    own: Option<(OwnCpu, OwnCpu)>,
     requests: u64,
     records: u64,
     mode: BenchMode,
 ) -> Option<CpuPerRequest> {
     let per = |seconds: f64, count: u64| seconds * 1e6 / count.max(1) as f64;
-    let (server, sqlite_writer, load_generator) = match (before, after) {
+    let load_generator = own.map(|(before, after)| per(after.since(before).load, requests));
+    let (server, sqlite_writer, server_in_this_process) = match (before, after) {
         (ServerUsage::InProcess(before), ServerUsage::InProcess(after)) => {
             let spent = after.since(before);
             (
                 spent.process - spent.load,
                 Some(per(spent.writer, requests)),
-                Some(per(spent.load, requests)),
+                true,
             )
         }
         (ServerUsage::External(before), ServerUsage::External(after)) => {
-            (after - before, None, None)
+            (after - before, None, false)
         }
         _ => return None,
     };
@@ -194,6 +298,7 @@ fn cpu_per_request(
         sqlite_writer,
         load_generator,
         server_per_record: (mode == BenchMode::Batch).then(|| per(server, records)),
+        server_in_this_process,
     })
 }
 

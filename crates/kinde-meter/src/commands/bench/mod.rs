@@ -1,22 +1,27 @@
 //! `kinde-meter bench`: the load benchmark of every hot path
 //! (docs/design.md#benchmark; figures in BENCHMARKS.md).
 //!
-//! At each `--connections` count it runs `healthz` first (the HTTP path alone,
-//! every other figure's baseline from the same invocation) and then each
-//! `--mode` (see [`modes`]), every run a fixed number of requests over that
-//! many concurrent keep-alive connections ([`load`]). For each run it reports
-//! throughput, latency percentiles from an HDR histogram, the answers by
-//! status, the ratios to `healthz`, CPU per request and the server's peak RSS
+//! At each `--connections` count it runs `axum` first (a bare axum
+//! hello-world in this process, [`bare_axum`]: `healthz`'s ceiling), then
+//! `healthz` (the HTTP path alone, every other figure's baseline from the same
+//! invocation), then each `--mode` (see [`modes`]), every run a fixed number of
+//! requests over that many concurrent keep-alive connections ([`load`]),
+//! closed loop; with `--rate`, each mode given with `--mode` then runs again
+//! open loop at that rate (or half the closed-loop run's). For each run it
+//! reports throughput, latency percentiles from an HDR histogram, the answers
+//! by status, the ratios to `healthz` (and `healthz`'s to `axum`), CPU per
+//! request of the server and of the load generator, the server's peak RSS
 //! where they can be read, and the group commits of an in-process server
 //! ([`report`], text or `--json`). After each run it reads the usage of the
-//! run's agreements back and fails, after the report, when it differs from
-//! what was acknowledged.
+//! run's agreements back and fails, after the report, when what the run added
+//! differs from what was acknowledged.
 //!
 //! By default the server runs in this process on a fresh data directory
 //! ([`target`]); the load generator then shares the process, on its own
 //! runtime whose threads are named [`process_stats::LOAD_THREAD_PREFIX`], so
 //! that its CPU time can be told apart from the server's.
 
+mod bare_axum;
 mod command_line;
 mod load;
 mod measure;
@@ -25,16 +30,18 @@ mod process_stats;
 mod report;
 mod target;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::{Context, bail};
 
-use self::measure::Bench;
+use self::bare_axum::BareAxum;
+use self::load::{Endpoint, Pace};
+use self::measure::{Baselines, Bench, Loop};
 use self::modes::Mix;
 use self::process_stats::{LOAD_THREAD_PREFIX, Machine};
 use self::report::{LoadReport, Report, ServerReport};
 use self::target::{Server, Target};
-use crate::cli::{BenchArgs, BenchMode};
+use crate::cli::{BenchArgs, BenchMode, BenchRate};
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.requests == 0
@@ -45,6 +52,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--requests, --connections, --agreements and --batch-size must be at least 1");
     }
     let modes = modes::run_order(&args.modes);
+    // The modes that also run open loop (`--rate`): those asked for.
+    let open_loop = |mode: BenchMode| args.rate.is_some() && args.modes.contains(&mode);
     let mut connections = Vec::new();
     for c in &args.connections {
         if !connections.contains(c) {
@@ -52,6 +61,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let target = Target::start(&args).await?;
+    let endpoint = Arc::new(Endpoint::resolve(&target.base).await?);
+    let axum = BareAxum::start().await?;
+    let axum_endpoint = Arc::new(Endpoint::resolve(&axum.base).await?);
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(process_stats::cpus())
         .thread_name(LOAD_THREAD_PREFIX)
@@ -69,6 +81,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             },
             description: target.describe(),
             peak_rss_of: target.peak_rss_of(),
+            axum_url: axum.base.clone(),
         },
         machine: Machine::now(),
         load: LoadReport {
@@ -79,6 +92,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             batch_size: args.batch_size,
             mixed: Mix::of_cycle(),
             load_generator_threads: process_stats::cpus(),
+            rate: args.rate.map(|rate| match rate {
+                BenchRate::PerSecond(n) => n.to_string(),
+                BenchRate::Half => "half".to_owned(),
+            }),
+            customers: args.customers.clone(),
             modes: modes
                 .iter()
                 .map(|m| (m.name(), modes::describe(*m, &args)))
@@ -97,39 +115,71 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bench = Bench {
         args: &args,
         target: &target,
+        endpoint,
+        axum: (axum, axum_endpoint),
         load: &load,
         authorization: target.authorization()?,
         invocation: format!("{:08x}", rand::random::<u32>()),
+        shared_agreements: tokio::sync::OnceCell::new(),
     };
-    let total = modes.len() * connections.len();
+    let per_connections = modes.len() + modes.iter().filter(|m| open_loop(**m)).count();
+    let total = per_connections * connections.len();
     'runs: for &c in &connections {
-        let mut healthz: Option<usize> = None;
+        let (mut healthz, mut axum): (Option<usize>, Option<usize>) = (None, None);
         for &mode in &modes {
-            let number = report.runs.len() + 1;
-            if args.json {
-                eprintln!("run {number}/{total}: {} at {c} connections", mode.name());
-            }
-            let baseline = healthz.map(|i| &report.runs[i]);
-            match bench.measure(number, mode, c, baseline).await {
-                Ok(run) => {
-                    if !args.json {
-                        report::print_run(&run, report.server.peak_rss_of.as_deref());
+            // Closed loop, then open loop at --rate for the modes asked for.
+            let passes = if open_loop(mode) { 2 } else { 1 };
+            for pass in 0..passes {
+                let number = report.runs.len() + 1;
+                let how = match args.rate {
+                    Some(asked) if pass == 1 => {
+                        let closed_run =
+                            report.runs.last().expect("the closed-loop run came first");
+                        let per_second = match asked {
+                            BenchRate::PerSecond(n) => n,
+                            BenchRate::Half => closed_run.requests_per_second / 2.0,
+                        };
+                        Loop::Open {
+                            asked,
+                            pace: Pace { per_second },
+                        }
                     }
-                    if mode == BenchMode::Healthz {
-                        healthz = Some(report.runs.len());
-                    }
-                    report.runs.push(run);
+                    _ => Loop::Closed,
+                };
+                if args.json {
+                    eprintln!("run {number}/{total}: {} at {c} connections", mode.name());
                 }
-                Err(e) => {
-                    report.failure = Some(format!(
-                        "run {number} ({} at {c} connections): {e:#}",
-                        mode.name()
-                    ));
-                    break 'runs;
+                let baselines = Baselines {
+                    healthz: healthz.map(|i| &report.runs[i]),
+                    axum: axum.map(|i| &report.runs[i]),
+                };
+                match bench.measure(number, mode, c, how, baselines).await {
+                    Ok(run) => {
+                        if !args.json {
+                            report::print_run(&run, report.server.peak_rss_of.as_deref());
+                        }
+                        if matches!(how, Loop::Closed) {
+                            match mode {
+                                BenchMode::Healthz => healthz = Some(report.runs.len()),
+                                BenchMode::Axum => axum = Some(report.runs.len()),
+                                _ => {}
+                            }
+                        }
+                        report.runs.push(run);
+                    }
+                    Err(e) => {
+                        report.failure = Some(format!(
+                            "run {number} ({} at {c} connections): {e:#}",
+                            mode.name()
+                        ));
+                        break 'runs;
+                    }
                 }
             }
         }
     }
+    // The bare axum server goes with the bench, before the load generator.
+    drop(bench);
     load.shutdown_background();
     let stopped = target.stop().await;
 

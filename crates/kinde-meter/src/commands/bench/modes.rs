@@ -1,10 +1,11 @@
 //! What each `--mode` sends, and in which order the modes run.
 //!
-//! Every mode but `healthz` works on agreements of its own, made for the run,
-//! so that each run's stored usage can be checked on its own. `read`, `check`
-//! and `mixed` first record one usage record per agreement (a delta of 1,
-//! counted as acknowledged), so that what they read exists, as it does for a
-//! customer in use.
+//! Every mode but `healthz` and `axum` works on agreements of its own, made
+//! for the run (or `--customers`' agreements, shared by every run), and each
+//! run's stored usage is checked on its own. `read`, `check` and `mixed` first
+//! record one usage record per agreement (a delta of 1, counted as
+//! acknowledged), so that what they read exists, as it does for a customer in
+//! use.
 
 use serde::Serialize;
 
@@ -61,6 +62,7 @@ impl BenchMode {
             BenchMode::Batch => "batch",
             BenchMode::Read => "read",
             BenchMode::Mixed => "mixed",
+            BenchMode::Axum => "axum",
         }
     }
 
@@ -72,10 +74,10 @@ impl BenchMode {
         )
     }
 
-    /// Whether the mode works on agreements of its own (all but `healthz`),
+    /// Whether the mode works on agreements (all but `healthz` and `axum`),
     /// whose usage is read back and compared with what was acknowledged.
     pub fn uses_agreements(self) -> bool {
-        self != BenchMode::Healthz
+        !matches!(self, BenchMode::Healthz | BenchMode::Axum)
     }
 
     /// Whether one record per agreement is made before the timed requests.
@@ -92,11 +94,12 @@ impl BenchMode {
     }
 }
 
-/// The modes in the order they run at each connection count: `healthz` first
-/// (it is every other mode's same-run baseline, so it runs even when not
-/// asked for), then the others in the order given, each once.
+/// The modes in the order they run at each connection count: `axum` first
+/// (`healthz`'s ceiling), then `healthz` (every other mode's same-run
+/// baseline): both run even when not asked for; then the others in the order
+/// given, each once.
 pub fn run_order(modes: &[BenchMode]) -> Vec<BenchMode> {
-    let mut order = vec![BenchMode::Healthz];
+    let mut order = vec![BenchMode::Axum, BenchMode::Healthz];
     for mode in modes {
         if !order.contains(mode) {
             order.push(*mode);
@@ -112,6 +115,9 @@ pub fn describe(mode: BenchMode, args: &BenchArgs) -> String {
         BenchMode::Healthz => {
             "GET /healthz, no token (the HTTP path alone: the baseline)".to_owned()
         }
+        BenchMode::Axum => "GET /healthz of a bare axum hello-world in this process, no layers, \
+             hyper HTTP/1.1 configured as serve's (healthz's ceiling)"
+            .to_owned(),
         BenchMode::Single => format!(
             "POST /api/v1/billing/meter_usage, a delta of \"1\" to {feature} (limit not enforced)"
         ),
@@ -217,8 +223,8 @@ pub fn workload(
         )
     };
     Ok(match mode {
-        BenchMode::Healthz => Workload::uniform(RequestKind {
-            name: "healthz",
+        BenchMode::Healthz | BenchMode::Axum => Workload::uniform(RequestKind {
+            name: mode.name(),
             method: Method::Get {
                 urls: vec![format!("{base}/healthz")],
             },
@@ -269,14 +275,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn healthz_runs_first_and_every_mode_once() {
+    fn axum_and_healthz_run_first_and_every_mode_once() {
         assert_eq!(
             run_order(&[BenchMode::Single, BenchMode::Healthz, BenchMode::Single]),
-            [BenchMode::Healthz, BenchMode::Single]
+            [BenchMode::Axum, BenchMode::Healthz, BenchMode::Single]
         );
         assert_eq!(
-            run_order(&[BenchMode::Check]),
-            [BenchMode::Healthz, BenchMode::Check]
+            run_order(&[BenchMode::Check, BenchMode::Axum]),
+            [BenchMode::Axum, BenchMode::Healthz, BenchMode::Check]
         );
     }
 

@@ -17,7 +17,7 @@ use kinde_meter_server::{
     auth::{MintRequest, mint_token},
     rate_limit::RateLimitConfig,
 };
-use kinde_meter_store::{Store, WriterStats};
+use kinde_meter_store::{Cursor, Store, WriterStats};
 use kinde_meter_wire::Scope;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
@@ -40,7 +40,8 @@ const BENCH_SCOPES: [Scope; 5] = [
 /// every record is decided against it and none is refused.
 const ENFORCED_LIMIT: i64 = 1_000_000_000_000_000_000;
 
-/// An agreement the bench made, with its customer.
+/// An agreement the bench made (or found: `--customers`), with its customer.
+#[derive(Debug, Clone)]
 pub struct Agreement {
     pub id: String,
     pub customer: String,
@@ -179,6 +180,33 @@ impl Target {
             let id = remote::create_agreement(&self.base, &auth, &customer, plan_code)
                 .await
                 .with_context(|| format!("cannot create the agreement for {customer}"))?;
+            agreements.push(Agreement { id, customer });
+        }
+        Ok(agreements)
+    }
+
+    /// The agreements of customers `{prefix}_{i}`, `i` below `count`: each
+    /// customer's newest agreement, made on `plan_code` where it has none.
+    pub async fn find_or_create_agreements(
+        &self,
+        prefix: &str,
+        count: usize,
+        plan_code: &str,
+    ) -> anyhow::Result<Vec<Agreement>> {
+        let auth = kinde_sdk::Auth::AccessToken(self.token.clone());
+        let mut agreements = Vec::with_capacity(count);
+        for i in 0..count {
+            let customer = format!("{prefix}_{i}");
+            let found =
+                remote::list_agreements(&self.base, &auth, &customer, None, 1, &Cursor::First)
+                    .await
+                    .with_context(|| format!("cannot list the agreements of {customer}"))?;
+            let id = match found.agreements.into_iter().next() {
+                Some(agreement) => agreement.id,
+                None => remote::create_agreement(&self.base, &auth, &customer, plan_code)
+                    .await
+                    .with_context(|| format!("cannot create the agreement for {customer}"))?,
+            };
             agreements.push(Agreement { id, customer });
         }
         Ok(agreements)
