@@ -8,7 +8,7 @@ use kinde_meter_core::{
     aggregate::{AggregateState, OrderKey},
     value::{MeterValue, UsageTotal},
 };
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{CachedStatement, Connection, OptionalExtension};
 
 use super::codec::{self, stored};
 
@@ -118,9 +118,12 @@ pub(super) struct UsageEventMark {
 /// With a `mark`, the same statement makes the usage event due; without one
 /// it writes exactly the state columns (the writer leaves the mark out when
 /// the event is known to be due already, so that the common write does not
-/// rewrite the due index).
-pub(super) fn update(
-    conn: &Connection,
+/// rewrite the due index). `plain` keeps the statement without a mark
+/// between calls, so that a flush of many aggregates takes it from the
+/// statement cache once.
+pub(super) fn update<'c>(
+    conn: &'c Connection,
+    plain: &mut Option<CachedStatement<'c>>,
     key: &PeriodKey<'_>,
     state: &AggregateState,
     mark: Option<UsageEventMark>,
@@ -139,14 +142,18 @@ pub(super) fn update(
         c.last,
     ];
     let changed = match mark {
-        None => conn
-            .prepare_cached(
-                "UPDATE usage_aggregates SET
-                     abs_effective_at_ns = ?4, abs_seq = ?5, abs_value = ?6, deltas_after = ?7,
-                     value = ?8, record_count = ?9, last_recorded_at_ns = ?10
-                 WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
-            )?
-            .execute(state_params)?,
+        None => {
+            let stmt = match plain {
+                Some(stmt) => stmt,
+                None => plain.insert(conn.prepare_cached(
+                    "UPDATE usage_aggregates SET
+                         abs_effective_at_ns = ?4, abs_seq = ?5, abs_value = ?6, deltas_after = ?7,
+                         value = ?8, record_count = ?9, last_recorded_at_ns = ?10
+                     WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
+                )?),
+            };
+            stmt.execute(state_params)?
+        }
         Some(mark) => {
             let mut params = state_params.to_vec();
             params.extend(rusqlite::params![mark.changed_at_ns, mark.interval_ns]);

@@ -179,17 +179,23 @@ impl WriterCache {
         state: AggregateState,
         usage_changed_at_ns: Option<i64>,
     ) {
-        let cached = self
-            .aggregates
-            .entry(key.clone())
-            .or_insert(CachedAggregate {
-                state,
-                period_end_ns,
-                dirty: false,
-                stored: false,
-                usage_changed_at_ns: None,
-                usage_event_marked_in: 0,
-            });
+        // Cloned only when absent: `aggregate` has usually cached it.
+        if !self.aggregates.contains_key(key) {
+            self.aggregates.insert(
+                key.clone(),
+                CachedAggregate {
+                    state,
+                    period_end_ns,
+                    dirty: false,
+                    stored: false,
+                    usage_changed_at_ns: None,
+                    usage_event_marked_in: 0,
+                },
+            );
+        }
+        let Some(cached) = self.aggregates.get_mut(key) else {
+            return; // not reached: inserted above
+        };
         cached.state = state;
         cached.period_end_ns = period_end_ns;
         if usage_changed_at_ns.is_some() {
@@ -210,6 +216,7 @@ impl WriterCache {
         conn: &Connection,
         usage_event_interval_ns: i64,
     ) -> rusqlite::Result<()> {
+        let mut plain_update = None;
         for key in self.dirty.drain(..) {
             let Some(cached) = self.aggregates.get_mut(&key) else {
                 continue; // not reached: dirty entries stay until flushed
@@ -232,7 +239,8 @@ impl WriterCache {
             // An UPDATE of a known row is one b-tree seek; the upsert tries an
             // INSERT first. The upsert is kept for new rows (and, defensively,
             // for a row that turns out to be missing).
-            let updated = cached.stored && aggregates::update(conn, &row, &cached.state, mark)?;
+            let updated = cached.stored
+                && aggregates::update(conn, &mut plain_update, &row, &cached.state, mark)?;
             if !updated {
                 aggregates::save(conn, &row, cached.period_end_ns, &cached.state, mark)?;
             }

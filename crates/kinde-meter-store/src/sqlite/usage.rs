@@ -12,7 +12,7 @@ use kinde_meter_core::{
     assignment::assign,
     request::UsageRecord,
 };
-use rusqlite::Connection;
+use rusqlite::{CachedStatement, Connection};
 
 use super::{
     aggregates::{self, PeriodKey, SumError},
@@ -26,9 +26,19 @@ use crate::{
     record_checks,
 };
 
+/// The INSERT of a usage record.
+const INSERT_RECORD: &str =
+    "INSERT INTO usage_records (seq, agreement_id, feature_code, period_start_ns,
+     period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
+     received_at_ns, client_id, idempotency_key)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
 /// State of one write transaction.
 pub(super) struct WriteContext<'a> {
     config: &'a StoreConfig,
+    /// [`INSERT_RECORD`], taken from the statement cache once per
+    /// transaction rather than per record (a cache lookup hashes the SQL text).
+    insert_record: CachedStatement<'a>,
     /// The arrival sequence the next stored record gets.
     next_seq: i64,
     /// Agreements, plans and aggregates, read through (see `cache.rs`).
@@ -38,7 +48,7 @@ pub(super) struct WriteContext<'a> {
 impl<'a> WriteContext<'a> {
     /// Starts the state of a transaction that holds the write lock.
     pub(super) fn begin(
-        conn: &Connection,
+        conn: &'a Connection,
         config: &'a StoreConfig,
         cache: &'a mut WriterCache,
     ) -> rusqlite::Result<Self> {
@@ -51,6 +61,7 @@ impl<'a> WriteContext<'a> {
             .query_row([], |r| r.get(0))?;
         Ok(WriteContext {
             config,
+            insert_record: conn.prepare_cached(INSERT_RECORD)?,
             next_seq: max.unwrap_or(0) + 1,
             cache,
         })
@@ -71,6 +82,7 @@ impl<'a> WriteContext<'a> {
     /// Writes the aggregates the transaction changed (marking their coalesced
     /// usage events due); before COMMIT.
     pub(super) fn finish(self, conn: &Connection) -> rusqlite::Result<()> {
+        drop(self.insert_record);
         let interval = self.config.webhook_usage_interval.as_nanos();
         let interval_ns = i64::try_from(interval.max(0)).unwrap_or(i64::MAX);
         self.cache.flush(conn, interval_ns)
@@ -185,13 +197,7 @@ fn apply_record(
 
     let period_end_ns = codec::ns(assignment.period.end)?;
     let received_ns = codec::ns(s.received_at)?;
-    conn.prepare_cached(
-        "INSERT INTO usage_records (seq, agreement_id, feature_code, period_start_ns,
-             period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
-             received_at_ns, client_id, idempotency_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute((
+    ctx.insert_record.execute((
         seq,
         key.agreement_id,
         key.feature_code,
