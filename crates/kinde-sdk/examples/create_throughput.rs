@@ -11,6 +11,8 @@
 //! The calls are made as an application makes them: one shared [`ApiClient`]
 //! (its default retry policy and timeouts), one `CreateMeterUsageRecordRequest`
 //! built per call, a generated `Idempotency-Key` per call (the SDK's default),
+//! the bearer `--token`, or tokens the SDK fetches and caches itself from an M2M
+//! client's `--client-id` and `--client-secret` (`kinde-meter clients create`),
 //! on the runtime `#[tokio::main]` gives (one worker thread per core);
 //! `--runtime current-thread` runs everything on the main thread instead, to
 //! show what the runtime's cross-thread wake-ups cost the client.
@@ -26,16 +28,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kinde_sdk::models::{CreateMeterUsageRecordRequest, MeterTypeCode};
-use kinde_sdk::{ApiClient, BillingMeterUsageApi, Configuration};
+use kinde_sdk::{ApiClient, Auth, BillingMeterUsageApi, Configuration};
 
-const USAGE: &str = "usage: create_throughput --server URL --token T --agreements ID[,ID…] \
+const USAGE: &str = "usage: create_throughput --server URL (--token T | --client-id ID --client-secret S) \
+                     --agreements ID[,ID…] \
                      [--feature api_calls] [--calls 10000] [--concurrency 1] \
                      [--runtime multi-thread|current-thread]";
 
 /// The command line.
 struct Args {
     server: String,
-    token: String,
+    auth: Auth,
     agreements: Vec<String>,
     feature: String,
     calls: usize,
@@ -46,6 +49,8 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut server = None;
     let mut token = None;
+    let mut client_id = None;
+    let mut client_secret = None;
     let mut agreements = Vec::new();
     let mut feature = "api_calls".to_owned();
     let mut calls = 10_000;
@@ -57,6 +62,8 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--server" => server = Some(value()?),
             "--token" => token = Some(value()?),
+            "--client-id" => client_id = Some(value()?),
+            "--client-secret" => client_secret = Some(value()?),
             "--agreements" => {
                 agreements = value()?
                     .split(',')
@@ -87,9 +94,14 @@ fn parse_args() -> Result<Args, String> {
     if concurrency == 0 {
         return Err("--concurrency must be at least 1".to_owned());
     }
+    let auth = match (token, client_id, client_secret) {
+        (Some(token), None, None) => Auth::AccessToken(token),
+        (None, Some(id), Some(secret)) => Auth::client_credentials(id, secret),
+        _ => return Err("give --token, or --client-id and --client-secret".to_owned()),
+    };
     Ok(Args {
         server: server.ok_or("--server is required")?,
-        token: token.ok_or("--token is required")?,
+        auth,
         agreements,
         feature,
         calls,
@@ -177,7 +189,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let configuration = Configuration::new(&args.server).with_access_token(&args.token);
+    let configuration = Configuration::new(&args.server).with_auth(args.auth.clone());
     let api = match ApiClient::new(configuration) {
         Ok(client) => BillingMeterUsageApi::new(client),
         Err(error) => {
