@@ -19,6 +19,36 @@ use super::{
     failure::{Failure, PgResult},
 };
 
+/// Creates missing aggregate rows ([`ensure`]).
+pub(super) const ENSURE: &str =
+    "INSERT INTO usage_aggregates (agreement_id, feature_code, period_start_ns, period_end_ns)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+             ON CONFLICT DO NOTHING";
+
+/// Locks aggregate rows in key order ([`lock`]).
+pub(super) const LOCK: &str =
+    "SELECT g.agreement_id, g.feature_code, g.period_start_ns, g.abs_effective_at_ns,
+                    g.abs_seq, trim_scale(g.abs_value)::text, trim_scale(g.deltas_after)::text,
+                    g.record_count, g.last_recorded_at_ns
+             FROM usage_aggregates g
+             JOIN unnest($1::text[], $2::text[], $3::int8[]) AS k (a, f, s)
+               ON g.agreement_id = k.a AND g.feature_code = k.f AND g.period_start_ns = k.s
+             ORDER BY g.agreement_id COLLATE \"C\", g.feature_code COLLATE \"C\", g.period_start_ns
+             FOR UPDATE OF g";
+
+/// Writes aggregates' new states ([`save`]).
+pub(super) const SAVE: &str = "UPDATE usage_aggregates g SET
+                 abs_effective_at_ns = u.abs_at, abs_seq = u.abs_seq,
+                 abs_value = u.abs_value::numeric, deltas_after = u.deltas::numeric,
+                 value = u.value::numeric, record_count = u.count, last_recorded_at_ns = u.last,
+                 usage_event_due_ns = CASE WHEN u.changed IS NULL THEN g.usage_event_due_ns
+                     ELSE coalesce(g.usage_event_due_ns,
+                                   greatest(u.changed, g.usage_event_last_ns + $12)) END
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[],
+                         $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[])
+                  AS u (a, f, s, abs_at, abs_seq, abs_value, deltas, value, count, last, changed)
+             WHERE g.agreement_id = u.a AND g.feature_code = u.f AND g.period_start_ns = u.s";
+
 /// Which aggregate. Its derived order (bytewise strings, then the instant) is
 /// the order rows are locked in.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,13 +62,7 @@ pub(super) struct PeriodKey {
 /// An empty row reads like no row at all.
 pub(super) async fn ensure(conn: &impl GenericClient, keys: &[(PeriodKey, i64)]) -> PgResult<()> {
     let (a, f, s, e) = columns(keys.iter().map(|(k, end)| (k, *end)));
-    let stmt = conn
-        .prepare_cached(
-            "INSERT INTO usage_aggregates (agreement_id, feature_code, period_start_ns, period_end_ns)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
+    let stmt = conn.prepare_cached(ENSURE).await?;
     conn.execute(&stmt, &[&a, &f, &s, &e]).await?;
     Ok(())
 }
@@ -49,18 +73,7 @@ pub(super) async fn lock(
     keys: &[(PeriodKey, i64)],
 ) -> PgResult<HashMap<PeriodKey, AggregateState>> {
     let (a, f, s, _) = columns(keys.iter().map(|(k, end)| (k, *end)));
-    let stmt = conn
-        .prepare_cached(
-            "SELECT g.agreement_id, g.feature_code, g.period_start_ns, g.abs_effective_at_ns,
-                    g.abs_seq, trim_scale(g.abs_value)::text, trim_scale(g.deltas_after)::text,
-                    g.record_count, g.last_recorded_at_ns
-             FROM usage_aggregates g
-             JOIN unnest($1::text[], $2::text[], $3::int8[]) AS k (a, f, s)
-               ON g.agreement_id = k.a AND g.feature_code = k.f AND g.period_start_ns = k.s
-             ORDER BY g.agreement_id COLLATE \"C\", g.feature_code COLLATE \"C\", g.period_start_ns
-             FOR UPDATE OF g",
-        )
-        .await?;
+    let stmt = conn.prepare_cached(LOCK).await?;
     let rows = conn.query(&stmt, &[&a, &f, &s]).await?;
     let mut states = HashMap::with_capacity(rows.len());
     for r in rows {
@@ -187,21 +200,7 @@ pub(super) async fn save(
         );
         last.push(state.last_recorded_at.map(codec::ns).transpose()?);
     }
-    let stmt = conn
-        .prepare_cached(
-            "UPDATE usage_aggregates g SET
-                 abs_effective_at_ns = u.abs_at, abs_seq = u.abs_seq,
-                 abs_value = u.abs_value::numeric, deltas_after = u.deltas::numeric,
-                 value = u.value::numeric, record_count = u.count, last_recorded_at_ns = u.last,
-                 usage_event_due_ns = CASE WHEN u.changed IS NULL THEN g.usage_event_due_ns
-                     ELSE coalesce(g.usage_event_due_ns,
-                                   greatest(u.changed, g.usage_event_last_ns + $12)) END
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[],
-                         $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[])
-                  AS u (a, f, s, abs_at, abs_seq, abs_value, deltas, value, count, last, changed)
-             WHERE g.agreement_id = u.a AND g.feature_code = u.f AND g.period_start_ns = u.s",
-        )
-        .await?;
+    let stmt = conn.prepare_cached(SAVE).await?;
     // At most about 31 years, so that `last + interval` stays within bigint.
     let interval_ns = i64::try_from(
         usage_event_interval

@@ -24,13 +24,26 @@ use super::{
     agreements, catalog, codec,
     failure::{Failure, OpError, PgResult},
     idempotency::{self, KeyId, KeyState},
-    outbox::{Crossing, Thresholds},
+    outbox::{self, Crossing, Thresholds},
 };
 use crate::{
     RecordFailure, RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
     outcome::{self, kind_str},
     record_checks,
 };
+
+/// Arrival sequence numbers ([`next_seqs`]).
+pub(super) const NEXT_SEQS: &str = "SELECT nextval('usage_record_seq') FROM generate_series(1, $1)";
+
+/// Inserts the stored records ([`insert_records`]).
+pub(super) const INSERT_RECORDS: &str =
+    "INSERT INTO usage_records (agreement_id, feature_code, period_start_ns,
+                 effective_at_ns, seq, period_end_ns, meter_type, value, usage_timestamp,
+                 received_at_ns, client_id, idempotency_key)
+             SELECT a, f, ps, eff, seq, pe, mt, v::numeric, ts, rcv, client, key
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
+                         $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[])
+                  AS u (a, f, ps, eff, seq, pe, mt, v, ts, rcv, client, key)";
 
 /// What each submission of the batch is answered, in order.
 pub(super) type Answers = Vec<Result<SubmissionOutcome, StoreError>>;
@@ -64,48 +77,113 @@ pub(super) struct Committing {
     pub(super) answers: Answers,
 }
 
-/// Runs the batch in one transaction on `conn`. The work up to COMMIT must end
-/// by `deadline` (past it the transaction is rolled back: nothing stored).
-/// Just before COMMIT is sent, the answers and the transaction id are left in
+/// Runs the batch in one transaction on `conn`, which must not be in one. The
+/// work up to the last flight must end by `deadline` (past it the transaction
+/// is rolled back: nothing stored). Just before the last flight (the writes
+/// and COMMIT) is sent, the answers and the transaction id are left in
 /// `committing`; from then on an `Err` (COMMIT failed, the connection broke, or
 /// the caller's wider deadline cancelled the wait) leaves the outcome in doubt,
-/// and the caller asks PostgreSQL for it (`docs/design.md#outages-and-deadlines`).
-/// An `Err` with `committing` still `None` means nothing was committed.
+/// and the caller asks PostgreSQL for it (`docs/design.md#outages-and-deadlines`),
+/// unless PostgreSQL refused one of the writes, which rolls the transaction
+/// back (`committing` is then `None` again). An `Err` with `committing` `None`
+/// means nothing was committed.
+///
+/// The transaction is begun by the first flight and ended by the last or, on
+/// an error before it, by a ROLLBACK, so `conn` is outside a transaction again
+/// unless the `Err` makes the caller close it ([`Failure::poisons_connection`]);
+/// the caller closes it too if this panics or is cancelled.
 pub(super) async fn run(
-    conn: &mut Object,
+    conn: &Object,
     config: &StoreConfig,
     submissions: &[&UsageSubmission],
     deadline: tokio::time::Instant,
     committing: &mut Option<Committing>,
 ) -> PgResult<()> {
-    let tx = match tokio::time::timeout_at(deadline, conn.transaction()).await {
-        Ok(tx) => tx?,
+    let client = conn;
+    let writes = match tokio::time::timeout_at(deadline, prepare(client, config, submissions)).await
+    {
+        Ok(Ok(writes)) => writes,
+        Ok(Err(failure)) => return Err(roll_back(client, failure).await),
         Err(_) => return Err(Failure::Timeout),
     };
-    let prepared = tokio::time::timeout_at(deadline, prepare(&tx, config, submissions)).await;
-    let (answers, txid) = match prepared {
-        Ok(prepared) => prepared?,
-        Err(_) => return Err(Failure::Timeout),
-    };
+    let Writes {
+        txid,
+        answers,
+        stored,
+        states,
+        changed,
+        keys,
+        thresholds,
+    } = writes;
+    let mut saved: Vec<(&PeriodKey, &AggregateState, Option<i64>)> = changed
+        .iter()
+        .map(|(k, at)| (k, states.get(k).expect("changed keys have states"), *at))
+        .collect();
+    saved.sort_by(|a, b| a.0.cmp(b.0));
     *committing = Some(Committing { txid, answers });
-    tx.commit().await?;
-    Ok(())
+    // 5. The writes and COMMIT, one flight. After a refused write PostgreSQL
+    // ends the transaction with a rollback whatever COMMIT says.
+    let writes = async {
+        futures::try_join!(
+            insert_records(client, &stored),
+            aggregates::save(client, &saved, config.webhook_usage_interval),
+            idempotency::finish(client, &keys),
+            thresholds.write(client),
+        )
+    };
+    let (written, committed) = futures::join!(writes, client.batch_execute("COMMIT"));
+    if let Err(failure) = written {
+        if !failure.poisons_connection() {
+            *committing = None;
+        }
+        return Err(failure);
+    }
+    Ok(committed?)
 }
 
-/// The batch's statements inside the transaction `tx`, up to (not including)
-/// COMMIT; returns the answers the batch gets if it commits, and the
-/// transaction's id.
+/// Ends the transaction that `failure` interrupted before its last flight, so
+/// the connection can be used again; returns the failure to report (that of
+/// the ROLLBACK if it failed too).
+async fn roll_back(conn: &Object, failure: Failure) -> Failure {
+    if failure.poisons_connection() {
+        return failure;
+    }
+    match conn.batch_execute("ROLLBACK").await {
+        Ok(()) => failure,
+        Err(e) => {
+            tracing::warn!(error = %failure, "ROLLBACK after a failed batch failed too");
+            Failure::Db(e)
+        }
+    }
+}
+
+/// What a batch writes in its last flight, and answers if that commits.
+struct Writes<'a> {
+    txid: i64,
+    answers: Answers,
+    stored: Vec<Stored<'a>>,
+    states: HashMap<PeriodKey, AggregateState>,
+    /// The aggregates changed, each with when its usage (not only its record
+    /// count) last changed, if it did: what makes its usage event due.
+    changed: HashMap<PeriodKey, Option<i64>>,
+    keys: idempotency::Keys,
+    thresholds: Thresholds,
+}
+
+/// The batch's statements up to (not including) its last flight: begins the
+/// transaction, and returns what the last flight writes.
 ///
-/// The statements go in three flights, each pipelined on the connection (sent
-/// together, answered in order, one round trip): the transaction id, the keys
-/// and the agreements with their plans; the aggregates created, locked and the
-/// sequence numbers; the writes. PostgreSQL runs a flight's statements in the
-/// order they were sent, so the locking order is the same as one at a time.
-async fn prepare(
-    tx: &deadpool_postgres::Transaction<'_>,
+/// The statements go in two flights before it, each pipelined on the
+/// connection (sent together, answered in order, one round trip): BEGIN, the
+/// transaction id, the keys and the agreements with their plans; the
+/// aggregates created, locked and the sequence numbers. PostgreSQL runs a
+/// flight's statements in the order they were sent, so the locking order is
+/// the same as one at a time.
+async fn prepare<'a>(
+    tx: &Object,
     config: &StoreConfig,
-    submissions: &[&UsageSubmission],
-) -> PgResult<(Answers, i64)> {
+    submissions: &[&'a UsageSubmission],
+) -> PgResult<Writes<'a>> {
     // 1. Keys, with the transaction id and the agreements (of every record of
     // the batch: those of submissions answered from a key are not used).
     let mut ids: Vec<&str> = submissions
@@ -115,7 +193,9 @@ async fn prepare(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let (txid, mut keys, (agreements, plans)) = futures::try_join!(
+    prepare_statements(tx).await?;
+    let ((), txid, mut keys, (agreements, plans)) = futures::try_join!(
+        async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
         transaction_id(tx),
         idempotency::claim(tx, config, submissions),
         load_agreements(tx, &ids),
@@ -170,9 +250,7 @@ async fn prepare(
     let mut seqs = seqs.into_iter();
 
     // 4. Apply, in order.
-    let mut stored: Vec<Stored<'_>> = Vec::new();
-    // The aggregates changed, each with when its usage (not only its record
-    // count) last changed, if it did: what makes its usage event due.
+    let mut stored: Vec<Stored<'a>> = Vec::new();
     let mut changed: HashMap<PeriodKey, Option<i64>> = HashMap::new();
     let mut thresholds = Thresholds::default();
     let mut answers = Vec::with_capacity(submissions.len());
@@ -296,19 +374,37 @@ async fn prepare(
         answers.push(Ok(SubmissionOutcome::Processed(results)));
     }
 
-    // 5. Write.
-    let mut saved: Vec<(&PeriodKey, &AggregateState, Option<i64>)> = changed
-        .iter()
-        .map(|(k, at)| (k, states.get(k).expect("changed keys have states"), *at))
-        .collect();
-    saved.sort_by(|a, b| a.0.cmp(b.0));
-    futures::try_join!(
-        insert_records(tx, &stored),
-        aggregates::save(tx, &saved, config.webhook_usage_interval),
-        idempotency::finish(tx, &keys),
-        thresholds.write(tx),
-    )?;
-    Ok((answers, txid))
+    Ok(Writes {
+        txid,
+        answers,
+        stored,
+        states,
+        changed,
+        keys,
+        thresholds,
+    })
+}
+
+/// The statements of the flights whose order matters (aggregates created
+/// before they are locked; the writes before COMMIT).
+const ORDERED: [&str; 8] = [
+    aggregates::ENSURE,
+    aggregates::LOCK,
+    NEXT_SEQS,
+    INSERT_RECORDS,
+    aggregates::SAVE,
+    idempotency::REMEMBER,
+    idempotency::RELEASE,
+    outbox::INSERT_EVENTS,
+];
+
+/// Prepares [`ORDERED`] on `conn` where it is not yet (one round trip on a new
+/// connection, none after). A flight's statement is then sent the first time
+/// its future is polled, so the statements of a flight go in the order they
+/// are joined in, not in the order their preparations come back.
+async fn prepare_statements(conn: &Object) -> PgResult<()> {
+    futures::future::try_join_all(ORDERED.iter().map(|sql| conn.prepare_cached(sql))).await?;
+    Ok(())
 }
 
 /// The transaction's id (`txid_current()`), by which its outcome can be asked
@@ -392,9 +488,7 @@ fn place<'p>(
 
 /// `count` arrival sequence numbers, ascending.
 async fn next_seqs(conn: &impl GenericClient, count: usize) -> PgResult<Vec<i64>> {
-    let stmt = conn
-        .prepare_cached("SELECT nextval('usage_record_seq') FROM generate_series(1, $1)")
-        .await?;
+    let stmt = conn.prepare_cached(NEXT_SEQS).await?;
     let n = i32::try_from(count).unwrap_or(i32::MAX);
     let mut seqs: Vec<i64> = conn
         .query(&stmt, &[&n])
@@ -472,17 +566,7 @@ async fn insert_records(conn: &impl GenericClient, stored: &[Stored<'_>]) -> PgR
         client.push(r.submission.client_id.as_str());
         key.push(r.submission.idempotency.as_ref().map(|c| c.key.as_str()));
     }
-    let stmt = conn
-        .prepare_cached(
-            "INSERT INTO usage_records (agreement_id, feature_code, period_start_ns,
-                 effective_at_ns, seq, period_end_ns, meter_type, value, usage_timestamp,
-                 received_at_ns, client_id, idempotency_key)
-             SELECT a, f, ps, eff, seq, pe, mt, v::numeric, ts, rcv, client, key
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
-                         $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[])
-                  AS u (a, f, ps, eff, seq, pe, mt, v, ts, rcv, client, key)",
-        )
-        .await?;
+    let stmt = conn.prepare_cached(INSERT_RECORDS).await?;
     conn.execute(
         &stmt,
         &[

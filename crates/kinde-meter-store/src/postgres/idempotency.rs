@@ -23,6 +23,18 @@ use crate::{
     outcome::{self, UnreadableOutcome, kind_str},
 };
 
+/// Stores remembered outcomes ([`finish`]).
+pub(super) const REMEMBER: &str = "UPDATE idempotency_keys i SET
+                     fingerprint = u.f, kind = u.kd, outcome_json = u.o, created_at_ns = u.t
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                      AS u (c, k, f, kd, o, t)
+                 WHERE i.client_id = u.c AND i.key = u.k";
+
+/// Deletes claims that remembered nothing ([`finish`]).
+pub(super) const RELEASE: &str =
+    "DELETE FROM idempotency_keys i USING unnest($1::text[], $2::text[]) AS u (c, k)
+                 WHERE i.client_id = u.c AND i.key = u.k";
+
 /// A key, in a client's namespace. Ordered bytewise: the order keys are claimed in.
 pub(super) type KeyId = (String, String);
 
@@ -179,15 +191,7 @@ pub(super) async fn finish(conn: &impl GenericClient, keys: &Keys) -> PgResult<(
         if remembered.0.is_empty() {
             return PgResult::Ok(());
         }
-        let stmt = conn
-            .prepare_cached(
-                "UPDATE idempotency_keys i SET
-                     fingerprint = u.f, kind = u.kd, outcome_json = u.o, created_at_ns = u.t
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
-                      AS u (c, k, f, kd, o, t)
-                 WHERE i.client_id = u.c AND i.key = u.k",
-            )
-            .await?;
+        let stmt = conn.prepare_cached(REMEMBER).await?;
         let (c, k, f) = &remembered;
         let (kd, o, t) = &remembered_rest;
         conn.execute(&stmt, &[c, k, f, kd, o, t]).await?;
@@ -197,12 +201,7 @@ pub(super) async fn finish(conn: &impl GenericClient, keys: &Keys) -> PgResult<(
         if released.0.is_empty() {
             return PgResult::Ok(());
         }
-        let stmt = conn
-            .prepare_cached(
-                "DELETE FROM idempotency_keys i USING unnest($1::text[], $2::text[]) AS u (c, k)
-                 WHERE i.client_id = u.c AND i.key = u.k",
-            )
-            .await?;
+        let stmt = conn.prepare_cached(RELEASE).await?;
         conn.execute(&stmt, &[&released.0, &released.1]).await?;
         Ok(())
     };

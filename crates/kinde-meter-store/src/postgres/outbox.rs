@@ -29,6 +29,15 @@ use super::{
     failure::PgResult,
 };
 
+/// Writes events ([`insert`]).
+pub(super) const INSERT_EVENTS: &str =
+    "INSERT INTO events (id, type, created_at_ns, data, dedupe_key)
+             SELECT i, t, c, d::json, k
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[])
+                  WITH ORDINALITY AS u (i, t, c, d, k, o)
+             ORDER BY o
+             ON CONFLICT DO NOTHING";
+
 /// Columns [`from_row`] reads, in its order (of `events`, aliased `e`).
 pub(super) const EVENT_COLUMNS: &str = "e.id, e.type, e.created_at_ns, e.data::text";
 
@@ -72,16 +81,7 @@ pub(super) async fn insert(conn: &impl GenericClient, events: &[NewEvent]) -> Pg
         body.push(e.event.data.to_string());
         key.push(e.dedupe_key.as_deref());
     }
-    let stmt = conn
-        .prepare_cached(
-            "INSERT INTO events (id, type, created_at_ns, data, dedupe_key)
-             SELECT i, t, c, d::json, k
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[])
-                  WITH ORDINALITY AS u (i, t, c, d, k, o)
-             ORDER BY o
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
+    let stmt = conn.prepare_cached(INSERT_EVENTS).await?;
     Ok(conn.execute(&stmt, &[&id, &kind, &at, &body, &key]).await?)
 }
 

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use deadpool_postgres::Object;
 use futures::FutureExt;
 use jiff::Timestamp;
 use tokio::{
@@ -41,8 +42,8 @@ struct Job {
     reply: oneshot::Sender<Result<SubmissionOutcome, StoreError>>,
 }
 
-/// How much longer than its deadline a batch's COMMIT, once sent, is waited
-/// for, and how long the outcome of one whose COMMIT went unanswered is asked
+/// How much longer than its deadline a batch's last flight (its writes and
+/// COMMIT, sent together), once sent, is waited for, and how long the outcome of one whose COMMIT went unanswered is asked
 /// for, in operation timeouts (a COMMIT itself is bounded by one: the
 /// session's `statement_timeout`, unless it is past the point of no return).
 const COMMIT_WAIT_TIMEOUTS: u32 = 2;
@@ -148,6 +149,25 @@ impl WriterHandle {
     }
 }
 
+/// A connection a batch runs on, closed rather than put back in the pool if
+/// the batch panics: its transaction may still be open (`batch::run`).
+struct Discard(Option<Object>);
+
+impl Discard {
+    /// The connection, which the batch left outside a transaction.
+    fn keep(mut self) -> Object {
+        self.0.take().expect("kept once")
+    }
+}
+
+impl Drop for Discard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
 /// The writer task's state.
 struct Writer {
     db: Arc<Db>,
@@ -208,18 +228,20 @@ impl Writer {
         let submissions: Vec<&UsageSubmission> = live.iter().map(|job| &job.submission).collect();
         let mut attempt = 1;
         let outcome = loop {
-            // A panic must not kill the only writer: the transaction is
-            // dropped (rolled back) as it unwinds, the batch answered 503.
+            // A panic must not kill the only writer: the connection is
+            // closed (the transaction rolled back) as it unwinds, the batch
+            // answered 503.
             let mut committing = None;
             let run = AssertUnwindSafe(async {
-                // The connection and the work must come by `deadline`; COMMIT,
-                // once sent, is waited for up to COMMIT_WAIT_TIMEOUTS longer, so a slow
-                // commit is not answered 503 while PostgreSQL makes it durable.
-                let mut conn = self.db.get(deadline).await?;
+                // The connection and the work must come by `deadline`; the
+                // last flight (writes and COMMIT), once sent, is waited for up
+                // to COMMIT_WAIT_TIMEOUTS longer, so a slow commit is not
+                // answered 503 while PostgreSQL makes it durable.
+                let conn = Discard(Some(self.db.get(deadline).await?));
                 let result = tokio::time::timeout_at(
                     deadline + self.db.operation_timeout * COMMIT_WAIT_TIMEOUTS,
                     batch::run(
-                        &mut conn,
+                        conn.0.as_ref().expect("taken only below"),
                         &self.config,
                         &submissions,
                         deadline,
@@ -228,7 +250,7 @@ impl Writer {
                 )
                 .await
                 .unwrap_or(Err(Failure::Timeout));
-                self.db.release(conn, &result);
+                self.db.release(conn.keep(), &result);
                 result
             })
             .catch_unwind()
