@@ -348,7 +348,10 @@ pub async fn drive(
     }
 
     let next = Arc::new(AtomicUsize::new(0));
-    let interval = pace.map(|p| Duration::from_secs_f64(1.0 / p.per_second));
+    let interval = pace
+        .map(|p| Duration::try_from_secs_f64(1.0 / p.per_second))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("no fixed rate of {:?} requests per second", pace))?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for sender in senders {
@@ -384,8 +387,13 @@ pub async fn drive(
                 }
                 let tally = &mut log.kinds[k];
                 tally.requests += 1;
-                // A connection the server closed (or that broke) is made again.
-                if sender.as_ref().is_none_or(SendRequest::is_closed) {
+                // A connection the server closed (after an answer with
+                // `Connection: close`, or idle) or that broke is made again.
+                let usable = match sender.as_mut() {
+                    Some(connection) => connection.ready().await.is_ok(),
+                    None => false,
+                };
+                if !usable {
                     sender = None;
                     match connect(&endpoint).await {
                         Ok(new) => sender = Some(new),
@@ -484,14 +492,14 @@ async fn connect(endpoint: &Endpoint) -> anyhow::Result<SendRequest<Full<Bytes>>
     Ok(sender)
 }
 
-/// Sends `request` and reads its answer to the end (so that the connection
-/// can carry the next one): the status, and the body when `keep_body`.
+/// Sends `request` on a ready connection and reads its answer to the end (so
+/// that the connection can carry the next one): the status, and the body
+/// when `keep_body`.
 async fn exchange(
     connection: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
     keep_body: bool,
 ) -> anyhow::Result<(u16, Option<Vec<u8>>)> {
-    connection.ready().await.context("the connection closed")?;
     let response = connection.send_request(request).await?;
     let status = response.status().as_u16();
     let mut body = response.into_body();
@@ -599,6 +607,78 @@ mod tests {
         assert_eq!(into.get("OK"), Some(&2), "{into:?}");
         assert_eq!(into.get("FEATURE_NOT_FOUND"), Some(&1), "{into:?}");
         assert_eq!(into.get("unreadable answer"), Some(&1));
+    }
+
+    /// A server answering every request `200 ok` with `Connection: close`,
+    /// so that every request needs a new connection.
+    async fn closing_server() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        base
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_the_server_closes_are_made_again_and_a_rate_is_kept() {
+        let base = closing_server().await;
+        let endpoint = Arc::new(Endpoint::resolve(&base).await.unwrap());
+        let workload = Arc::new(Workload::uniform(RequestKind {
+            name: "healthz",
+            method: Method::Get {
+                urls: vec![format!("{base}/healthz")],
+            },
+            authorised: false,
+            batch: false,
+        }));
+        let auth = HeaderValue::from_static("Bearer t");
+        for pace in [None, Some(Pace { per_second: 2000.0 })] {
+            let outcome = drive(
+                endpoint.clone(),
+                workload.clone(),
+                auth.clone(),
+                100,
+                4,
+                pace,
+            )
+            .await
+            .unwrap();
+            let total = outcome.total("healthz");
+            assert_eq!(total.requests, 100);
+            assert_eq!(total.ok(), 100, "{:?}", total.first_transport_error);
+            assert_eq!(total.latency.len(), 100);
+            if pace.is_some() {
+                // Request 99 is due 49.5 ms in, and released at most 1 ms early.
+                assert!(outcome.elapsed >= Duration::from_micros(48_500));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn only_plain_http_is_spoken() {
+        let refused = Endpoint::resolve("https://127.0.0.1:1")
+            .await
+            .err()
+            .unwrap();
+        assert!(refused.to_string().contains("plain HTTP only"), "{refused}");
     }
 
     #[test]
