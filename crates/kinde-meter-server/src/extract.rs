@@ -7,7 +7,7 @@
 //! The auth middleware runs before the body is read, so an unauthenticated client
 //! never gets to make the server buffer 64 KiB (what it sent is read and
 //! discarded after the answer is made, to keep the connection:
-//! `routes::layers::drain_unread_body`). The rate limits are in
+//! `routes::layers`). The rate limits are in
 //! [`crate::rate_limit`]; this middleware applies them.
 
 use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc};

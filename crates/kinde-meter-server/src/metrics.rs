@@ -269,15 +269,16 @@ impl Metrics {
     }
 
     /// Counts and times one answered request: `route` is the matched route's
-    /// path (or [`UNMATCHED`]), `method` from [`method_label`].
+    /// path (or [`UNMATCHED`]), `method` from [`method_label`], `elapsed` the
+    /// time it took.
     pub fn observe(
         &self,
         route: &'static str,
         method: &'static str,
         status: u16,
-        started: Instant,
+        elapsed: Duration,
     ) {
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = elapsed.as_secs_f64();
         self.requests
             .get_or_create(&RequestLabels {
                 route,

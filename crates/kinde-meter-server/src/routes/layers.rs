@@ -1,37 +1,37 @@
 //! The layers around every route (404s and 405s included), applied once to the
 //! whole router by [`around`]: request id, metrics and the request's log line,
-//! log span, panic catcher; and, outside them all, [`drain_unread_body`] for
-//! answers given before the body was read.
+//! log span, panic catcher; and, outside them all, draining the rest of a
+//! body an answer was given before ([`drained`]).
 //!
 //! Design: `docs/design.md#request-pipeline`; `docs/limits.md#keep-alive`;
 //! the log line: `docs/operations.md#logs`.
 
 use std::{
     any::Any,
+    convert::Infallible,
+    future::Future,
+    panic::AssertUnwindSafe,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
     Router,
     body::{Body, Bytes, HttpBody},
-    extract::{MatchedPath, Request, State},
-    http::{self, HeaderName, HeaderValue, StatusCode, header},
-    middleware::{self, Next},
+    extract::{MatchedPath, Request},
+    http::{self, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
+    routing::Route,
 };
+use futures::FutureExt;
 use http_body::{Frame, SizeHint};
 use kinde_meter_core::ErrorCode;
 use tokio::sync::oneshot;
-use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    trace::TraceLayer,
-};
-use tracing::Span;
+use tower::{Layer, Service};
+use tower_http::request_id::{MakeRequestId, RequestId};
+use tracing::{Instrument, Level, Span};
 
 use crate::error::ApiError;
 use crate::extract::{AuthenticatedClient, BODY_LIMIT};
@@ -45,64 +45,201 @@ pub fn around<S>(router: Router<S>, metrics: Arc<Metrics>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(middleware::from_fn(drain_unread_body))
-            .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
-            // Outside the span: the request's line carries its own fields.
-            .layer(middleware::from_fn_with_state(metrics, observe))
-            .layer(
-                // Only the span: `observe` writes the one line of a request,
-                // the events of `TraceLayer` (request, response, failure)
-                // would add more.
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span)
-                    .on_request(())
-                    .on_response(())
-                    .on_body_chunk(())
-                    .on_eos(())
-                    .on_failure(()),
-            )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(CatchPanicLayer::custom(internal_error)),
-    )
+    router.layer(AroundLayer { metrics })
 }
 
-/// Answers the request, then reads and discards what is left of its body, up
-/// to [`BODY_LIMIT`] in all (a body arrives within the transport's request
-/// timeout or fails). A body drained to its end leaves the connection ready
-/// for the next request; one that is larger than the limit, fails or times
-/// out gets the answer with `Connection: close`. Without this, the HTTP server
-/// would close a connection whose body was not read, without saying so, and a
-/// client reusing it would get a reset instead of the answer.
-pub async fn drain_unread_body(request: Request, next: Next) -> Response {
-    if request.body().is_end_stream() {
-        return next.run(request).await;
+/// The layers of this module as one: a hand-written service rather than a
+/// stack of `from_fn` middleware and `tower-http` layers, because each of
+/// those boxed the request's future or body, cloned its service or copied
+/// the request id again (together about half the CPU of a `/healthz`,
+/// measured with callgrind). Outermost first, what it does is what the stack
+/// did (`docs/design.md#request-pipeline`): drain the unread body, set the
+/// request id, count and log the answer, the request's span, copy the id
+/// onto the answer, catch a panic.
+#[derive(Clone)]
+struct AroundLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl Layer<Route> for AroundLayer {
+    type Service = Around;
+
+    fn layer(&self, inner: Route) -> Around {
+        Around {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
-    let (back, mut returned) = oneshot::channel();
-    let request = request.map(|body| {
-        Body::new(Tracked {
-            inner: Some(body),
-            read: 0,
-            broken: false,
-            back: Some(back),
+}
+
+/// One route (or fallback) wrapped by [`AroundLayer`].
+#[derive(Clone)]
+struct Around {
+    inner: Route,
+    metrics: Arc<Metrics>,
+}
+
+type Answer = Result<Response, Infallible>;
+
+impl Service<Request> for Around {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let request_id = match request.headers().get(&REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = uuid_v4(rand::random());
+                request.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        // Shared buffers: reference counts, not copies.
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let label = self
+            .metrics
+            .route_label(matched.as_ref().map(MatchedPath::as_str));
+        let probe = PROBES.contains(&route_of(matched.as_ref()));
+        let method = request.method().clone();
+        let path = PathOf(request.uri().clone());
+        let span = request_span(probe, &method, path.as_str(), &request_id);
+        let unread = unread_body(&mut request);
+        // The route's `call` only clones its service; the handler runs when
+        // the future is polled. A panic in either is caught.
+        let called = span
+            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))));
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let answered = match called {
+                Ok(future) => AssertUnwindSafe(future.instrument(span.clone()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Ok(internal_error(panic))),
+                Err(panic) => Ok(internal_error(panic)),
+            };
+            let Ok(mut response) = answered;
+            if !span.is_disabled() && response.body().size_hint().exact().is_none() {
+                // A streamed body (an export) is written in the request's span.
+                response = response.map(|body| Body::new(InSpan { body, span }));
+            }
+            response
+                .headers_mut()
+                .insert(REQUEST_ID, request_id.clone());
+            let elapsed = started.elapsed();
+            let status = response.status().as_u16();
+            metrics.observe(label, metrics::method_label(&method), status, elapsed);
+            request_line(
+                probe,
+                RequestLine {
+                    method: &method,
+                    route: route_of(matched.as_ref()),
+                    path: path.as_str(),
+                    status,
+                    elapsed,
+                    client_id: response
+                        .extensions()
+                        .get::<AuthenticatedClient>()
+                        .map(|AuthenticatedClient(principal)| principal.client_id.as_str()),
+                    request_id: request_id.to_str().ok(),
+                },
+            );
+            if let Some(returned) = unread
+                && !drained(returned).await
+            {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
         })
+    }
+}
+
+/// The matched route's path, [`metrics::UNMATCHED`] for none.
+fn route_of(matched: Option<&MatchedPath>) -> &str {
+    matched.map_or(metrics::UNMATCHED, MatchedPath::as_str)
+}
+
+/// The path of a request's URI, kept by reference count.
+struct PathOf(http::Uri);
+
+impl PathOf {
+    fn as_str(&self) -> &str {
+        self.0.path()
+    }
+}
+
+/// A response body polled inside the request's span.
+struct InSpan {
+    body: Body,
+    span: Span,
+}
+
+impl HttpBody for InSpan {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Puts a [`Tracked`] body in `request` when it has one, and where its
+/// unread rest will arrive.
+fn unread_body(request: &mut Request) -> Option<oneshot::Receiver<Leftover>> {
+    if request.body().is_end_stream() {
+        return None;
+    }
+    let (back, returned) = oneshot::channel();
+    let body = std::mem::take(request.body_mut());
+    *request.body_mut() = Body::new(Tracked {
+        inner: Some(body),
+        read: 0,
+        broken: false,
+        back: Some(back),
     });
-    let mut response = next.run(request).await;
-    let drained = match returned.try_recv() {
+    Some(returned)
+}
+
+/// Whether what the handler left of the body was read to its end (then the
+/// connection stays open).
+async fn drained(mut returned: oneshot::Receiver<Leftover>) -> bool {
+    match returned.try_recv() {
         Ok(Leftover::Unread { body, read }) => drain(body, read).await,
         Ok(Leftover::Broken) => false,
         // Read to its end (nothing sent back), or still held by someone:
         // then the server decides for itself.
         Err(_) => true,
-    };
-    if !drained {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
 }
+
+// An answer given before the body was read: the rest of the body is read and
+// discarded after the answer is made, up to [`BODY_LIMIT`] in all (a body
+// arrives within the transport's request timeout or fails). A body drained to
+// its end leaves the connection ready for the next request; one that is larger
+// than the limit, fails or times out gets the answer with `Connection: close`.
+// Without this, the HTTP server would close a connection whose body was not
+// read, without saying so, and a client reusing it would get a reset instead
+// of the answer.
 
 /// Reads `body` to its end, `read` bytes of it having been read already;
 /// false when it holds more than [`BODY_LIMIT`] in all or fails to arrive.
@@ -134,7 +271,7 @@ enum Leftover {
 }
 
 /// A request body that, dropped before its end, hands itself back to
-/// [`drain_unread_body`].
+/// [`drained`].
 struct Tracked {
     inner: Option<Body>,
     read: usize,
@@ -212,33 +349,30 @@ fn uuid_v4(bits: u128) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = (bits & !(0xF << 76)) | (0x4 << 76);
     let bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    let mut text = [0u8; 36];
-    let mut nibble = 32;
-    for (i, byte) in text.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *byte = b'-';
-        } else {
-            nibble -= 1;
-            *byte = HEX[((bits >> (nibble * 4)) & 0xF) as usize];
+    let bytes = bits.to_be_bytes();
+    let mut text = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
         }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xF)];
+        at += 2;
     }
     HeaderValue::from_bytes(&text).expect("hex digits and hyphens are a header value")
 }
 
-/// The span of one request. The path has no query string (it could hold a
-/// token a client put there by mistake).
-fn request_span<B>(request: &http::Request<B>) -> Span {
-    let id = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = request.uri().path(),
-        request_id = id,
-    )
+/// The span of one request, at the level of its log line: a probe's span is
+/// not even built unless DEBUG is on. The path has no query string (it could
+/// hold a token a client put there by mistake).
+fn request_span(probe: bool, method: &Method, path: &str, request_id: &HeaderValue) -> Span {
+    let id = request_id.to_str().unwrap_or("-");
+    if probe {
+        tracing::debug_span!("request", method = %method, path, request_id = id)
+    } else {
+        tracing::info_span!("request", method = %method, path, request_id = id)
+    }
 }
 
 /// Target of the request lines, for `RUST_LOG` (`kinde_meter::request=debug`
@@ -248,40 +382,34 @@ pub const REQUEST_LOG_TARGET: &str = "kinde_meter::request";
 /// Routes polled by load balancers and scrapers: their lines are at DEBUG.
 const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-/// Counts and times the answer by matched route, method and status, and
-/// writes the request's one log line once the answer is made
-/// (`docs/operations.md#logs`): method, matched route, path without the
-/// query string, status, latency, the caller's client id when its token was
-/// genuine, and the request id. Never a header or the body.
-async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    // Shared buffers: reference counts, not copies.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched
-        .as_ref()
-        .map_or(metrics::UNMATCHED, MatchedPath::as_str);
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.header_value().clone());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    metrics.observe(
-        metrics.route_label(matched.as_ref().map(MatchedPath::as_str)),
-        metrics::method_label(&method),
+/// What the request's one log line says (`docs/operations.md#logs`): method,
+/// matched route, path without the query string, status, latency, the
+/// caller's client id when its token was genuine, and the request id. Never a
+/// header or the body.
+struct RequestLine<'a> {
+    method: &'a Method,
+    route: &'a str,
+    path: &'a str,
+    status: u16,
+    elapsed: Duration,
+    client_id: Option<&'a str>,
+    request_id: Option<&'a str>,
+}
+
+/// Writes the request's line, at DEBUG for a probe and INFO otherwise;
+/// outside the request's span, the line carries its own fields.
+fn request_line(probe: bool, line: RequestLine<'_>) {
+    let RequestLine {
+        method,
+        route,
+        path,
         status,
-        started,
-    );
+        elapsed,
+        client_id,
+        request_id,
+    } = line;
     // Whole microseconds, so the number reads as milliseconds with 3 decimals.
     let latency_ms = elapsed.as_micros() as f64 / 1000.0;
-    let client_id = response
-        .extensions()
-        .get::<AuthenticatedClient>()
-        .map(|AuthenticatedClient(principal)| principal.client_id.as_str());
-    let request_id = request_id.as_ref().and_then(|id| id.to_str().ok());
     macro_rules! request_line {
         ($level:expr) => {
             tracing::event!(
@@ -290,7 +418,7 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
                 // A token (RFC 9110): no space or quote to forge a field with.
                 method = %method,
                 route,
-                path = uri.path(),
+                path,
                 status,
                 latency_ms,
                 client_id,
@@ -298,12 +426,11 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
             )
         };
     }
-    if PROBES.contains(&route) {
-        request_line!(tracing::Level::DEBUG);
+    if probe {
+        request_line!(Level::DEBUG);
     } else {
-        request_line!(tracing::Level::INFO);
+        request_line!(Level::INFO);
     }
-    response
 }
 
 /// The answer to a panic: nothing of the panic is shown to the client.

@@ -2,7 +2,12 @@
 //! keys and the metrics. (`/openapi.json` is served next to the route table it
 //! is generated from, in [`crate::routes`].)
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse, response::Response};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -12,7 +17,15 @@ use crate::state::AppState;
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "Operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+    // The same bytes as `Json(json!({"status": "ok"}))`, without building and
+    // serialising a map on every probe.
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        r#"{"status":"ok"}"#,
+    )
 }
 
 /// Readiness: storage answers too.
