@@ -304,7 +304,9 @@ async fn a_commit_whose_answer_is_lost_after_committing_is_acknowledged() {
             (h.clone(), ports.first().copied().unwrap_or(5432))
         }
         _ => {
-            return skip("a_commit_whose_answer_is_lost_after_committing_is_acknowledged (not TCP)");
+            return skip(
+                "a_commit_whose_answer_is_lost_after_committing_is_acknowledged (not TCP)",
+            );
         }
     };
     let proxy = Proxy::start(format!("{host}:{port}")).await;
