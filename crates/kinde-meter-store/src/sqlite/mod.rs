@@ -137,7 +137,11 @@ impl Store for SqliteStore {
     async fn load_catalog(&self, catalog: &Catalog) -> Result<(), StoreError> {
         let (job, answer) = Job::load_catalog(catalog.clone());
         self.writer.send(job).await?;
-        writer::answer(answer).await
+        let loaded = writer::answer(answer).await;
+        // Committed or not (a failed commit may still have reached the file),
+        // plans read before are not to be trusted.
+        self.reads.catalog_loaded();
+        loaded
     }
 
     async fn catalog(&self) -> Result<Catalog, StoreError> {
@@ -157,7 +161,7 @@ impl Store for SqliteStore {
 
     async fn agreement(&self, id: &AgreementId) -> Result<Option<Agreement>, StoreError> {
         self.reads
-            .run_inline(|conn| Ok(agreements::load(conn, id)?))
+            .run_inline(|conn, _| Ok(agreements::load(conn, id)?))
     }
 
     async fn list_agreements(
@@ -182,7 +186,8 @@ impl Store for SqliteStore {
     }
 
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
-        self.reads.run_inline(|conn| read::usage(conn, &query))
+        self.reads
+            .run_inline(|conn, plans| read::usage(conn, plans, &query))
     }
 
     async fn export_usage(
@@ -215,7 +220,9 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
         self.reads
-            .run_inline(|conn| Ok(read::customer_entitlements(conn, customer_id, now)?))
+            .run_inline(|conn, plans| {
+                Ok(read::customer_entitlements(conn, plans, customer_id, now)?)
+            })
     }
 
     async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {
