@@ -147,7 +147,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     _ => Loop::Closed,
                 };
                 if args.json {
-                    eprintln!("run {number}/{total}: {} at {c} connections", mode.name());
+                    let open = match how {
+                        Loop::Open { pace, .. } => {
+                            format!(", open loop at {:.0} req/s", pace.per_second)
+                        }
+                        Loop::Closed => String::new(),
+                    };
+                    eprintln!(
+                        "run {number}/{total}: {} at {c} connections{open}",
+                        mode.name()
+                    );
                 }
                 let baselines = Baselines {
                     healthz: healthz.map(|i| &report.runs[i]),
