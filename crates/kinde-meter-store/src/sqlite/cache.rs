@@ -179,22 +179,21 @@ impl WriterCache {
         state: AggregateState,
         usage_changed_at_ns: Option<i64>,
     ) {
-        // Cloned only when absent: `aggregate` has usually cached it.
-        if !self.aggregates.contains_key(key) {
-            self.aggregates.insert(
-                key.clone(),
-                CachedAggregate {
+        // One lookup when it is cached (as `aggregate` has usually done); the
+        // key is cloned only when it is not.
+        let cached = match self.aggregates.get_mut(key) {
+            Some(cached) => cached,
+            None => self
+                .aggregates
+                .entry(key.clone())
+                .or_insert(CachedAggregate {
                     state,
                     period_end_ns,
                     dirty: false,
                     stored: false,
                     usage_changed_at_ns: None,
                     usage_event_marked_in: 0,
-                },
-            );
-        }
-        let Some(cached) = self.aggregates.get_mut(key) else {
-            return; // not reached: inserted above
+                }),
         };
         cached.state = state;
         cached.period_end_ns = period_end_ns;

@@ -1,0 +1,214 @@
+//! The storage engine's own ceiling for kinde-meter's usage writes (issue 11):
+//! how many usage records per second one SQLite connection stores with the
+//! store's real schema and settings (WAL, `synchronous=FULL`, foreign keys)
+//! and the writer's own statements, with nothing else around it: no HTTP, no
+//! parsing, no checks, no queue. The writer thread does all of this and more
+//! per record, so its throughput cannot exceed these figures.
+//!
+//!     cargo run --release -p kinde-meter-store --example sqlite_ceiling -- [DIR]
+//!
+//! Each line: rows per transaction, what each transaction does, then over
+//! 200 000 rows (best of 3 runs, each on a fresh database): rows/s and µs per
+//! row of wall time (which includes waiting for each COMMIT's fsync, so it
+//! depends on the disk and on what else uses it), and the thread's CPU time
+//! (user + system, from `/proc/thread-self/stat`) per row, with the rows/s
+//! that CPU time alone allows: the ceiling of one writer thread on a disk
+//! whose fsync costs nothing.
+
+use std::{path::Path, time::Instant};
+
+use kinde_meter_store::{StoreConfig, sqlite::SqliteStore};
+use rusqlite::{Connection, TransactionBehavior, params};
+
+const ROWS: usize = 200_000;
+const AGREEMENTS: usize = 50;
+
+/// What each transaction does besides its INSERTs.
+#[derive(Clone, Copy)]
+enum Work {
+    /// A minimal row (`INTEGER PRIMARY KEY` and a short text, no index, no
+    /// foreign key) into a table of its own: what a generic "inserts per
+    /// second" figure measures, for comparison.
+    MinimalRow,
+    /// One INSERT per record, foreign keys off.
+    InsertNoForeignKeys,
+    /// One INSERT per record (what the writer runs per record).
+    Insert,
+    /// Plus one UPDATE per aggregate the transaction touched (what the
+    /// writer's flush runs before COMMIT).
+    InsertAndAggregates,
+}
+
+fn main() {
+    let base = std::env::args().nth(1).unwrap_or_else(|| "/tmp".to_owned());
+    for per_tx in [100, 1000] {
+        for work in [
+            Work::MinimalRow,
+            Work::InsertNoForeignKeys,
+            Work::Insert,
+            Work::InsertAndAggregates,
+        ] {
+            let runs: Vec<(f64, f64)> = (0..3)
+                .map(|run| measure(Path::new(&base), per_tx, work, run))
+                .collect();
+            let best = runs.iter().map(|r| r.0).fold(f64::MAX, f64::min);
+            let cpu = runs.iter().map(|r| r.1).fold(f64::MAX, f64::min);
+            let name = match work {
+                Work::MinimalRow => "a minimal row (INTEGER PRIMARY KEY, short text)",
+                Work::InsertNoForeignKeys => "INSERT only, foreign_keys=OFF",
+                Work::Insert => "INSERT only (the writer's statement)",
+                Work::InsertAndAggregates => {
+                    "INSERT + aggregate UPDATE per (agreement, feature, period)"
+                }
+            };
+            println!(
+                "{per_tx:>5} rows/tx  {name:<58} wall {:>7.0} rows/s {:>6.2} µs/row | CPU {:>5.2} µs/row = {:>7.0} rows/s",
+                ROWS as f64 / best,
+                best * 1e6 / ROWS as f64,
+                cpu * 1e6 / ROWS as f64,
+                ROWS as f64 / cpu
+            );
+        }
+    }
+}
+
+/// This thread's CPU time so far (user + system), in seconds.
+fn thread_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')').
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Wall and CPU seconds to store [`ROWS`] records in transactions of `per_tx`.
+fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
+    let dir = base.join(format!(
+        "kinde-meter-ceiling-{}-{per_tx}-{run}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    // The store makes the schema (every migration) and is closed again.
+    drop(SqliteStore::open(&dir, StoreConfig::default()).expect("open the store"));
+    let conn = Connection::open(dir.join("kinde-meter.db")).expect("open");
+    let fk = if matches!(work, Work::InsertNoForeignKeys) {
+        "OFF"
+    } else {
+        "ON"
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys={fk};"
+    ))
+    .expect("pragmas");
+    let ids: Vec<String> = (0..AGREEMENTS)
+        .map(|i| format!("agreement_01a24ba0bf{i:022x}"))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO agreements (id, customer_id, plan_code, interval, anchor_ns)
+             VALUES (?1, ?2, 'pro', 'month', 0)",
+            params![id, format!("cust_{i}")],
+        )
+        .expect("agreement");
+        conn.execute(
+            "INSERT INTO usage_aggregates (agreement_id, feature_code, period_start_ns,
+                 period_end_ns, deltas_after, value, record_count)
+             VALUES (?1, 'api_calls', 0, 1, '0', '0', 0)",
+            params![id],
+        )
+        .expect("aggregate");
+    }
+    conn.execute_batch("CREATE TABLE minimal (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        .expect("minimal table");
+    let mut conn = conn;
+    let started = Instant::now();
+    let cpu_before = thread_cpu();
+    let mut seq = 0i64;
+    while (seq as usize) < ROWS {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("begin");
+        {
+            let mut minimal = tx
+                .prepare_cached("INSERT INTO minimal (id, v) VALUES (?1, 'delta')")
+                .expect("prepare");
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO usage_records (seq, agreement_id, feature_code, period_start_ns,
+                         period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
+                         received_at_ns, client_id, idempotency_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .expect("prepare");
+            for _ in 0..per_tx {
+                seq += 1;
+                if matches!(work, Work::MinimalRow) {
+                    minimal.execute([seq]).expect("insert");
+                    continue;
+                }
+                let id = &ids[seq as usize % AGREEMENTS];
+                let now_ns = 1_765_000_000_000_000_000i64 + seq;
+                insert
+                    .execute(params![
+                        seq,
+                        id,
+                        "api_calls",
+                        0i64,
+                        1i64,
+                        "delta",
+                        "1",
+                        None::<String>,
+                        now_ns,
+                        now_ns,
+                        "kinde-meter-cli",
+                        None::<String>
+                    ])
+                    .expect("insert");
+            }
+            if matches!(work, Work::InsertAndAggregates) {
+                let mut update = tx
+                    .prepare_cached(
+                        "UPDATE usage_aggregates SET
+                             abs_effective_at_ns = ?4, abs_seq = ?5, abs_value = ?6,
+                             deltas_after = ?7, value = ?8, record_count = ?9,
+                             last_recorded_at_ns = ?10
+                         WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
+                    )
+                    .expect("prepare");
+                for id in ids.iter().take(per_tx.min(AGREEMENTS)) {
+                    update
+                        .execute(params![
+                            id,
+                            "api_calls",
+                            0i64,
+                            None::<i64>,
+                            None::<i64>,
+                            None::<String>,
+                            seq.to_string(),
+                            seq.to_string(),
+                            seq,
+                            seq
+                        ])
+                        .expect("update");
+                }
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu() - cpu_before;
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+    (seconds, cpu)
+}
