@@ -199,7 +199,9 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Resolves the address of `base` (`http://HOST[:PORT][/…]`).
+    /// Resolves the address of `base` (`http://HOST[:PORT][/…]`): the first
+    /// of the host's addresses that takes a connection (`localhost` may
+    /// resolve to `::1` for a server listening on 127.0.0.1 only).
     pub async fn resolve(base: &str) -> anyhow::Result<Endpoint> {
         let uri: Uri = base
             .parse()
@@ -211,11 +213,30 @@ impl Endpoint {
             .authority()
             .with_context(|| format!("{base} has no host"))?;
         let port = authority.port_u16().unwrap_or(80);
-        let addr = tokio::net::lookup_host((authority.host(), port))
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let mut last_error = None;
+        let mut found = None;
+        for addr in tokio::net::lookup_host((host, port))
             .await
-            .with_context(|| format!("cannot resolve {}", authority.host()))?
-            .next()
-            .with_context(|| format!("{} has no address", authority.host()))?;
+            .with_context(|| format!("cannot resolve {host}"))?
+        {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => {
+                    found = Some(addr);
+                    break;
+                }
+                Ok(Err(e)) => last_error = Some(anyhow::Error::new(e)),
+                Err(_) => last_error = Some(anyhow::anyhow!("no connection in time")),
+            }
+        }
+        let addr = match (found, last_error) {
+            (Some(addr), _) => addr,
+            (None, Some(e)) => return Err(e.context(format!("cannot connect to {base}"))),
+            (None, None) => bail!("{host} has no address"),
+        };
         let host = HeaderValue::from_str(authority.as_str()).context("the host of the URL")?;
         Ok(Endpoint { addr, host })
     }
@@ -673,12 +694,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_plain_http_is_spoken() {
+    async fn only_plain_http_is_spoken_to_an_address_that_answers() {
         let refused = Endpoint::resolve("https://127.0.0.1:1")
             .await
             .err()
             .unwrap();
         assert!(refused.to_string().contains("plain HTTP only"), "{refused}");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // localhost's addresses tried in turn: the one listening is kept.
+        let endpoint = Endpoint::resolve(&format!("http://localhost:{port}/"))
+            .await
+            .unwrap();
+        assert_eq!(endpoint.addr, listener.local_addr().unwrap());
+        assert_eq!(endpoint.host, format!("localhost:{port}").as_str());
+        drop(listener);
+        let closed = Endpoint::resolve(&format!("http://127.0.0.1:{port}"))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            format!("{closed:#}").contains("cannot connect"),
+            "{closed:#}"
+        );
     }
 
     #[test]
