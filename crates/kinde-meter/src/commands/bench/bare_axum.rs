@@ -46,6 +46,8 @@ impl BareAxum {
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of file descriptors, most likely: back off as serve does.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
