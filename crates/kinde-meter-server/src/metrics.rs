@@ -6,8 +6,10 @@
 //! `docs/design.md#metrics`.
 
 use std::{
+    collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, OnceLock},
+    hash::{BuildHasherDefault, Hasher},
+    sync::{Arc, Mutex, OnceLock, PoisonError, RwLock},
     time::{Duration, Instant},
 };
 
@@ -117,6 +119,49 @@ pub struct Metrics {
     webhook_backlog: Arc<Mutex<WebhookBacklog>>,
     /// The paths of the router's routes ([`Metrics::register_routes`]).
     routes: OnceLock<Vec<&'static str>>,
+    /// The request counter and latency histogram of each (route, method,
+    /// status) seen: handles to the families' series, found without hashing
+    /// label strings.
+    series: RwLock<HashMap<SeriesKey, (Counter, Histogram), BuildHasherDefault<KeyHasher>>>,
+}
+
+/// A request series by the addresses of its `&'static str` labels, and its
+/// status. Two addresses of the same text only make two entries for the same
+/// series.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    route: usize,
+    method: usize,
+    status: u16,
+}
+
+/// Hashes the few integers of a [`SeriesKey`] (a multiply and a rotate each):
+/// the keys are not chosen by clients, labels are a closed set.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -175,6 +220,7 @@ impl Metrics {
             webhook_deliveries,
             webhook_backlog,
             routes: OnceLock::new(),
+            series: RwLock::default(),
         };
         metrics.create_known_series();
         metrics
@@ -278,17 +324,37 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
+        let key = SeriesKey {
+            route: route.as_ptr() as usize,
+            method: method.as_ptr() as usize,
+            status,
+        };
         let seconds = elapsed.as_secs_f64();
-        self.requests
+        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((requests, latency)) = series.get(&key) {
+            requests.inc();
+            latency.observe(seconds);
+            return;
+        }
+        drop(series);
+        let requests = self
+            .requests
             .get_or_create(&RequestLabels {
                 route,
                 method,
                 status,
             })
-            .inc();
-        self.latency
+            .clone();
+        let latency = self
+            .latency
             .get_or_create(&RouteLabels { route, method })
-            .observe(seconds);
+            .clone();
+        requests.inc();
+        latency.observe(seconds);
+        self.series
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (requests, latency));
     }
 
     /// The text exposition of every metric.

@@ -92,13 +92,11 @@ impl Service<Request> for Around {
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
+        // The client's id, else a fresh one (no handler reads it from the
+        // request: it is in the span, the log line and the answer).
         let request_id = match request.headers().get(&REQUEST_ID) {
             Some(id) => id.clone(),
-            None => {
-                let id = uuid_v4(rand::random());
-                request.headers_mut().insert(REQUEST_ID, id.clone());
-                id
-            }
+            None => uuid_v4(rand::random()),
         };
         // Shared buffers: reference counts, not copies.
         let matched = request.extensions().get::<MatchedPath>().cloned();
