@@ -6,11 +6,13 @@
 
 use std::{collections::HashMap, rc::Rc};
 
+use jiff::Timestamp;
 use kinde_meter_core::{
     aggregate::AggregateState,
     agreement::Agreement,
     catalog::Plan,
     ids::{AgreementId, FeatureCode, PlanCode},
+    period::{Interval, Period},
 };
 use rusqlite::Connection;
 
@@ -58,6 +60,9 @@ pub(super) struct WriterCache {
     /// Moves on whenever usage events may have been built (their due marks
     /// cleared), voiding what aggregates remember of their marks; never 0.
     usage_event_generation: u64,
+    /// The billing period last found for each anchor and interval: pure
+    /// calendar arithmetic, so never stale (not cleared with the rest).
+    periods: HashMap<(Timestamp, Interval), Period>,
 }
 
 impl Default for WriterCache {
@@ -69,6 +74,7 @@ impl Default for WriterCache {
             aggregates: HashMap::new(),
             dirty: Vec::new(),
             usage_event_generation: 1,
+            periods: HashMap::new(),
         }
     }
 }
@@ -88,6 +94,32 @@ impl WriterCache {
         }
         self.data_version = Some(version);
         Ok(())
+    }
+
+    /// `interval.period_containing(anchor, at)`, for `at` not before `anchor`:
+    /// the period remembered for the anchor and interval when it contains
+    /// `at` (periods from an anchor do not overlap), computed otherwise. Most
+    /// records of an agreement fall in the period of the one before.
+    pub(super) fn period_containing(
+        &mut self,
+        anchor: Timestamp,
+        interval: Interval,
+        at: Timestamp,
+    ) -> Period {
+        if let Some(period) = self.periods.get(&(anchor, interval))
+            && period.start <= at
+            && at < period.end
+        {
+            return *period;
+        }
+        let period = interval.period_containing(anchor, at);
+        if period.start <= at && at < period.end {
+            if self.periods.len() >= MAX_ENTRIES {
+                self.periods.clear();
+            }
+            self.periods.insert((anchor, interval), period);
+        }
+        period
     }
 
     /// Forgets everything (after a rolled-back transaction).

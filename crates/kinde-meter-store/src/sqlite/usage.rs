@@ -9,7 +9,7 @@
 use jiff::Timestamp;
 use kinde_meter_core::{
     aggregate::{ApplyError, Entry, OrderKey},
-    assignment::assign,
+    assignment::Assignment,
     request::UsageRecord,
 };
 use rusqlite::{CachedStatement, Connection};
@@ -155,6 +155,7 @@ fn apply_record(
     let feature = &record.feature_code;
 
     let assignment = assign(
+        ctx.cache,
         agreement.anchor,
         agreement.interval,
         record.timestamp.unwrap_or(s.received_at),
@@ -236,4 +237,90 @@ fn apply_record(
         .set_aggregate(&cache_key, period_end_ns, next, changed_at);
     ctx.next_seq += 1;
     Ok(Ok(()))
+}
+
+/// `kinde_meter_core::assignment::assign`, with the periods from the writer's
+/// cache (`WriterCache::period_containing`): the same answers (a test below
+/// compares them), without the calendar arithmetic for most records.
+fn assign(
+    cache: &mut WriterCache,
+    anchor: Timestamp,
+    interval: kinde_meter_core::period::Interval,
+    usage_at: Timestamp,
+    received_at: Timestamp,
+    grace: jiff::SignedDuration,
+) -> Assignment {
+    let effective_at = usage_at.max(anchor);
+    let period = cache.period_containing(anchor, interval, effective_at);
+    if period.end + grace < received_at {
+        // `received_at` is after the period's end, so not before the anchor.
+        let current = cache.period_containing(anchor, interval, received_at);
+        return Assignment {
+            period: current,
+            effective_at: current.start,
+            rolled_forward: true,
+        };
+    }
+    Assignment {
+        period,
+        effective_at,
+        rolled_forward: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::{SignedDuration, Timestamp};
+    use kinde_meter_core::period::Interval;
+
+    use super::*;
+
+    /// The writer's assignment answers as the core's for every interval, on
+    /// anchors at a month's end and at a leap day, for instants before the
+    /// anchor and across many periods, received late or on time, with and
+    /// without grace, visited forwards and backwards (so the remembered
+    /// period is both reused and replaced).
+    #[test]
+    fn the_cached_assignment_is_the_cores() {
+        let anchors: [Timestamp; 3] = [
+            "2024-01-31T10:00:00Z".parse().unwrap(),
+            "2024-02-29T23:59:59.5Z".parse().unwrap(),
+            "2023-12-31T00:00:00Z".parse().unwrap(),
+        ];
+        let intervals = [
+            Interval::Day,
+            Interval::Week,
+            Interval::Month,
+            Interval::Year,
+        ];
+        let graces = [SignedDuration::ZERO, SignedDuration::from_hours(50)];
+        let lags = [0, 3_600, 86_400 * 3, 86_400 * 40, 86_400 * 400];
+        let mut cache = WriterCache::default();
+        let mut compared = 0;
+        for anchor in anchors {
+            for interval in intervals {
+                let instants: Vec<Timestamp> = (-20..1500)
+                    .map(|i| anchor + SignedDuration::from_secs(i * 7 * 3_600 + i % 3))
+                    .collect();
+                for order in [instants.clone(), instants.into_iter().rev().collect()] {
+                    for &at in &order {
+                        for lag in lags {
+                            for grace in graces {
+                                let received = at + SignedDuration::from_secs(lag);
+                                assert_eq!(
+                                    assign(&mut cache, anchor, interval, at, received, grace),
+                                    kinde_meter_core::assignment::assign(
+                                        anchor, interval, at, received, grace
+                                    ),
+                                    "{anchor} {interval:?} {at} {received} {grace}"
+                                );
+                                compared += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 100_000);
+    }
 }
