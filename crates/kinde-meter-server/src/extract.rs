@@ -14,7 +14,7 @@ use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc}
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request, State},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State},
     http::{HeaderMap, StatusCode, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -292,12 +292,14 @@ impl Param<'_> {
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| {
-                ApiError::bad_request(ErrorCode::InvalidField, "the query string is malformed")
-            })?;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // What `Query<HashMap<String, String>>` decodes (a repeated name: its
+        // last value; bad percent-encoding: replaced, as serde_urlencoded does
+        // too), without its deserializer's bookkeeping on every read.
+        let query = parts.uri.query().unwrap_or_default();
+        let map = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
         Ok(QueryParams(Params(map)))
     }
 }
