@@ -650,31 +650,18 @@ pub fn bearer_token(header_value: &str) -> Option<&str> {
     }
     let token = rest.trim_start_matches(' ');
     let body = token.trim_end_matches('=');
-    // Checked a block at a time without an early exit inside the block, one
-    // table load per byte: a token is about 1 KB and is checked on every
-    // request (a byte-at-a-time `all` cost ~0.6 µs here; the class test per
-    // byte about 2.9 instructions a byte under callgrind).
+    // Checked a block at a time without an early exit inside the block, which
+    // the compiler turns into vector compares: a token is about 1 KB and is
+    // checked on every request (a byte-at-a-time `all` cost ~0.6 µs here).
     let valid = !body.is_empty()
-        && body.as_bytes().chunks(64).all(|block| {
-            block
-                .iter()
-                .fold(true, |ok, &b| ok & B64TOKEN[usize::from(b)])
-        });
+        && body
+            .as_bytes()
+            .chunks(64)
+            .all(|block| block.iter().fold(true, |ok, &b| ok & is_b64token_byte(b)));
     valid.then_some(token)
 }
 
-/// RFC 6750 `b64token` characters, besides the trailing `=`s, by byte.
-static B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = is_b64token_byte(b as u8);
-        b += 1;
-    }
-    table
-};
-
 /// RFC 6750 `b64token` characters, besides the trailing `=`s.
-const fn is_b64token_byte(b: u8) -> bool {
+fn is_b64token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
 }
