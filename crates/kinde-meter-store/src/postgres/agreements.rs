@@ -36,7 +36,7 @@ pub(super) fn from_row(r: &Row) -> PgResult<Agreement> {
 }
 
 /// An agreement from the columns [`COLUMNS`] starting at column `at`.
-fn from_row_at(r: &Row, at: usize) -> PgResult<Agreement> {
+pub(super) fn from_row_at(r: &Row, at: usize) -> PgResult<Agreement> {
     Ok(Agreement {
         id: stored(AgreementId::parse(r.get::<_, String>(at)), "agreements.id")?,
         customer_id: stored(

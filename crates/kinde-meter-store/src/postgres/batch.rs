@@ -175,7 +175,7 @@ struct Writes<'a> {
 ///
 /// The statements go in two flights before it, each pipelined on the
 /// connection (sent together, answered in order, one round trip): BEGIN, the
-/// transaction id, the keys and the agreements with their plans; the
+/// transaction id with the agreements, their plans, and the keys; the
 /// aggregates created, locked and the sequence numbers. PostgreSQL runs a
 /// flight's statements in the order they were sent, so the locking order is
 /// the same as one at a time.
@@ -184,8 +184,9 @@ async fn prepare<'a>(
     config: &StoreConfig,
     submissions: &[&'a UsageSubmission],
 ) -> PgResult<Writes<'a>> {
-    // 1. Keys, with the transaction id and the agreements (of every record of
-    // the batch: those of submissions answered from a key are not used).
+    // 1. The transaction id with the agreements (of every record of the
+    // batch: those of submissions answered from a key are not used), their
+    // plans, and the keys.
     let mut ids: Vec<&str> = submissions
         .iter()
         .flat_map(|s| s.records.iter().flatten())
@@ -194,11 +195,10 @@ async fn prepare<'a>(
     ids.sort_unstable();
     ids.dedup();
     prepare_statements(tx).await?;
-    let ((), txid, mut keys, (agreements, plans)) = futures::try_join!(
+    let ((), (txid, agreements, plans), mut keys) = futures::try_join!(
         async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
-        transaction_id(tx),
-        idempotency::claim(tx, config, submissions),
         load_agreements(tx, &ids),
+        idempotency::claim(tx, config, submissions),
     )?;
     let key_of = |s: &UsageSubmission| -> Option<KeyId> {
         s.idempotency
@@ -407,38 +407,47 @@ async fn prepare_statements(conn: &Object) -> PgResult<()> {
     Ok(())
 }
 
-/// The transaction's id (`txid_current()`), by which its outcome can be asked
-/// if COMMIT's answer is lost.
-async fn transaction_id(conn: &impl GenericClient) -> PgResult<i64> {
-    let stmt = conn.prepare_cached("SELECT txid_current()").await?;
-    Ok(conn.query_one(&stmt, &[]).await?.get(0))
-}
-
-/// The agreements with the given ids, by id, and their plans, by code: two
-/// statements sent together. A plan that the second did not find (the
-/// agreement moved to another plan in between) is asked again.
+/// The transaction's id (`txid_current()`, by which its outcome can be asked
+/// if COMMIT's answer is lost) and the agreements with the given ids, by id,
+/// in one statement; and their plans, by code, in a second sent with it. A
+/// plan that the second did not find (the agreement moved to another plan in
+/// between) is asked again.
 async fn load_agreements(
     conn: &impl GenericClient,
     ids: &[&str],
-) -> PgResult<(HashMap<AgreementId, Agreement>, HashMap<PlanCode, Plan>)> {
-    if ids.is_empty() {
-        return Ok(Default::default());
-    }
+) -> PgResult<(
+    i64,
+    HashMap<AgreementId, Agreement>,
+    HashMap<PlanCode, Plan>,
+)> {
     let agreements = async {
+        // One row at least (the id), with NULL columns when no agreement matches.
         let stmt = conn
             .prepare_cached(&format!(
-                "SELECT {} FROM agreements WHERE id = ANY($1)",
+                "SELECT txid_current(), {} FROM (VALUES (1)) AS one (x)
+                 LEFT JOIN agreements ON id = ANY($1)",
                 agreements::COLUMNS
             ))
             .await?;
-        conn.query(&stmt, &[&ids])
-            .await?
+        let rows = conn.query(&stmt, &[&ids]).await?;
+        let txid: i64 = rows
+            .first()
+            .ok_or_else(|| Failure::Data("no transaction id".to_owned()))?
+            .get(0);
+        let found = rows
             .iter()
-            .map(|r| agreements::from_row(r).map(|a| (a.id.clone(), a)))
-            .collect::<PgResult<HashMap<_, _>>>()
+            .filter(|r| r.get::<_, Option<&str>>(1).is_some())
+            .map(|r| agreements::from_row_at(r, 1).map(|a| (a.id.clone(), a)))
+            .collect::<PgResult<HashMap<_, _>>>()?;
+        PgResult::Ok((txid, found))
     };
-    let (agreements, mut plans) =
-        futures::try_join!(agreements, catalog::load_plans_of_agreements(conn, ids))?;
+    let plans = async {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        catalog::load_plans_of_agreements(conn, ids).await
+    };
+    let ((txid, agreements), mut plans) = futures::try_join!(agreements, plans)?;
     let mut missing: Vec<&str> = agreements
         .values()
         .filter(|a| !plans.contains_key(&a.plan_code))
@@ -449,7 +458,7 @@ async fn load_agreements(
         missing.dedup();
         plans.extend(catalog::load_plans(conn, &missing).await?);
     }
-    Ok((agreements, plans))
+    Ok((txid, agreements, plans))
 }
 
 /// Checks a record and assigns it to its period (`docs/billing.md`).
