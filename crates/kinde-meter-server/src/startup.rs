@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimitConfig, RateLimits, redis::RedisLimitConfig};
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::storage;
 use crate::transport::{Transport, TransportConfig};
 use crate::webhooks::worker::{WebhookSettings, Worker, WorkerContext};
@@ -204,7 +204,7 @@ impl Application {
             metrics: metrics.clone(),
             settings: config.webhooks.clone(),
         })?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             store: store.clone(),
             verifier: Arc::new(verifier),
             remote_jwks,
@@ -217,7 +217,7 @@ impl Application {
             webhook_endpoints: crate::webhooks::endpoint::EndpointCheck {
                 allow_private_networks: config.webhooks.allow_private_networks,
             },
-        };
+        });
         Ok(Application {
             listener,
             state,

@@ -1,6 +1,6 @@
 //! What every handler shares.
 
-use std::sync::Arc;
+use std::{ops::Deref, sync::Arc};
 
 use kinde_meter_store::Store;
 
@@ -11,9 +11,29 @@ use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 use crate::webhooks::endpoint::EndpointCheck;
 
-/// The application state handed to every route.
+/// The application state handed to every route: one reference count to
+/// clone, where the fields' own are ten (axum clones the state for every
+/// request, and the scope check's middleware once more).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of `shared`.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// Storage.
     pub store: Arc<dyn Store>,
     /// Verifies bearer tokens.
