@@ -23,8 +23,16 @@ use crate::{
     ListAgreementsError, NewAgreement,
 };
 
+/// Columns [`from_row`] reads, in its order, as a literal for `concat!`: the
+/// hot reads' SQL is then a constant, not formatted anew on every read.
+macro_rules! columns {
+    () => {
+        "id, customer_id, plan_code, interval, anchor_ns, expires_on_ns"
+    };
+}
+
 /// Columns [`from_row`] reads, in its order.
-pub(super) const COLUMNS: &str = "id, customer_id, plan_code, interval, anchor_ns, expires_on_ns";
+pub(super) const COLUMNS: &str = columns!();
 
 pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Agreement> {
     Ok(Agreement {
@@ -39,9 +47,13 @@ pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Agreement> {
 
 /// The agreement with `id`.
 pub(super) fn load(conn: &Connection, id: &AgreementId) -> rusqlite::Result<Option<Agreement>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM agreements WHERE id = ?1"))?
-        .query_row([id.as_str()], from_row)
-        .optional()
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM agreements WHERE id = ?1"
+    ))?
+    .query_row([id.as_str()], from_row)
+    .optional()
 }
 
 /// The customer's newest agreement active at `now` (see [`Agreement::is_active`]).
@@ -50,8 +62,10 @@ pub(super) fn active_of_customer(
     customer_id: &CustomerId,
     now: Timestamp,
 ) -> rusqlite::Result<Option<Agreement>> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM agreements
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM agreements
          WHERE customer_id = ?1 AND (expires_on_ns IS NULL OR expires_on_ns > ?2)
          ORDER BY seq DESC LIMIT 1"
     ))?
