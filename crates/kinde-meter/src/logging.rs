@@ -2,11 +2,12 @@
 //! object per line or as one human-readable line, at the levels `RUST_LOG`
 //! asks for (default `info`). What the lines hold: `docs/operations.md#logs`.
 
-use std::io::{BufWriter, IsTerminal};
+use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+mod batch;
 
 /// How log lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,25 +35,18 @@ impl LogFormat {
 /// Installs the process's subscriber: events enabled by `RUST_LOG` (`info`
 /// when it is unset or invalid), written to stderr in `format`.
 ///
-/// The lines are written by a thread of their own: a request's line is
-/// formatted on the request's thread and queued, and the thread writes what
-/// has queued up, flushing whenever the queue is empty. A log collector that
-/// reads stderr slowly (or stops) then delays log lines, not the requests:
-/// written on the request handlers' threads, a blocked stderr stalled every
-/// request. It costs about what it saves in CPU (a wake-up of the log thread
-/// instead of a `write` per line: ~31 µs of server CPU per single-record
-/// request either way, BENCHMARKS.md). Should the queue ever hold
-/// [`QUEUED_LINES`], new lines are dropped rather than stall the requests.
+/// Lines are gathered in memory and written by a thread of their own every
+/// [`batch::WRITE_EVERY`] ([`batch`]): the thread that logs neither makes a
+/// system call nor wakes another thread. Written to stderr line by line, the
+/// request lines cost ~7 of the ~31 µs of server CPU of a single-record
+/// request, and a log collector reading stderr slowly stalled the requests
+/// (BENCHMARKS.md). Past [`batch::MOST_WAITING`] bytes waiting, lines are
+/// dropped and counted (a line says how many) rather than stall requests.
 ///
 /// Keep the guard returned until the process ends: dropping it writes the
-/// lines still queued.
-#[must_use = "dropping the guard stops the log thread"]
-pub fn init(format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUED_LINES)
-        .lossy(true)
-        .thread_name("kinde-meter-log")
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+/// lines still waiting.
+pub fn init(format: LogFormat) -> std::io::Result<batch::Flusher> {
+    let (writer, flusher) = batch::to(std::io::stderr())?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -69,8 +63,5 @@ pub fn init(format: LogFormat) -> WorkerGuard {
             .init(),
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
-    guard
+    Ok(flusher)
 }
-
-/// Most log lines waiting for the log thread.
-pub const QUEUED_LINES: usize = 128 * 1024;

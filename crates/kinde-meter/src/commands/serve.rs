@@ -26,7 +26,7 @@ use crate::logging::{self, LogFormat};
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let format = LogFormat::resolve(args.log_format);
     // Held to the end of the command: dropped, it writes the queued lines.
-    let _log_lines = logging::init(format);
+    let _log_lines = logging::init(format).context("cannot start the log thread")?;
     match serve(args).await {
         // In JSON every line of the stream is an object, the last one too
         // (docs/operations.md#logs); the exit status says the rest.
