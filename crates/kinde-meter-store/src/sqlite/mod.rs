@@ -219,10 +219,9 @@ impl Store for SqliteStore {
         customer_id: &CustomerId,
         now: Timestamp,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
-        self.reads
-            .run_inline(|conn, plans| {
-                Ok(read::customer_entitlements(conn, plans, customer_id, now)?)
-            })
+        self.reads.run_inline(|conn, plans| {
+            Ok(read::customer_entitlements(conn, plans, customer_id, now)?)
+        })
     }
 
     async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {
