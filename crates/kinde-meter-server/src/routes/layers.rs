@@ -1,7 +1,7 @@
 //! The layers around every route (404s and 405s included), applied once to the
 //! whole router by [`around`]: request id, metrics and the request's log line,
 //! log span, panic catcher; and, outside them all, draining the rest of a
-//! body an answer was given before ([`drained`]).
+//! body an answer was given before (`drained`).
 //!
 //! Design: `docs/design.md#request-pipeline`; `docs/limits.md#keep-alive`;
 //! the log line: `docs/operations.md#logs`.
