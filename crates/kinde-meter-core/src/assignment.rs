@@ -26,10 +26,30 @@ pub fn assign(
     received_at: Timestamp,
     grace: SignedDuration,
 ) -> Assignment {
+    assign_with(
+        |at| interval.period_containing(anchor, at),
+        anchor,
+        usage_at,
+        received_at,
+        grace,
+    )
+}
+
+/// [`assign`], with the agreement's periods from `period_containing` (the
+/// period from `anchor` that contains an instant not before it): a caller
+/// that remembers periods (the SQLite writer) saves the calendar arithmetic.
+pub fn assign_with(
+    mut period_containing: impl FnMut(Timestamp) -> Period,
+    anchor: Timestamp,
+    usage_at: Timestamp,
+    received_at: Timestamp,
+    grace: SignedDuration,
+) -> Assignment {
     let effective_at = usage_at.max(anchor);
-    let period = interval.period_containing(anchor, effective_at);
+    let period = period_containing(effective_at);
     if period.end + grace < received_at {
-        let current = interval.period_containing(anchor, received_at);
+        // `received_at` is after the period's end, so not before the anchor.
+        let current = period_containing(received_at);
         return Assignment {
             period: current,
             effective_at: current.start,

@@ -250,22 +250,13 @@ fn assign(
     received_at: Timestamp,
     grace: jiff::SignedDuration,
 ) -> Assignment {
-    let effective_at = usage_at.max(anchor);
-    let period = cache.period_containing(anchor, interval, effective_at);
-    if period.end + grace < received_at {
-        // `received_at` is after the period's end, so not before the anchor.
-        let current = cache.period_containing(anchor, interval, received_at);
-        return Assignment {
-            period: current,
-            effective_at: current.start,
-            rolled_forward: true,
-        };
-    }
-    Assignment {
-        period,
-        effective_at,
-        rolled_forward: false,
-    }
+    kinde_meter_core::assignment::assign_with(
+        |at| cache.period_containing(anchor, interval, at),
+        anchor,
+        usage_at,
+        received_at,
+        grace,
+    )
 }
 
 #[cfg(test)]
