@@ -228,14 +228,14 @@ impl Bench<'_> {
                 .shared_agreements
                 .get_or_try_init(|| {
                     self.target
-                        .find_or_create_agreements(prefix, args.agreements, &args.plan_code)
+                        .agreements(prefix, args.agreements, &args.plan_code, true)
                 })
                 .await?
                 .clone()),
             None => {
                 let prefix = format!("bench_{}_{run}", self.invocation);
                 self.target
-                    .create_agreements(&prefix, args.agreements, &args.plan_code)
+                    .agreements(&prefix, args.agreements, &args.plan_code, false)
                     .await
             }
         }

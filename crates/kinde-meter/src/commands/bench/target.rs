@@ -166,43 +166,33 @@ impl Target {
         }
     }
 
-    /// Makes `count` agreements on `plan_code`, for customers `{prefix}_{i}`.
-    pub async fn create_agreements(
+    /// The agreements of customers `{prefix}_{i}`, `i` below `count`, made on
+    /// `plan_code`; with `reuse`, a customer's newest agreement is taken
+    /// where it has one (`--customers`), and only the missing ones are made.
+    pub async fn agreements(
         &self,
         prefix: &str,
         count: usize,
         plan_code: &str,
+        reuse: bool,
     ) -> anyhow::Result<Vec<Agreement>> {
         let auth = kinde_sdk::Auth::AccessToken(self.token.clone());
         let mut agreements = Vec::with_capacity(count);
         for i in 0..count {
             let customer = format!("{prefix}_{i}");
-            let id = remote::create_agreement(&self.base, &auth, &customer, plan_code)
-                .await
-                .with_context(|| format!("cannot create the agreement for {customer}"))?;
-            agreements.push(Agreement { id, customer });
-        }
-        Ok(agreements)
-    }
-
-    /// The agreements of customers `{prefix}_{i}`, `i` below `count`: each
-    /// customer's newest agreement, made on `plan_code` where it has none.
-    pub async fn find_or_create_agreements(
-        &self,
-        prefix: &str,
-        count: usize,
-        plan_code: &str,
-    ) -> anyhow::Result<Vec<Agreement>> {
-        let auth = kinde_sdk::Auth::AccessToken(self.token.clone());
-        let mut agreements = Vec::with_capacity(count);
-        for i in 0..count {
-            let customer = format!("{prefix}_{i}");
-            let found =
+            let found = if reuse {
                 remote::list_agreements(&self.base, &auth, &customer, None, 1, &Cursor::First)
                     .await
-                    .with_context(|| format!("cannot list the agreements of {customer}"))?;
-            let id = match found.agreements.into_iter().next() {
-                Some(agreement) => agreement.id,
+                    .with_context(|| format!("cannot list the agreements of {customer}"))?
+                    .agreements
+                    .into_iter()
+                    .next()
+                    .map(|agreement| agreement.id)
+            } else {
+                None
+            };
+            let id = match found {
+                Some(id) => id,
                 None => remote::create_agreement(&self.base, &auth, &customer, plan_code)
                     .await
                     .with_context(|| format!("cannot create the agreement for {customer}"))?,
