@@ -5,9 +5,10 @@
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
 mod batch;
+mod json;
 
 /// How log lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,20 +49,18 @@ impl LogFormat {
 pub fn init(format: LogFormat) -> std::io::Result<batch::Flusher> {
     let (writer, flusher) = batch::to(std::io::stderr())?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
     match format {
-        LogFormat::Json => builder
-            .json()
-            .with_ansi(false)
-            .flatten_event(true)
-            // The request span (method, path, request id) of a line written
-            // while a request is handled; its parents add nothing.
-            .with_current_span(true)
-            .with_span_list(false)
+        // The lines of tracing-subscriber's JSON formatter (flattened event,
+        // the current span as `span`), at a fraction of its cost ([`json`]).
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(json::JsonLayer::new(writer))
             .init(),
-        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Pretty => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
     }
     Ok(flusher)
 }
