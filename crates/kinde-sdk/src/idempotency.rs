@@ -15,7 +15,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generated_keys_are_128_bit_hex_and_distinct() {
+    fn generated_keys_are_32_lowercase_hex_digits_and_distinct() {
         let a = IdempotencyKey::generate();
         let b = IdempotencyKey::generate();
         assert_ne!(a, b);

@@ -210,8 +210,10 @@
 //! again must not count it twice. So every usage write
 //! ([`create_meter_usage_record`](BillingMeterUsageApi::create_meter_usage_record)
 //! and the batch) carries an `Idempotency-Key` header: yours, set with the
-//! builder's `idempotency_key(..)`, or a random 128-bit hex key generated once
-//! per call — and every retry of the call sends the same key and the same body.
+//! builder's `idempotency_key(..)`, or one generated once per call
+//! ([`IdempotencyKey::generate`]: the time in milliseconds, then 80 random
+//! bits, as 32 hex digits, so that the server's index of keys grows at its end)
+//! — and every retry of the call sends the same key and the same body.
 //! The server answers a repeat of the same key and body with the original
 //! response and stores nothing new; the same key with a different body is
 //! refused (`IDEMPOTENCY_KEY_REUSED`).
