@@ -1,11 +1,15 @@
 //! The maintained usage of each (agreement, feature, period): `usage_aggregates`,
 //! created ([`ensure`]) and locked in one deterministic order ([`lock`]) by the
 //! batch that updates it, and the "deltas after a late absolute" read
-//! ([`deltas_after`]).
+//! ([`deltas_after`]). Rows are never deleted, so the writer skips creating
+//! the ones it has seen committed ([`Known`]).
 //!
 //! Design: `docs/design.md#locking-order`.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{BuildHasher, RandomState},
+};
 
 use deadpool_postgres::GenericClient;
 use jiff::SignedDuration;
@@ -25,29 +29,48 @@ pub(super) const ENSURE: &str =
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
              ON CONFLICT DO NOTHING";
 
-/// Locks aggregate rows in key order ([`lock`]).
-pub(super) const LOCK: &str =
-    "SELECT g.agreement_id, g.feature_code, g.period_start_ns, g.abs_effective_at_ns,
-                    g.abs_seq, trim_scale(g.abs_value)::text, trim_scale(g.deltas_after)::text,
-                    g.record_count, g.last_recorded_at_ns
-             FROM usage_aggregates g
-             JOIN unnest($1::text[], $2::text[], $3::int8[]) AS k (a, f, s)
-               ON g.agreement_id = k.a AND g.feature_code = k.f AND g.period_start_ns = k.s
-             ORDER BY g.agreement_id COLLATE \"C\", g.feature_code COLLATE \"C\", g.period_start_ns
-             FOR UPDATE OF g";
+/// Locks aggregate rows in key order, then takes `$4` arrival sequence
+/// numbers ([`lock`]): one statement, whose rows are the locked aggregates
+/// (`seq` NULL) followed by the sequence numbers (every other column NULL).
+/// `Append` runs its inputs in order (the statement cannot run in parallel:
+/// `FOR UPDATE`, `nextval`), so the numbers are taken once every lock is held,
+/// as when they were a statement of their own.
+pub(super) const LOCK: &str = "WITH locked AS (
+                 SELECT g.agreement_id, g.feature_code, g.period_start_ns, g.abs_effective_at_ns,
+                        g.abs_seq, trim_scale(g.abs_value)::text,
+                        trim_scale(g.deltas_after)::text, g.record_count, g.last_recorded_at_ns
+                 FROM usage_aggregates g
+                 JOIN unnest($1::text[], $2::text[], $3::int8[]) AS k (a, f, s)
+                   ON g.agreement_id = k.a AND g.feature_code = k.f AND g.period_start_ns = k.s
+                 ORDER BY g.agreement_id COLLATE \"C\", g.feature_code COLLATE \"C\",
+                          g.period_start_ns
+                 FOR UPDATE OF g)
+             SELECT *, NULL::int8 FROM locked
+             UNION ALL
+             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                    nextval('usage_record_seq')
+             FROM generate_series(1, $4)";
 
-/// Writes aggregates' new states ([`save`]).
-pub(super) const SAVE: &str = "UPDATE usage_aggregates g SET
+/// Writes aggregates' new states ([`SaveColumns`]), its parameters from `$13`
+/// on: the tail of the batch's one write statement, after the records' INSERT
+/// (`batch::WRITE`). A macro, so that `concat!` can take it.
+macro_rules! save_sql {
+    () => {
+        "UPDATE usage_aggregates g SET
                  abs_effective_at_ns = u.abs_at, abs_seq = u.abs_seq,
                  abs_value = u.abs_value::numeric, deltas_after = u.deltas::numeric,
                  value = u.value::numeric, record_count = u.count, last_recorded_at_ns = u.last,
                  usage_event_due_ns = CASE WHEN u.changed IS NULL THEN g.usage_event_due_ns
                      ELSE coalesce(g.usage_event_due_ns,
-                                   greatest(u.changed, g.usage_event_last_ns + $12)) END
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[],
-                         $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[])
+                                   greatest(u.changed, g.usage_event_last_ns + $24)) END
+             FROM unnest($13::text[], $14::text[], $15::int8[], $16::int8[], $17::int8[],
+                         $18::text[], $19::text[], $20::text[], $21::int8[], $22::int8[],
+                         $23::int8[])
                   AS u (a, f, s, abs_at, abs_seq, abs_value, deltas, value, count, last, changed)
-             WHERE g.agreement_id = u.a AND g.feature_code = u.f AND g.period_start_ns = u.s";
+             WHERE g.agreement_id = u.a AND g.feature_code = u.f AND g.period_start_ns = u.s"
+    };
+}
+pub(super) use save_sql;
 
 /// Which aggregate. Its derived order (bytewise strings, then the instant) is
 /// the order rows are locked in.
@@ -67,16 +90,35 @@ pub(super) async fn ensure(conn: &impl GenericClient, keys: &[(PeriodKey, i64)])
     Ok(())
 }
 
-/// Locks the rows of `keys` (which must exist) in key order and returns their states.
+/// Aggregate rows locked by [`lock`], and the sequence numbers taken with them.
+pub(super) struct Locked {
+    /// The states of the rows found, by key: rows missing from `keys` are
+    /// absent (the caller creates them and locks them again).
+    pub states: HashMap<PeriodKey, AggregateState>,
+    /// The arrival sequence numbers, ascending.
+    pub seqs: Vec<i64>,
+}
+
+/// Locks the rows of `keys` (sorted) in key order and returns their states,
+/// then takes `seqs` arrival sequence numbers, in one statement.
 pub(super) async fn lock(
     conn: &impl GenericClient,
     keys: &[(PeriodKey, i64)],
-) -> PgResult<HashMap<PeriodKey, AggregateState>> {
+    seqs: usize,
+) -> PgResult<Locked> {
     let (a, f, s, _) = columns(keys.iter().map(|(k, end)| (k, *end)));
+    let n = i32::try_from(seqs).unwrap_or(i32::MAX);
     let stmt = conn.prepare_cached(LOCK).await?;
-    let rows = conn.query(&stmt, &[&a, &f, &s]).await?;
-    let mut states = HashMap::with_capacity(rows.len());
+    let rows = conn.query(&stmt, &[&a, &f, &s, &n]).await?;
+    let mut locked = Locked {
+        states: HashMap::with_capacity(keys.len()),
+        seqs: Vec::with_capacity(seqs),
+    };
     for r in rows {
+        if let Some(seq) = r.get::<_, Option<i64>>(9) {
+            locked.seqs.push(seq);
+            continue;
+        }
         let key = PeriodKey {
             agreement_id: r.get(0),
             feature_code: r.get(1),
@@ -107,16 +149,68 @@ pub(super) async fn lock(
             record_count: stored(u64::try_from(r.get::<_, i64>(7)), "record_count")?,
             last_recorded_at: codec::opt_timestamp(r.get(8))?,
         };
-        states.insert(key, state);
+        locked.states.insert(key, state);
     }
-    if states.len() != keys.len() {
+    if locked.seqs.len() != seqs {
         return Err(Failure::Data(format!(
-            "{} of {} aggregate rows to lock were not found",
-            keys.len() - states.len(),
-            keys.len()
+            "{} sequence numbers taken, {seqs} asked",
+            locked.seqs.len()
         )));
     }
-    Ok(states)
+    locked.seqs.sort_unstable();
+    Ok(locked)
+}
+
+/// Aggregate rows the writer has seen committed, which therefore exist (rows
+/// are never deleted): a batch whose rows are all known skips [`ensure`].
+/// Kept as 64-bit hashes of the keys, in two generations of at most
+/// [`Known::GENERATION`] each (the older one is dropped when the newer one is
+/// full), so it stays small however many periods pass. A wrong "known" (a
+/// hash collision, a row deleted behind the server's back) costs no
+/// correctness: [`lock`] does not find the row, and the batch creates and
+/// locks it then.
+pub(super) struct Known {
+    hasher: RandomState,
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Known {
+            hasher: RandomState::new(),
+            current: HashSet::new(),
+            previous: HashSet::new(),
+        }
+    }
+}
+
+impl Known {
+    /// Keys per generation.
+    const GENERATION: usize = 100_000;
+
+    /// Whether the row of `key` was seen committed.
+    pub(super) fn contains(&self, key: &PeriodKey) -> bool {
+        let h = self.hasher.hash_one(key);
+        self.current.contains(&h) || self.previous.contains(&h)
+    }
+
+    /// Notes rows seen committed.
+    pub(super) fn insert<'k>(&mut self, keys: impl IntoIterator<Item = &'k PeriodKey>) {
+        for key in keys {
+            if self.current.len() >= Self::GENERATION {
+                self.previous = std::mem::take(&mut self.current);
+            }
+            self.current.insert(self.hasher.hash_one(key));
+        }
+    }
+
+    /// Forgets a row found missing.
+    pub(super) fn forget(&mut self, key: &PeriodKey) {
+        let h = self.hasher.hash_one(key);
+        self.current.remove(&h);
+        self.previous.remove(&h);
+    }
 }
 
 /// The sum of the committed deltas of the period ordered after `after`, by a
@@ -149,84 +243,100 @@ pub(super) async fn deltas_after(
     Ok(UsageTotal::parse(row.get(0)).ok())
 }
 
-/// Writes the new states of aggregates (locked by [`lock`]) in one statement.
+/// The parameters of [`save_sql`]: the new states of aggregates (locked by
+/// [`lock`]).
 ///
-/// The same statement marks the coalesced usage webhook event of each
-/// aggregate whose usage changed (the third of each triple: the instant of its
-/// latest change) due at `max(change, last event + interval)`, unless it is
-/// due already (docs/design.md#webhook-outbox).
-pub(super) async fn save(
-    conn: &impl GenericClient,
-    states: &[(&PeriodKey, &AggregateState, Option<i64>)],
-    usage_event_interval: SignedDuration,
-) -> PgResult<()> {
-    if states.is_empty() {
-        return Ok(());
-    }
-    let n = states.len();
-    let mut a = Vec::with_capacity(n);
-    let mut f = Vec::with_capacity(n);
-    let mut s = Vec::with_capacity(n);
-    let mut abs_at = Vec::with_capacity(n);
-    let mut abs_seq = Vec::with_capacity(n);
-    let mut abs_value = Vec::with_capacity(n);
-    let mut deltas = Vec::with_capacity(n);
-    let mut value = Vec::with_capacity(n);
-    let mut count = Vec::with_capacity(n);
-    let mut last = Vec::with_capacity(n);
-    let mut changed_at = Vec::with_capacity(n);
-    for (key, state, usage_changed_at) in states {
-        changed_at.push(*usage_changed_at);
-        a.push(key.agreement_id.as_str());
-        f.push(key.feature_code.as_str());
-        s.push(key.period_start_ns);
-        match state.latest_absolute {
-            Some((k, v)) => {
-                abs_at.push(Some(codec::ns(k.effective_at)?));
-                abs_seq.push(Some(k.seq));
-                abs_value.push(Some(v.to_string()));
+/// [`save_sql`] also marks the coalesced usage webhook event of each aggregate
+/// whose usage changed (the third of each triple: the instant of its latest
+/// change) due at `max(change, last event + interval)`, unless it is due
+/// already (docs/design.md#webhook-outbox).
+pub(super) struct SaveColumns<'k> {
+    a: Vec<&'k str>,
+    f: Vec<&'k str>,
+    s: Vec<i64>,
+    abs_at: Vec<Option<i64>>,
+    abs_seq: Vec<Option<i64>>,
+    abs_value: Vec<Option<String>>,
+    deltas: Vec<String>,
+    value: Vec<String>,
+    count: Vec<i64>,
+    last: Vec<Option<i64>>,
+    changed_at: Vec<Option<i64>>,
+    interval_ns: i64,
+}
+
+impl<'k> SaveColumns<'k> {
+    pub(super) fn new(
+        states: &[(&'k PeriodKey, &AggregateState, Option<i64>)],
+        usage_event_interval: SignedDuration,
+    ) -> PgResult<SaveColumns<'k>> {
+        let n = states.len();
+        let mut c = SaveColumns {
+            a: Vec::with_capacity(n),
+            f: Vec::with_capacity(n),
+            s: Vec::with_capacity(n),
+            abs_at: Vec::with_capacity(n),
+            abs_seq: Vec::with_capacity(n),
+            abs_value: Vec::with_capacity(n),
+            deltas: Vec::with_capacity(n),
+            value: Vec::with_capacity(n),
+            count: Vec::with_capacity(n),
+            last: Vec::with_capacity(n),
+            changed_at: Vec::with_capacity(n),
+            // At most about 31 years, so that `last + interval` stays within bigint.
+            interval_ns: i64::try_from(
+                usage_event_interval
+                    .as_nanos()
+                    .clamp(0, 1_000_000_000_000_000_000),
+            )
+            .unwrap_or(0),
+        };
+        for (key, state, usage_changed_at) in states {
+            c.changed_at.push(*usage_changed_at);
+            c.a.push(key.agreement_id.as_str());
+            c.f.push(key.feature_code.as_str());
+            c.s.push(key.period_start_ns);
+            match state.latest_absolute {
+                Some((k, v)) => {
+                    c.abs_at.push(Some(codec::ns(k.effective_at)?));
+                    c.abs_seq.push(Some(k.seq));
+                    c.abs_value.push(Some(v.to_string()));
+                }
+                None => {
+                    c.abs_at.push(None);
+                    c.abs_seq.push(None);
+                    c.abs_value.push(None);
+                }
             }
-            None => {
-                abs_at.push(None);
-                abs_seq.push(None);
-                abs_value.push(None);
-            }
+            c.deltas.push(state.deltas_after.to_string());
+            c.value.push(state.value().to_string());
+            c.count.push(
+                i64::try_from(state.record_count)
+                    .map_err(|_| Failure::Data("record count beyond i64".to_owned()))?,
+            );
+            c.last
+                .push(state.last_recorded_at.map(codec::ns).transpose()?);
         }
-        deltas.push(state.deltas_after.to_string());
-        value.push(state.value().to_string());
-        count.push(
-            i64::try_from(state.record_count)
-                .map_err(|_| Failure::Data("record count beyond i64".to_owned()))?,
-        );
-        last.push(state.last_recorded_at.map(codec::ns).transpose()?);
+        Ok(c)
     }
-    let stmt = conn.prepare_cached(SAVE).await?;
-    // At most about 31 years, so that `last + interval` stays within bigint.
-    let interval_ns = i64::try_from(
-        usage_event_interval
-            .as_nanos()
-            .clamp(0, 1_000_000_000_000_000_000),
-    )
-    .unwrap_or(0);
-    conn.execute(
-        &stmt,
-        &[
-            &a,
-            &f,
-            &s,
-            &abs_at,
-            &abs_seq,
-            &abs_value,
-            &deltas,
-            &value,
-            &count,
-            &last,
-            &changed_at,
-            &interval_ns,
-        ],
-    )
-    .await?;
-    Ok(())
+
+    /// `$13` to `$24` of [`save_sql`].
+    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.a,
+            &self.f,
+            &self.s,
+            &self.abs_at,
+            &self.abs_seq,
+            &self.abs_value,
+            &self.deltas,
+            &self.value,
+            &self.count,
+            &self.last,
+            &self.changed_at,
+            &self.interval_ns,
+        ]
+    }
 }
 
 /// Usage of one feature in a period, as read back: value, record count, last receipt.

@@ -20,7 +20,7 @@ use kinde_meter_core::{
 };
 
 use super::{
-    aggregates::{self, PeriodKey},
+    aggregates::{self, Known, PeriodKey},
     agreements, catalog, codec,
     failure::{Failure, OpError, PgResult},
     idempotency::{self, KeyId, KeyState},
@@ -32,18 +32,21 @@ use crate::{
     record_checks,
 };
 
-/// Arrival sequence numbers ([`next_seqs`]).
-pub(super) const NEXT_SEQS: &str = "SELECT nextval('usage_record_seq') FROM generate_series(1, $1)";
-
-/// Inserts the stored records ([`insert_records`]).
-pub(super) const INSERT_RECORDS: &str =
-    "INSERT INTO usage_records (agreement_id, feature_code, period_start_ns,
+/// Inserts the stored records and writes the aggregates' new states, one
+/// statement ([`write_usage`]): the INSERT is a data-modifying `WITH`, run
+/// once and to completion whether or not the UPDATE reads it.
+pub(super) const WRITE: &str = concat!(
+    "WITH inserted AS (
+         INSERT INTO usage_records (agreement_id, feature_code, period_start_ns,
                  effective_at_ns, seq, period_end_ns, meter_type, value, usage_timestamp,
                  received_at_ns, client_id, idempotency_key)
              SELECT a, f, ps, eff, seq, pe, mt, v::numeric, ts, rcv, client, key
              FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
                          $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[])
-                  AS u (a, f, ps, eff, seq, pe, mt, v, ts, rcv, client, key)";
+                  AS u (a, f, ps, eff, seq, pe, mt, v, ts, rcv, client, key))
+     ",
+    aggregates::save_sql!()
+);
 
 /// What each submission of the batch is answered, in order.
 pub(super) type Answers = Vec<Result<SubmissionOutcome, StoreError>>;
@@ -75,6 +78,8 @@ pub(super) struct Committing {
     pub(super) txid: i64,
     /// The answers, valid if and only if the transaction committed.
     pub(super) answers: Answers,
+    /// The aggregate rows the batch locked, which exist once it committed.
+    pub(super) locked: Vec<PeriodKey>,
 }
 
 /// Runs the batch in one transaction on `conn`, which must not be in one. The
@@ -92,15 +97,23 @@ pub(super) struct Committing {
 /// an error before it, by a ROLLBACK, so `conn` is outside a transaction again
 /// unless the `Err` makes the caller close it ([`Failure::poisons_connection`]);
 /// the caller closes it too if this panics or is cancelled.
+///
+/// Aggregate rows in `known` are taken to exist (not created); those found
+/// missing are forgotten.
 pub(super) async fn run(
     conn: &Object,
     config: &StoreConfig,
+    known: &mut Known,
     submissions: &[&UsageSubmission],
     deadline: tokio::time::Instant,
     committing: &mut Option<Committing>,
 ) -> PgResult<()> {
     let client = conn;
-    let writes = match tokio::time::timeout_at(deadline, prepare(client, config, submissions)).await
+    let writes = match tokio::time::timeout_at(
+        deadline,
+        prepare(client, config, known, submissions),
+    )
+    .await
     {
         Ok(Ok(writes)) => writes,
         Ok(Err(failure)) => return Err(roll_back(client, failure).await),
@@ -120,13 +133,16 @@ pub(super) async fn run(
         .map(|(k, at)| (k, states.get(k).expect("changed keys have states"), *at))
         .collect();
     saved.sort_by(|a, b| a.0.cmp(b.0));
-    *committing = Some(Committing { txid, answers });
+    *committing = Some(Committing {
+        txid,
+        answers,
+        locked: states.keys().cloned().collect(),
+    });
     // 5. The writes and COMMIT, one flight. After a refused write PostgreSQL
     // ends the transaction with a rollback whatever COMMIT says.
     let writes = async {
         futures::try_join!(
-            insert_records(client, &stored),
-            aggregates::save(client, &saved, config.webhook_usage_interval),
+            write_usage(client, &stored, &saved, config.webhook_usage_interval),
             idempotency::finish(client, &keys),
             thresholds.write(client),
         )
@@ -176,12 +192,13 @@ struct Writes<'a> {
 /// The statements go in two flights before it, each pipelined on the
 /// connection (sent together, answered in order, one round trip): BEGIN, the
 /// transaction id with the agreements, their plans, and the keys; the
-/// aggregates created, locked and the sequence numbers. PostgreSQL runs a
-/// flight's statements in the order they were sent, so the locking order is
-/// the same as one at a time.
+/// aggregates not `known` created, then all of them locked with the sequence
+/// numbers (one statement). PostgreSQL runs a flight's statements in the
+/// order they were sent, so the locking order is the same as one at a time.
 async fn prepare<'a>(
     tx: &Object,
     config: &StoreConfig,
+    known: &mut Known,
     submissions: &[&'a UsageSubmission],
 ) -> PgResult<Writes<'a>> {
     // 1. The transaction id with the agreements (of every record of the
@@ -241,11 +258,54 @@ async fn prepare<'a>(
     let mut seqs = Vec::new();
     if !period_keys.is_empty() {
         let count = placed.iter().flatten().filter(|p| p.is_ok()).count();
-        ((), states, seqs) = futures::try_join!(
-            aggregates::ensure(tx, &period_keys),
-            aggregates::lock(tx, &period_keys),
-            next_seqs(tx, count),
-        )?;
+        // Rows this writer saw committed exist (rows are never deleted), so
+        // only the others are created: in the steady state, no statement.
+        let unknown: Vec<(PeriodKey, i64)> = period_keys
+            .iter()
+            .filter(|(k, _)| !known.contains(k))
+            .cloned()
+            .collect();
+        let locked = if unknown.is_empty() {
+            aggregates::lock(tx, &period_keys, count).await?
+        } else {
+            futures::try_join!(
+                aggregates::ensure(tx, &unknown),
+                aggregates::lock(tx, &period_keys, count),
+            )?
+            .1
+        };
+        (states, seqs) = (locked.states, locked.seqs);
+        if states.len() < period_keys.len() {
+            // Rows taken as known are gone (deleted behind the server's back,
+            // or a hash collision in `known`): created and locked now. This
+            // takes their locks after others, out of the global order; a
+            // deadlock that may cause is detected by PostgreSQL and the batch
+            // run again (`Failure::is_retryable`), with the keys forgotten.
+            let missing: Vec<(PeriodKey, i64)> = period_keys
+                .iter()
+                .filter(|(k, _)| !states.contains_key(k))
+                .cloned()
+                .collect();
+            for (k, _) in &missing {
+                known.forget(k);
+            }
+            tracing::warn!(
+                rows = missing.len(),
+                "aggregate rows known to exist were not found; creating them"
+            );
+            let ((), again) = futures::try_join!(
+                aggregates::ensure(tx, &missing),
+                aggregates::lock(tx, &missing, 0),
+            )?;
+            if again.states.len() != missing.len() {
+                return Err(Failure::Data(format!(
+                    "{} of {} aggregate rows to lock were not found",
+                    missing.len() - again.states.len(),
+                    missing.len()
+                )));
+            }
+            states.extend(again.states);
+        }
     }
     let mut seqs = seqs.into_iter();
 
@@ -387,12 +447,10 @@ async fn prepare<'a>(
 
 /// The statements of the flights whose order matters (aggregates created
 /// before they are locked; the writes before COMMIT).
-const ORDERED: [&str; 8] = [
+const ORDERED: [&str; 6] = [
     aggregates::ENSURE,
     aggregates::LOCK,
-    NEXT_SEQS,
-    INSERT_RECORDS,
-    aggregates::SAVE,
+    WRITE,
     idempotency::REMEMBER,
     idempotency::RELEASE,
     outbox::INSERT_EVENTS,
@@ -495,20 +553,6 @@ fn place<'p>(
     })
 }
 
-/// `count` arrival sequence numbers, ascending.
-async fn next_seqs(conn: &impl GenericClient, count: usize) -> PgResult<Vec<i64>> {
-    let stmt = conn.prepare_cached(NEXT_SEQS).await?;
-    let n = i32::try_from(count).unwrap_or(i32::MAX);
-    let mut seqs: Vec<i64> = conn
-        .query(&stmt, &[&n])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    seqs.sort_unstable();
-    Ok(seqs)
-}
-
 /// The state after `entry`, or `None` if the usage would pass 10^27. When a late
 /// absolute becomes the latest, the deltas after it are the committed ones (read
 /// under the row's lock) plus those of this batch not yet inserted.
@@ -543,9 +587,16 @@ async fn apply(
     }
 }
 
-/// One multi-row INSERT of the batch's stored records.
-async fn insert_records(conn: &impl GenericClient, stored: &[Stored<'_>]) -> PgResult<()> {
-    if stored.is_empty() {
+/// The batch's stored records (one multi-row INSERT) and the new states of
+/// the aggregates they changed (`saved`), in one statement ([`WRITE`]).
+async fn write_usage(
+    conn: &impl GenericClient,
+    stored: &[Stored<'_>],
+    saved: &[(&PeriodKey, &AggregateState, Option<i64>)],
+    usage_event_interval: jiff::SignedDuration,
+) -> PgResult<()> {
+    // Every aggregate saved changed by a stored record, and the other way round.
+    if stored.is_empty() && saved.is_empty() {
         return Ok(());
     }
     let n = stored.len();
@@ -575,13 +626,14 @@ async fn insert_records(conn: &impl GenericClient, stored: &[Stored<'_>]) -> PgR
         client.push(r.submission.client_id.as_str());
         key.push(r.submission.idempotency.as_ref().map(|c| c.key.as_str()));
     }
-    let stmt = conn.prepare_cached(INSERT_RECORDS).await?;
-    conn.execute(
-        &stmt,
-        &[
-            &a, &f, &ps, &eff, &seq, &pe, &mt, &v, &ts, &rcv, &client, &key,
-        ],
-    )
-    .await?;
+    let aggregates = aggregates::SaveColumns::new(saved, usage_event_interval)?;
+    let records: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        &a, &f, &ps, &eff, &seq, &pe, &mt, &v, &ts, &rcv, &client, &key,
+    ];
+    let mut params = Vec::with_capacity(24);
+    params.extend(records);
+    params.extend(aggregates.params());
+    let stmt = conn.prepare_cached(WRITE).await?;
+    conn.execute(&stmt, &params).await?;
     Ok(())
 }

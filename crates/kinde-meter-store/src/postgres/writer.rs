@@ -18,7 +18,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{batch, failure::Failure, idempotency, pool::Db, pool::on_conn};
+use super::{aggregates::Known, batch, failure::Failure, idempotency, pool::Db, pool::on_conn};
 use crate::{
     StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
     writer_queue::{Counters, JobQueue, WriterStats},
@@ -82,6 +82,7 @@ impl WriterHandle {
             db: Arc::new(db),
             config,
             counters: counters.clone(),
+            known: Known::default(),
         };
         let cannot = |e: std::io::Error| {
             StoreError::Unavailable(format!("cannot start the PostgreSQL writer: {e}"))
@@ -173,10 +174,12 @@ struct Writer {
     db: Arc<Db>,
     config: StoreConfig,
     counters: Arc<Counters>,
+    /// Aggregate rows seen committed, whose creation batches skip.
+    known: Known,
 }
 
 impl Writer {
-    async fn run(self, mut queue: mpsc::Receiver<Job>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let max_records = self.config.max_batch_records.max(1);
         let mut batch = Vec::new();
         let mut since_purge = 0;
@@ -212,7 +215,7 @@ impl Writer {
     }
 
     /// Runs the batch in one transaction and answers every job of it.
-    async fn commit(&self, batch: Vec<Job>) {
+    async fn commit(&mut self, batch: Vec<Job>) {
         let now = Instant::now();
         let (live, late): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
@@ -232,17 +235,19 @@ impl Writer {
             // closed (the transaction rolled back) as it unwinds, the batch
             // answered 503.
             let mut committing = None;
+            let (db, config, known) = (&self.db, &self.config, &mut self.known);
             let run = AssertUnwindSafe(async {
                 // The connection and the work must come by `deadline`; the
                 // last flight (writes and COMMIT), once sent, is waited for up
                 // to COMMIT_WAIT_TIMEOUTS longer, so a slow commit is not
                 // answered 503 while PostgreSQL makes it durable.
-                let conn = Discard(Some(self.db.get(deadline).await?));
+                let conn = Discard(Some(db.get(deadline).await?));
                 let result = tokio::time::timeout_at(
-                    deadline + self.db.operation_timeout * COMMIT_WAIT_TIMEOUTS,
+                    deadline + db.operation_timeout * COMMIT_WAIT_TIMEOUTS,
                     batch::run(
                         conn.0.as_ref().expect("taken only below"),
-                        &self.config,
+                        config,
+                        known,
                         &submissions,
                         deadline,
                         &mut committing,
@@ -250,17 +255,17 @@ impl Writer {
                 )
                 .await
                 .unwrap_or(Err(Failure::Timeout));
-                self.db.release(conn.keep(), &result);
+                db.release(conn.keep(), &result);
                 result
             })
             .catch_unwind()
             .await;
             let result = match (run, committing) {
-                (Ok(Ok(())), Some(done)) => Ok(done.answers),
+                (Ok(Ok(())), Some(done)) => Ok(done),
                 // COMMIT was sent and its answer lost: ask PostgreSQL.
                 (Ok(Err(failure)), Some(done)) => {
                     match self.outcome_of(done.txid, &failure).await {
-                        TxOutcome::Committed => Ok(done.answers),
+                        TxOutcome::Committed => Ok(done),
                         TxOutcome::Aborted => Err((StoreError::from(failure), false)),
                         TxOutcome::Unknown(e) => Err((e, false)),
                     }
@@ -285,7 +290,10 @@ impl Writer {
                     tracing::debug!(error = %e, attempt, "write batch conflicted; running it again");
                     attempt += 1;
                 }
-                Ok(answers) => break Ok(answers),
+                Ok(done) => {
+                    self.known.insert(&done.locked);
+                    break Ok(done.answers);
+                }
                 Err((e, false)) => break Err(e),
             }
         };

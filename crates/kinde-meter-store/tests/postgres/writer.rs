@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use kinde_meter_store::{PgSettings, Store, StoreConfig, StoreError};
+use kinde_meter_store::{
+    PgSettings, Store, StoreConfig, StoreError, SubmissionKind, SubmissionOutcome, UsageSubmission,
+};
 
 use crate::common::*;
 
@@ -349,4 +351,67 @@ async fn a_commit_whose_answer_is_lost_after_committing_is_acknowledged() {
         "{answer:?}"
     );
     assert_eq!(store.count("SELECT count(*) FROM usage_records").await, 1);
+}
+
+/// The writer skips creating aggregate rows it has seen committed (rows are
+/// never deleted). One deleted behind its back anyway is created again by the
+/// next batch that needs it, with the batch's other rows, new or known: the
+/// batch commits, and the row counts from its re-creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_row_deleted_behind_the_writer_s_back_is_created_again() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("an_aggregate_row_deleted_behind_the_writer_s_back_is_created_again");
+    };
+    let store = TestStore::fresh(&backend, StoreConfig::default()).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    let b = create(&store, "cust2", "pro", "2024-03-01T00:00:00Z", 2).await;
+    for (agreement, at) in [(&a, "2024-03-02T00:00:00Z"), (&b, "2024-03-02T00:00:01Z")] {
+        assert_eq!(
+            submit(&store, delta(agreement, "api_calls", "3", at), at).await,
+            Ok(())
+        );
+    }
+    let deleted = store
+        .execute(&format!(
+            "DELETE FROM usage_aggregates WHERE agreement_id = '{}'",
+            a.id.as_str()
+        ))
+        .await;
+    assert_eq!(deleted, 1);
+    let records = vec![
+        Ok(delta(&a, "api_calls", "4", "2024-03-02T00:00:02Z")),
+        Ok(delta(&a, "storage_gb", "5", "2024-03-02T00:00:02Z")),
+        Ok(delta(&b, "api_calls", "6", "2024-03-02T00:00:02Z")),
+    ];
+    let answer = store
+        .submit_usage(UsageSubmission {
+            client_id: "client_a".to_owned(),
+            idempotency: None,
+            records,
+            received_at: t("2024-03-02T00:00:02Z"),
+            kind: SubmissionKind::Batch,
+        })
+        .await;
+    assert!(
+        matches!(&answer, Ok(SubmissionOutcome::Processed(r)) if r == &[Ok(()), Ok(()), Ok(())]),
+        "{answer:?}"
+    );
+    assert_eq!(
+        store.count("SELECT count(*) FROM usage_aggregates").await,
+        3
+    );
+    let at = "2024-03-03T00:00:00Z";
+    let api = usage(&store, &a, "api_calls", at).await;
+    assert_eq!(
+        (api.value.to_string(), api.record_count),
+        ("4".to_owned(), 1)
+    );
+    let gb = usage(&store, &a, "storage_gb", at).await;
+    assert_eq!((gb.value.to_string(), gb.record_count), ("5".to_owned(), 1));
+    let other = usage(&store, &b, "api_calls", at).await;
+    assert_eq!(
+        (other.value.to_string(), other.record_count),
+        ("9".to_owned(), 2)
+    );
+    assert_eq!(store.writer_stats().failed_batches, 0);
 }
