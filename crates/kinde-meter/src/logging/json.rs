@@ -431,17 +431,23 @@ impl fmt::Write for Escaping<'_> {
 
 /// Escapes as serde_json does: `"` and `\` with a backslash, control
 /// characters as `\b \t \n \f \r` or `\u00XX`, everything else (UTF-8
-/// included) as it is.
+/// included) as it is. A value with nothing to escape (the usual: paths,
+/// ids, names) is checked eight bytes at a time and copied whole.
 fn escaped(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
+    if !any_needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    // Bytes before `start` are written.
     let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
+    for (at, &byte) in bytes.iter().enumerate() {
         let escape = ESCAPE[byte as usize];
         if escape == 0 {
             continue;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
+        out.extend_from_slice(&bytes[start..at]);
+        start = at + 1;
         if escape == b'u' {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(&[
@@ -457,6 +463,37 @@ fn escaped(out: &mut Vec<u8>, value: &str) {
         }
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether a byte of `bytes` needs escaping: eight at a time, the last
+/// (partial) eight overlapping the word before.
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if bytes.len() < 8 {
+        return bytes.iter().any(|&byte| ESCAPE[byte as usize] != 0);
+    }
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        if needs_escape(word(at)) {
+            return true;
+        }
+        at += 8;
+    }
+    at < bytes.len() && needs_escape(word(bytes.len() - 8))
+}
+
+/// Whether one of the 8 bytes of `word` is below 0x20, `"` or `\` (the
+/// classic "has a zero byte" and "has a byte less than" bit tricks: exact as
+/// a yes or no).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = word ^ (ONES * b'"' as u64);
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = word ^ (ONES * b'\\' as u64);
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (control | quote | backslash) & HIGH != 0
 }
 
 /// For each byte, the letter of its escape (`u` for `\u00XX`), or 0.
@@ -776,6 +813,35 @@ mod tests {
             ),
             "{}",
             lines[1]
+        );
+    }
+
+    #[test]
+    fn every_byte_is_escaped_as_serde_json_escapes_it_wherever_it_is() {
+        let mut text = String::new();
+        for c in (0u32..0x250)
+            .chain([0x2028, 0x1f600])
+            .filter_map(char::from_u32)
+        {
+            text.push(c);
+        }
+        // Each character at each offset of the 8-byte words, amid clean bytes.
+        for offset in 0..16 {
+            for c in text.chars() {
+                let value = format!("{}{c}{}", "a".repeat(offset), "é".repeat(offset % 5));
+                let mut out = Vec::new();
+                string(&mut out, &value);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    serde_json::to_string(&value).unwrap()
+                );
+            }
+        }
+        let mut out = Vec::new();
+        string(&mut out, &text);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&text).unwrap()
         );
     }
 

@@ -326,3 +326,63 @@ async fn pretty_lines_when_asked_json_by_default_off_a_terminal_health_checks_at
     assert_eq!(started["url"], server.url.as_str(), "{started}");
     assert!(server.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_written_while_a_request_is_handled_has_the_request_as_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--log-format", "json"]);
+    // An id needing escapes in JSON (a header value may hold `"` and `\`).
+    let request_id = r#"span-"quoted"\id"#;
+    let response = http()
+        .get(format!(
+            "{}/api/v1/billing/meter_usage?access_token=query-secret-456",
+            server.url
+        ))
+        .bearer_auth("not.a-token.for-the-span-test")
+        .header("x-request-id", request_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    let lines = lines_until(&server, |line| is_request_line(line, request_id));
+    let logged = parse_json_lines(&lines);
+
+    // The refused token's line, written inside the request's span.
+    let (line, refused) = lines
+        .iter()
+        .zip(&logged)
+        .find(|(_, v)| v["message"] == "token refused")
+        .unwrap_or_else(|| panic!("no token refused line: {lines:#?}"));
+    assert_eq!(refused["level"], "INFO", "{line}");
+    assert!(refused["reason"].is_string(), "{line}");
+    assert_eq!(
+        refused["span"],
+        json!({
+            "method": "GET",
+            "path": "/api/v1/billing/meter_usage",
+            "request_id": request_id,
+            "name": "request",
+        }),
+        "{line}"
+    );
+    // Timestamp and level first, the event's fields, target, then span.
+    assert!(line.starts_with(r#"{"timestamp":""#), "{line}");
+    let at = |key: &str| {
+        line.find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("no {key}: {line}"))
+    };
+    assert!(
+        at("timestamp") < at("level")
+            && at("level") < at("message")
+            && at("message") < at("target")
+            && at("target") < at("span"),
+        "{line}"
+    );
+
+    // The request line is written once the answer is made, outside the span.
+    let request = request_line(&logged, request_id);
+    assert!(request.get("span").is_none(), "{request}");
+    assert_eq!(request["status"], 403, "{request}");
+    assert!(!lines.join("\n").contains("query-secret-456"), "{lines:#?}");
+    assert!(server.stop().success());
+}
