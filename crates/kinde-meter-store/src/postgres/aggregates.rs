@@ -339,66 +339,6 @@ impl<'k> SaveColumns<'k> {
     }
 }
 
-/// Usage of one feature in a period, as read back: value, record count, last receipt.
-pub(super) async fn read(
-    conn: &impl GenericClient,
-    key: &PeriodKey,
-) -> PgResult<Option<(UsageTotal, u64, Option<jiff::Timestamp>)>> {
-    let stmt = conn
-        .prepare_cached(
-            "SELECT trim_scale(value)::text, record_count, last_recorded_at_ns
-             FROM usage_aggregates
-             WHERE agreement_id = $1 AND feature_code = $2 AND period_start_ns = $3",
-        )
-        .await?;
-    let row = conn
-        .query_opt(
-            &stmt,
-            &[&key.agreement_id, &key.feature_code, &key.period_start_ns],
-        )
-        .await?;
-    row.map(|r| {
-        Ok((
-            stored(UsageTotal::parse(r.get(0)), "usage_aggregates.value")?,
-            stored(u64::try_from(r.get::<_, i64>(1)), "record_count")?,
-            codec::opt_timestamp(r.get(2))?,
-        ))
-    })
-    .transpose()
-}
-
-/// Usage of several features of an agreement in one period (as [`read`]), by
-/// feature code; features without an aggregate row are absent.
-pub(super) async fn read_features(
-    conn: &impl GenericClient,
-    agreement_id: &str,
-    feature_codes: &[&str],
-    period_start_ns: i64,
-) -> PgResult<HashMap<String, (UsageTotal, u64, Option<jiff::Timestamp>)>> {
-    let stmt = conn
-        .prepare_cached(
-            "SELECT feature_code, trim_scale(value)::text, record_count, last_recorded_at_ns
-             FROM usage_aggregates
-             WHERE agreement_id = $1 AND feature_code = ANY($2) AND period_start_ns = $3",
-        )
-        .await?;
-    let rows = conn
-        .query(&stmt, &[&agreement_id, &feature_codes, &period_start_ns])
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.get::<_, String>(0),
-                (
-                    stored(UsageTotal::parse(r.get(1)), "usage_aggregates.value")?,
-                    stored(u64::try_from(r.get::<_, i64>(2)), "record_count")?,
-                    codec::opt_timestamp(r.get(3))?,
-                ),
-            ))
-        })
-        .collect()
-}
-
 /// Columns of `(key, period end)` pairs as the arrays the statements take.
 fn columns<'a>(
     keys: impl Iterator<Item = (&'a PeriodKey, i64)>,

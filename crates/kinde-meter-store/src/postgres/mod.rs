@@ -217,7 +217,7 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
         Ok(on_conn!(self.db, self.db.deadline(), |conn| {
-            read::customer_entitlements(&*conn, customer_id, now).await
+            read::customer_entitlements(conn, customer_id, now).await
         })?)
     }
 

@@ -1,14 +1,44 @@
-//! Usage reads, from the maintained aggregates only, in one snapshot.
+//! Usage reads and entitlement checks, from the maintained aggregates only.
+//!
+//! Each is one statement, so one round trip and one snapshot (a statement
+//! outside a transaction sees everything committed before it started): the
+//! agreement, its plan with its features and, per metered feature, one
+//! candidate aggregate, joined ([`joined`]). The period an instant belongs
+//! to is the one Rust computes (`Agreement::period_containing`), which SQL
+//! cannot, so the statement fetches for each feature the aggregate with the
+//! latest period start at or before a pivot (`GREATEST(instant, anchor)`), and
+//! [`resolve`] decides from it whether the computed period has an aggregate
+//! and which row it is, or that the candidate does not settle it. Periods of
+//! an agreement do not overlap and start at or after its anchor, and an instant
+//! at or before the anchor lies in the first period (which starts at the
+//! anchor), so the computed period's start is never after the pivot and the
+//! candidate always settles it; should a row ever not fit that grid, the read
+//! is done again in a repeatable-read snapshot with the aggregates read by
+//! exact key ([`in_snapshot`]), so the answer never rests on the grid.
+//!
+//! No answer mixes two snapshots: the common path is one statement and the
+//! fallback one transaction, so a catalog load, a new agreement of the customer
+//! or usage committed meanwhile is seen whole or not at all (the agreement,
+//! plan and aggregates answered are those of one instant). The one-statement
+//! read of 106c729 (reverted) took the latest period starting at or before the
+//! instant for the instant's period, which an instant before the anchor is not in.
 
-use deadpool_postgres::Object;
+use std::{collections::HashMap, sync::LazyLock};
+
+use deadpool_postgres::{GenericClient, Object};
 use jiff::Timestamp;
-use kinde_meter_core::ids::CustomerId;
+use kinde_meter_core::{
+    agreement::Agreement,
+    catalog::Plan,
+    ids::{CustomerId, FeatureCode},
+    value::UsageTotal,
+};
+use tokio_postgres::Row;
 
 use super::{
-    aggregates::{self, PeriodKey},
     agreements::{self, COLUMNS as AGREEMENT_COLUMNS},
     catalog::{self, PLAN_COLUMNS},
-    codec,
+    codec::{self, stored},
     failure::{OpError, PgResult},
     pool,
 };
@@ -21,104 +51,314 @@ pub(super) async fn ping(conn: &Object) -> PgResult<()> {
     Ok(())
 }
 
-/// Usage of the agreement's metered features (or the one asked for) in the
-/// period containing `query.at`.
-pub(super) async fn usage(
-    conn: &mut Object,
-    query: &UsageQuery,
-) -> Result<UsageReport, OpError<ReadUsageError>> {
-    // One snapshot for agreement, plan and aggregates.
-    let tx = pool::read_snapshot(conn).await?;
-    let Some(agreement) = agreements::load(&tx, &query.agreement_id).await? else {
-        return Err(ReadUsageError::AgreementNotFound.into());
-    };
-    let plan = catalog::load_plan(&tx, &agreement.plan_code).await?;
-    let features =
-        crate::record_checks::features_to_report(plan.as_ref(), query.feature_code.as_ref())?;
-    let period = agreement.period_containing(query.at);
-    let mut usage = Vec::with_capacity(features.len());
-    for feature in features {
-        // A period beyond the instants the store holds has no aggregate.
-        let found = match i64::try_from(period.start.as_nanosecond()) {
-            Ok(period_start_ns) => {
-                let key = PeriodKey {
-                    agreement_id: agreement.id.as_str().to_owned(),
-                    feature_code: feature.code.as_str().to_owned(),
-                    period_start_ns,
-                };
-                aggregates::read(&tx, &key).await?
-            }
-            Err(_) => None,
-        };
-        let (value, record_count, last_recorded_at): (_, _, Option<Timestamp>) =
-            found.unwrap_or_default();
-        usage.push(FeatureUsage {
-            feature_code: feature.code.clone(),
-            value,
-            record_count,
-            last_recorded_at,
-        });
-    }
-    tx.commit().await?;
-    Ok(UsageReport { period, usage })
+/// The statement of a read: the agreement the subquery `a` selects (of
+/// [`AGREEMENT_COLUMNS`]; parameters `$1` and the instant `$2`), its plan and
+/// features, the pivot `GREATEST($2, anchor)` and, per metered feature (only
+/// feature `$3` unless `$3` is NULL), the aggregate with the latest period
+/// start at or before the pivot: one row per feature, in catalog order. The
+/// primary key's order makes the aggregate one index probe per feature.
+fn joined(agreement_subquery: &str) -> String {
+    format!(
+        "SELECT a.*, {PLAN_COLUMNS}, GREATEST($2, a.anchor_ns),
+                g.period_start_ns, g.v, g.record_count, g.last_recorded_at_ns
+         FROM ({agreement_subquery}) a
+         LEFT JOIN plans p ON p.code = a.plan_code
+         LEFT JOIN plan_features f ON f.plan_code = p.code
+         LEFT JOIN LATERAL (
+             SELECT period_start_ns, trim_scale(value)::text AS v, record_count,
+                    last_recorded_at_ns
+             FROM usage_aggregates
+             WHERE f.metered AND ($3::text IS NULL OR f.code = $3)
+               AND agreement_id = a.id AND feature_code = f.code
+               AND period_start_ns <= GREATEST($2, a.anchor_ns)
+             ORDER BY period_start_ns DESC LIMIT 1) g ON true
+         ORDER BY f.position"
+    )
 }
 
-/// The customer's newest agreement active at `now`, its plan and the usage of
-/// its metered features in the period containing `now`: two statements
-/// (agreement with plan, then the aggregates), outside any transaction, so
-/// that what any server committed before is seen.
-pub(super) async fn customer_entitlements(
-    conn: &Object,
-    customer_id: &CustomerId,
-    now: Timestamp,
-) -> PgResult<Option<CustomerEntitlements>> {
-    let stmt = conn
-        .prepare_cached(&format!(
-            "SELECT a.*, {PLAN_COLUMNS}
-             FROM (SELECT {AGREEMENT_COLUMNS} FROM agreements
-                   WHERE customer_id = $1 AND (expires_on_ns IS NULL OR expires_on_ns > $2)
-                   ORDER BY seq DESC LIMIT 1) a
-             LEFT JOIN plans p ON p.code = a.plan_code
-             LEFT JOIN plan_features f ON f.plan_code = p.code
-             ORDER BY f.position"
-        ))
-        .await?;
+/// [`joined`] for the agreement with id `$1`.
+static BY_ID: LazyLock<String> = LazyLock::new(|| {
+    joined(&format!(
+        "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE id = $1"
+    ))
+});
+
+/// [`joined`] for customer `$1`'s newest agreement active at `$2`.
+static ACTIVE_OF_CUSTOMER: LazyLock<String> = LazyLock::new(|| {
+    joined(&format!(
+        "SELECT {AGREEMENT_COLUMNS} FROM agreements
+         WHERE customer_id = $1 AND (expires_on_ns IS NULL OR expires_on_ns > $2)
+         ORDER BY seq DESC LIMIT 1"
+    ))
+});
+
+/// The aggregates of some features of an agreement in one period, by exact key.
+const EXACT: &str =
+    "SELECT feature_code, trim_scale(value)::text, record_count, last_recorded_at_ns
+     FROM usage_aggregates
+     WHERE agreement_id = $1 AND feature_code = ANY($2) AND period_start_ns = $3";
+
+/// Columns of a [`joined`] row: six of the agreement, then the plan's.
+const PLAN_AT: usize = 6;
+/// Columns of a [`joined`] row: the pivot, after the plan's fourteen.
+const PIVOT_AT: usize = PLAN_AT + 14;
+/// Columns of a [`joined`] row: where the candidate aggregate's columns start.
+const AGGREGATE_AT: usize = PIVOT_AT + 1;
+
+/// Usage of one feature in a period: value, record count, last receipt.
+type Found = (UsageTotal, u64, Option<Timestamp>);
+
+/// What a candidate aggregate tells about the period starting at `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// The candidate is that period's aggregate.
+    Found,
+    /// That period has no aggregate.
+    Absent,
+    /// The candidate does not settle it.
+    Unsettled,
+}
+
+/// Whether the period starting at `start` (`None`: beyond the instants the
+/// store holds, so no aggregate) has an aggregate, given `latest`, the latest
+/// period start of the feature's aggregates at or before `pivot` (`None`: no
+/// aggregate starts at or before it). If `start <= pivot`, that period's
+/// aggregate (if any) is among those starting at or before the pivot, so the
+/// latest of them starts at `start` or later: at `start`, it is that period's;
+/// before `start` (or none), there is none; after `start`, it is some other
+/// row and says nothing. If `start > pivot`, nothing is known.
+fn resolve(start: Option<i64>, pivot: i64, latest: Option<i64>) -> Probe {
+    match (start, latest) {
+        (None, _) => Probe::Absent,
+        (Some(s), _) if s > pivot => Probe::Unsettled,
+        (Some(s), Some(l)) if l == s => Probe::Found,
+        (Some(s), Some(l)) if l > s => Probe::Unsettled,
+        _ => Probe::Absent,
+    }
+}
+
+/// What one [`joined`] statement read.
+struct Joined {
+    agreement: Agreement,
+    /// `None` if the agreement's plan is no longer in the store.
+    plan: Option<Plan>,
+    /// Start of the period containing the instant, if the store can hold it.
+    start: Option<i64>,
+    /// Usage in that period, by feature code, of the metered features asked
+    /// for that have an aggregate in it.
+    found: HashMap<String, Found>,
+    /// Metered features asked for whose candidate did not settle it.
+    unsettled: Vec<String>,
+}
+
+/// Runs the [`joined`] statement `sql` with `$1` = `key`, `$2` = `at`,
+/// `$3` = `feature`; `None` if it selects no agreement.
+async fn read_joined(
+    conn: &impl GenericClient,
+    sql: &str,
+    key: &str,
+    at: Timestamp,
+    feature: Option<&str>,
+) -> PgResult<Option<Joined>> {
+    let stmt = conn.prepare_cached(sql).await?;
     let rows = conn
-        .query(&stmt, &[&customer_id.as_str(), &codec::ns_clamped(now)])
+        .query(&stmt, &[&key, &codec::ns_clamped(at), &feature])
         .await?;
+    decode(&rows, at, feature)
+}
+
+/// The agreement, plan and usage of the rows of a [`joined`] statement run
+/// for the instant `at` and `feature_asked` (`$3`).
+fn decode(rows: &[Row], at: Timestamp, feature_asked: Option<&str>) -> PgResult<Option<Joined>> {
     let Some(first) = rows.first() else {
         return Ok(None);
     };
     let agreement = agreements::from_row(first)?;
-    // Six agreement columns, then the plan's.
-    let Some(plan) = catalog::fold_plans(&rows, 6)?.pop() else {
-        return Ok(None);
-    };
-    let period = agreement.period_containing(now);
-    let codes: Vec<&str> = plan.metered_features().map(|f| f.code.as_str()).collect();
-    let mut found = match i64::try_from(period.start.as_nanosecond()) {
-        Ok(start) if !codes.is_empty() => {
-            aggregates::read_features(conn, agreement.id.as_str(), &codes, start).await?
+    let plan = catalog::fold_plans(rows, PLAN_AT)?.pop();
+    let start = i64::try_from(agreement.period_containing(at).start.as_nanosecond()).ok();
+    let mut found = HashMap::new();
+    let mut unsettled = Vec::new();
+    for r in rows {
+        // Rows without a feature (a plan without features, or none) and rows of
+        // features not probed (not metered, not asked for) have no candidate.
+        let Some(feature) = r.get::<_, Option<&str>>(PLAN_AT + 4) else {
+            continue;
+        };
+        if !r.get::<_, bool>(PLAN_AT + 6) || feature_asked.is_some_and(|f| f != feature) {
+            continue;
         }
-        // A period beyond the instants the store holds has no aggregate.
-        _ => Default::default(),
+        match resolve(start, r.get(PIVOT_AT), r.get(AGGREGATE_AT)) {
+            Probe::Found => {
+                found.insert(feature.to_owned(), aggregate(r, AGGREGATE_AT + 1)?);
+            }
+            Probe::Absent => {}
+            Probe::Unsettled => unsettled.push(feature.to_owned()),
+        }
+    }
+    Ok(Some(Joined {
+        agreement,
+        plan,
+        start,
+        found,
+        unsettled,
+    }))
+}
+
+/// Value, record count and last receipt of an aggregate, from its columns
+/// starting at `at` (`trim_scale(value)::text, record_count, last_recorded_at_ns`).
+fn aggregate(r: &Row, at: usize) -> PgResult<Found> {
+    Ok((
+        stored(UsageTotal::parse(r.get(at)), "usage_aggregates.value")?,
+        stored(u64::try_from(r.get::<_, i64>(at + 1)), "record_count")?,
+        codec::opt_timestamp(r.get(at + 2))?,
+    ))
+}
+
+/// Reads as [`read_joined`] in one statement; if a candidate did not settle a
+/// feature's usage, again in a repeatable-read snapshot, with that feature's
+/// aggregate read by exact key ([`EXACT`]) in the same snapshot.
+async fn read(
+    conn: &mut Object,
+    sql: &str,
+    key: &str,
+    at: Timestamp,
+    feature: Option<&str>,
+) -> PgResult<Option<Joined>> {
+    match read_joined(&*conn, sql, key, at, feature).await? {
+        Some(joined) if !joined.unsettled.is_empty() => {}
+        settled => return Ok(settled),
+    }
+    in_snapshot(conn, sql, key, at, feature).await
+}
+
+/// [`read`]'s fallback: the [`joined`] statement and the exact-key reads of
+/// what it did not settle, in one snapshot.
+async fn in_snapshot(
+    conn: &mut Object,
+    sql: &str,
+    key: &str,
+    at: Timestamp,
+    feature: Option<&str>,
+) -> PgResult<Option<Joined>> {
+    let tx = pool::read_snapshot(conn).await?;
+    let mut joined = read_joined(&tx, sql, key, at, feature).await?;
+    if let Some(j) = &mut joined
+        && let Some(start) = j.start
+        && !j.unsettled.is_empty()
+    {
+        let stmt = tx.prepare_cached(EXACT).await?;
+        let rows = tx
+            .query(&stmt, &[&j.agreement.id.as_str(), &j.unsettled, &start])
+            .await?;
+        for r in &rows {
+            j.found.insert(r.get(0), aggregate(r, 1)?);
+        }
+        j.unsettled.clear();
+    }
+    tx.commit().await?;
+    Ok(joined)
+}
+
+/// Usage of the agreement's metered features (or the one asked for) in the
+/// period containing `query.at`, read in one statement (see the module).
+pub(super) async fn usage(
+    conn: &mut Object,
+    query: &UsageQuery,
+) -> Result<UsageReport, OpError<ReadUsageError>> {
+    let Some(Joined {
+        agreement,
+        plan,
+        mut found,
+        ..
+    }) = read(
+        conn,
+        &BY_ID,
+        query.agreement_id.as_str(),
+        query.at,
+        query.feature_code.as_ref().map(|f| f.as_str()),
+    )
+    .await?
+    else {
+        return Err(ReadUsageError::AgreementNotFound.into());
+    };
+    let features =
+        crate::record_checks::features_to_report(plan.as_ref(), query.feature_code.as_ref())?;
+    let usage = features
+        .into_iter()
+        .map(|f| feature_usage(f.code.clone(), &mut found))
+        .collect();
+    Ok(UsageReport {
+        period: agreement.period_containing(query.at),
+        usage,
+    })
+}
+
+/// A feature's usage as found, zero if it has no aggregate in the period.
+fn feature_usage(feature_code: FeatureCode, found: &mut HashMap<String, Found>) -> FeatureUsage {
+    let (value, record_count, last_recorded_at) =
+        found.remove(feature_code.as_str()).unwrap_or_default();
+    FeatureUsage {
+        feature_code,
+        value,
+        record_count,
+        last_recorded_at,
+    }
+}
+
+/// The customer's newest agreement active at `now`, its plan and the usage of
+/// its metered features in the period containing `now`, read in one statement
+/// (see the module), so that what any server committed before is seen.
+pub(super) async fn customer_entitlements(
+    conn: &mut Object,
+    customer_id: &CustomerId,
+    now: Timestamp,
+) -> PgResult<Option<CustomerEntitlements>> {
+    let Some(Joined {
+        agreement,
+        plan: Some(plan),
+        mut found,
+        ..
+    }) = read(conn, &ACTIVE_OF_CUSTOMER, customer_id.as_str(), now, None).await?
+    else {
+        return Ok(None);
     };
     let usage = plan
         .metered_features()
-        .map(|f| {
-            let (value, record_count, last_recorded_at) =
-                found.remove(f.code.as_str()).unwrap_or_default();
-            FeatureUsage {
-                feature_code: f.code.clone(),
-                value,
-                record_count,
-                last_recorded_at,
-            }
-        })
+        .map(|f| feature_usage(f.code.clone(), &mut found))
         .collect();
     Ok(Some(CustomerEntitlements {
+        usage: UsageReport {
+            period: agreement.period_containing(now),
+            usage,
+        },
         agreement,
         plan,
-        usage: UsageReport { period, usage },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PIVOT_AT, PLAN_AT, PLAN_COLUMNS, Probe, resolve};
+
+    #[test]
+    fn the_pivot_follows_the_plan_columns() {
+        assert_eq!(PLAN_AT + PLAN_COLUMNS.split(',').count(), PIVOT_AT);
+    }
+
+    #[test]
+    fn a_candidate_settles_only_a_period_starting_at_or_before_the_pivot() {
+        // The candidate is the period's row.
+        assert_eq!(resolve(Some(10), 15, Some(10)), Probe::Found);
+        assert_eq!(resolve(Some(15), 15, Some(15)), Probe::Found);
+        // No row at or before the pivot, or only rows of earlier periods.
+        assert_eq!(resolve(Some(10), 15, None), Probe::Absent);
+        assert_eq!(resolve(Some(10), 15, Some(5)), Probe::Absent);
+        // A period beyond the instants the store holds.
+        assert_eq!(resolve(None, 15, Some(5)), Probe::Absent);
+        // A row between the period's start and the pivot hides the period's.
+        assert_eq!(resolve(Some(10), 15, Some(12)), Probe::Unsettled);
+        // A period after the pivot: its row, if any, is not a candidate.
+        assert_eq!(resolve(Some(20), 15, None), Probe::Unsettled);
+        assert_eq!(resolve(Some(20), 15, Some(15)), Probe::Unsettled);
+    }
 }

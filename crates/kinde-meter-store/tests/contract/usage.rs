@@ -3,11 +3,11 @@
 use kinde_meter_core::{
     ErrorCode,
     aggregate::MeterType,
-    ids::{AgreementId, FeatureCode},
+    ids::{AgreementId, CustomerId, FeatureCode},
 };
 use kinde_meter_store::{
     ReadUsageError, RecordFailure, Store, SubmissionKind, SubmissionOutcome, UsageQuery,
-    UsageSubmission,
+    UsageReport, UsageSubmission,
 };
 
 use crate::common::*;
@@ -205,6 +205,121 @@ async fn late_usage_after_a_period_closed_counts_in_the_current_period(b: Backen
     );
 }
 
+/// A read is of the period its instant belongs to (`Agreement::period_containing`),
+/// not of the latest period with usage starting at or before it: an instant
+/// before the agreement's start lies in the first period, and a period after one
+/// with usage has none of its own until some is recorded in it. The usage read
+/// and the entitlement check (which reads the same aggregates) agree.
+async fn a_read_is_of_the_period_its_instant_belongs_to(b: Backend) {
+    let store = open(&b).await;
+    let a = create(&store, "cust", "pro", "2024-01-15T00:00:00Z", 1).await;
+    // Usage of the first period (Jan 15 to Feb 15), one record effective before
+    // the agreement's start.
+    let early = delta(&a, "api_calls", "2", "2023-12-01T00:00:00Z");
+    assert_eq!(submit(&store, early, "2024-01-20T00:00:00Z").await, Ok(()));
+    let first = delta(&a, "storage_gb", "5", "2024-01-20T00:00:00Z");
+    assert_eq!(submit(&store, first, "2024-01-20T00:00:01Z").await, Ok(()));
+    // And of the second (Feb 15 to Mar 15).
+    let second = delta(&a, "api_calls", "7", "2024-02-20T00:00:00Z");
+    assert_eq!(submit(&store, second, "2024-02-20T00:00:00Z").await, Ok(()));
+
+    let customer = CustomerId::parse("cust").unwrap();
+    let read_all = async |at: &str| {
+        let summary = |r: &UsageReport| {
+            let usage = r
+                .usage
+                .iter()
+                .map(|u| {
+                    (
+                        u.feature_code.to_string(),
+                        u.value.to_string(),
+                        u.record_count,
+                    )
+                })
+                .collect::<Vec<_>>();
+            (r.period.start, r.period.end, usage)
+        };
+        let report = store
+            .read_usage(UsageQuery {
+                agreement_id: a.id.clone(),
+                feature_code: None,
+                at: t(at),
+            })
+            .await
+            .unwrap();
+        let check = store
+            .customer_entitlements(&customer, t(at))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            summary(&check.usage),
+            summary(&report),
+            "read and check at {at}"
+        );
+        assert_eq!(report.period, a.period_containing(t(at)));
+        summary(&report).2
+    };
+    let of = |rows: &[(&str, &str, u64)]| {
+        rows.iter()
+            .map(|(f, v, n)| (f.to_string(), v.to_string(), *n))
+            .collect::<Vec<_>>()
+    };
+    let first_period = of(&[("api_calls", "2", 1), ("storage_gb", "5", 1)]);
+    // Long before the start, just before it, at it and inside the first period.
+    for at in [
+        "1990-01-01T00:00:00Z",
+        "2023-12-01T00:00:00Z",
+        "2024-01-14T23:59:59.999999999Z",
+        "2024-01-15T00:00:00Z",
+        "2024-02-14T23:59:59Z",
+    ] {
+        assert_eq!(read_all(at).await, first_period, "at {at}");
+    }
+    let second_period = of(&[("api_calls", "7", 1), ("storage_gb", "0", 0)]);
+    for at in ["2024-02-15T00:00:00Z", "2024-03-14T23:59:59Z"] {
+        assert_eq!(read_all(at).await, second_period, "at {at}");
+    }
+    // Periods after those with usage, near and far: nothing yet.
+    let nothing = of(&[("api_calls", "0", 0), ("storage_gb", "0", 0)]);
+    for at in [
+        "2024-03-15T00:00:00Z",
+        "2024-03-20T00:00:00Z",
+        "2031-07-01T00:00:00Z",
+    ] {
+        assert_eq!(read_all(at).await, nothing, "at {at}");
+    }
+    assert_eq!(
+        usage(&store, &a, "storage_gb", "2023-06-01T00:00:00Z")
+            .await
+            .value
+            .to_string(),
+        "5"
+    );
+
+    // A row off the agreement's period grid (the store never writes one, and
+    // no read reports it) between the second period's start and the instant
+    // read does not hide the second period's row.
+    let off_grid = t("2024-02-17T00:00:00Z").as_nanosecond();
+    store
+        .execute(&format!(
+            "INSERT INTO usage_aggregates (agreement_id, feature_code, period_start_ns,
+                 period_end_ns, deltas_after, value, record_count)
+             VALUES ('{}', 'api_calls', {off_grid}, {}, '0', '999', 1)",
+            a.id,
+            off_grid + 1
+        ))
+        .await;
+    assert_eq!(read_all("2024-02-20T00:00:00Z").await, second_period);
+    assert_eq!(
+        usage(&store, &a, "api_calls", "2024-02-20T00:00:00Z")
+            .await
+            .value
+            .to_string(),
+        "7"
+    );
+}
+
 async fn failures_are_per_record_and_store_nothing(b: Backend) {
     let store = open(&b).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
@@ -330,6 +445,7 @@ async fn a_value_out_of_range_is_refused_and_stores_nothing(b: Backend) {
 contract_tests!(
     usage_follows_the_ordered_delta_absolute_rule,
     late_usage_after_a_period_closed_counts_in_the_current_period,
+    a_read_is_of_the_period_its_instant_belongs_to,
     failures_are_per_record_and_store_nothing,
     a_value_out_of_range_is_refused_and_stores_nothing,
 );
