@@ -8,7 +8,7 @@ use kinde_meter_core::{
     aggregate::{AggregateState, OrderKey},
     value::{MeterValue, UsageTotal},
 };
-use rusqlite::{CachedStatement, Connection, OptionalExtension};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Statement};
 
 use super::codec::{self, stored};
 
@@ -263,11 +263,20 @@ pub(super) fn read(
     conn: &Connection,
     key: &PeriodKey<'_>,
 ) -> rusqlite::Result<Option<(UsageTotal, u64, Option<jiff::Timestamp>)>> {
-    let row = conn
-        .prepare_cached(
-            "SELECT value, record_count, last_recorded_at_ns FROM usage_aggregates
-             WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3",
-        )?
+    read_with(&mut *conn.prepare_cached(READ)?, key)
+}
+
+/// The statement of [`read`].
+pub(super) const READ: &str =
+    "SELECT value, record_count, last_recorded_at_ns FROM usage_aggregates
+     WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3";
+
+/// [`read`] with its statement prepared already (the hot reads keep it).
+pub(super) fn read_with(
+    statement: &mut Statement<'_>,
+    key: &PeriodKey<'_>,
+) -> rusqlite::Result<Option<(UsageTotal, u64, Option<jiff::Timestamp>)>> {
+    let row = statement
         .query_row(
             (key.agreement_id, key.feature_code, key.period_start_ns),
             |r| {

@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use jiff::Timestamp;
-
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::Plan,
@@ -45,32 +43,25 @@ pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Agreement> {
     })
 }
 
+/// The agreement with `?1` as its id (`load`).
+pub(super) const LOAD: &str = concat!("SELECT ", columns!(), " FROM agreements WHERE id = ?1");
+
+/// The customer `?1`'s newest agreement active at `?2` (nanoseconds; see
+/// [`Agreement::is_active`]), for the hot reads (`read.rs`), which keep
+/// the statement.
+pub(super) const ACTIVE_OF_CUSTOMER: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM agreements
+     WHERE customer_id = ?1 AND (expires_on_ns IS NULL OR expires_on_ns > ?2)
+     ORDER BY seq DESC LIMIT 1"
+);
+
 /// The agreement with `id`.
 pub(super) fn load(conn: &Connection, id: &AgreementId) -> rusqlite::Result<Option<Agreement>> {
-    conn.prepare_cached(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM agreements WHERE id = ?1"
-    ))?
-    .query_row([id.as_str()], from_row)
-    .optional()
-}
-
-/// The customer's newest agreement active at `now` (see [`Agreement::is_active`]).
-pub(super) fn active_of_customer(
-    conn: &Connection,
-    customer_id: &CustomerId,
-    now: Timestamp,
-) -> rusqlite::Result<Option<Agreement>> {
-    conn.prepare_cached(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM agreements
-         WHERE customer_id = ?1 AND (expires_on_ns IS NULL OR expires_on_ns > ?2)
-         ORDER BY seq DESC LIMIT 1"
-    ))?
-    .query_row((customer_id.as_str(), codec::ns_clamped(now)), from_row)
-    .optional()
+    conn.prepare_cached(LOAD)?
+        .query_row([id.as_str()], from_row)
+        .optional()
 }
 
 /// Creates an agreement on an existing plan anchored at `new.now`, ending the

@@ -12,10 +12,15 @@
 //!   (usage read-back, the entitlement check, one agreement): a few index
 //!   lookups, a few microseconds, where the two thread hops of a blocking task
 //!   would cost several times the read itself.
+//!   Its connections are kept apart from the others, each with the
+//!   statements of these reads prepared on it ([`HotConnection`]).
 
 use std::{
     collections::HashMap,
+    mem::ManuallyDrop,
+    ops::Deref,
     path::PathBuf,
+    ptr::NonNull,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -26,14 +31,16 @@ use jiff::Timestamp;
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::{Feature, Plan},
-    ids::{CustomerId, PlanCode},
+    ids::{AgreementId, CustomerId, PlanCode},
+    period::{Interval, Period},
+    value::UsageTotal,
 };
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension, Statement};
 use tokio::sync::Semaphore;
 
 use super::{
     aggregates::{self, PeriodKey},
-    agreements, catalog, connection,
+    agreements, catalog, codec, connection,
     error::OpError,
 };
 use crate::{
@@ -47,6 +54,8 @@ pub(super) const READ_CONNECTIONS: usize = 4;
 pub(super) struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// The connections of [`ReadPool::run_inline`], with their statements.
+    hot: Mutex<Vec<HotConnection>>,
     permits: Arc<Semaphore>,
     plans: PlanCache,
 }
@@ -73,6 +82,7 @@ impl ReadPool {
         ReadPool {
             path,
             idle: Mutex::new(Vec::with_capacity(READ_CONNECTIONS)),
+            hot: Mutex::new(Vec::with_capacity(2 * READ_CONNECTIONS)),
             permits: Arc::new(Semaphore::new(READ_CONNECTIONS)),
             plans: PlanCache::default(),
         }
@@ -174,19 +184,27 @@ impl ReadPool {
     pub(super) fn run_inline<T, E, F>(&self, read: F) -> Result<T, E>
     where
         E: From<StoreError>,
-        F: FnOnce(&mut Connection, Plans<'_>) -> Result<T, OpError<E>>,
+        F: for<'c> FnOnce(&mut Reader<'c>, Plans<'_>) -> Result<T, OpError<E>>,
     {
         let plans = Plans {
             pool: self,
             generation: self.plan_generation(),
         };
-        let mut conn = match self.take() {
+        let taken = self
+            .hot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut conn = match taken {
             Some(conn) => conn,
-            None => connection::open_reader(&self.path)
-                .map_err(|e| OpError::<E>::from(e).into_answer())?,
+            None => {
+                HotConnection::open(&self.path).map_err(|e| OpError::<E>::from(e).into_answer())?
+            }
         };
-        let result = read(&mut conn, plans).map_err(OpError::into_answer);
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = conn
+            .with(|mut reader| read(&mut reader, plans))
+            .map_err(OpError::into_answer);
+        let mut idle = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
         // Connections beyond what readers use at once are closed, and so is
         // one left inside a transaction its snapshot could not end.
         if idle.len() < 2 * READ_CONNECTIONS && conn.is_autocommit() {
@@ -218,36 +236,202 @@ impl Plans<'_> {
     }
 }
 
-/// A read transaction: one snapshot for the statements run through it.
-/// `BEGIN` and `ROLLBACK` are cached statements, where rusqlite's
-/// `Transaction` prepares them anew each time (about a tenth of a check's
+/// The hot reads' statements, one per [`Hot`], each prepared on first use
+/// and then kept with its connection ([`HotConnection`]): a read runs them
+/// without rusqlite's statement cache, which hashes the SQL text, copies it
+/// and re-inserts the statement on every use (about a tenth of a check's
 /// instructions).
-struct Snapshot<'a>(&'a Connection);
-
-impl<'a> Snapshot<'a> {
-    fn begin(conn: &'a Connection) -> rusqlite::Result<Snapshot<'a>> {
-        conn.prepare_cached("BEGIN")?.execute([])?;
-        Ok(Snapshot(conn))
-    }
+#[derive(Clone, Copy)]
+enum Hot {
+    Begin,
+    Rollback,
+    AgreementById,
+    ActiveAgreementOfCustomer,
+    Aggregate,
 }
 
-impl std::ops::Deref for Snapshot<'_> {
-    type Target = Connection;
+impl Hot {
+    const COUNT: usize = 5;
 
-    fn deref(&self) -> &Connection {
-        self.0
-    }
-}
-
-impl Drop for Snapshot<'_> {
-    fn drop(&mut self) {
-        // Nothing was written: ending it either way is the same. Should this
-        // fail, `ReadPool::run_inline` closes the connection.
-        if let Ok(mut rollback) = self.0.prepare_cached("ROLLBACK") {
-            let _ = rollback.execute([]);
+    /// The statement's SQL.
+    fn sql(self) -> &'static str {
+        match self {
+            Hot::Begin => "BEGIN",
+            Hot::Rollback => "ROLLBACK",
+            Hot::AgreementById => agreements::LOAD,
+            Hot::ActiveAgreementOfCustomer => agreements::ACTIVE_OF_CUSTOMER,
+            Hot::Aggregate => aggregates::READ,
         }
     }
 }
+
+/// Statements prepared on the connection that `'c` borrows.
+struct Statements<'c>([Option<Statement<'c>>; Hot::COUNT]);
+
+/// A read connection of [`ReadPool::run_inline`] and the statements prepared
+/// on it. The statements borrow the connection, so it is kept at a fixed
+/// address of its own and only ever lent out shared (`&Connection`: the
+/// statements hold the same kind of borrow); [`HotConnection::with`] lends
+/// both for the length of one read, and `Drop` finalizes the statements
+/// before it closes the connection.
+struct HotConnection {
+    /// Borrow `*conn`; their `'static` is never seen outside this type.
+    statements: ManuallyDrop<Statements<'static>>,
+    /// The billing period last found for each anchor and interval (as
+    /// `WriterCache::period_containing`): calendar arithmetic, never stale.
+    periods: HashMap<(Timestamp, Interval), Period>,
+    /// From `Box::into_raw`; freed (closed) in `Drop`, after `statements`.
+    conn: NonNull<Connection>,
+}
+
+// SAFETY: the connection is `Send` (rusqlite's own statement cache moves with
+// it the same way); its statements move together with it and are used only
+// through `&mut self`, so never from two threads at once.
+unsafe impl Send for HotConnection {}
+
+impl Drop for HotConnection {
+    fn drop(&mut self) {
+        // SAFETY: `statements` is not used again, and is dropped before the
+        // connection it borrows; `conn` came from `Box::into_raw` and nothing
+        // else frees it.
+        unsafe {
+            ManuallyDrop::drop(&mut self.statements);
+            drop(Box::from_raw(self.conn.as_ptr()));
+        }
+    }
+}
+
+impl HotConnection {
+    fn open(path: &std::path::Path) -> rusqlite::Result<HotConnection> {
+        let conn = Box::new(connection::open_reader(path)?);
+        Ok(HotConnection {
+            statements: ManuallyDrop::new(Statements(Default::default())),
+            periods: HashMap::new(),
+            conn: NonNull::from(Box::leak(conn)),
+        })
+    }
+
+    fn is_autocommit(&self) -> bool {
+        // SAFETY: as in `with`.
+        unsafe { self.conn.as_ref() }.is_autocommit()
+    }
+
+    /// Runs `read` with the connection and its statements. `read` works for
+    /// any `'c`, so whatever it leaves in the statements is a statement of
+    /// this connection (or of one that lives for ever).
+    fn with<R>(&mut self, read: impl for<'c> FnOnce(Reader<'c>) -> R) -> R {
+        // SAFETY: the connection lives until `self` is dropped, and only
+        // shared references to it are made. The statements' lifetime is
+        // narrowed to this call, which is no longer than the connection's.
+        let conn: &Connection = unsafe { self.conn.as_ref() };
+        let statements: &mut Statements<'static> = &mut self.statements;
+        let statements: &mut Statements<'_> =
+            unsafe { &mut *std::ptr::from_mut(statements).cast::<Statements<'_>>() };
+        read(Reader {
+            conn,
+            statements,
+            periods: &mut self.periods,
+        })
+    }
+}
+
+/// A hot read's connection (as a `Connection`, for reads of its own) and
+/// its kept statements.
+pub(super) struct Reader<'c> {
+    conn: &'c Connection,
+    statements: &'c mut Statements<'c>,
+    periods: &'c mut HashMap<(Timestamp, Interval), Period>,
+}
+
+impl<'c> Reader<'c> {
+    /// The statement `hot`, prepared now if it was not yet.
+    fn statement(&mut self, hot: Hot) -> rusqlite::Result<&mut Statement<'c>> {
+        let slot = &mut self.statements.0[hot as usize];
+        let stmt = match slot {
+            Some(stmt) => stmt,
+            None => slot.insert(self.conn.prepare(hot.sql())?),
+        };
+        Ok(stmt)
+    }
+
+    /// Runs `read` in one snapshot (a read transaction) of the database.
+    fn snapshot<T, E>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<rusqlite::Error>,
+    {
+        self.statement(Hot::Begin)?.execute([])?;
+        let result = read(self);
+        // Nothing was written: ending it either way is the same. Should this
+        // fail, `ReadPool::run_inline` closes the connection.
+        if let Ok(rollback) = self.statement(Hot::Rollback) {
+            let _ = rollback.execute([]);
+        }
+        result
+    }
+
+    /// `agreement.period_containing(at)`: the period remembered for its anchor
+    /// and interval when that contains `at` (periods from an anchor do not
+    /// overlap), computed otherwise. Reads mostly fall in the period of the
+    /// read before.
+    fn period_containing(&mut self, agreement: &Agreement, at: Timestamp) -> Period {
+        let key = (agreement.anchor, agreement.interval);
+        if let Some(period) = self.periods.get(&key)
+            && period.start <= at
+            && at < period.end
+        {
+            return *period;
+        }
+        let period = agreement.period_containing(at);
+        if period.start <= at && at < period.end {
+            if self.periods.len() >= MAX_PERIODS {
+                self.periods.clear();
+            }
+            self.periods.insert(key, period);
+        }
+        period
+    }
+
+    /// The agreement with `id` (`agreements::load`).
+    pub(super) fn agreement(&mut self, id: &AgreementId) -> rusqlite::Result<Option<Agreement>> {
+        self.statement(Hot::AgreementById)?
+            .query_row([id.as_str()], agreements::from_row)
+            .optional()
+    }
+
+    /// The customer's newest agreement active at `now`
+    /// (`agreements::active_of_customer`).
+    fn active_agreement_of_customer(
+        &mut self,
+        customer_id: &CustomerId,
+        now: Timestamp,
+    ) -> rusqlite::Result<Option<Agreement>> {
+        self.statement(Hot::ActiveAgreementOfCustomer)?
+            .query_row(
+                (customer_id.as_str(), codec::ns_clamped(now)),
+                agreements::from_row,
+            )
+            .optional()
+    }
+
+    /// An aggregate's usage, record count and last record (`aggregates::read`).
+    fn aggregate(&mut self, key: &PeriodKey<'_>) -> rusqlite::Result<Option<AggregateRow>> {
+        aggregates::read_with(self.statement(Hot::Aggregate)?, key)
+    }
+}
+
+impl Deref for Reader<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// Most periods a hot connection remembers.
+const MAX_PERIODS: usize = 4096;
+
+/// An aggregate's usage, record count and last record.
+type AggregateRow = (UsageTotal, u64, Option<Timestamp>);
 
 /// A trivial query that touches the database file.
 pub(super) fn ping(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -259,43 +443,49 @@ pub(super) fn ping(conn: &mut Connection) -> rusqlite::Result<()> {
 /// Usage of the agreement's metered features (or the one asked for) in the
 /// period containing `query.at`, from the aggregates only.
 pub(super) fn usage(
-    conn: &mut Connection,
+    reader: &mut Reader<'_>,
     plans: Plans<'_>,
     query: &UsageQuery,
 ) -> Result<UsageReport, OpError<ReadUsageError>> {
     // One snapshot for agreement, plan and aggregates.
-    let tx = Snapshot::begin(conn)?;
-    let Some(agreement) = agreements::load(&tx, &query.agreement_id)? else {
-        return Err(ReadUsageError::AgreementNotFound.into());
-    };
-    let plan = plans.get(&tx, &agreement.plan_code)?;
-    let features =
-        crate::record_checks::features_to_report(plan.as_deref(), query.feature_code.as_ref())?;
-    Ok(report(&tx, &agreement, &features, query.at)?)
+    reader.snapshot(|reader| {
+        let Some(agreement) = reader.agreement(&query.agreement_id)? else {
+            return Err(ReadUsageError::AgreementNotFound.into());
+        };
+        let plan = plans.get(reader, &agreement.plan_code)?;
+        let features =
+            crate::record_checks::features_to_report(plan.as_deref(), query.feature_code.as_ref())?;
+        let period = reader.period_containing(&agreement, query.at);
+        Ok(report_with(&agreement, &features, period, |key| {
+            reader.aggregate(key)
+        })?)
+    })
 }
 
 /// The customer's newest agreement active at `now`, its plan and the usage of
 /// its metered features in the period containing `now`, in one snapshot.
 pub(super) fn customer_entitlements(
-    conn: &mut Connection,
+    reader: &mut Reader<'_>,
     plans: Plans<'_>,
     customer_id: &CustomerId,
     now: Timestamp,
 ) -> rusqlite::Result<Option<CustomerEntitlements>> {
-    let tx = Snapshot::begin(conn)?;
-    let Some(agreement) = agreements::active_of_customer(&tx, customer_id, now)? else {
-        return Ok(None);
-    };
-    let Some(plan) = plans.get(&tx, &agreement.plan_code)? else {
-        return Ok(None);
-    };
-    let features: Vec<&Feature> = plan.metered_features().collect();
-    let usage = report(&tx, &agreement, &features, now)?;
-    Ok(Some(CustomerEntitlements {
-        agreement,
-        plan: Plan::clone(&plan),
-        usage,
-    }))
+    reader.snapshot(|reader| {
+        let Some(agreement) = reader.active_agreement_of_customer(customer_id, now)? else {
+            return Ok(None);
+        };
+        let Some(plan) = plans.get(reader, &agreement.plan_code)? else {
+            return Ok(None);
+        };
+        let features: Vec<&Feature> = plan.metered_features().collect();
+        let period = reader.period_containing(&agreement, now);
+        let usage = report_with(&agreement, &features, period, |key| reader.aggregate(key))?;
+        Ok(Some(CustomerEntitlements {
+            agreement,
+            plan: Plan::clone(&plan),
+            usage,
+        }))
+    })
 }
 
 /// Usage of `features` of `agreement` in the period containing `at`, one
@@ -307,6 +497,18 @@ pub(super) fn report(
     at: Timestamp,
 ) -> rusqlite::Result<UsageReport> {
     let period = agreement.period_containing(at);
+    report_with(agreement, features, period, |key| {
+        aggregates::read(conn, key)
+    })
+}
+
+/// [`report`] of `period`, each aggregate read with `read`.
+fn report_with(
+    agreement: &Agreement,
+    features: &[&Feature],
+    period: Period,
+    mut read: impl FnMut(&PeriodKey<'_>) -> rusqlite::Result<Option<AggregateRow>>,
+) -> rusqlite::Result<UsageReport> {
     let mut usage = Vec::with_capacity(features.len());
     for feature in features {
         // A period beyond the instants the store holds has no aggregate.
@@ -317,7 +519,7 @@ pub(super) fn report(
                     feature_code: feature.code.as_str(),
                     period_start_ns,
                 };
-                aggregates::read(conn, &key)?
+                read(&key)?
             }
             Err(_) => None,
         };
