@@ -1019,6 +1019,17 @@ fn bearer_header_parsing() {
     assert_eq!(bearer_token("Bearer ==="), None);
     assert_eq!(bearer_token("Bearer a=b"), None);
     assert_eq!(bearer_token(""), None);
+    // Exactly RFC 6750's b64token characters, whatever their value.
+    for b in 0x21..0x7f_u8 {
+        let c = char::from(b);
+        let expected = c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+        let token = format!("a{c}b");
+        assert_eq!(
+            bearer_token(&format!("Bearer {token}")).is_some(),
+            expected,
+            "{c:?}"
+        );
+    }
     // Long tokens are checked in blocks: a bad byte anywhere is found.
     let long = "aZ09-._~+/".repeat(30);
     assert_eq!(

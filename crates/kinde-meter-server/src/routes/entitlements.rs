@@ -6,7 +6,7 @@
 //! from the same per-period aggregates usage reads use, never by scanning
 //! records. Hard limits are not decided here but by the stores, in commit order.
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, response::Response};
 use kinde_meter_core::{
     ErrorCode,
     ids::{CustomerId, FeatureCode},
@@ -17,7 +17,10 @@ use kinde_meter_wire::{
 
 use crate::error::ApiError;
 use crate::extract::{Params, QueryParams};
-use crate::routes::agreements::{page_size, page_start};
+use crate::routes::{
+    agreements::{page_size, page_start},
+    json_answer,
+};
 use crate::state::AppState;
 use crate::views;
 
@@ -90,7 +93,7 @@ pub async fn get_billing_entitlements(
 pub async fn check_billing_entitlement(
     State(state): State<AppState>,
     QueryParams(params): QueryParams,
-) -> Result<Json<CheckBillingEntitlementResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let customer_id = params
         .required("customer_id")?
         .and_then_code(CustomerId::parse)?;
@@ -107,11 +110,9 @@ pub async fn check_billing_entitlement(
         .store
         .customer_entitlements(&customer_id, state.clock.now())
         .await?;
-    Ok(Json(views::entitlement_check(
-        customer.as_ref(),
-        &feature_code,
-        quantity,
-    )))
+    let answer = views::entitlement_check(customer.as_ref(), &feature_code, quantity);
+    // About 250 bytes.
+    Ok(json_answer(&answer, 384))
 }
 
 /// `max_value`: an integer, else 400 `INVALID_FIELD` (empty included).

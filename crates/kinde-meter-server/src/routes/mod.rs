@@ -32,7 +32,6 @@ use axum::{
     body::Bytes,
     extract::DefaultBodyLimit,
     http::{HeaderValue, StatusCode, header},
-    middleware,
     response::{IntoResponse, Response},
 };
 use kinde_meter_core::ErrorCode;
@@ -44,7 +43,7 @@ use utoipa_axum::{
 };
 
 use crate::error::ApiError;
-use crate::extract::{BODY_LIMIT, RequireScope, authenticate};
+use crate::extract::{BODY_LIMIT, RequireScope};
 use crate::openapi;
 use crate::state::AppState;
 
@@ -138,13 +137,10 @@ fn build(state: Option<&AppState>) -> OpenApiRouter<AppState> {
             }
         }
         if let (Some(scope), Some(state)) = (scope, state) {
-            method_router = method_router.route_layer(middleware::from_fn_with_state(
-                RequireScope {
-                    state: state.clone(),
-                    scope,
-                },
-                authenticate,
-            ));
+            method_router = method_router.route_layer(RequireScope {
+                state: state.clone(),
+                scope,
+            });
         }
         built = built.routes((schemas, paths, method_router));
     }
@@ -235,6 +231,31 @@ pub async fn openapi_json() -> Response {
         DOCUMENT.clone(),
     )
         .into_response()
+}
+
+/// `Json(value)`'s answer, serialized into a buffer of `capacity` bytes
+/// (about the answer's size; `Json` starts at 128 and grows).
+pub(crate) fn json_answer<T: serde::Serialize>(value: &T, capacity: usize) -> Response {
+    let mut buf = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Bytes::from(buf),
+        )
+            .into_response(),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            err.to_string(),
+        )
+            .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
