@@ -465,11 +465,33 @@ async fn prepare_statements(conn: &Object) -> PgResult<()> {
     Ok(())
 }
 
+/// The transaction id, the agreements and their plans, in one statement
+/// ([`load_agreements`]): rows of part 0 are the id with an agreement's
+/// [`agreements::COLUMNS`] (one row at least, with NULL columns when no
+/// agreement matches), rows of part 1 a plan's [`catalog::PLAN_COLUMNS`],
+/// ordered by plan, then feature, as `catalog::fold_plans` takes them.
+static AGREEMENTS_AND_PLANS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT 0, txid_current(), {agreement_columns},
+                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                NULL, NULL
+         FROM (VALUES (1)) AS one (x) LEFT JOIN agreements ON id = ANY($1)
+         UNION ALL
+         SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {plan_columns}, p.ord, f.position
+         {plans_from}
+         WHERE p.code IN (SELECT plan_code FROM agreements WHERE id = ANY($1))
+         ORDER BY 1, 23, 9, 24",
+        agreement_columns = agreements::COLUMNS,
+        plan_columns = catalog::PLAN_COLUMNS,
+        plans_from = catalog::PLANS_FROM,
+    )
+});
+
 /// The transaction's id (`txid_current()`, by which its outcome can be asked
-/// if COMMIT's answer is lost) and the agreements with the given ids, by id,
-/// in one statement; and their plans, by code, in a second sent with it. A
-/// plan that the second did not find (the agreement moved to another plan in
-/// between) is asked again.
+/// if COMMIT's answer is lost), the agreements with the given ids, by id, and
+/// their plans, by code, in one statement ([`AGREEMENTS_AND_PLANS`]), so from
+/// one snapshot. An agreement whose plan it did not find has its plan asked
+/// again, as before the two were one statement.
 async fn load_agreements(
     conn: &impl GenericClient,
     ids: &[&str],
@@ -478,34 +500,21 @@ async fn load_agreements(
     HashMap<AgreementId, Agreement>,
     HashMap<PlanCode, Plan>,
 )> {
-    let agreements = async {
-        // One row at least (the id), with NULL columns when no agreement matches.
-        let stmt = conn
-            .prepare_cached(&format!(
-                "SELECT txid_current(), {} FROM (VALUES (1)) AS one (x)
-                 LEFT JOIN agreements ON id = ANY($1)",
-                agreements::COLUMNS
-            ))
-            .await?;
-        let rows = conn.query(&stmt, &[&ids]).await?;
-        let txid: i64 = rows
-            .first()
-            .ok_or_else(|| Failure::Data("no transaction id".to_owned()))?
-            .get(0);
-        let found = rows
-            .iter()
-            .filter(|r| r.get::<_, Option<&str>>(1).is_some())
-            .map(|r| agreements::from_row_at(r, 1).map(|a| (a.id.clone(), a)))
-            .collect::<PgResult<HashMap<_, _>>>()?;
-        PgResult::Ok((txid, found))
-    };
-    let plans = async {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        catalog::load_plans_of_agreements(conn, ids).await
-    };
-    let ((txid, agreements), mut plans) = futures::try_join!(agreements, plans)?;
+    let stmt = conn.prepare_cached(&AGREEMENTS_AND_PLANS).await?;
+    let rows = conn.query(&stmt, &[&ids]).await?;
+    let txid: i64 = rows
+        .first()
+        .and_then(|r| r.get::<_, Option<i64>>(1))
+        .ok_or_else(|| Failure::Data("no transaction id".to_owned()))?;
+    let agreements = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<&str>>(2).is_some())
+        .map(|r| agreements::from_row_at(r, 2).map(|a| (a.id.clone(), a)))
+        .collect::<PgResult<HashMap<_, _>>>()?;
+    let mut plans: HashMap<PlanCode, Plan> = catalog::fold_plans(&rows, 8)?
+        .into_iter()
+        .map(|p| (p.code.clone(), p))
+        .collect();
     let mut missing: Vec<&str> = agreements
         .values()
         .filter(|a| !plans.contains_key(&a.plan_code))

@@ -113,25 +113,6 @@ pub(super) async fn load_plans(
         .collect())
 }
 
-/// The plans of the agreements with the given ids, by code.
-pub(super) async fn load_plans_of_agreements(
-    conn: &impl GenericClient,
-    agreement_ids: &[&str],
-) -> PgResult<HashMap<PlanCode, Plan>> {
-    let stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {PLAN_COLUMNS} {PLANS_FROM}
-             WHERE p.code IN (SELECT plan_code FROM agreements WHERE id = ANY($1))
-             ORDER BY p.ord, p.code, f.position"
-        ))
-        .await?;
-    let rows = conn.query(&stmt, &[&agreement_ids]).await?;
-    Ok(fold_plans(&rows, 0)?
-        .into_iter()
-        .map(|p| (p.code.clone(), p))
-        .collect())
-}
-
 /// The plan with `code`.
 pub(super) async fn load_plan(
     conn: &impl GenericClient,
