@@ -534,9 +534,56 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
         // last value; bad percent-encoding: replaced, as serde_urlencoded does
         // too), without its deserializer's bookkeeping on every read.
         let query = parts.uri.query().unwrap_or_default();
-        let pairs = form_urlencoded::parse(query.as_bytes())
+        Ok(QueryParams(Params(query_pairs(query))))
+    }
+}
+
+/// The name and value pairs of `query`, as `form_urlencoded::parse` decodes
+/// them. A query with nothing to decode (no `%`, no `+`: the usual one) is
+/// only split, as that parser splits it, without its decoding a byte at a
+/// time (~2 K instructions of a usage read).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    if query.bytes().any(|b| b == b'%' || b == b'+') {
+        return form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        Ok(QueryParams(Params(pairs)))
+    }
+    query
+        .split('&')
+        .filter(|sequence| !sequence.is_empty())
+        .map(|sequence| {
+            let (name, value) = sequence.split_once('=').unwrap_or((sequence, ""));
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_pairs;
+
+    /// The same pairs as `form_urlencoded::parse`, decoding or not.
+    #[test]
+    fn query_pairs_are_form_urlencoded_s() {
+        for query in [
+            "",
+            "&",
+            "a",
+            "a=",
+            "=b",
+            "a=b",
+            "a=b=c",
+            "a=1&b=2&a=3",
+            "&&a=1&&b&=&c=",
+            "customer_id=customer_1&feature_code=api_calls&quantity=1.5",
+            "a=%41%zz&b=x+y",
+            "a+b=c%20d&e=%E2%82%AC",
+            "a=%FF",
+        ] {
+            let expected: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            assert_eq!(query_pairs(query), expected, "{query:?}");
+        }
     }
 }
