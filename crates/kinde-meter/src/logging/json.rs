@@ -52,8 +52,10 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut()
-                .replace(SpanFields::of(|visitor| attrs.record(visitor)));
+            // Values formatted before the span's extensions are locked: a
+            // `Debug` that logs does not find them locked.
+            let fields = SpanFields::of(|visitor| attrs.record(visitor));
+            span.extensions_mut().replace(fields);
         }
     }
 
@@ -61,13 +63,16 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let mut extensions = span.extensions_mut();
-        match extensions.get_mut::<SpanFields>() {
-            Some(fields) => fields.add(values),
-            None => {
-                extensions.replace(SpanFields::of(|visitor| values.record(visitor)));
-            }
-        }
+        // Values formatted with the extensions unlocked, as at creation.
+        let known = span
+            .extensions()
+            .get::<SpanFields>()
+            .map(|SpanFields(fields)| fields.clone());
+        let fields = match known {
+            Some(known) => SpanFields(known).add(values),
+            None => SpanFields::of(|visitor| values.record(visitor)),
+        };
+        span.extensions_mut().replace(fields);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -239,14 +244,14 @@ impl SpanFields {
 
     /// `values` recorded on the span after it was made (`Span::record`):
     /// rare, so the fields are parsed and sorted again.
-    fn add(&mut self, values: &Record<'_>) {
+    fn add(self, values: &Record<'_>) -> SpanFields {
         let mut object = Vec::with_capacity(self.0.len() + 2);
         object.push(b'{');
         object.extend_from_slice(&self.0);
         object.push(b'}');
         let mut fields = ValueFields(serde_json::from_slice(&object).unwrap_or_default());
         values.record(&mut fields);
-        *self = fields.into_fields();
+        fields.into_fields()
     }
 }
 
@@ -950,6 +955,43 @@ mod tests {
             "{}",
             lines[1]
         );
+    }
+
+    #[test]
+    fn a_value_whose_debug_logs_neither_locks_up_nor_spoils_the_line() {
+        /// Logs (in the current span) while it is formatted.
+        struct Logging;
+        impl fmt::Debug for Logging {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                tracing::info!("logged while formatting");
+                f.write_str("logging")
+            }
+        }
+        // Ours only: with tracing-subscriber's formatter this test never
+        // finishes. (Under `with_default`, tracing drops the events logged
+        // while one is dispatched; under the process's global subscriber, as
+        // in `serve`, they are written, each in a buffer of its own.)
+        let lines = ours(|| {
+            let span =
+                tracing::info_span!("outer", value = ?Logging, later = tracing::field::Empty);
+            span.in_scope(|| {
+                tracing::info!(value = ?Logging, "outer line");
+                span.record("later", tracing::field::debug(Logging));
+                tracing::info!("after the record");
+            });
+        });
+        let lines: Vec<Value> = lines
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let messages: Vec<&str> = lines
+            .iter()
+            .map(|line| line["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(messages, ["outer line", "after the record"]);
+        assert_eq!(lines[0]["value"], "logging", "{lines:#?}");
+        assert_eq!(lines[0]["span"]["value"], "logging", "{lines:#?}");
+        assert_eq!(lines[1]["span"]["later"], "logging", "{lines:#?}");
     }
 
     #[test]
