@@ -29,7 +29,7 @@ impl Fingerprint {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part.as_bytes());
         }
-        Fingerprint(hex::encode(hasher.finalize()))
+        Fingerprint(hex_digest(&hasher.finalize().into()))
     }
 
     /// Rebuilds a stored fingerprint.
@@ -43,9 +43,60 @@ impl Fingerprint {
     }
 }
 
+/// Lowercase hex of a SHA-256 digest, the text stored by every backend (so it must
+/// stay byte-identical to `hex::encode`'s: an upgraded server compares it with the
+/// fingerprints stored before). Written into a fixed buffer, then one allocation.
+fn hex_digest(digest: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 64];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    std::str::from_utf8(&text)
+        .expect("hex digits are ASCII")
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text form is stored: it must be what `hex::encode` of the digest gave.
+    #[test]
+    fn fingerprints_are_the_lowercase_hex_of_the_digest() {
+        let inputs: [&[&str]; 5] = [
+            &[],
+            &[""],
+            &["a", "b"],
+            &["agreement_1", "api_calls", "1", "", "delta"],
+            &["\u{0}\u{ff}é", "0123456789abcdef"],
+        ];
+        for parts in inputs {
+            let mut hasher = Sha256::new();
+            for part in parts {
+                hasher.update((part.len() as u64).to_be_bytes());
+                hasher.update(part.as_bytes());
+            }
+            let digest = hasher.finalize();
+            assert_eq!(
+                Fingerprint::of(parts.iter().copied()).as_str(),
+                hex::encode(digest)
+            );
+        }
+        // Every byte value.
+        for block in 0..8u8 {
+            let bytes: [u8; 32] = std::array::from_fn(|i| block * 32 + i as u8);
+            assert_eq!(hex_digest(&bytes), hex::encode(bytes));
+        }
+        assert_eq!(hex_digest(&[0xff; 32]), "f".repeat(64));
+        assert_eq!(hex_digest(&[0; 32]), "0".repeat(64));
+        // A fixed vector: one empty part is its 8-byte zero length prefix alone.
+        assert_eq!(
+            Fingerprint::of([""]).as_str(),
+            "af5570f5a1810b7af78caf4bc70a660f0df51e42baf91d4de5b2328de0e83dfc"
+        );
+    }
 
     #[test]
     fn fingerprints_do_not_collide_by_concatenation() {

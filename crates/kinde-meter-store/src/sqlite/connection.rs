@@ -35,6 +35,12 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // SQLite's default page cache (2 MB) on purpose. With `cache_size = -65536`
+    // (64 MB), random Idempotency-Keys on 400 K stored keys read 9.5 KB a request
+    // from the file instead of 16.7, but every commit then scans the page cache's
+    // whole hash table (`pcache1TruncateUnsafe`, 24 K instructions a request), and
+    // the server's CPU per request rose from 93 to 107-109 us (user 40 -> 58 us),
+    // its RSS from 40 to 109 MB (bench/sdk-vs-python/README.md).
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
