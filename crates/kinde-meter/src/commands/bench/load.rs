@@ -383,7 +383,8 @@ pub async fn drive(
             next.clone(),
         );
         tasks.spawn(async move {
-            let mut sender = Some(sender);
+            let (sender, io) = sender;
+            let (mut sender, mut io) = (Some(sender), Some(io));
             let mut log = ConnectionLog {
                 latencies: Vec::with_capacity(requests / connections + 1),
                 kinds: workload
@@ -411,13 +412,13 @@ pub async fn drive(
                 // A connection the server closed (after an answer with
                 // `Connection: close`, or idle) or that broke is made again.
                 let usable = match sender.as_mut() {
-                    Some(connection) => connection.ready().await.is_ok(),
+                    Some(connection) => with_io(connection.ready(), &mut io).await.is_ok(),
                     None => false,
                 };
                 if !usable {
                     sender = None;
                     match connect(&endpoint).await {
-                        Ok(new) => sender = Some(new),
+                        Ok((new, new_io)) => (sender, io) = (Some(new), Some(new_io)),
                         Err(e) => {
                             tally.failed(|| format!("{e:#}"));
                             continue;
@@ -428,7 +429,7 @@ pub async fn drive(
                 let sent = Instant::now();
                 let answer = tokio::time::timeout(
                     REQUEST_TIMEOUT,
-                    exchange(connection, kind.request(j), kind.batch),
+                    with_io(exchange(connection, kind.request(j), kind.batch), &mut io),
                 )
                 .await;
                 let done = Instant::now();
@@ -494,9 +495,14 @@ pub async fn drive(
     })
 }
 
-/// A new keep-alive connection to `endpoint`, its hyper connection driven by
-/// a task of its own until it closes.
-async fn connect(endpoint: &Endpoint) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+/// The future that does a connection's I/O (hyper's `Connection`), polled by
+/// the connection's own task together with its requests ([`with_io`]).
+type Io = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A new keep-alive connection to `endpoint`: the handle requests are sent
+/// with, and the future doing its I/O, to be polled by the same task as the
+/// requests ([`with_io`]).
+async fn connect(endpoint: &Endpoint) -> anyhow::Result<(SendRequest<Full<Bytes>>, Io)> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint.addr))
         .await
         .map_err(|_| anyhow::anyhow!("cannot connect to {} in time", endpoint.addr))?
@@ -505,12 +511,31 @@ async fn connect(endpoint: &Endpoint) -> anyhow::Result<SendRequest<Full<Bytes>>
     let (sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
         .context("the HTTP/1.1 handshake")?;
-    tokio::spawn(async move {
-        // Its end (the server closed, or the run is over) shows to the
-        // requests, as a closed sender or a failed exchange.
+    // Its end (the server closed, or the run is over) shows to the requests,
+    // as a sender no longer ready or a failed exchange.
+    let io: Io = Box::pin(async move {
         let _ = connection.await;
     });
-    Ok(sender)
+    Ok((sender, io))
+}
+
+/// Runs `work` (a request on the connection) while polling the connection's
+/// I/O `io` in the same task, until `work` is done; `io` is set to `None`
+/// when the connection ends. One task per connection instead of two (the
+/// request's and hyper's connection task) saves a wake-up of another task,
+/// often on the other core, at every step of every request: ~0.4 ms of an
+/// idle machine's latency at low open-loop rates (BENCHMARKS.md).
+async fn with_io<F: std::future::Future>(work: F, io: &mut Option<Io>) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Some(running) = io.as_mut()
+            && running.as_mut().poll(cx).is_ready()
+        {
+            *io = None;
+        }
+        work.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// Sends `request` on a ready connection and reads its answer to the end (so
