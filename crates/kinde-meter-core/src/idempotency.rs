@@ -45,14 +45,11 @@ impl Fingerprint {
 
 /// Lowercase hex of a SHA-256 digest, the text stored by every backend (so it must
 /// stay byte-identical to `hex::encode`'s: an upgraded server compares it with the
-/// fingerprints stored before). Written into a fixed buffer, then one allocation.
+/// fingerprints stored before). Written into a fixed buffer, then one allocation
+/// (`hex::encode` builds its `String` a `char` at a time).
 fn hex_digest(digest: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = [0u8; 64];
-    for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0x0f)];
-    }
+    hex::encode_to_slice(digest, &mut text).expect("64 bytes hold 32 bytes' hex");
     std::str::from_utf8(&text)
         .expect("hex digits are ASCII")
         .to_owned()
