@@ -48,6 +48,50 @@ struct CachedAggregate {
     usage_event_marked_in: u64,
 }
 
+/// The billing period last found for each anchor and interval, up to `most`
+/// of them: pure calendar arithmetic, so never stale. Most records and reads
+/// of an agreement fall in the period of the one before.
+pub(super) struct Periods {
+    found: HashMap<(Timestamp, Interval), Period>,
+    most: usize,
+}
+
+impl Periods {
+    pub(super) fn new(most: usize) -> Periods {
+        Periods {
+            found: HashMap::new(),
+            most,
+        }
+    }
+
+    /// `interval.period_containing(anchor, at)`: the period remembered for
+    /// the anchor and interval when it contains `at` (periods from an anchor
+    /// do not overlap), computed otherwise. A period that does not contain
+    /// `at` (an instant before the anchor is in the first period) is not
+    /// remembered.
+    pub(super) fn containing(
+        &mut self,
+        anchor: Timestamp,
+        interval: Interval,
+        at: Timestamp,
+    ) -> Period {
+        if let Some(period) = self.found.get(&(anchor, interval))
+            && period.start <= at
+            && at < period.end
+        {
+            return *period;
+        }
+        let period = interval.period_containing(anchor, at);
+        if period.start <= at && at < period.end {
+            if self.found.len() >= self.most {
+                self.found.clear();
+            }
+            self.found.insert((anchor, interval), period);
+        }
+        period
+    }
+}
+
 /// The writer thread's cache; when it is valid: `docs/design.md#writer-cache`.
 pub(super) struct WriterCache {
     /// `PRAGMA data_version` when the cache was last known valid.
@@ -60,9 +104,8 @@ pub(super) struct WriterCache {
     /// Moves on whenever usage events may have been built (their due marks
     /// cleared), voiding what aggregates remember of their marks; never 0.
     usage_event_generation: u64,
-    /// The billing period last found for each anchor and interval: pure
-    /// calendar arithmetic, so never stale (not cleared with the rest).
-    periods: HashMap<(Timestamp, Interval), Period>,
+    /// Not cleared with the rest: never stale.
+    periods: Periods,
 }
 
 impl Default for WriterCache {
@@ -74,7 +117,7 @@ impl Default for WriterCache {
             aggregates: HashMap::new(),
             dirty: Vec::new(),
             usage_event_generation: 1,
-            periods: HashMap::new(),
+            periods: Periods::new(MAX_ENTRIES),
         }
     }
 }
@@ -96,30 +139,14 @@ impl WriterCache {
         Ok(())
     }
 
-    /// `interval.period_containing(anchor, at)`, for `at` not before `anchor`:
-    /// the period remembered for the anchor and interval when it contains
-    /// `at` (periods from an anchor do not overlap), computed otherwise. Most
-    /// records of an agreement fall in the period of the one before.
+    /// `interval.period_containing(anchor, at)` ([`Periods`]).
     pub(super) fn period_containing(
         &mut self,
         anchor: Timestamp,
         interval: Interval,
         at: Timestamp,
     ) -> Period {
-        if let Some(period) = self.periods.get(&(anchor, interval))
-            && period.start <= at
-            && at < period.end
-        {
-            return *period;
-        }
-        let period = interval.period_containing(anchor, at);
-        if period.start <= at && at < period.end {
-            if self.periods.len() >= MAX_ENTRIES {
-                self.periods.clear();
-            }
-            self.periods.insert((anchor, interval), period);
-        }
-        period
+        self.periods.containing(anchor, interval, at)
     }
 
     /// Forgets everything (after a rolled-back transaction).

@@ -32,7 +32,7 @@ use kinde_meter_core::{
     agreement::Agreement,
     catalog::{Feature, Plan},
     ids::{AgreementId, CustomerId, PlanCode},
-    period::{Interval, Period},
+    period::Period,
     value::UsageTotal,
 };
 use rusqlite::{Connection, OptionalExtension, Statement};
@@ -40,7 +40,9 @@ use tokio::sync::Semaphore;
 
 use super::{
     aggregates::{self, PeriodKey},
-    agreements, catalog, codec, connection,
+    agreements,
+    cache::Periods,
+    catalog, codec, connection,
     error::OpError,
 };
 use crate::{
@@ -277,9 +279,8 @@ struct Statements<'c>([Option<Statement<'c>>; Hot::COUNT]);
 struct HotConnection {
     /// Borrow `*conn`; their `'static` is never seen outside this type.
     statements: ManuallyDrop<Statements<'static>>,
-    /// The billing period last found for each anchor and interval (as
-    /// `WriterCache::period_containing`): calendar arithmetic, never stale.
-    periods: HashMap<(Timestamp, Interval), Period>,
+    /// Billing periods found by this connection's reads.
+    periods: Periods,
     /// From `Box::into_raw`; freed (closed) in `Drop`, after `statements`.
     conn: NonNull<Connection>,
 }
@@ -306,7 +307,7 @@ impl HotConnection {
         let conn = Box::new(connection::open_reader(path)?);
         Ok(HotConnection {
             statements: ManuallyDrop::new(Statements(Default::default())),
-            periods: HashMap::new(),
+            periods: Periods::new(MAX_PERIODS),
             conn: NonNull::from(Box::leak(conn)),
         })
     }
@@ -340,7 +341,7 @@ impl HotConnection {
 pub(super) struct Reader<'c> {
     conn: &'c Connection,
     statements: &'c mut Statements<'c>,
-    periods: &'c mut HashMap<(Timestamp, Interval), Period>,
+    periods: &'c mut Periods,
 }
 
 impl<'c> Reader<'c> {
@@ -369,26 +370,10 @@ impl<'c> Reader<'c> {
         result
     }
 
-    /// `agreement.period_containing(at)`: the period remembered for its anchor
-    /// and interval when that contains `at` (periods from an anchor do not
-    /// overlap), computed otherwise. Reads mostly fall in the period of the
-    /// read before.
+    /// `agreement.period_containing(at)` ([`Periods`]).
     fn period_containing(&mut self, agreement: &Agreement, at: Timestamp) -> Period {
-        let key = (agreement.anchor, agreement.interval);
-        if let Some(period) = self.periods.get(&key)
-            && period.start <= at
-            && at < period.end
-        {
-            return *period;
-        }
-        let period = agreement.period_containing(at);
-        if period.start <= at && at < period.end {
-            if self.periods.len() >= MAX_PERIODS {
-                self.periods.clear();
-            }
-            self.periods.insert(key, period);
-        }
-        period
+        self.periods
+            .containing(agreement.anchor, agreement.interval, at)
     }
 
     /// The agreement with `id` (`agreements::load`).
