@@ -16,7 +16,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll, Waker, ready},
+    task::{Context, Poll, ready},
 };
 
 use axum::{
@@ -33,7 +33,7 @@ use tower::{Layer, Service};
 
 use crate::auth::{self, AuthFailure, Principal};
 use crate::error::ApiError;
-use crate::rate_limit::LimitKind;
+use crate::rate_limit::{LimitKind, Limited};
 use crate::state::AppState;
 
 /// Largest request body (`docs/limits.md`).
@@ -100,7 +100,10 @@ impl Service<Request> for Authenticate {
                             Ok(principal) => principal,
                             Err(e) => return token_refused(&guard, peer, e),
                         };
-                        admit_later(guard, peer, principal, request, inner).await
+                        let Ok(answer) = Authenticate { guard, inner }
+                            .admit(peer, principal, request)
+                            .await;
+                        answer
                     }));
                 }
                 Ok(principal) => principal,
@@ -129,10 +132,12 @@ impl Authenticate {
         // The caller's rate limit, before the body is read or storage is
         // touched. The in-memory limiter decides at once; a shared one
         // (Redis) is waited for.
-        let mut limit = rate_limit(&guard.state, principal.clone());
-        match limit.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Err(refused)) => Authenticated::answer_to(caller, refused),
-            Poll::Ready(Ok(())) => {
+        let limiter = &guard.state.limits.clients;
+        match limiter.check_now(&principal) {
+            Some(Err(limited)) => {
+                Authenticated::answer_to(caller, rate_limited(guard, &principal, limited))
+            }
+            Some(Ok(())) => {
                 // Shared, so that handlers take the caller without copying its scopes.
                 request.extensions_mut().insert(principal);
                 Authenticated::Routed {
@@ -140,15 +145,16 @@ impl Authenticate {
                     caller: Some(caller),
                 }
             }
-            Poll::Pending => {
-                let inner = self.inner.clone();
+            None => {
+                let (guard, mut inner) = (guard.clone(), self.inner.clone());
                 Authenticated::Waiting(Box::pin(async move {
-                    let answer = match limit.await {
+                    let answer = match guard.state.limits.clients.check(&principal).await {
                         Ok(()) => {
                             request.extensions_mut().insert(principal);
-                            routed(inner, request).await
+                            let Ok(response) = inner.call(request).await;
+                            response
                         }
-                        Err(refused) => refused,
+                        Err(limited) => rate_limited(&guard, &principal, limited),
                     };
                     with_caller(caller, answer)
                 }))
@@ -304,47 +310,11 @@ fn refused_caller(
     None
 }
 
-/// The caller's rate limit; `Err` is the 429.
-fn rate_limit(
-    state: &AppState,
-    principal: Arc<Principal>,
-) -> Pin<Box<dyn Future<Output = Result<(), Response>> + Send>> {
-    let limits = state.limits.clone();
-    let metrics = state.metrics.clone();
-    Box::pin(async move {
-        limits.clients.check(&principal).await.map_err(|limited| {
-            tracing::debug!(client_id = %principal.client_id, "rate limited");
-            metrics.rate_limited(LimitKind::Client);
-            ApiError::too_many_requests(limited.retry_after_secs()).into_response()
-        })
-    })
-}
-
-/// [`Authenticate::admit`] when verifying the token had to wait.
-async fn admit_later(
-    guard: RequireScope,
-    peer: Option<IpAddr>,
-    principal: Arc<Principal>,
-    mut request: Request,
-    inner: Route,
-) -> Response {
-    let caller = AuthenticatedClient(principal.clone());
-    let answer = match refused_caller(&guard, peer, &principal) {
-        Some(refused) => refused,
-        None => match rate_limit(&guard.state, principal.clone()).await {
-            Ok(()) => {
-                request.extensions_mut().insert(principal);
-                routed(inner, request).await
-            }
-            Err(refused) => refused,
-        },
-    };
-    with_caller(caller, answer)
-}
-
-async fn routed(mut inner: Route, request: Request) -> Response {
-    let Ok(response) = inner.call(request).await;
-    response
+/// The 429 to a caller over its rate limit.
+fn rate_limited(guard: &RequireScope, principal: &Principal, limited: Limited) -> Response {
+    tracing::debug!(client_id = %principal.client_id, "rate limited");
+    guard.state.metrics.rate_limited(LimitKind::Client);
+    ApiError::too_many_requests(limited.retry_after_secs()).into_response()
 }
 
 /// The token is genuine: whatever the answer, the request's log line names

@@ -214,6 +214,13 @@ pub trait ClientLimiter: Send + Sync + 'static {
     /// Takes one request from `caller`'s bucket, or says how long to wait.
     async fn check(&self, caller: &Principal) -> Result<(), Limited>;
 
+    /// [`check`](Self::check) without waiting, when this limiter answers at
+    /// once (the in-memory one); `None` when the answer must be awaited
+    /// (the shared one). Spares a request the boxed future of `check`.
+    fn check_now(&self, _caller: &Principal) -> Option<Result<(), Limited>> {
+        None
+    }
+
     /// Drops state that no longer matters (refilled buckets); called
     /// periodically.
     fn maintain(&self) {}
@@ -304,6 +311,10 @@ where
 {
     async fn check(&self, caller: &Principal) -> Result<(), Limited> {
         self.check_client(&caller.client_id)
+    }
+
+    fn check_now(&self, caller: &Principal) -> Option<Result<(), Limited>> {
+        Some(self.check_client(&caller.client_id))
     }
 
     fn maintain(&self) {
