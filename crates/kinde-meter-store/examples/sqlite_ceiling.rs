@@ -37,6 +37,15 @@ enum Work {
     /// Plus one UPDATE per aggregate the transaction touched (what the
     /// writer's flush runs before COMMIT).
     InsertAndAggregates,
+    /// The writer's INSERT without the period index (`usage_records_by_period`
+    /// dropped): what the index costs.
+    InsertWithoutIndex,
+    /// The same row into a `WITHOUT ROWID` table whose primary key is the period
+    /// index's key: one B-tree per record instead of two.
+    InsertClustered,
+    /// The period index keyed by the agreement's integer `seq` instead of its
+    /// text id.
+    InsertIntegerKeyIndex,
 }
 
 fn main() {
@@ -47,6 +56,9 @@ fn main() {
             Work::InsertNoForeignKeys,
             Work::Insert,
             Work::InsertAndAggregates,
+            Work::InsertWithoutIndex,
+            Work::InsertClustered,
+            Work::InsertIntegerKeyIndex,
         ] {
             let runs: Vec<(f64, f64)> = (0..3)
                 .map(|run| measure(Path::new(&base), per_tx, work, run))
@@ -60,6 +72,9 @@ fn main() {
                 Work::InsertAndAggregates => {
                     "INSERT + aggregate UPDATE per (agreement, feature, period)"
                 }
+                Work::InsertWithoutIndex => "INSERT only, without the period index",
+                Work::InsertClustered => "INSERT into a WITHOUT ROWID table keyed by period",
+                Work::InsertIntegerKeyIndex => "INSERT, the period index on the agreement's seq",
             };
             println!(
                 "{per_tx:>5} rows/tx  {name:<58} wall {:>7.0} rows/s {:>6.2} µs/row | CPU {:>5.2} µs/row = {:>7.0} rows/s",
@@ -131,6 +146,40 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
     }
     conn.execute_batch("CREATE TABLE minimal (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         .expect("minimal table");
+    match work {
+        Work::InsertWithoutIndex => conn
+            .execute_batch("DROP INDEX usage_records_by_period")
+            .expect("drop the index"),
+        Work::InsertClustered => conn
+            .execute_batch(
+                "DROP TABLE usage_records;
+                 CREATE TABLE usage_records (
+                     seq             INTEGER NOT NULL,
+                     agreement_id    TEXT NOT NULL REFERENCES agreements (id),
+                     feature_code    TEXT NOT NULL,
+                     period_start_ns INTEGER NOT NULL,
+                     period_end_ns   INTEGER NOT NULL,
+                     meter_type      TEXT NOT NULL CHECK (meter_type IN ('delta', 'absolute')),
+                     value           TEXT NOT NULL,
+                     usage_timestamp TEXT,
+                     effective_at_ns INTEGER NOT NULL,
+                     received_at_ns  INTEGER NOT NULL,
+                     client_id       TEXT NOT NULL,
+                     idempotency_key TEXT,
+                     PRIMARY KEY (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)
+                 ) WITHOUT ROWID;",
+            )
+            .expect("clustered table"),
+        Work::InsertIntegerKeyIndex => conn
+            .execute_batch(
+                "DROP INDEX usage_records_by_period;
+                 ALTER TABLE usage_records ADD COLUMN agreement_seq INTEGER;
+                 CREATE INDEX usage_records_by_period ON usage_records
+                     (agreement_seq, feature_code, period_start_ns, effective_at_ns, seq);",
+            )
+            .expect("integer-keyed index"),
+        _ => {}
+    }
     let mut conn = conn;
     let started = Instant::now();
     let cpu_before = thread_cpu();
@@ -144,12 +193,17 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
                 .prepare_cached("INSERT INTO minimal (id, v) VALUES (?1, 'delta')")
                 .expect("prepare");
             let mut insert = tx
-                .prepare_cached(
+                .prepare_cached(if matches!(work, Work::InsertIntegerKeyIndex) {
                     "INSERT INTO usage_records (seq, agreement_id, feature_code, period_start_ns,
-                         period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
-                         received_at_ns, client_id, idempotency_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )
+                             period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
+                             received_at_ns, client_id, idempotency_key, agreement_seq)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?1 % 50)"
+                } else {
+                    "INSERT INTO usage_records (seq, agreement_id, feature_code, period_start_ns,
+                             period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
+                             received_at_ns, client_id, idempotency_key)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                })
                 .expect("prepare");
             for _ in 0..per_tx {
                 seq += 1;
