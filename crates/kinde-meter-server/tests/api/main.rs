@@ -12,6 +12,7 @@ mod billing_semantics;
 mod browse;
 mod entitlements;
 mod export;
+mod hot_reads;
 mod idempotency;
 mod meter_usage;
 mod openapi;

@@ -22,7 +22,7 @@ use std::{
     path::PathBuf,
     ptr::NonNull,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, LazyLock, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -41,8 +41,10 @@ use tokio::sync::Semaphore;
 use super::{
     aggregates::{self, PeriodKey},
     agreements,
-    cache::Periods,
-    catalog, codec, connection,
+    cache::{Agreements, Periods},
+    catalog,
+    codec::{self, stored},
+    connection,
     error::OpError,
 };
 use crate::{
@@ -236,6 +238,17 @@ impl Plans<'_> {
     fn get(self, conn: &Connection, code: &PlanCode) -> rusqlite::Result<Option<Arc<Plan>>> {
         self.pool.plan(conn, code, self.generation)
     }
+
+    /// The plan `code` if the cache has it (then it is the current one).
+    fn cached(self, code: &PlanCode) -> Option<Arc<Plan>> {
+        self.pool
+            .plans
+            .plans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(code)
+            .cloned()
+    }
 }
 
 /// The hot reads' statements, one per [`Hot`], each prepared on first use
@@ -250,10 +263,28 @@ enum Hot {
     AgreementById,
     ActiveAgreementOfCustomer,
     Aggregate,
+    /// The `agreements_version` counter (schema version 5).
+    AgreementsVersion,
+    /// That counter and the aggregates of `n` features (at most
+    /// [`MAX_CONFIRMED`]) of one agreement and period, in one statement.
+    Confirmed(usize),
 }
 
 impl Hot {
-    const COUNT: usize = 5;
+    const COUNT: usize = 7 + MAX_CONFIRMED;
+
+    /// Its place in [`Statements`].
+    fn index(self) -> usize {
+        match self {
+            Hot::Begin => 0,
+            Hot::Rollback => 1,
+            Hot::AgreementById => 2,
+            Hot::ActiveAgreementOfCustomer => 3,
+            Hot::Aggregate => 4,
+            Hot::AgreementsVersion => 5,
+            Hot::Confirmed(n) => 6 + n,
+        }
+    }
 
     /// The statement's SQL.
     fn sql(self) -> &'static str {
@@ -263,9 +294,39 @@ impl Hot {
             Hot::AgreementById => agreements::LOAD,
             Hot::ActiveAgreementOfCustomer => agreements::ACTIVE_OF_CUSTOMER,
             Hot::Aggregate => aggregates::READ,
+            Hot::AgreementsVersion => AGREEMENTS_VERSION,
+            Hot::Confirmed(n) => &CONFIRMED[n],
         }
     }
 }
+
+/// The statement of [`Hot::AgreementsVersion`].
+const AGREEMENTS_VERSION: &str = "SELECT version FROM agreements_version WHERE id = 0";
+
+/// Most features whose aggregates [`Hot::Confirmed`] reads (a plan with more
+/// metered features is read in a snapshot).
+const MAX_CONFIRMED: usize = 8;
+
+/// The SQL of [`Hot::Confirmed`]`(n)` for each `n`: a row `(-1, version)`, then
+/// a row `(k, value, record_count, last_recorded_at_ns)` for the feature
+/// `?{k + 3}` if it has an aggregate of agreement `?1` starting at `?2`. One
+/// statement reads in one snapshot, so the version confirms the agreement
+/// the aggregates are read for.
+static CONFIRMED: LazyLock<[String; MAX_CONFIRMED + 1]> = LazyLock::new(|| {
+    std::array::from_fn(|n| {
+        let mut sql =
+            String::from("SELECT -1, version, NULL, NULL FROM agreements_version WHERE id = 0");
+        for k in 0..n {
+            sql.push_str(&format!(
+                " UNION ALL SELECT {k}, value, record_count, last_recorded_at_ns
+                 FROM usage_aggregates
+                 WHERE agreement_id = ?1 AND feature_code = ?{} AND period_start_ns = ?2",
+                k + 3
+            ));
+        }
+        sql
+    })
+});
 
 /// Statements prepared on the connection that `'c` borrows.
 struct Statements<'c>([Option<Statement<'c>>; Hot::COUNT]);
@@ -281,6 +342,8 @@ struct HotConnection {
     statements: ManuallyDrop<Statements<'static>>,
     /// Billing periods found by this connection's reads.
     periods: Periods,
+    /// Agreements found by this connection's reads.
+    agreements: Agreements,
     /// From `Box::into_raw`; freed (closed) in `Drop`, after `statements`.
     conn: NonNull<Connection>,
 }
@@ -308,6 +371,7 @@ impl HotConnection {
         Ok(HotConnection {
             statements: ManuallyDrop::new(Statements(Default::default())),
             periods: Periods::new(MAX_PERIODS),
+            agreements: Agreements::new(MAX_AGREEMENTS),
             conn: NonNull::from(Box::leak(conn)),
         })
     }
@@ -332,6 +396,7 @@ impl HotConnection {
             conn,
             statements,
             periods: &mut self.periods,
+            agreements: &mut self.agreements,
         })
     }
 }
@@ -342,12 +407,13 @@ pub(super) struct Reader<'c> {
     conn: &'c Connection,
     statements: &'c mut Statements<'c>,
     periods: &'c mut Periods,
+    agreements: &'c mut Agreements,
 }
 
 impl<'c> Reader<'c> {
     /// The statement `hot`, prepared now if it was not yet.
     fn statement(&mut self, hot: Hot) -> rusqlite::Result<&mut Statement<'c>> {
-        let slot = &mut self.statements.0[hot as usize];
+        let slot = &mut self.statements.0[hot.index()];
         let stmt = match slot {
             Some(stmt) => stmt,
             None => slot.insert(self.conn.prepare(hot.sql())?),
@@ -402,6 +468,67 @@ impl<'c> Reader<'c> {
     fn aggregate(&mut self, key: &PeriodKey<'_>) -> rusqlite::Result<Option<AggregateRow>> {
         aggregates::read_with(self.statement(Hot::Aggregate)?, key)
     }
+
+    /// The `agreements_version` counter, remembered agreements forgotten if
+    /// it is not the one they were read at. In a snapshot, before its
+    /// agreements are read.
+    fn agreements_version(&mut self) -> rusqlite::Result<Option<i64>> {
+        let version = self
+            .statement(Hot::AgreementsVersion)?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        if let Some(version) = version {
+            self.agreements.seen(version);
+        }
+        Ok(version)
+    }
+
+    /// The aggregates of `features` (one entry each, in their order; `None`:
+    /// no usage yet) of `agreement_id` in the period starting at
+    /// `period_start_ns`, in one statement that also finds the agreements
+    /// version: `None` unless that is still `version` (then the agreement
+    /// as remembered is the stored one in the statement's snapshot), or when
+    /// there are too many features for one statement.
+    fn confirmed_aggregates(
+        &mut self,
+        version: i64,
+        agreement_id: &AgreementId,
+        period_start_ns: i64,
+        features: &[&Feature],
+    ) -> rusqlite::Result<Option<[Option<AggregateRow>; MAX_CONFIRMED]>> {
+        let n = features.len();
+        if n > MAX_CONFIRMED {
+            return Ok(None);
+        }
+        let stmt = self.statement(Hot::Confirmed(n))?;
+        if n > 0 {
+            stmt.raw_bind_parameter(1, agreement_id.as_str())?;
+            stmt.raw_bind_parameter(2, period_start_ns)?;
+            for (k, feature) in features.iter().enumerate() {
+                stmt.raw_bind_parameter(k + 3, feature.code.as_str())?;
+            }
+        }
+        let mut rows = stmt.raw_query();
+        let mut found = None;
+        let mut aggregates = [None; MAX_CONFIRMED];
+        while let Some(row) = rows.next()? {
+            match usize::try_from(row.get::<_, i64>(0)?) {
+                Err(_) => found = Some(row.get::<_, i64>(1)?),
+                Ok(k) => {
+                    let value = row.get_ref(1)?.as_str()?;
+                    let row = (
+                        stored(UsageTotal::parse(value))?,
+                        stored(u64::try_from(row.get::<_, i64>(2)?))?,
+                        codec::opt_timestamp(row.get(3)?)?,
+                    );
+                    if let Some(slot) = aggregates.get_mut(k) {
+                        *slot = Some(row);
+                    }
+                }
+            }
+        }
+        Ok((found == Some(version)).then_some(aggregates))
+    }
 }
 
 impl Deref for Reader<'_> {
@@ -414,6 +541,9 @@ impl Deref for Reader<'_> {
 
 /// Most periods a hot connection remembers.
 const MAX_PERIODS: usize = 4096;
+
+/// Most agreements (by id, and by customer) a hot connection remembers.
+const MAX_AGREEMENTS: usize = 4096;
 
 /// An aggregate's usage, record count and last record.
 type AggregateRow = (UsageTotal, u64, Option<Timestamp>);
@@ -432,11 +562,20 @@ pub(super) fn usage(
     plans: Plans<'_>,
     query: &UsageQuery,
 ) -> Result<UsageReport, OpError<ReadUsageError>> {
+    if let Some(report) = remembered_usage(reader, plans, query)? {
+        return Ok(report);
+    }
     // One snapshot for agreement, plan and aggregates.
     reader.snapshot(|reader| {
+        let version = reader.agreements_version()?;
         let Some(agreement) = reader.agreement(&query.agreement_id)? else {
             return Err(ReadUsageError::AgreementNotFound.into());
         };
+        if let Some(version) = version {
+            reader
+                .agreements
+                .remember(version, &Arc::new(agreement.clone()));
+        }
         let plan = plans.get(reader, &agreement.plan_code)?;
         let features =
             crate::record_checks::features_to_report(plan.as_deref(), query.feature_code.as_ref())?;
@@ -455,10 +594,19 @@ pub(super) fn customer_entitlements(
     customer_id: &CustomerId,
     now: Timestamp,
 ) -> rusqlite::Result<Option<CustomerEntitlements>> {
+    if let Some(found) = remembered_entitlements(reader, plans, customer_id, now)? {
+        return Ok(Some(found));
+    }
     reader.snapshot(|reader| {
+        let version = reader.agreements_version()?;
         let Some(agreement) = reader.active_agreement_of_customer(customer_id, now)? else {
             return Ok(None);
         };
+        if let Some(version) = version {
+            let remembered = Arc::new(agreement.clone());
+            reader.agreements.remember(version, &remembered);
+            reader.agreements.remember_newest(version, now, &remembered);
+        }
         let Some(plan) = plans.get(reader, &agreement.plan_code)? else {
             return Ok(None);
         };
@@ -471,6 +619,99 @@ pub(super) fn customer_entitlements(
             usage,
         }))
     })
+}
+
+/// [`usage`] from the agreement this connection remembers and the plan in
+/// the cache, its aggregates read in one statement that confirms the
+/// agreement: `None` if any of them is not at hand (then a snapshot reads
+/// everything), or if the read would refuse (the refusal is left to it).
+fn remembered_usage(
+    reader: &mut Reader<'_>,
+    plans: Plans<'_>,
+    query: &UsageQuery,
+) -> rusqlite::Result<Option<UsageReport>> {
+    let (Some(version), Some(agreement)) = (
+        reader.agreements.version(),
+        reader.agreements.by_id(&query.agreement_id).cloned(),
+    ) else {
+        return Ok(None);
+    };
+    let Some(plan) = plans.cached(&agreement.plan_code) else {
+        return Ok(None);
+    };
+    let Ok(features) =
+        crate::record_checks::features_to_report(Some(&plan), query.feature_code.as_ref())
+    else {
+        return Ok(None);
+    };
+    let period = reader.period_containing(&agreement, query.at);
+    confirmed_report(reader, version, &agreement, &features, period)
+}
+
+/// [`customer_entitlements`] from the customer's newest agreement this
+/// connection remembers and the plan in the cache, as [`remembered_usage`].
+fn remembered_entitlements(
+    reader: &mut Reader<'_>,
+    plans: Plans<'_>,
+    customer_id: &CustomerId,
+    now: Timestamp,
+) -> rusqlite::Result<Option<CustomerEntitlements>> {
+    let (Some(version), Some(agreement)) = (
+        reader.agreements.version(),
+        reader
+            .agreements
+            .newest_of_customer(customer_id, now)
+            .cloned(),
+    ) else {
+        return Ok(None);
+    };
+    let Some(plan) = plans.cached(&agreement.plan_code) else {
+        return Ok(None);
+    };
+    let features: Vec<&Feature> = plan.metered_features().collect();
+    let period = reader.period_containing(&agreement, now);
+    let Some(usage) = confirmed_report(reader, version, &agreement, &features, period)? else {
+        return Ok(None);
+    };
+    Ok(Some(CustomerEntitlements {
+        agreement: Agreement::clone(&agreement),
+        plan: Plan::clone(&plan),
+        usage,
+    }))
+}
+
+/// [`report`] of `period` read with [`Reader::confirmed_aggregates`]: `None`
+/// if the agreements version is no longer `version`.
+fn confirmed_report(
+    reader: &mut Reader<'_>,
+    version: i64,
+    agreement: &Agreement,
+    features: &[&Feature],
+    period: Period,
+) -> rusqlite::Result<Option<UsageReport>> {
+    // A period beyond the instants the store holds is left to the snapshot.
+    let Ok(period_start_ns) = i64::try_from(period.start.as_nanosecond()) else {
+        return Ok(None);
+    };
+    let Some(rows) =
+        reader.confirmed_aggregates(version, &agreement.id, period_start_ns, features)?
+    else {
+        return Ok(None);
+    };
+    let usage = features
+        .iter()
+        .zip(rows)
+        .map(|(feature, row)| {
+            let (value, record_count, last_recorded_at) = row.unwrap_or_default();
+            FeatureUsage {
+                feature_code: feature.code.clone(),
+                value,
+                record_count,
+                last_recorded_at,
+            }
+        })
+        .collect();
+    Ok(Some(UsageReport { period, usage }))
 }
 
 /// Usage of `features` of `agreement` in the period containing `at`, one

@@ -198,8 +198,31 @@ CREATE INDEX usage_aggregates_usage_event_due
     ON usage_aggregates (usage_event_due_ns) WHERE usage_event_due_ns IS NOT NULL;
 ";
 
+/// Version 5: a counter of the changes to `agreements` (docs/design.md#hot-read-cache).
+///
+/// - Triggers move it on in the transaction of every insert, update or delete
+///   of an agreement, whichever connection or process makes it; so two reads
+///   that find the same `version` see the same agreements. The hot reads keep
+///   the agreements they have read with it (`read.rs`) and confirm them with
+///   it in the statement that reads the usage.
+/// - Written so that it can run again on a database that has it already (the
+///   migration tests re-apply versions).
+const V5: &str = "
+CREATE TABLE IF NOT EXISTS agreements_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 0),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO agreements_version (id, version) VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS agreements_version_on_insert AFTER INSERT ON agreements
+BEGIN UPDATE agreements_version SET version = version + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS agreements_version_on_update AFTER UPDATE ON agreements
+BEGIN UPDATE agreements_version SET version = version + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS agreements_version_on_delete AFTER DELETE ON agreements
+BEGIN UPDATE agreements_version SET version = version + 1 WHERE id = 0; END;
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
