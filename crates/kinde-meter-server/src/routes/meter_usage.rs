@@ -1,6 +1,7 @@
 //! `POST /api/v1/billing/meter_usage` (Kinde's endpoint) and its batch form.
 
 use axum::{
+    body::Body,
     extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
@@ -218,14 +219,14 @@ fn batch_fingerprint(
 const SUCCESS_BODY: &str = r#"{"message":"Success","code":"OK"}"#;
 
 fn success() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        SUCCESS_BODY,
-    )
-        .into_response()
+    // Made directly: the same head and body as `([(CONTENT_TYPE, …)], SUCCESS_BODY)`
+    // without its `text/plain` content type written first and replaced.
+    let mut response = Response::new(Body::from(SUCCESS_BODY));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The batch's 200 answer, `CreateMeterUsageRecordsBatchResponse` serialized
@@ -367,6 +368,15 @@ mod tests {
             .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
             .unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_success_answer_is_the_json_body_alone() {
+        let response = success();
+        assert_eq!(response.status(), axum::http::StatusCode::OK);
+        assert_eq!(response.headers().len(), 1);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body_text(response), SUCCESS_BODY);
     }
 
     #[test]
