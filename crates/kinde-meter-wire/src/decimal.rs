@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const SCALE_DIGITS: u32 = 9;
 /// Units per 1.
 const SCALE: u128 = 10u128.pow(SCALE_DIGITS);
+const SCALE_U64: u64 = 10u64.pow(SCALE_DIGITS);
 /// Most integer digits of a `meter_value`.
 const VALUE_INTEGER_DIGITS: usize = 18;
 /// Most integer digits of a stored total (10^27 has 28).
@@ -189,20 +190,112 @@ fn parse_units(s: &str, max_integer_digits: usize) -> Option<u128> {
 
 /// Canonical form: no exponent, no superfluous leading zeros, no trailing
 /// fractional zeros (`"100"`, `"100.25"`, `"0.000001"`).
+///
+/// Written from the right into a buffer on the stack and passed on in one
+/// piece: no `format!` of the fraction, and `u64` arithmetic for every value
+/// below 1.8 × 10^10 (`u128` division is a library call). The writer binds
+/// values as this text on every record and aggregate.
 fn write_canonical(units: u128, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let integer = units / SCALE;
-    let fraction = units % SCALE;
-    if fraction == 0 {
-        return write!(f, "{integer}");
+    let mut buffer = [0u8; CANONICAL_MAX];
+    f.write_str(canonical(units, &mut buffer))
+}
+
+/// The longest canonical text: 39 integer digits (`u128::MAX / 10^9` has 30),
+/// a point and 9 fractional digits.
+const CANONICAL_MAX: usize = 49;
+
+/// [`write_canonical`]'s text, in `buffer`.
+fn canonical(units: u128, buffer: &mut [u8; CANONICAL_MAX]) -> &str {
+    let (mut integer, mut fraction) = match u64::try_from(units) {
+        Ok(units) => (u128::from(units / SCALE_U64), units % SCALE_U64),
+        Err(_) => (units / SCALE, (units % SCALE) as u64),
+    };
+    let mut at = buffer.len();
+    let mut push = |buffer: &mut [u8; CANONICAL_MAX], digit: u8| {
+        at -= 1;
+        buffer[at] = digit;
+    };
+    if fraction != 0 {
+        let mut digits = SCALE_DIGITS;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        for _ in 0..digits {
+            push(buffer, b'0' + (fraction % 10) as u8);
+            fraction /= 10;
+        }
+        push(buffer, b'.');
     }
-    let digits = format!("{fraction:09}");
-    write!(f, "{integer}.{}", digits.trim_end_matches('0'))
+    match u64::try_from(integer) {
+        Ok(mut small) => loop {
+            push(buffer, b'0' + (small % 10) as u8);
+            small /= 10;
+            if small == 0 {
+                break;
+            }
+        },
+        Err(_) => loop {
+            push(buffer, b'0' + (integer % 10) as u8);
+            integer /= 10;
+            if integer == 0 {
+                break;
+            }
+        },
+    }
+    std::str::from_utf8(&buffer[at..]).expect("ASCII digits and a point")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The canonical text as it was written with `format!` before.
+    fn canonical_by_format(units: u128) -> String {
+        let integer = units / SCALE;
+        let fraction = units % SCALE;
+        if fraction == 0 {
+            return format!("{integer}");
+        }
+        let digits = format!("{fraction:09}");
+        format!("{integer}.{}", digits.trim_end_matches('0'))
+    }
+
+    #[test]
+    fn the_canonical_text_is_the_formatted_one_at_the_edges() {
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            SCALE - 1,
+            SCALE,
+            SCALE + 1,
+            u128::from(u64::MAX) - 1,
+            u128::from(u64::MAX),
+            u128::from(u64::MAX) + 1,
+            10u128.pow(27) * SCALE,
+            10u128.pow(27) * SCALE + 1,
+            u128::MAX - 1,
+            u128::MAX,
+        ];
+        for units in edges {
+            let mut buffer = [0u8; CANONICAL_MAX];
+            assert_eq!(canonical(units, &mut buffer), canonical_by_format(units));
+            assert_eq!(UsageTotal(units).to_string(), canonical_by_format(units));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_canonical_text_is_the_formatted_one(units in any::<u128>(), shift in 0u32..128) {
+            // Every magnitude, not only huge numbers.
+            let units = units >> shift;
+            let mut buffer = [0u8; CANONICAL_MAX];
+            prop_assert_eq!(canonical(units, &mut buffer), canonical_by_format(units));
+        }
+    }
 
     fn v(text: &str) -> MeterValue {
         MeterValue::parse(text).unwrap_or_else(|_| panic!("{text} should parse"))
