@@ -21,7 +21,7 @@ use kinde_meter_store::{Cursor, Store, WriterStats};
 use kinde_meter_wire::Scope;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::sync::oneshot;
 
 use super::process_stats::{self, OwnCpu};
 use crate::cli::{BenchArgs, BenchMode, Credentials};
@@ -312,15 +312,30 @@ async fn token_for(base: &str, credentials: &Credentials) -> anyhow::Result<Stri
     Ok(answer.access_token)
 }
 
-/// A server started in this process on a fresh data directory.
+/// A server started in this process on a fresh data directory, on a runtime
+/// and threads of its own, laid out as `kinde-meter serve` runs (`main.rs`): a
+/// thread that builds the application and serves it inside `block_on` of
+/// tokio's multi-threaded runtime with its default workers (one per CPU). The
+/// bench's own work (making agreements, reading usage back, the bare axum
+/// server) stays on the command's runtime, and the load generator on its own.
 pub struct InProcess {
     base: String,
     token: String,
     data_dir: PathBuf,
     store: Arc<dyn Store>,
     stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
+    server: std::thread::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// Name of the in-process server's thread (the one in `block_on`).
+const SERVER_THREAD: &str = "km-bench-server";
+
+/// What the in-process server hands back once it listens.
+struct Ready {
+    base: String,
+    token: String,
+    store: Arc<dyn Store>,
 }
 
 impl InProcess {
@@ -338,40 +353,108 @@ impl InProcess {
         // The benchmark measures the server, not the per-client limit (one client
         // sends everything here).
         config.rate_limits = RateLimitConfig::off();
-        let app = Application::build(config).await?;
-        let token = mint_token(
-            app.signing_key(),
-            &MintRequest {
-                issuer: app.identity().issuer(),
-                audience: vec![app.identity().audience()],
-                client_id: "kinde-meter-bench".to_owned(),
-                scopes: BENCH_SCOPES.iter().map(Scope::to_string).collect(),
-                lifetime: SignedDuration::from_hours(24),
-                now: Timestamp::now(),
-            },
-        )?;
-        let base = format!("http://{}", app.local_addr());
-        let store = app.store();
+        let (ready, is_ready) = oneshot::channel::<anyhow::Result<Ready>>();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async {
+        let serving = serve(config, ready, async {
             let _ = stopped.await;
-        }));
+        });
+        let server = std::thread::Builder::new()
+            .name(SERVER_THREAD.to_owned())
+            .spawn(move || {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the in-process server's runtime")?
+                    .block_on(serving)
+            })
+            .context("cannot start the in-process server's thread")?;
+        let Ready { base, token, store } = match is_ready.await {
+            Ok(ready) => ready?,
+            // It ended before it listened: its own error says why.
+            Err(_) => {
+                joined(server).await?;
+                bail!("the in-process server ended before it listened");
+            }
+        };
         Ok(InProcess {
             base,
             token,
             data_dir,
             store,
             stop,
-            task,
+            server,
             _dir: dir,
         })
     }
 
     async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await.context("the server task failed")??;
-        Ok(())
+        let InProcess {
+            store,
+            stop,
+            server,
+            _dir,
+            ..
+        } = self;
+        // The server's own handle is the last: the store closes on its runtime.
+        drop(store);
+        let _ = stop.send(());
+        joined(server).await
     }
+}
+
+/// The in-process server's result once its thread has ended.
+async fn joined(server: std::thread::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+    match tokio::task::spawn_blocking(move || server.join())
+        .await
+        .context("cannot wait for the server's thread")?
+    {
+        Ok(result) => result,
+        Err(_) => bail!("the in-process server panicked"),
+    }
+}
+
+/// Builds the application of `config` on the current runtime, sends what the
+/// bench needs of it to `ready` (or the error), and serves until `shutdown`.
+async fn serve(
+    config: ServerConfig,
+    ready: oneshot::Sender<anyhow::Result<Ready>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = match built(config).await {
+        Ok((app, token)) => {
+            let answer = Ready {
+                base: format!("http://{}", app.local_addr()),
+                token,
+                store: app.store(),
+            };
+            if ready.send(Ok(answer)).is_err() {
+                return Ok(()); // the bench has gone
+            }
+            app
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    app.run_until(shutdown).await
+}
+
+/// The application of `config`, and a token for the bench.
+async fn built(config: ServerConfig) -> anyhow::Result<(Application, String)> {
+    let app = Application::build(config).await?;
+    let token = mint_token(
+        app.signing_key(),
+        &MintRequest {
+            issuer: app.identity().issuer(),
+            audience: vec![app.identity().audience()],
+            client_id: "kinde-meter-bench".to_owned(),
+            scopes: BENCH_SCOPES.iter().map(Scope::to_string).collect(),
+            lifetime: SignedDuration::from_hours(24),
+            now: Timestamp::now(),
+        },
+    )?;
+    Ok((app, token))
 }
 
 /// Adds `--enforced-feature-code` to the bench's plan: a copy of
