@@ -44,7 +44,12 @@ pub use crate::PgSettings;
 use crate::{CustomerPage, CustomerQuery, RecordsQuery, StoredUsageRecord};
 pub use schema::{CURRENT_VERSION, valid_schema_name};
 
-use self::{failure::OpError, pool::Db, pool::on_conn, writer::WriterHandle};
+use self::{
+    failure::OpError,
+    pool::on_conn,
+    pool::{Db, Role},
+    writer::WriterHandle,
+};
 use crate::{
     AgreementPage, AgreementQuery, Client, ClientWithSecret, CreateAgreementError,
     CustomerEntitlements, Delivery, DeliveryId, DeliveryResult, DeliveryStats, IssuerStore,
@@ -72,7 +77,7 @@ impl PgStore {
         settings: PgSettings,
         config: StoreConfig,
     ) -> Result<PgStore, StoreError> {
-        let db = Arc::new(Db::new(url, &settings)?);
+        let db = Arc::new(Db::new(url, &settings, Role::General)?);
         migrate_on(&db, settings.schema.as_deref()).await?;
         // The writer's connections are its own (`writer::WRITER_CONNECTIONS`),
         // driven by its own thread.
@@ -82,6 +87,7 @@ impl PgStore {
                 pool_size: writer::WRITER_CONNECTIONS,
                 ..settings
             },
+            Role::Writer,
         )?;
         let writer = WriterHandle::spawn(writer_db, config)?;
         Ok(PgStore {
@@ -95,7 +101,7 @@ impl PgStore {
     /// versions applied by this call (empty if it was up to date), as
     /// `kinde-meter migrate` does.
     pub async fn migrate(url: &str, settings: &PgSettings) -> Result<Vec<i32>, StoreError> {
-        let db = Db::new(url, settings)?;
+        let db = Db::new(url, settings, Role::General)?;
         let applied = migrate_on(&db, settings.schema.as_deref()).await;
         db.close();
         applied
