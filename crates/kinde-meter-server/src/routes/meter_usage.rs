@@ -1,9 +1,8 @@
 //! `POST /api/v1/billing/meter_usage` (Kinde's endpoint) and its batch form.
 
 use axum::{
-    body::Body,
     extract::State,
-    http::{HeaderValue, header},
+    http::HeaderValue,
     response::{IntoResponse, Response},
 };
 use jiff::Timestamp;
@@ -219,14 +218,7 @@ fn batch_fingerprint(
 const SUCCESS_BODY: &str = r#"{"message":"Success","code":"OK"}"#;
 
 fn success() -> Response {
-    // Made directly: the same head and body as `([(CONTENT_TYPE, …)], SUCCESS_BODY)`
-    // without its `text/plain` content type written first and replaced.
-    let mut response = Response::new(Body::from(SUCCESS_BODY));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    super::json_text(SUCCESS_BODY)
 }
 
 /// The batch's 200 answer, `CreateMeterUsageRecordsBatchResponse` serialized
@@ -259,14 +251,7 @@ fn batch_response(results: &[RecordResult]) -> Response {
         }
     }
     body.push_str("]}");
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    super::json_text(body)
 }
 
 /// A batch result has room for one code: the first problem's, with every
@@ -375,7 +360,10 @@ mod tests {
         let response = success();
         assert_eq!(response.status(), axum::http::StatusCode::OK);
         assert_eq!(response.headers().len(), 1);
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            "application/json"
+        );
         assert_eq!(body_text(response), SUCCESS_BODY);
     }
 
