@@ -288,12 +288,20 @@ pub(super) fn read_with(
             },
         )
         .optional()?;
-    row.map(|(value, count, last)| {
-        Ok((
-            stored(UsageTotal::parse(&value))?,
-            stored(u64::try_from(count))?,
-            codec::opt_timestamp(last)?,
-        ))
-    })
-    .transpose()
+    row.map(|(value, count, last)| read_row(&value, count, last))
+        .transpose()
+}
+
+/// A usage read's row from its stored columns (`value`, `record_count`,
+/// `last_recorded_at_ns`), whichever statement read them.
+pub(super) fn read_row(
+    value: &str,
+    count: i64,
+    last: Option<i64>,
+) -> rusqlite::Result<(UsageTotal, u64, Option<jiff::Timestamp>)> {
+    Ok((
+        stored(UsageTotal::parse(value))?,
+        stored(u64::try_from(count))?,
+        codec::opt_timestamp(last)?,
+    ))
 }

@@ -42,9 +42,7 @@ use super::{
     aggregates::{self, PeriodKey},
     agreements,
     cache::{Agreements, Periods},
-    catalog,
-    codec::{self, stored},
-    connection,
+    catalog, codec, connection,
     error::OpError,
 };
 use crate::{
@@ -515,12 +513,8 @@ impl<'c> Reader<'c> {
             match usize::try_from(row.get::<_, i64>(0)?) {
                 Err(_) => found = Some(row.get::<_, i64>(1)?),
                 Ok(k) => {
-                    let value = row.get_ref(1)?.as_str()?;
-                    let row = (
-                        stored(UsageTotal::parse(value))?,
-                        stored(u64::try_from(row.get::<_, i64>(2)?))?,
-                        codec::opt_timestamp(row.get(3)?)?,
-                    );
+                    let row =
+                        aggregates::read_row(row.get_ref(1)?.as_str()?, row.get(2)?, row.get(3)?)?;
                     if let Some(slot) = aggregates.get_mut(k) {
                         *slot = Some(row);
                     }
@@ -701,15 +695,7 @@ fn confirmed_report(
     let usage = features
         .iter()
         .zip(rows)
-        .map(|(feature, row)| {
-            let (value, record_count, last_recorded_at) = row.unwrap_or_default();
-            FeatureUsage {
-                feature_code: feature.code.clone(),
-                value,
-                record_count,
-                last_recorded_at,
-            }
-        })
+        .map(|(feature, row)| feature_usage(feature, row))
         .collect();
     Ok(Some(UsageReport { period, usage }))
 }
@@ -749,16 +735,20 @@ fn report_with(
             }
             Err(_) => None,
         };
-        let (value, record_count, last_recorded_at): (_, _, Option<Timestamp>) =
-            found.unwrap_or_default();
-        usage.push(FeatureUsage {
-            feature_code: feature.code.clone(),
-            value,
-            record_count,
-            last_recorded_at,
-        });
+        usage.push(feature_usage(feature, found));
     }
     Ok(UsageReport { period, usage })
+}
+
+/// A feature's usage from its aggregate row (none: no usage yet).
+fn feature_usage(feature: &Feature, row: Option<AggregateRow>) -> FeatureUsage {
+    let (value, record_count, last_recorded_at) = row.unwrap_or_default();
+    FeatureUsage {
+        feature_code: feature.code.clone(),
+        value,
+        record_count,
+        last_recorded_at,
+    }
 }
 
 #[cfg(test)]
