@@ -56,7 +56,7 @@ use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::Catalog,
-    ids::{AgreementId, CustomerId},
+    ids::{AgreementId, CustomerId, FeatureCode},
     webhook::{Event, EventId, WebhookId},
 };
 
@@ -124,10 +124,16 @@ pub trait Store: Send + Sync + 'static {
     /// the maintained aggregates, never by scanning records. `None` when the
     /// customer has no agreement active at `now` (or is unknown), or when the
     /// agreement's plan is no longer in the store.
+    ///
+    /// `only`: `Some(code)` reads the usage of that one feature (what a usage
+    /// check needs; the aggregates of the others are not read), so `usage`
+    /// holds it alone, or nothing when it is not a metered feature of the
+    /// plan; `None` reads every metered feature's (the listing).
     async fn customer_entitlements(
         &self,
         customer_id: &CustomerId,
         now: Timestamp,
+        only: Option<&FeatureCode>,
     ) -> Result<Option<CustomerEntitlements>, StoreError>;
 
     /// Registers an M2M client with the id derived from `new.id_random`

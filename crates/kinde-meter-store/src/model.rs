@@ -1,5 +1,7 @@
 //! The values that cross the [`crate::Store`] trait.
 
+use std::sync::Arc;
+
 use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     ErrorCode,
@@ -246,10 +248,12 @@ pub struct FeatureUsage {
 pub struct CustomerEntitlements {
     /// The newest agreement of the customer active at the instant.
     pub agreement: Agreement,
-    /// Its plan: every feature, metered or not, in catalog order.
-    pub plan: Plan,
-    /// Usage of the plan's metered features in the period containing the
-    /// instant, in catalog order, read from the maintained aggregates.
+    /// Its plan: every feature, metered or not, in catalog order (shared:
+    /// the SQLite store answers it from its plan cache without a copy).
+    pub plan: Arc<Plan>,
+    /// Usage of the plan's metered features (or of the one asked for) in the
+    /// period containing the instant, in catalog order, read from the
+    /// maintained aggregates.
     pub usage: UsageReport,
 }
 

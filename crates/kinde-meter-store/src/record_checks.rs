@@ -124,3 +124,14 @@ pub(crate) fn features_to_report<'a>(
         (None, None) => Ok(Vec::new()),
     }
 }
+
+/// The metered features whose usage a customer's entitlements carry
+/// (`Store::customer_entitlements`): every one of the plan's in catalog order,
+/// or only `only` (none when it is not a metered feature of the plan).
+pub(crate) fn metered_features_asked<'a>(
+    plan: &'a Plan,
+    only: Option<&FeatureCode>,
+) -> impl Iterator<Item = &'a Feature> {
+    plan.metered_features()
+        .filter(move |f| only.is_none_or(|code| f.code == *code))
+}

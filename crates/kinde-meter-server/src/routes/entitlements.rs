@@ -58,7 +58,7 @@ pub async fn get_billing_entitlements(
     let expand_plans = expand_plans(&params)?;
     let customer = state
         .store
-        .customer_entitlements(&customer_id, state.clock.now())
+        .customer_entitlements(&customer_id, state.clock.now(), None)
         .await?;
     let query = views::EntitlementsQuery {
         page_size,
@@ -108,7 +108,7 @@ pub async fn check_billing_entitlement(
     };
     let customer = state
         .store
-        .customer_entitlements(&customer_id, state.clock.now())
+        .customer_entitlements(&customer_id, state.clock.now(), Some(&feature_code))
         .await?;
     let answer = views::entitlement_check(customer.as_ref(), &feature_code, quantity);
     // About 250 bytes.

@@ -35,7 +35,7 @@ use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::Catalog,
-    ids::{AgreementId, CustomerId},
+    ids::{AgreementId, CustomerId, FeatureCode},
     webhook::{Event, EventId, WebhookId},
 };
 
@@ -221,9 +221,10 @@ impl Store for PgStore {
         &self,
         customer_id: &CustomerId,
         now: Timestamp,
+        only: Option<&FeatureCode>,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
         Ok(on_conn!(self.db, self.db.deadline(), |conn| {
-            read::customer_entitlements(conn, customer_id, now).await
+            read::customer_entitlements(conn, customer_id, now, only).await
         })?)
     }
 

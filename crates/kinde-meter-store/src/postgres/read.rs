@@ -23,7 +23,10 @@
 //! read of 106c729 (reverted) took the latest period starting at or before the
 //! instant for the instant's period, which an instant before the anchor is not in.
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock},
+};
 
 use deadpool_postgres::{GenericClient, Object};
 use jiff::Timestamp;
@@ -319,18 +322,25 @@ pub(super) async fn customer_entitlements(
     conn: &mut Object,
     customer_id: &CustomerId,
     now: Timestamp,
+    only: Option<&FeatureCode>,
 ) -> PgResult<Option<CustomerEntitlements>> {
     let Some(Joined {
         agreement,
         plan: Some(plan),
         mut found,
         ..
-    }) = read(conn, &ACTIVE_OF_CUSTOMER, customer_id.as_str(), now, None).await?
+    }) = read(
+        conn,
+        &ACTIVE_OF_CUSTOMER,
+        customer_id.as_str(),
+        now,
+        only.map(FeatureCode::as_str),
+    )
+    .await?
     else {
         return Ok(None);
     };
-    let usage = plan
-        .metered_features()
+    let usage = crate::record_checks::metered_features_asked(&plan, only)
         .map(|f| feature_usage(f.code.clone(), &mut found))
         .collect();
     Ok(Some(CustomerEntitlements {
@@ -339,7 +349,7 @@ pub(super) async fn customer_entitlements(
             usage,
         },
         agreement,
-        plan,
+        plan: Arc::new(plan),
     }))
 }
 

@@ -44,7 +44,7 @@ use jiff::{SignedDuration, Timestamp};
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::Catalog,
-    ids::{AgreementId, CustomerId},
+    ids::{AgreementId, CustomerId, FeatureCode},
     webhook::{Event, EventId, WebhookId},
 };
 
@@ -218,9 +218,16 @@ impl Store for SqliteStore {
         &self,
         customer_id: &CustomerId,
         now: Timestamp,
+        only: Option<&FeatureCode>,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
         self.reads.run_inline(|conn, plans| {
-            Ok(read::customer_entitlements(conn, plans, customer_id, now)?)
+            Ok(read::customer_entitlements(
+                conn,
+                plans,
+                customer_id,
+                now,
+                only,
+            )?)
         })
     }
 

@@ -31,7 +31,7 @@ use jiff::Timestamp;
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::{Feature, Plan},
-    ids::{AgreementId, CustomerId, PlanCode},
+    ids::{AgreementId, CustomerId, FeatureCode, PlanCode},
     period::Period,
     value::UsageTotal,
 };
@@ -47,6 +47,7 @@ use super::{
 };
 use crate::{
     CustomerEntitlements, FeatureUsage, ReadUsageError, StoreError, UsageQuery, UsageReport,
+    record_checks::metered_features_asked,
 };
 
 /// Most read connections open at once.
@@ -581,14 +582,16 @@ pub(super) fn usage(
 }
 
 /// The customer's newest agreement active at `now`, its plan and the usage of
-/// its metered features in the period containing `now`, in one snapshot.
+/// its metered features (or only of `only`) in the period containing `now`,
+/// in one snapshot.
 pub(super) fn customer_entitlements(
     reader: &mut Reader<'_>,
     plans: Plans<'_>,
     customer_id: &CustomerId,
     now: Timestamp,
+    only: Option<&FeatureCode>,
 ) -> rusqlite::Result<Option<CustomerEntitlements>> {
-    if let Some(found) = remembered_entitlements(reader, plans, customer_id, now)? {
+    if let Some(found) = remembered_entitlements(reader, plans, customer_id, now, only)? {
         return Ok(Some(found));
     }
     reader.snapshot(|reader| {
@@ -604,12 +607,12 @@ pub(super) fn customer_entitlements(
         let Some(plan) = plans.get(reader, &agreement.plan_code)? else {
             return Ok(None);
         };
-        let features: Vec<&Feature> = plan.metered_features().collect();
+        let features: Vec<&Feature> = metered_features_asked(&plan, only).collect();
         let period = reader.period_containing(&agreement, now);
         let usage = report_with(&agreement, &features, period, |key| reader.aggregate(key))?;
         Ok(Some(CustomerEntitlements {
             agreement,
-            plan: Plan::clone(&plan),
+            plan,
             usage,
         }))
     })
@@ -649,6 +652,7 @@ fn remembered_entitlements(
     plans: Plans<'_>,
     customer_id: &CustomerId,
     now: Timestamp,
+    only: Option<&FeatureCode>,
 ) -> rusqlite::Result<Option<CustomerEntitlements>> {
     let (Some(version), Some(agreement)) = (
         reader.agreements.version(),
@@ -662,14 +666,14 @@ fn remembered_entitlements(
     let Some(plan) = plans.cached(&agreement.plan_code) else {
         return Ok(None);
     };
-    let features: Vec<&Feature> = plan.metered_features().collect();
+    let features: Vec<&Feature> = metered_features_asked(&plan, only).collect();
     let period = reader.period_containing(&agreement, now);
     let Some(usage) = confirmed_report(reader, version, &agreement, &features, period)? else {
         return Ok(None);
     };
     Ok(Some(CustomerEntitlements {
         agreement: Agreement::clone(&agreement),
-        plan: Plan::clone(&plan),
+        plan,
         usage,
     }))
 }
@@ -773,12 +777,12 @@ mod tests {
 
     /// The limit of `api_calls` in the customer's plan, as a check reads it.
     async fn limit(store: &SqliteStore, customer: &CustomerId, now: Timestamp) -> Option<u64> {
+        let code = FeatureCode::parse("api_calls".to_owned()).unwrap();
         let entitlements = store
-            .customer_entitlements(customer, now)
+            .customer_entitlements(customer, now, Some(&code))
             .await
             .unwrap()
             .unwrap();
-        let code = FeatureCode::parse("api_calls".to_owned()).unwrap();
         entitlements
             .plan
             .feature(&code)

@@ -367,8 +367,11 @@ impl Store for TestStore {
         &self,
         customer_id: &CustomerId,
         now: Timestamp,
+        only: Option<&FeatureCode>,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
-        self.store().customer_entitlements(customer_id, now).await
+        self.store()
+            .customer_entitlements(customer_id, now, only)
+            .await
     }
     async fn create_client(&self, new: NewClient) -> Result<Client, StoreError> {
         self.store().create_client(new).await

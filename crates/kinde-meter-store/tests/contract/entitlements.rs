@@ -1,7 +1,7 @@
 //! A customer's entitlements: the active agreement, its plan and the live usage
 //! of the plan's metered features, read from the aggregates.
 
-use kinde_meter_core::ids::CustomerId;
+use kinde_meter_core::ids::{CustomerId, FeatureCode};
 use kinde_meter_store::{CustomerEntitlements, Store};
 
 use crate::common::*;
@@ -12,8 +12,27 @@ async fn entitlements(
     now: &str,
 ) -> Option<CustomerEntitlements> {
     store
-        .customer_entitlements(&CustomerId::parse(customer).unwrap(), t(now))
+        .customer_entitlements(&CustomerId::parse(customer).unwrap(), t(now), None)
         .await
+        .unwrap()
+}
+
+/// [`entitlements`] with the usage of `feature` only.
+async fn entitlements_of(
+    store: &(impl Store + ?Sized),
+    customer: &str,
+    now: &str,
+    feature: &str,
+) -> CustomerEntitlements {
+    let feature = FeatureCode::parse(feature).unwrap();
+    store
+        .customer_entitlements(
+            &CustomerId::parse(customer).unwrap(),
+            t(now),
+            Some(&feature),
+        )
+        .await
+        .unwrap()
         .unwrap()
 }
 
@@ -127,7 +146,42 @@ async fn no_entitlements_once_the_agreement_has_ended(b: Backend) {
     );
 }
 
+async fn usage_of_only_the_feature_asked_for(b: Backend) {
+    let store = open(&b).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T10:00:00Z", 1).await;
+    let received = "2024-03-05T00:00:01Z";
+    for r in [
+        delta(&a, "api_calls", "10.5", "2024-03-04T00:00:00Z"),
+        absolute(&a, "storage_gb", "7", "2024-03-05T00:00:00Z"),
+    ] {
+        assert_eq!(submit(&store, r, received).await, Ok(()));
+    }
+    let now = "2024-03-06T00:00:00Z";
+    // Twice each: the first read may fill a connection's memory of the
+    // agreement, the second answers from it.
+    for _ in 0..2 {
+        let all = entitlements(&store, "cust", now).await.unwrap();
+        let api = entitlements_of(&store, "cust", now, "api_calls").await;
+        assert_eq!(summary(&api), owned(&[("api_calls", "10.5", 1)]));
+        assert_eq!(api.usage.usage[0], all.usage.usage[0]);
+        assert_eq!(api.usage.period, all.usage.period);
+        // The agreement and the whole plan are answered as without `only`.
+        assert_eq!(api.agreement, all.agreement);
+        assert_eq!(api.plan, all.plan);
+        let storage = entitlements_of(&store, "cust", now, "storage_gb").await;
+        assert_eq!(summary(&storage), owned(&[("storage_gb", "7", 1)]));
+        // Not metered, or not on the plan: no usage, the rest as ever.
+        for other in ["sso", "no_such_feature"] {
+            let e = entitlements_of(&store, "cust", now, other).await;
+            assert_eq!(summary(&e), owned(&[]));
+            assert_eq!(e.usage.period, all.usage.period);
+            assert_eq!(e.plan, all.plan);
+        }
+    }
+}
+
 contract_tests!(
     entitlements_of_the_active_agreement_with_live_usage,
+    usage_of_only_the_feature_asked_for,
     no_entitlements_once_the_agreement_has_ended,
 );

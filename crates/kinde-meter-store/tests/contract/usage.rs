@@ -248,7 +248,7 @@ async fn a_read_is_of_the_period_its_instant_belongs_to(b: Backend) {
             .await
             .unwrap();
         let check = store
-            .customer_entitlements(&customer, t(at))
+            .customer_entitlements(&customer, t(at), None)
             .await
             .unwrap()
             .unwrap();

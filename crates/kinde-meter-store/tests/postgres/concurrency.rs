@@ -441,14 +441,14 @@ async fn entitlements_through_one_server_see_another_server_s_records_at_once() 
             Ok(())
         );
         let e = one
-            .customer_entitlements(&customer, now)
+            .customer_entitlements(&customer, now, None)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(e.usage.usage[0].record_count, i as u64 + 1);
     }
     let e = one
-        .customer_entitlements(&customer, now)
+        .customer_entitlements(&customer, now, None)
         .await
         .unwrap()
         .unwrap();

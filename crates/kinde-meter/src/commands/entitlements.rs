@@ -70,7 +70,7 @@ async fn list(args: EntitlementsListArgs) -> anyhow::Result<()> {
         (None, Some(id)) => EntitlementsStart::EndingBefore(id),
         (None, None) => EntitlementsStart::First,
     };
-    let customer = customer_entitlements(&args.target, &customer_id).await?;
+    let customer = customer_entitlements(&args.target, &customer_id, None).await?;
     let page = views::entitlements_page(
         customer.as_ref(),
         EntitlementsQuery {
@@ -101,7 +101,8 @@ async fn check(args: EntitlementsCheckArgs) -> anyhow::Result<()> {
             let feature_code = FeatureCode::parse(args.feature_code).context("--feature-code")?;
             let quantity = MeterValue::parse(args.quantity.as_deref().unwrap_or("1"))
                 .map_err(|e| anyhow::anyhow!("INVALID_METER_VALUE: quantity {e}"))?;
-            let customer = customer_entitlements(&args.target, &customer_id).await?;
+            let customer =
+                customer_entitlements(&args.target, &customer_id, Some(&feature_code)).await?;
             views::entitlement_check(customer.as_ref(), &feature_code, quantity)
         }
     };
@@ -113,15 +114,17 @@ async fn check(args: EntitlementsCheckArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The customer's active agreement, plan and live usage, read from the store
-/// of the data directory or database as the server reads it.
+/// The customer's active agreement, plan and live usage (of every metered
+/// feature, or only of `only`), read from the store of the data directory or
+/// database as the server reads it.
 async fn customer_entitlements(
     target: &Target,
     customer_id: &CustomerId,
+    only: Option<&FeatureCode>,
 ) -> anyhow::Result<Option<CustomerEntitlements>> {
     let store = super::open_store(&target.data).await?;
     let customer = store
-        .customer_entitlements(customer_id, Timestamp::now())
+        .customer_entitlements(customer_id, Timestamp::now(), only)
         .await;
     store.shutdown().await;
     Ok(customer?)
