@@ -182,8 +182,7 @@ fn limit_units(limit_max: i64) -> u128 {
 
 /// The total of `units` (at most a limit's, so always in range).
 fn total_from_units(units: u128) -> UsageTotal {
-    let text = format!("{}.{:09}", units / SCALE, units % SCALE);
-    UsageTotal::parse(&text).expect("a limit's units are a valid total")
+    UsageTotal::from_units(units).expect("a limit's units are a valid total")
 }
 
 #[cfg(test)]

@@ -151,6 +151,16 @@ impl UsageTotal {
     pub const fn units(self) -> u128 {
         self.0
     }
+
+    /// The total of `units` 10⁻⁹ units ([`UsageTotal::units`]' inverse),
+    /// refused beyond 10^27.
+    pub const fn from_units(units: u128) -> Result<UsageTotal, OutOfRange> {
+        if units <= MAX_TOTAL_UNITS {
+            Ok(UsageTotal(units))
+        } else {
+            Err(OutOfRange)
+        }
+    }
 }
 
 impl fmt::Display for UsageTotal {
@@ -284,6 +294,24 @@ mod tests {
             let mut buffer = [0u8; CANONICAL_MAX];
             assert_eq!(canonical(units, &mut buffer), canonical_by_format(units));
             assert_eq!(UsageTotal(units).to_string(), canonical_by_format(units));
+        }
+    }
+
+    #[test]
+    fn a_total_from_units_is_refused_only_beyond_the_maximum() {
+        assert_eq!(UsageTotal::from_units(0), Ok(UsageTotal::ZERO));
+        assert_eq!(UsageTotal::from_units(MAX_TOTAL_UNITS), Ok(UsageTotal::MAX));
+        assert_eq!(UsageTotal::from_units(MAX_TOTAL_UNITS + 1), Err(OutOfRange));
+        assert_eq!(UsageTotal::from_units(u128::MAX), Err(OutOfRange));
+    }
+
+    proptest! {
+        /// `from_units` is `units`' inverse, and agrees with the parser.
+        #[test]
+        fn a_total_from_units_is_the_parsed_text(units in 0..=MAX_TOTAL_UNITS) {
+            let total = UsageTotal::from_units(units).unwrap();
+            prop_assert_eq!(total.units(), units);
+            prop_assert_eq!(UsageTotal::parse(&canonical_by_format(units)), Ok(total));
         }
     }
 
