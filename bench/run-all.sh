@@ -61,9 +61,12 @@ done
 echo "== 1 M then 10 M records stored (SQLite serve, ~2.1 GB), reads and checks at 1 000/s after each"
 start_serve --data-dir "$WORK/10m"
 S=(--server "$URL" --server-pid "$PID" --token "$TOKEN" --customers big --connections 64)
+# `sync` after each load: the reads are timed, not the kernel's write-back of the load.
 "$BIN" bench "${S[@]}" --mode batch --requests 10000 --batch-size 100 --json >"$OUT/10m-load1.json"
+sync
 "$BIN" bench "${S[@]}" --mode read,check --rate 1000 --json >"$OUT/10m-read1.json"
 "$BIN" bench "${S[@]}" --mode batch --requests 90000 --batch-size 100 --json >"$OUT/10m-load2.json"
+sync
 "$BIN" bench "${S[@]}" --mode read,check --rate 1000 --json >"$OUT/10m-read10.json"
 stop_serve
 
