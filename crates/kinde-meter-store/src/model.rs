@@ -246,8 +246,10 @@ pub struct FeatureUsage {
 /// entitlements listing and the usage check answer from).
 #[derive(Debug, Clone)]
 pub struct CustomerEntitlements {
-    /// The newest agreement of the customer active at the instant.
-    pub agreement: Agreement,
+    /// The newest agreement of the customer active at the instant (shared,
+    /// as the plan: the SQLite store answers it from a read connection's
+    /// remembered agreements without a copy).
+    pub agreement: Arc<Agreement>,
     /// Its plan: every feature, metered or not, in catalog order (shared:
     /// the SQLite store answers it from its plan cache without a copy).
     pub plan: Arc<Plan>,

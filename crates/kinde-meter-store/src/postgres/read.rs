@@ -348,7 +348,7 @@ pub(super) async fn customer_entitlements(
             period: agreement.period_containing(now),
             usage,
         },
-        agreement,
+        agreement: Arc::new(agreement),
         plan: Arc::new(plan),
     }))
 }

@@ -107,6 +107,16 @@ impl ReadPool {
         self.plans.generation.load(Ordering::SeqCst)
     }
 
+    /// The plan `code` if the cache has it (then it is the current one).
+    fn cached_plan(&self, code: &PlanCode) -> Option<Arc<Plan>> {
+        self.plans
+            .plans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(code)
+            .cloned()
+    }
+
     /// The plan `code` (`None`: no such plan), from the cache or read with
     /// `conn` in a snapshot begun after `generation` was read.
     fn plan(
@@ -115,14 +125,7 @@ impl ReadPool {
         code: &PlanCode,
         generation: u64,
     ) -> rusqlite::Result<Option<Arc<Plan>>> {
-        let cached = self
-            .plans
-            .plans
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(code)
-            .cloned();
-        if let Some(plan) = cached {
+        if let Some(plan) = self.cached_plan(code) {
             return Ok(Some(plan));
         }
         let Some(plan) = catalog::load_plan(conn, code)? else {
@@ -240,13 +243,7 @@ impl Plans<'_> {
 
     /// The plan `code` if the cache has it (then it is the current one).
     fn cached(self, code: &PlanCode) -> Option<Arc<Plan>> {
-        self.pool
-            .plans
-            .plans
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(code)
-            .cloned()
+        self.pool.cached_plan(code)
     }
 }
 
@@ -566,10 +563,9 @@ pub(super) fn usage(
         let Some(agreement) = reader.agreement(&query.agreement_id)? else {
             return Err(ReadUsageError::AgreementNotFound.into());
         };
+        let agreement = Arc::new(agreement);
         if let Some(version) = version {
-            reader
-                .agreements
-                .remember(version, &Arc::new(agreement.clone()));
+            reader.agreements.remember(version, &agreement);
         }
         let plan = plans.get(reader, &agreement.plan_code)?;
         let features =
@@ -599,10 +595,10 @@ pub(super) fn customer_entitlements(
         let Some(agreement) = reader.active_agreement_of_customer(customer_id, now)? else {
             return Ok(None);
         };
+        let agreement = Arc::new(agreement);
         if let Some(version) = version {
-            let remembered = Arc::new(agreement.clone());
-            reader.agreements.remember(version, &remembered);
-            reader.agreements.remember_newest(version, now, &remembered);
+            reader.agreements.remember(version, &agreement);
+            reader.agreements.remember_newest(version, now, &agreement);
         }
         let Some(plan) = plans.get(reader, &agreement.plan_code)? else {
             return Ok(None);
@@ -672,7 +668,7 @@ fn remembered_entitlements(
         return Ok(None);
     };
     Ok(Some(CustomerEntitlements {
-        agreement: Agreement::clone(&agreement),
+        agreement,
         plan,
         usage,
     }))

@@ -68,7 +68,7 @@ async fn entitlements_of_the_active_agreement_with_live_usage(b: Backend) {
     let e = entitlements(&store, "cust", "2024-03-05T00:00:00Z")
         .await
         .unwrap();
-    assert_eq!(e.agreement, a);
+    assert_eq!(*e.agreement, a);
     // Every feature of the plan, metered or not, in catalog order.
     let codes: Vec<&str> = e.plan.features.iter().map(|f| f.code.as_str()).collect();
     assert_eq!(codes, ["api_calls", "storage_gb", "sso"]);
