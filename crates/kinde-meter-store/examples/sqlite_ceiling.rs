@@ -41,9 +41,15 @@ enum Work {
     /// Plus one UPDATE per aggregate the transaction touched (what the
     /// writer's flush runs before COMMIT).
     InsertAndAggregates,
-    /// The writer's INSERT without the period index (`usage_records_by_period`
-    /// dropped): what the index costs.
+    /// The writer's INSERT without the period index (`usage_records_by_period`):
+    /// what the index costs. Since schema version 6 this is the writer's
+    /// INSERT; the other `Insert*` variants put the index back, as versions 1
+    /// to 5 had it.
     InsertWithoutIndex,
+    /// Schema version 6's write: the INSERT, the aggregate UPDATEs, and the
+    /// records filed in period order (`usage_record_order`) once 256 are
+    /// unfiled, as `record_order.rs` does (docs/design.md#record-order).
+    InsertAggregatesAndFiling,
     /// The same row into a `WITHOUT ROWID` table whose primary key is the period
     /// index's key: one B-tree per record instead of two.
     InsertClustered,
@@ -61,6 +67,7 @@ fn main() {
             Work::Insert,
             Work::InsertAndAggregates,
             Work::InsertWithoutIndex,
+            Work::InsertAggregatesAndFiling,
             Work::InsertClustered,
             Work::InsertIntegerKeyIndex,
         ] {
@@ -77,6 +84,9 @@ fn main() {
                     "INSERT + aggregate UPDATE per (agreement, feature, period)"
                 }
                 Work::InsertWithoutIndex => "INSERT only, without the period index",
+                Work::InsertAggregatesAndFiling => {
+                    "INSERT + aggregate UPDATE + filing by 256 (schema v6)"
+                }
                 Work::InsertClustered => "INSERT into a WITHOUT ROWID table keyed by period",
                 Work::InsertIntegerKeyIndex => "INSERT, the period index on the agreement's seq",
             };
@@ -151,9 +161,13 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
     conn.execute_batch("CREATE TABLE minimal (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         .expect("minimal table");
     match work {
-        Work::InsertWithoutIndex => conn
-            .execute_batch("DROP INDEX usage_records_by_period")
-            .expect("drop the index"),
+        Work::MinimalRow | Work::InsertWithoutIndex | Work::InsertAggregatesAndFiling => {}
+        Work::InsertNoForeignKeys | Work::Insert | Work::InsertAndAggregates => conn
+            .execute_batch(
+                "CREATE INDEX usage_records_by_period ON usage_records
+                     (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)",
+            )
+            .expect("the period index of schema versions 1 to 5"),
         Work::InsertClustered => conn
             .execute_batch(
                 "DROP TABLE usage_records;
@@ -176,18 +190,17 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
             .expect("clustered table"),
         Work::InsertIntegerKeyIndex => conn
             .execute_batch(
-                "DROP INDEX usage_records_by_period;
-                 ALTER TABLE usage_records ADD COLUMN agreement_seq INTEGER;
+                "ALTER TABLE usage_records ADD COLUMN agreement_seq INTEGER;
                  CREATE INDEX usage_records_by_period ON usage_records
                      (agreement_seq, feature_code, period_start_ns, effective_at_ns, seq);",
             )
             .expect("integer-keyed index"),
-        _ => {}
     }
     let mut conn = conn;
     let started = Instant::now();
     let cpu_before = thread_cpu();
     let mut seq = 0i64;
+    let mut filed = 0i64;
     while (seq as usize) < ROWS {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -234,7 +247,10 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
                     ])
                     .expect("insert");
             }
-            if matches!(work, Work::InsertAndAggregates) {
+            if matches!(
+                work,
+                Work::InsertAndAggregates | Work::InsertAggregatesAndFiling
+            ) {
                 let mut update = tx
                     .prepare_cached(
                         "UPDATE usage_aggregates SET
@@ -260,6 +276,23 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
                         ])
                         .expect("update");
                 }
+            }
+            if matches!(work, Work::InsertAggregatesAndFiling) && seq - filed >= 256 {
+                tx.prepare_cached(
+                    "INSERT INTO usage_record_order
+                         (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)
+                     SELECT agreement_id, feature_code, period_start_ns, effective_at_ns, seq
+                     FROM usage_records WHERE seq > ?1 AND seq <= ?2",
+                )
+                .and_then(|mut s| s.execute([filed, seq]))
+                .and_then(|_| {
+                    tx.execute(
+                        "UPDATE usage_record_order_filed SET upto_seq = ?1 WHERE id = 0",
+                        [seq],
+                    )
+                })
+                .expect("file");
+                filed = seq;
             }
         }
         tx.commit().expect("commit");

@@ -10,7 +10,10 @@ use kinde_meter_core::{
 };
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Statement};
 
-use super::codec::{self, stored};
+use super::{
+    codec::{self, stored},
+    record_order,
+};
 
 /// Which aggregate: an agreement's feature in the period starting at `period_start_ns`.
 pub(super) struct PeriodKey<'a> {
@@ -230,19 +233,33 @@ impl From<rusqlite::Error> for SumError {
     }
 }
 
-/// The sum of the period's deltas ordered after `after`, by a range read of the
-/// period index (`effective_at_ns >= t` narrows it; the `OR` settles ties by seq).
+/// The statement of [`deltas_after`].
+pub(super) const DELTAS_AFTER: &str = concat!(
+    "SELECT r.value FROM usage_record_order o JOIN usage_records r ON r.seq = o.seq
+             WHERE o.agreement_id = ?1 AND o.feature_code = ?2 AND o.period_start_ns = ?3
+               AND o.effective_at_ns >= ?4 AND (o.effective_at_ns > ?4 OR o.seq > ?5)
+               AND o.seq <= ",
+    record_order::upto_sql!(),
+    " AND r.meter_type = 'delta'
+         UNION ALL
+         SELECT value FROM usage_records
+             WHERE seq > ",
+    record_order::upto_sql!(),
+    " AND agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3
+               AND effective_at_ns >= ?4 AND (effective_at_ns > ?4 OR seq > ?5)
+               AND meter_type = 'delta'"
+);
+
+/// The sum of the period's deltas ordered after `after`: a range read of the
+/// filed period order, joined to the records, and the unfiled tail
+/// (`record_order.rs`). `effective_at_ns >= t` narrows the range; the `OR`
+/// settles ties by seq. The two parts are disjoint by `upto_seq`.
 pub(super) fn deltas_after(
     conn: &Connection,
     key: &PeriodKey<'_>,
     after: OrderKey,
 ) -> Result<UsageTotal, SumError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT value FROM usage_records
-             WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3
-               AND effective_at_ns >= ?4 AND (effective_at_ns > ?4 OR seq > ?5)
-               AND meter_type = 'delta'",
-    )?;
+    let mut stmt = conn.prepare_cached(DELTAS_AFTER)?;
     let mut rows = stmt.query((
         key.agreement_id,
         key.feature_code,

@@ -1,5 +1,6 @@
 //! The dashboard's reads (`crate::browse`): customers from `agreements_by_customer`,
-//! the latest records from `usage_records_by_period`, both walked in index order.
+//! the latest records from the filed period order (`usage_record_order`) and the
+//! unfiled tail (`record_order.rs`).
 
 use kinde_meter_core::{
     ids::{CustomerId, FeatureCode},
@@ -12,6 +13,7 @@ use super::{
     agreements, catalog,
     codec::{self, stored},
     error::OpError,
+    record_order,
 };
 use crate::{
     CustomerPage, CustomerQuery, CustomerSummary, ReadUsageError, RecordsQuery, StoredUsageRecord,
@@ -48,8 +50,27 @@ pub(super) fn customers(
     })
 }
 
+/// The statement of [`latest_records`], for one feature: the newest `limit`
+/// filed records and every unfiled one (a bounded tail, `record_order.rs`),
+/// which `browse::newest` merges.
+pub(super) const LATEST_RECORDS: &str = concat!(
+    "SELECT * FROM (
+             SELECT r.feature_code, r.meter_type, r.value, r.usage_timestamp, r.received_at_ns,
+                    r.period_start_ns, r.period_end_ns, r.effective_at_ns, r.seq
+             FROM usage_record_order o JOIN usage_records r ON r.seq = o.seq
+             WHERE o.agreement_id = ?1 AND o.feature_code = ?2 AND o.seq <= ",
+    record_order::upto_sql!(),
+    " ORDER BY o.period_start_ns DESC, o.effective_at_ns DESC, o.seq DESC LIMIT ?3)
+         UNION ALL
+         SELECT feature_code, meter_type, value, usage_timestamp, received_at_ns,
+                period_start_ns, period_end_ns, effective_at_ns, seq
+         FROM usage_records WHERE seq > ",
+    record_order::upto_sql!(),
+    " AND agreement_id = ?1 AND feature_code = ?2"
+);
+
 /// The latest records of an agreement: the newest `limit` of each feature from
-/// the period index, merged.
+/// the period order, merged.
 pub(super) fn latest_records(
     conn: &mut Connection,
     query: &RecordsQuery,
@@ -63,12 +84,7 @@ pub(super) fn latest_records(
     let features =
         crate::record_checks::features_to_report(plan.as_ref(), query.feature_code.as_ref())?;
     let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-    let mut statement = tx.prepare_cached(
-        "SELECT feature_code, meter_type, value, usage_timestamp, received_at_ns,
-                period_start_ns, period_end_ns, effective_at_ns, seq
-         FROM usage_records WHERE agreement_id = ?1 AND feature_code = ?2
-         ORDER BY period_start_ns DESC, effective_at_ns DESC, seq DESC LIMIT ?3",
-    )?;
+    let mut statement = tx.prepare_cached(LATEST_RECORDS)?;
     let mut found = Vec::new();
     for feature in features {
         let rows = statement.query_map(

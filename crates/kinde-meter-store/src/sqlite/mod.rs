@@ -29,6 +29,7 @@ mod idempotency;
 mod job;
 mod outbox;
 mod read;
+mod record_order;
 mod schema;
 mod usage;
 mod webhooks;

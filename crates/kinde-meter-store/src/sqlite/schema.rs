@@ -17,7 +17,8 @@ use super::codec;
 /// - `agreements.seq` gives the newest-first order of listings; AUTOINCREMENT so a
 ///   sequence number is never reused even if rows were ever deleted.
 /// - `usage_records.seq` is the arrival sequence, assigned by the writer; the
-///   period index serves the "deltas after an absolute" range read.
+///   period index serves the "deltas after an absolute" range read (version 6
+///   replaces it with `usage_record_order`).
 /// - `usage_aggregates` is what usage reads are served from (`docs/billing.md`).
 const V1: &str = "
 CREATE TABLE plans (
@@ -221,8 +222,55 @@ CREATE TRIGGER IF NOT EXISTS agreements_version_on_delete AFTER DELETE ON agreem
 BEGIN UPDATE agreements_version SET version = version + 1 WHERE id = 0; END;
 ";
 
+/// Version 6: the raw records' period order is filed in chunks, not indexed
+/// on every insert (docs/design.md#record-order).
+///
+/// - `usage_records_by_period` made every commit write one index leaf per
+///   aggregate it touched, ~85 % of the WAL of a single-record commit
+///   (BENCHMARKS.md). `usage_record_order` holds the same keys, but the writer
+///   files the records into it many at a time (`record_order.rs`), so a
+///   leaf is written once for many records.
+/// - `usage_record_order_filed.upto_seq`: every record with `seq <= upto_seq`
+///   is filed, none above it; the reads take the filed part from the order
+///   table and the unfiled tail, bounded, by a scan of `usage_records` from
+///   `upto_seq`.
+/// - Existing records are filed here, in the old index's order (a covering
+///   scan: no sort), then the index goes.
+/// - The trigger keeps a deleted record's order row from outliving it (the
+///   retention procedure in docs/operations.md deletes from `usage_records`).
+/// - Written so that it can run again on a database that has it already.
+const V6: &str = "
+CREATE TABLE IF NOT EXISTS usage_record_order (
+    agreement_id    TEXT NOT NULL,
+    feature_code    TEXT NOT NULL,
+    period_start_ns INTEGER NOT NULL,
+    effective_at_ns INTEGER NOT NULL,
+    seq             INTEGER NOT NULL,
+    PRIMARY KEY (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO usage_record_order
+    (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)
+    SELECT agreement_id, feature_code, period_start_ns, effective_at_ns, seq
+    FROM usage_records
+    ORDER BY agreement_id, feature_code, period_start_ns, effective_at_ns, seq;
+CREATE TABLE IF NOT EXISTS usage_record_order_filed (
+    id       INTEGER PRIMARY KEY CHECK (id = 0),
+    upto_seq INTEGER NOT NULL
+);
+INSERT OR REPLACE INTO usage_record_order_filed (id, upto_seq)
+    VALUES (0, coalesce((SELECT max(seq) FROM usage_records), 0));
+DROP INDEX IF EXISTS usage_records_by_period;
+CREATE TRIGGER IF NOT EXISTS usage_record_order_on_delete AFTER DELETE ON usage_records
+BEGIN
+    DELETE FROM usage_record_order
+    WHERE agreement_id = old.agreement_id AND feature_code = old.feature_code
+      AND period_start_ns = old.period_start_ns AND effective_at_ns = old.effective_at_ns
+      AND seq = old.seq;
+END;
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

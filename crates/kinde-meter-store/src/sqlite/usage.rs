@@ -19,7 +19,7 @@ use super::{
     cache::{AggregateKey, WriterCache},
     codec,
     error::OpError,
-    idempotency, outbox,
+    idempotency, outbox, record_order,
 };
 use crate::{
     RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission, outcome,
@@ -41,6 +41,8 @@ pub(super) struct WriteContext<'a> {
     insert_record: CachedStatement<'a>,
     /// The arrival sequence the next stored record gets.
     next_seq: i64,
+    /// Records up to this `seq` are filed in the period order (`record_order.rs`).
+    filed_upto: i64,
     /// Agreements, plans and aggregates, read through (see `cache.rs`).
     cache: &'a mut WriterCache,
 }
@@ -56,13 +58,17 @@ impl<'a> WriteContext<'a> {
         // Read per transaction, under the write lock, rather than once at start:
         // another process (the CLI on the same data directory) may have written.
         // `max` of an INTEGER PRIMARY KEY is one b-tree descent.
-        let max: Option<i64> = conn
-            .prepare_cached("SELECT max(seq) FROM usage_records")?
-            .query_row([], |r| r.get(0))?;
+        let (max, filed_upto): (Option<i64>, i64) = conn
+            .prepare_cached(concat!(
+                "SELECT (SELECT max(seq) FROM usage_records), ",
+                record_order::upto_sql!()
+            ))?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(WriteContext {
             config,
             insert_record: conn.prepare_cached(INSERT_RECORD)?,
             next_seq: max.unwrap_or(0) + 1,
+            filed_upto,
             cache,
         })
     }
@@ -80,12 +86,20 @@ impl<'a> WriteContext<'a> {
     }
 
     /// Writes the aggregates the transaction changed (marking their coalesced
-    /// usage events due); before COMMIT.
+    /// usage events due) and files the records' period order once a chunk of
+    /// them is unfiled; before COMMIT.
     pub(super) fn finish(self, conn: &Connection) -> rusqlite::Result<()> {
         drop(self.insert_record);
         let interval = self.config.webhook_usage_interval.as_nanos();
         let interval_ns = i64::try_from(interval.max(0)).unwrap_or(i64::MAX);
-        self.cache.flush(conn, interval_ns)
+        self.cache.flush(conn, interval_ns)?;
+        record_order::file_tail(
+            conn,
+            self.filed_upto,
+            self.next_seq - 1,
+            self.config.record_order_chunk,
+        )?;
+        Ok(())
     }
 }
 

@@ -174,3 +174,55 @@ async fn a_version_3_database_gains_webhooks() {
     assert!(store.list_webhooks().await.unwrap().is_empty());
     store.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_version_5_database_files_its_records_in_period_order() {
+    let store = open(&Backend::Sqlite).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    for (i, at) in ["2024-03-02", "2024-03-06", "2024-03-04"]
+        .iter()
+        .enumerate()
+    {
+        let received = format!("2024-03-10T00:00:0{i}Z");
+        let at = format!("{at}T00:00:00Z");
+        assert_eq!(
+            submit(&store, delta(&a, "api_calls", "10", &at), &received).await,
+            Ok(())
+        );
+    }
+    store.shutdown().await;
+    // Back to what a version-5 kinde-meter left behind: the period index.
+    for sql in [
+        "DROP TRIGGER usage_record_order_on_delete",
+        "DROP TABLE usage_record_order",
+        "DROP TABLE usage_record_order_filed",
+        "CREATE INDEX usage_records_by_period
+             ON usage_records (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)",
+        "DELETE FROM schema_migrations WHERE version > 5",
+    ] {
+        store.execute(sql).await;
+    }
+    let store = store.reopen().await;
+    assert_eq!(
+        store.count("SELECT count(*) FROM usage_record_order").await,
+        3
+    );
+    assert_eq!(
+        store
+            .count("SELECT upto_seq FROM usage_record_order_filed")
+            .await,
+        store.count("SELECT max(seq) FROM usage_records").await
+    );
+    assert_eq!(
+        store
+            .count("SELECT count(*) FROM sqlite_master WHERE name = 'usage_records_by_period'")
+            .await,
+        0
+    );
+    // A late absolute between the records keeps the delta after it, read
+    // from the filed order.
+    let late = absolute(&a, "api_calls", "100", "2024-03-05T00:00:00Z");
+    assert_eq!(submit(&store, late, "2024-03-10T00:01:00Z").await, Ok(()));
+    let u = usage(&store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
+    assert_eq!(u.value.to_string(), "110");
+}

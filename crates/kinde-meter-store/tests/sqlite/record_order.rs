@@ -1,0 +1,158 @@
+//! The records' period order, filed in chunks (docs/design.md#record-order):
+//! every chunk size gives the same answers, whether the records a read needs
+//! are filed, in the unfiled tail or split between both.
+
+use kinde_meter_core::{agreement::Agreement, ids::FeatureCode};
+use kinde_meter_store::{RecordsQuery, Store, StoreConfig, StoredUsageRecord};
+
+use crate::common::*;
+
+/// 1: everything filed at every commit; 1 000 000: nothing ever filed.
+const CHUNKS: [usize; 5] = [1, 2, 3, 7, 1_000_000];
+
+async fn store_with_chunk(chunk: usize) -> TestStore {
+    TestStore::fresh(
+        &Backend::Sqlite,
+        StoreConfig {
+            record_order_chunk: chunk,
+            ..StoreConfig::default()
+        },
+    )
+    .await
+}
+
+/// A history of deltas and absolutes of two features in which most absolutes
+/// arrive late, stamped a few hours before the records just stored, so that
+/// each needs the sum of the deltas after it: the last few records, filed,
+/// unfiled or both (xorshift, so every run replays it).
+fn history() -> Vec<(bool, &'static str, String, String)> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let start = t("2024-03-02T00:00:00Z");
+    (0..RECORDS)
+        .map(|i| {
+            let is_absolute = next() % 4 == 0;
+            let feature = if next() % 3 == 0 {
+                "storage_gb"
+            } else {
+                "api_calls"
+            };
+            let value = format!("{}.{}", next() % 50, next() % 10);
+            let late = if is_absolute { next() % 8 } else { 0 };
+            let hours = i64::try_from(i).unwrap() - i64::try_from(late).unwrap();
+            let at = start + jiff::SignedDuration::from_hours(hours);
+            (is_absolute, feature, value, at.to_string())
+        })
+        .collect()
+}
+
+/// Records in the history: 200 hours, all in March.
+const RECORDS: usize = 200;
+
+async fn latest(store: &TestStore, agreement: &Agreement, limit: usize) -> Vec<StoredUsageRecord> {
+    store
+        .latest_usage_records(RecordsQuery {
+            agreement_id: agreement.id.clone(),
+            feature_code: None,
+            limit,
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_chunk_size_gives_the_same_usage_and_latest_records() {
+    let mut stores = Vec::new();
+    for chunk in CHUNKS {
+        let store = store_with_chunk(chunk).await;
+        let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+        stores.push((chunk, store, a));
+    }
+    for (i, (is_absolute, feature, value, at)) in history().into_iter().enumerate() {
+        let received = format!("2024-03-25T00:{:02}:{:02}Z", i / 60, i % 60);
+        let mut values = Vec::new();
+        for (chunk, store, a) in &stores {
+            let record = if is_absolute {
+                absolute(a, feature, &value, &at)
+            } else {
+                delta(a, feature, &value, &at)
+            };
+            assert_eq!(submit(store, record, &received).await, Ok(()));
+            let mut both = Vec::new();
+            for f in ["api_calls", "storage_gb"] {
+                let read = store
+                    .read_usage(kinde_meter_store::UsageQuery {
+                        agreement_id: a.id.clone(),
+                        feature_code: Some(FeatureCode::parse(f).unwrap()),
+                        at: t("2024-03-26T00:00:00Z"),
+                    })
+                    .await
+                    .unwrap();
+                both.push(read.usage.first().map(|u| u.value.to_string()));
+            }
+            values.push((*chunk, both));
+        }
+        for (chunk, both) in &values[1..] {
+            assert_eq!(
+                both, &values[0].1,
+                "record {i}: chunk {chunk} against chunk 1"
+            );
+        }
+    }
+    for limit in [1, 5, 17, 100, 500] {
+        let reference = latest(&stores[0].1, &stores[0].2, limit).await;
+        assert_eq!(reference.len(), limit.min(RECORDS));
+        for (chunk, store, a) in &stores[1..] {
+            assert_eq!(
+                latest(store, a, limit).await,
+                reference,
+                "limit {limit}: chunk {chunk}"
+            );
+        }
+    }
+    // Chunk 1 filed everything; chunk 1 000 000 nothing; the others some.
+    const FILED: &str = "SELECT count(*) FROM usage_record_order";
+    assert_eq!(stores[0].1.count(FILED).await, RECORDS as i64);
+    assert_eq!(stores[4].1.count(FILED).await, 0);
+    let by_7 = stores[3].1.count(FILED).await;
+    assert!(by_7 > 0 && by_7 < RECORDS as i64, "{by_7}");
+}
+
+#[tokio::test]
+async fn a_deleted_record_leaves_no_order_row_behind() {
+    let store = store_with_chunk(1).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    for i in 0..10 {
+        let at = format!("2024-03-0{}T00:00:00Z", 2 + i % 7);
+        let received = format!("2024-03-10T00:00:0{i}Z");
+        assert_eq!(
+            submit(&store, delta(&a, "api_calls", "1", &at), &received).await,
+            Ok(())
+        );
+    }
+    store.shutdown().await;
+    // What the retention procedure in docs/operations.md does.
+    store
+        .execute("DELETE FROM usage_records WHERE seq % 2 = 0")
+        .await;
+    assert_eq!(
+        store.count("SELECT count(*) FROM usage_record_order").await,
+        5
+    );
+    assert_eq!(
+        store
+            .count(
+                "SELECT count(*) FROM usage_record_order o
+                 JOIN usage_records r ON r.seq = o.seq
+                 WHERE (r.agreement_id, r.feature_code, r.period_start_ns, r.effective_at_ns)
+                     = (o.agreement_id, o.feature_code, o.period_start_ns, o.effective_at_ns)"
+            )
+            .await,
+        5
+    );
+}
