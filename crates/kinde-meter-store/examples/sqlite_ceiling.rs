@@ -279,7 +279,7 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
             }
             if matches!(work, Work::InsertAggregatesAndFiling) && seq - filed >= 256 {
                 tx.prepare_cached(
-                    "INSERT INTO usage_record_order
+                    "INSERT OR FAIL INTO usage_record_order
                          (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)
                      SELECT agreement_id, feature_code, period_start_ns, effective_at_ns, seq
                      FROM usage_records WHERE seq > ?1 AND seq <= ?2",
