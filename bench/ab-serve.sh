@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Interleaved A/B of two (or more) kinde-meter binaries against `serve`, each
+# run on a fresh data directory, for changes smaller than this VM's run-to-run
+# spread (±8 %): the binaries alternate, PAIRS times, so drifts of the host hit
+# both alike. Each line: the bench's row for MODE, then what the server's
+# /metrics and /proc say about the run: records per commit, bytes the server
+# wrote per request (`wchar` of /proc/PID/io: WAL, checkpoints and log lines)
+# and its CPU ticks.
+#
+#   bash bench/ab-serve.sh "OLD_BIN NEW_BIN" PAIRS MODE CONNECTIONS REQUESTS [BENCH ARGS...]
+#   bash bench/ab-serve.sh "/tmp/km-before target/release/kinde-meter" 3 single 64 100000
+#
+# Nothing here is part of CI.
+set -uo pipefail
+BINS=$1 PAIRS=$2 MODE=$3 CONNS=$4 REQ=$5
+shift 5
+for _ in $(seq "$PAIRS"); do
+  for BIN in $BINS; do
+    D=$(mktemp -d)
+    port=$((20000 + RANDOM % 10000))
+    "$BIN" serve --listen 127.0.0.1:$port --rate-limit 0 --log-format json --data-dir "$D" \
+      2>"$D/serve.log" >/dev/null &
+    PID=$!
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    TOKEN=$("$BIN" token --data-dir "$D")
+    row=$("$BIN" bench --server "http://127.0.0.1:$port" --server-pid $PID --token "$TOKEN" \
+      --connections "$CONNS" --mode "$MODE" --requests "$REQ" "$@" 2>&1 |
+      grep -E "^\| [0-9]+ \| $MODE \|")
+    per_commit=$(curl -s "http://127.0.0.1:$port/metrics" | awk '
+      /^kinde_meter_usage_records_committed_total/ {r = $2}
+      /^kinde_meter_commits_total/ {c = $2}
+      END {if (c > 0) printf "%.1f", r / c}')
+    wchar=$(awk '/^wchar/ {print $2}' /proc/$PID/io)
+    ticks=$(awk '{print $14 + $15}' /proc/$PID/stat)
+    echo "$BIN $row records/commit $per_commit | bytes written/request $((wchar / REQ)) | CPU ticks $ticks"
+    kill $PID
+    wait $PID 2>/dev/null
+    rm -rf "$D"
+  done
+done
