@@ -67,7 +67,10 @@ impl<'a> WriteContext<'a> {
         Ok(WriteContext {
             config,
             insert_record: conn.prepare_cached(INSERT_RECORD)?,
-            next_seq: max.unwrap_or(0) + 1,
+            // Never at or below the filed mark, even if the newest records
+            // were deleted (retention): a record numbered there would count as
+            // filed without being in the order table.
+            next_seq: max.unwrap_or(0).max(filed_upto) + 1,
             filed_upto,
             cache,
         })

@@ -156,3 +156,46 @@ async fn a_deleted_record_leaves_no_order_row_behind() {
         5
     );
 }
+
+/// Records numbered after the newest ones were deleted are never taken for
+/// filed ones: the arrival sequence goes on above the filed mark.
+#[tokio::test]
+async fn records_after_deleted_newest_ones_are_not_taken_for_filed() {
+    let store = store_with_chunk(1).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    for i in 0..10 {
+        let at = format!("2024-03-02T00:00:0{i}Z");
+        let received = format!("2024-03-10T00:00:0{i}Z");
+        assert_eq!(
+            submit(&store, delta(&a, "api_calls", "1", &at), &received).await,
+            Ok(())
+        );
+    }
+    store.shutdown().await;
+    // Every record filed (chunk 1); then the newest five go.
+    store
+        .execute("DELETE FROM usage_records WHERE seq > 5")
+        .await;
+    // Nothing filed from now on: new records stay in the tail.
+    let store = TestStore::on(
+        &store.place,
+        StoreConfig {
+            record_order_chunk: 1_000_000,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    let later = delta(&a, "api_calls", "7", "2024-03-09T00:00:00Z");
+    assert_eq!(submit(&store, later, "2024-03-10T00:01:00Z").await, Ok(()));
+    // A late absolute before it: the delta after it must still count.
+    let late = absolute(&a, "api_calls", "100", "2024-03-05T00:00:00Z");
+    assert_eq!(submit(&store, late, "2024-03-10T00:01:01Z").await, Ok(()));
+    let u = usage(&store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
+    assert_eq!(u.value.to_string(), "107");
+    assert_eq!(
+        store
+            .count("SELECT min(seq) FROM usage_records WHERE seq > 5")
+            .await,
+        11
+    );
+}
