@@ -146,18 +146,20 @@ async fn every_chunk_size_gives_the_folded_usage_and_the_same_latest_records() {
     assert!(by_7 > 0 && by_7 < RECORDS as i64, "{by_7}");
 }
 
+/// Ten deltas of 1 to `api_calls`, the `i`-th stamped `at(i)`.
+async fn ten_deltas_of_1(store: &TestStore, a: &Agreement, at: impl Fn(usize) -> String) {
+    for i in 0..10 {
+        let received = format!("2024-03-10T00:00:0{i}Z");
+        let record = delta(a, "api_calls", "1", &at(i));
+        assert_eq!(submit(store, record, &received).await, Ok(()));
+    }
+}
+
 #[tokio::test]
 async fn a_deleted_record_leaves_no_order_row_behind() {
     let store = store_with_chunk(1).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
-    for i in 0..10 {
-        let at = format!("2024-03-0{}T00:00:00Z", 2 + i % 7);
-        let received = format!("2024-03-10T00:00:0{i}Z");
-        assert_eq!(
-            submit(&store, delta(&a, "api_calls", "1", &at), &received).await,
-            Ok(())
-        );
-    }
+    ten_deltas_of_1(&store, &a, |i| format!("2024-03-0{}T00:00:00Z", 2 + i % 7)).await;
     store.shutdown().await;
     // What the retention procedure in docs/operations.md does.
     store
@@ -186,14 +188,7 @@ async fn a_deleted_record_leaves_no_order_row_behind() {
 async fn records_after_deleted_newest_ones_are_not_taken_for_filed() {
     let store = store_with_chunk(1).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
-    for i in 0..10 {
-        let at = format!("2024-03-02T00:00:0{i}Z");
-        let received = format!("2024-03-10T00:00:0{i}Z");
-        assert_eq!(
-            submit(&store, delta(&a, "api_calls", "1", &at), &received).await,
-            Ok(())
-        );
-    }
+    ten_deltas_of_1(&store, &a, |i| format!("2024-03-02T00:00:0{i}Z")).await;
     store.shutdown().await;
     // Every record filed (chunk 1); then the newest five go.
     store
