@@ -22,18 +22,18 @@ macro_rules! upto_sql {
 pub(super) use upto_sql;
 
 /// Files every record after `upto` (the tail) if there are at least `chunk`
-/// of them, `last_seq` being the highest stored; returns the new mark. Runs
-/// in the writer's transaction, which holds the write lock, so no record is
+/// (and at least one) of them, `last_seq` being the highest stored. Runs in
+/// the writer's transaction, which holds the write lock, so no record is
 /// inserted meanwhile.
 pub(super) fn file_tail(
     conn: &Connection,
     upto: i64,
     last_seq: i64,
     chunk: usize,
-) -> rusqlite::Result<i64> {
+) -> rusqlite::Result<()> {
     let tail = u64::try_from(last_seq.saturating_sub(upto)).unwrap_or(0);
     if tail == 0 || tail < chunk as u64 {
-        return Ok(upto);
+        return Ok(());
     }
     // In arrival order: the leaves a chunk touches are the same in any order,
     // and an ORDER BY made SQLite sort the chunk first, +2.9 K instructions a
@@ -55,7 +55,7 @@ pub(super) fn file_tail(
     .execute((upto, last_seq))?;
     conn.prepare_cached("UPDATE usage_record_order_filed SET upto_seq = ?1 WHERE id = 0")?
         .execute([last_seq])?;
-    Ok(last_seq)
+    Ok(())
 }
 
 #[cfg(test)]

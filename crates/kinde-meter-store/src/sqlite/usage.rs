@@ -101,8 +101,7 @@ impl<'a> WriteContext<'a> {
             self.filed_upto,
             self.next_seq - 1,
             self.config.record_order_chunk,
-        )?;
-        Ok(())
+        )
     }
 }
 
