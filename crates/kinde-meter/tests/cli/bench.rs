@@ -157,6 +157,16 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
         assert_eq!(batch["records"], 2000);
         assert_eq!(batch["record_results"], serde_json::json!({ "OK": 2000 }));
         assert!(batch["cpu_us_per_request"]["server_per_record"].is_number());
+        // The in-process server's writer: its CPU and its wait for a CPU.
+        let single = &run_of(&report, "single", connections)["cpu_us_per_request"];
+        assert!(
+            single["sqlite_writer"].as_f64().unwrap() >= 0.0,
+            "{single:#}"
+        );
+        assert!(
+            single["sqlite_writer_waiting"].as_f64().unwrap() >= 0.0,
+            "{single:#}"
+        );
         let mixed = run_of(&report, "mixed", connections);
         let kinds: Vec<(&str, u64)> = mixed["by_request"]
             .as_array()

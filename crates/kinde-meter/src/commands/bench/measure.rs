@@ -140,6 +140,7 @@ impl Bench<'_> {
                 cpu_per_request(before, after, own, requests, records, mode).map(|mut cpu| {
                     if !in_target {
                         cpu.sqlite_writer = None;
+                        cpu.sqlite_writer_waiting = None;
                     }
                     cpu
                 })
@@ -279,23 +280,26 @@ fn cpu_per_request(
 ) -> Option<CpuPerRequest> {
     let per = |seconds: f64, count: u64| seconds * 1e6 / count.max(1) as f64;
     let load_generator = own.map(|(before, after)| per(after.since(before).load, requests));
-    let (server, sqlite_writer, server_in_this_process) = match (before, after) {
-        (ServerUsage::InProcess(before), ServerUsage::InProcess(after)) => {
-            let spent = after.since(before);
-            (
-                spent.process - spent.load,
-                Some(per(spent.writer, requests)),
-                true,
-            )
-        }
-        (ServerUsage::External(before), ServerUsage::External(after)) => {
-            (after - before, None, false)
-        }
-        _ => return None,
-    };
+    let (server, sqlite_writer, sqlite_writer_waiting, server_in_this_process) =
+        match (before, after) {
+            (ServerUsage::InProcess(before), ServerUsage::InProcess(after)) => {
+                let spent = after.since(before);
+                (
+                    spent.process - spent.load,
+                    Some(per(spent.writer, requests)),
+                    Some(per(spent.writer_waiting, requests)),
+                    true,
+                )
+            }
+            (ServerUsage::External(before), ServerUsage::External(after)) => {
+                (after - before, None, None, false)
+            }
+            _ => return None,
+        };
     Some(CpuPerRequest {
         server: per(server, requests),
         sqlite_writer,
+        sqlite_writer_waiting,
         load_generator,
         server_per_record: (mode == BenchMode::Batch).then(|| per(server, records)),
         server_in_this_process,

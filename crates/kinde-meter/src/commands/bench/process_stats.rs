@@ -24,6 +24,11 @@ pub struct OwnCpu {
     pub load: f64,
     /// The SQLite writer thread (part of an in-process server's share).
     pub writer: f64,
+    /// How long the SQLite writer thread was ready to run but waited for a
+    /// CPU (`/proc/self/task/TID/schedstat`; 0 where the kernel keeps no
+    /// schedstats). Not CPU time: the wall time a commit lost to the other
+    /// threads on the machine's cores.
+    pub writer_waiting: f64,
 }
 
 impl OwnCpu {
@@ -31,14 +36,20 @@ impl OwnCpu {
     pub fn now() -> Option<OwnCpu> {
         let process = std::fs::read_to_string("/proc/self/stat").ok()?;
         let (_, process) = parse_stat(&process)?;
-        let (mut load, mut writer) = (0, 0);
+        let (mut load, mut writer, mut writer_waiting_ns) = (0, 0, 0);
         for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue; // the thread has just ended
             };
             match parse_stat(&stat) {
                 Some((comm, ticks)) if comm.starts_with(LOAD_THREAD_PREFIX) => load += ticks,
-                Some((comm, ticks)) if comm.starts_with(WRITER_THREAD_PREFIX) => writer += ticks,
+                Some((comm, ticks)) if comm.starts_with(WRITER_THREAD_PREFIX) => {
+                    writer += ticks;
+                    writer_waiting_ns += std::fs::read_to_string(entry.path().join("schedstat"))
+                        .ok()
+                        .and_then(|s| parse_schedstat_waiting_ns(&s))
+                        .unwrap_or(0);
+                }
                 _ => {}
             }
         }
@@ -46,6 +57,7 @@ impl OwnCpu {
             process: process as f64 / USER_HZ,
             load: load as f64 / USER_HZ,
             writer: writer as f64 / USER_HZ,
+            writer_waiting: writer_waiting_ns as f64 / 1e9,
         })
     }
 
@@ -55,6 +67,7 @@ impl OwnCpu {
             process: self.process - earlier.process,
             load: self.load - earlier.load,
             writer: self.writer - earlier.writer,
+            writer_waiting: self.writer_waiting - earlier.writer_waiting,
         }
     }
 }
@@ -75,6 +88,13 @@ fn parse_stat(stat: &str) -> Option<(&str, u64)> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((comm, utime + stime))
+}
+
+/// The time a thread has waited on a run queue, in nanoseconds: the second
+/// of the three fields of `/proc/…/task/TID/schedstat` (time on a CPU,
+/// time waiting for one, times scheduled).
+fn parse_schedstat_waiting_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Peak resident set size (`VmHWM`, KiB) of process `pid`, or of this process.
@@ -164,6 +184,16 @@ mod tests {
         let own = std::fs::read_to_string("/proc/self/stat").unwrap();
         assert!(parse_stat(&own).is_some());
         assert!(cpu_of(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn reads_the_run_queue_wait_from_a_schedstat_line() {
+        assert_eq!(
+            parse_schedstat_waiting_ns("1270000000 930000000 26948\n"),
+            Some(930_000_000)
+        );
+        assert_eq!(parse_schedstat_waiting_ns("12 x 3"), None);
+        assert_eq!(parse_schedstat_waiting_ns(""), None);
     }
 
     #[test]

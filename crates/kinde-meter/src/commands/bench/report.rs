@@ -185,6 +185,12 @@ pub struct CpuPerRequest {
     pub server: f64,
     /// Of which the SQLite writer thread (in-process server).
     pub sqlite_writer: Option<f64>,
+    /// Not CPU time: how long the SQLite writer thread waited for a CPU
+    /// while ready to run, per request (in-process server; 0 where the kernel
+    /// keeps no schedstats). With the writer's own CPU time and the
+    /// throughput, it tells how much of the run's wall time the writer spent
+    /// waiting for a core rather than working or syncing.
+    pub sqlite_writer_waiting: Option<f64>,
     /// The load generator (this process's load threads, wherever the server is).
     pub load_generator: Option<f64>,
     /// Whether the server ran in this process (the in-process server, or the
@@ -402,6 +408,7 @@ pub fn print_run(run: &RunReport, peak_rss_of: Option<&str>) {
         Some(CpuPerRequest {
             server,
             sqlite_writer,
+            sqlite_writer_waiting,
             load_generator: Some(load),
             server_in_this_process: true,
             ..
@@ -410,7 +417,10 @@ pub fn print_run(run: &RunReport, peak_rss_of: Option<&str>) {
              (user+sys from /proc/self, {} ms resolution)",
             server + load,
             sqlite_writer.map_or(String::new(), |writer| format!(
-                " (of which {writer:.1} µs the SQLite writer thread)"
+                " (of which {writer:.1} µs the SQLite writer thread{})",
+                sqlite_writer_waiting.map_or(String::new(), |waiting| format!(
+                    ", which also waited {waiting:.1} µs for a CPU"
+                ))
             )),
             1000.0 / USER_HZ
         ),
