@@ -56,6 +56,16 @@ enum Work {
     /// The period index keyed by the agreement's integer `seq` instead of its
     /// text id.
     InsertIntegerKeyIndex,
+    /// Schema version 6's write, but the order table keyed by an integer per
+    /// (agreement, feature) instead of the two texts: what a smaller order
+    /// key would give (not built; BENCHMARKS.md, "Batches: the order filing is
+    /// the engine's ceiling").
+    FilingIntegerKey,
+    /// Schema version 6's write, but a chunk filed as one row per aggregate
+    /// (its records' order keys and values packed in a blob, grouped in Rust
+    /// from a read-back of the chunk) in a rowid table with a small index,
+    /// instead of one order row per record (not built; the same section).
+    FilingRuns,
 }
 
 fn main() {
@@ -70,6 +80,8 @@ fn main() {
             Work::InsertAggregatesAndFiling,
             Work::InsertClustered,
             Work::InsertIntegerKeyIndex,
+            Work::FilingIntegerKey,
+            Work::FilingRuns,
         ] {
             let runs: Vec<(f64, f64)> = (0..3)
                 .map(|run| measure(Path::new(&base), per_tx, work, run))
@@ -89,6 +101,8 @@ fn main() {
                 }
                 Work::InsertClustered => "INSERT into a WITHOUT ROWID table keyed by period",
                 Work::InsertIntegerKeyIndex => "INSERT, the period index on the agreement's seq",
+                Work::FilingIntegerKey => "v6, the order table keyed by an integer series",
+                Work::FilingRuns => "v6, filing one row per aggregate per chunk",
             };
             println!(
                 "{per_tx:>5} rows/tx  {name:<58} wall {:>7.0} rows/s {:>6.2} µs/row | CPU {:>5.2} µs/row = {:>7.0} rows/s",
@@ -118,6 +132,81 @@ fn thread_cpu() -> f64 {
     };
     // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// [`Work::FilingRuns`]: the records after `filed` up to `last`, grouped by
+/// aggregate in the order read, one row per aggregate whose blob holds each
+/// record's effective instant, seq, kind and value.
+fn file_runs(tx: &rusqlite::Transaction<'_>, filed: i64, last: i64) {
+    /// agreement, feature, period start, first and last effective instant, last seq, entries
+    type Run = (String, String, i64, i64, i64, i64, Vec<u8>);
+    let mut runs: Vec<Run> = Vec::new();
+    let mut read = tx
+        .prepare_cached(
+            "SELECT agreement_id, feature_code, period_start_ns, effective_at_ns, seq,
+                    meter_type, value
+             FROM usage_records WHERE seq > ?1 AND seq <= ?2",
+        )
+        .expect("prepare");
+    let mut rows = read.query([filed, last]).expect("read the chunk");
+    while let Some(r) = rows.next().expect("row") {
+        let text = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).expect("text");
+        let (agreement, feature) = (text(0), text(1));
+        let period: i64 = r.get(2).expect("period");
+        let effective: i64 = r.get(3).expect("effective");
+        let seq: i64 = r.get(4).expect("seq");
+        let i = runs
+            .iter()
+            .position(|g| g.2 == period && g.0 == agreement && g.1 == feature)
+            .unwrap_or_else(|| {
+                runs.push((
+                    agreement.to_owned(),
+                    feature.to_owned(),
+                    period,
+                    effective,
+                    effective,
+                    seq,
+                    Vec::new(),
+                ));
+                runs.len() - 1
+            });
+        let run = &mut runs[i];
+        run.3 = run.3.min(effective);
+        if (effective, seq) > (run.4, run.5) {
+            (run.4, run.5) = (effective, seq);
+        }
+        let value = text(6);
+        run.6.extend_from_slice(&effective.to_le_bytes());
+        run.6.extend_from_slice(&seq.to_le_bytes());
+        run.6.push(u8::from(text(5) == "delta"));
+        run.6.push(u8::try_from(value.len()).expect("short value"));
+        run.6.extend_from_slice(value.as_bytes());
+    }
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO usage_record_runs (agreement_id, feature_code, period_start_ns,
+                 last_effective_ns, last_seq, first_effective_ns, entries)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .expect("prepare");
+    for (agreement, feature, period, first, last_effective, last_seq, entries) in runs {
+        insert
+            .execute(params![
+                agreement,
+                feature,
+                period,
+                last_effective,
+                last_seq,
+                first,
+                entries
+            ])
+            .expect("run");
+    }
+    tx.execute(
+        "UPDATE usage_record_order_filed SET upto_seq = ?1 WHERE id = 0",
+        [last],
+    )
+    .expect("mark");
 }
 
 /// Wall and CPU seconds to store [`ROWS`] records in transactions of `per_tx`.
@@ -162,6 +251,35 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
         .expect("minimal table");
     match work {
         Work::MinimalRow | Work::InsertWithoutIndex | Work::InsertAggregatesAndFiling => {}
+        Work::FilingIntegerKey => conn
+            .execute_batch(
+                "ALTER TABLE usage_records ADD COLUMN agreement_seq INTEGER;
+                 DROP TABLE usage_record_order;
+                 CREATE TABLE usage_record_order (
+                     series          INTEGER NOT NULL,
+                     period_start_ns INTEGER NOT NULL,
+                     effective_at_ns INTEGER NOT NULL,
+                     seq             INTEGER NOT NULL,
+                     PRIMARY KEY (series, period_start_ns, effective_at_ns, seq)
+                 ) WITHOUT ROWID;",
+            )
+            .expect("integer-keyed order table"),
+        Work::FilingRuns => conn
+            .execute_batch(
+                "CREATE TABLE usage_record_runs (
+                     id                 INTEGER PRIMARY KEY,
+                     agreement_id       TEXT NOT NULL,
+                     feature_code       TEXT NOT NULL,
+                     period_start_ns    INTEGER NOT NULL,
+                     last_effective_ns  INTEGER NOT NULL,
+                     last_seq           INTEGER NOT NULL,
+                     first_effective_ns INTEGER NOT NULL,
+                     entries            BLOB NOT NULL
+                 );
+                 CREATE INDEX usage_record_runs_by_key ON usage_record_runs
+                     (agreement_id, feature_code, period_start_ns, last_effective_ns, last_seq);",
+            )
+            .expect("runs table"),
         Work::InsertNoForeignKeys | Work::Insert | Work::InsertAndAggregates => conn
             .execute_batch(
                 "CREATE INDEX usage_records_by_period ON usage_records
@@ -210,7 +328,10 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
                 .prepare_cached("INSERT INTO minimal (id, v) VALUES (?1, 'delta')")
                 .expect("prepare");
             let mut insert = tx
-                .prepare_cached(if matches!(work, Work::InsertIntegerKeyIndex) {
+                .prepare_cached(if matches!(
+                    work,
+                    Work::InsertIntegerKeyIndex | Work::FilingIntegerKey
+                ) {
                     "INSERT INTO usage_records (seq, agreement_id, feature_code, period_start_ns,
                              period_end_ns, meter_type, value, usage_timestamp, effective_at_ns,
                              received_at_ns, client_id, idempotency_key, agreement_seq)
@@ -249,7 +370,10 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
             }
             if matches!(
                 work,
-                Work::InsertAndAggregates | Work::InsertAggregatesAndFiling
+                Work::InsertAndAggregates
+                    | Work::InsertAggregatesAndFiling
+                    | Work::FilingIntegerKey
+                    | Work::FilingRuns
             ) {
                 let mut update = tx
                     .prepare_cached(
@@ -276,6 +400,27 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
                         ])
                         .expect("update");
                 }
+            }
+            if matches!(work, Work::FilingIntegerKey) && seq - filed >= 256 {
+                tx.prepare_cached(
+                    "INSERT OR FAIL INTO usage_record_order
+                         (series, period_start_ns, effective_at_ns, seq)
+                     SELECT agreement_seq, period_start_ns, effective_at_ns, seq
+                     FROM usage_records WHERE seq > ?1 AND seq <= ?2",
+                )
+                .and_then(|mut s| s.execute([filed, seq]))
+                .and_then(|_| {
+                    tx.execute(
+                        "UPDATE usage_record_order_filed SET upto_seq = ?1 WHERE id = 0",
+                        [seq],
+                    )
+                })
+                .expect("file");
+                filed = seq;
+            }
+            if matches!(work, Work::FilingRuns) && seq - filed >= 256 {
+                file_runs(&tx, filed, seq);
+                filed = seq;
             }
             if matches!(work, Work::InsertAggregatesAndFiling) && seq - filed >= 256 {
                 tx.prepare_cached(
