@@ -220,29 +220,135 @@ pub struct Target {
 /// How a client command authenticates to a server: a bearer token, or an M2M
 /// application's client credentials (the command gets tokens from
 /// SERVER/oauth2/token itself, as the official SDKs do).
-#[derive(Debug, Args)]
+///
+/// A flag given on the command line beats the environment: `--token` with
+/// `KINDE_METER_CLIENT_ID` and `KINDE_METER_CLIENT_SECRET` set uses the token,
+/// and `--client-id` with `KINDE_METER_TOKEN` set uses the client credentials
+/// (see [`Credentials::settle`]). Both given the same way is an error.
+#[derive(Debug)]
 pub struct Credentials {
-    /// Bearer token for the server.
-    #[arg(long, env = "KINDE_METER_TOKEN", group = "credentials")]
+    /// `--token`, if it is the one to use.
     pub token: Option<String>,
-    /// M2M client id (with --client-secret), instead of --token.
-    #[arg(
-        long,
-        env = "KINDE_METER_CLIENT_ID",
-        group = "credentials",
-        requires = "client_secret"
-    )]
+    /// `--client-id`, if client credentials are the ones to use (then with a secret).
     pub client_id: Option<String>,
-    /// M2M client secret of --client-id.
-    #[arg(long, env = "KINDE_METER_CLIENT_SECRET", requires = "client_id")]
+    /// `--client-secret` of `client_id`.
     pub client_secret: Option<String>,
-    /// The audience to ask tokens for (default: SERVER/api, right for Kinde and for
-    /// a kinde-meter server whose public URL is SERVER).
-    #[arg(long, env = "KINDE_METER_TOKEN_AUDIENCE", requires = "client_id")]
+    /// `--token-audience` for `client_id`'s tokens.
     pub token_audience: Option<String>,
 }
 
+/// The flags of [`Credentials`] as clap parses them, before
+/// [`Credentials::settle`] decides which to use.
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("credentials").multiple(true).args(["token", "client_id"])))]
+struct CredentialFlags {
+    /// Bearer token for the server (as a flag, it wins over client credentials
+    /// from the environment).
+    #[arg(long, env = "KINDE_METER_TOKEN")]
+    token: Option<String>,
+    /// M2M client id (with --client-secret), instead of --token (as a flag, it
+    /// wins over KINDE_METER_TOKEN).
+    #[arg(long, env = "KINDE_METER_CLIENT_ID")]
+    client_id: Option<String>,
+    /// M2M client secret of --client-id.
+    #[arg(long, env = "KINDE_METER_CLIENT_SECRET")]
+    client_secret: Option<String>,
+    /// The audience to ask tokens for (default: SERVER/api, right for Kinde and for
+    /// a kinde-meter server whose public URL is SERVER).
+    #[arg(long, env = "KINDE_METER_TOKEN_AUDIENCE")]
+    token_audience: Option<String>,
+}
+
+impl Args for Credentials {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        CredentialFlags::augment_args(cmd)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        CredentialFlags::augment_args_for_update(cmd)
+    }
+}
+
+impl clap::FromArgMatches for Credentials {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let flags = CredentialFlags::from_arg_matches(matches)?;
+        Credentials::settle(flags, |id| matches.value_source(id))
+    }
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
 impl Credentials {
+    /// Decides which of the credentials `flags` to use, `source` telling
+    /// where each came from (clap's [`ValueSource`](clap::parser::ValueSource)).
+    ///
+    /// - A token and a client id given the same way (both flags, or both
+    ///   environment variables) conflict; given different ways, the flag wins
+    ///   and the environment's is dropped, with the secret and audience that
+    ///   came with it.
+    /// - A client id needs a secret. A secret or an audience without a client
+    ///   id is an error when given as a flag and ignored when it comes from the
+    ///   environment (left over from another command's setup).
+    fn settle(
+        flags: CredentialFlags,
+        source: impl Fn(&str) -> Option<clap::parser::ValueSource>,
+    ) -> Result<Credentials, clap::Error> {
+        use clap::{error::ErrorKind, parser::ValueSource};
+        let CredentialFlags {
+            mut token,
+            mut client_id,
+            mut client_secret,
+            mut token_audience,
+        } = flags;
+        match (source("token"), source("client_id")) {
+            (Some(by_token), Some(by_client)) if by_token == by_client => {
+                return Err(clap::Error::raw(
+                    ErrorKind::ArgumentConflict,
+                    if by_token == ValueSource::EnvVariable {
+                        "KINDE_METER_TOKEN and KINDE_METER_CLIENT_ID are both set: \
+                         give --token or --client-id to say which to use"
+                    } else {
+                        "the argument '--token <TOKEN>' cannot be used with \
+                         '--client-id <CLIENT_ID>'"
+                    },
+                ));
+            }
+            (Some(ValueSource::CommandLine), Some(_)) => client_id = None,
+            (Some(_), Some(ValueSource::CommandLine)) => token = None,
+            _ => {}
+        }
+        if client_id.is_none() {
+            for (value, id, flag) in [
+                (&mut client_secret, "client_secret", "--client-secret"),
+                (&mut token_audience, "token_audience", "--token-audience"),
+            ] {
+                if value.is_none() {
+                    continue;
+                }
+                if source(id) != Some(ValueSource::EnvVariable) {
+                    return Err(clap::Error::raw(
+                        ErrorKind::MissingRequiredArgument,
+                        format!("{flag} needs --client-id (or KINDE_METER_CLIENT_ID)"),
+                    ));
+                }
+                *value = None;
+            }
+        } else if client_secret.is_none() {
+            return Err(clap::Error::raw(
+                ErrorKind::MissingRequiredArgument,
+                "--client-id needs --client-secret (or KINDE_METER_CLIENT_SECRET)",
+            ));
+        }
+        Ok(Credentials {
+            token,
+            client_id,
+            client_secret,
+            token_audience,
+        })
+    }
+
     /// The SDK's authentication for these flags.
     pub fn auth(&self) -> kinde_sdk::Auth {
         match (&self.token, &self.client_id, &self.client_secret) {

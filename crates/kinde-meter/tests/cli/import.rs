@@ -12,7 +12,8 @@ use kinde_meter_server::rate_limit::Limit;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ChildGuard, DEADLINE, kinde_meter, ok, run, run_args, serve_in_process, usage_entry,
+    ChildGuard, DEADLINE, create_agreement, kinde_meter, ok, run, run_args, serve_in_process,
+    usage_entry,
 };
 
 const CSV_HEADER: &str = "customer_agreement_id,billing_feature_code,meter_value,meter_usage_timestamp,meter_type_code\n";
@@ -26,19 +27,6 @@ fn thousandths(total: u64) -> String {
     format!("{whole}.{fraction:03}")
         .trim_end_matches('0')
         .to_owned()
-}
-
-fn create_agreement(data_dir: &str, customer: &str) -> String {
-    ok(run_args(&[
-        "agreements",
-        "create",
-        "--customer-id",
-        customer,
-        "--plan-code",
-        "pro",
-        "--data-dir",
-        data_dir,
-    ]))
 }
 
 /// `(value, record_count)` of `feature`, read from the data directory.

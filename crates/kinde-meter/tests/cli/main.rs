@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod clients;
+mod credentials;
 mod entitlements;
 mod export;
 mod import;

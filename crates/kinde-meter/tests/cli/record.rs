@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::support::{SUCCESS, ok, run_args, serve_in_process, usage_entry};
+use crate::support::{SUCCESS, agreement_and_client, ok, run_args, serve_in_process, usage_entry};
 
 fn usage(url: &str, auth: &[&str], agreement: &str, feature: &str) -> (String, u64) {
     let mut args = vec![
@@ -28,33 +28,12 @@ async fn record_and_usage_work_with_a_token_or_client_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
     let (url, stop) = serve_in_process(dir.path(), |_| {}).await;
-    let agreement = ok(run_args(&[
-        "agreements",
-        "create",
-        "--customer-id",
+    let (agreement, id, secret) = agreement_and_client(
+        data_dir,
         "customer_cli",
-        "--plan-code",
-        "pro",
-        "--data-dir",
-        data_dir,
-    ]));
-    let client: Value = serde_json::from_str(&ok(run_args(&[
-        "clients",
-        "create",
-        "--name",
-        "cli",
-        "--scopes",
         "create:meter_usage read:meter_usage",
-        "--json",
-        "--data-dir",
-        data_dir,
-    ])))
-    .unwrap();
-    let (id, secret) = (
-        client["client_id"].as_str().unwrap(),
-        client["client_secret"].as_str().unwrap(),
     );
-    let credentials = ["--client-id", id, "--client-secret", secret];
+    let credentials = ["--client-id", &id, "--client-secret", &secret];
     let token = ok(run_args(&["token", "--data-dir", data_dir]));
 
     let record = |extra: &[&str], auth: &[&str]| {
@@ -128,12 +107,12 @@ async fn record_and_usage_work_with_a_token_or_client_credentials() {
 
     let wrong_secret = record(
         &["--feature-code", "api_calls", "--value", "1"],
-        &["--client-id", id, "--client-secret", "wrong"],
+        &["--client-id", &id, "--client-secret", "wrong"],
     );
     assert!(!wrong_secret.status.success());
     let stderr = String::from_utf8_lossy(&wrong_secret.stderr);
     assert!(stderr.contains("invalid_client"), "{stderr}");
-    assert!(!stderr.contains(secret), "{stderr}");
+    assert!(!stderr.contains(&secret), "{stderr}");
 
     // A token and client credentials together are refused by the parser.
     let both = record(

@@ -366,3 +366,43 @@ pub fn usage_entry(body: &Value, feature: &str) -> (String, u64) {
         entry["record_count"].as_u64().unwrap(),
     )
 }
+
+/// `kinde-meter agreements create` of `customer` on plan `pro` on `data_dir`:
+/// the agreement's id.
+pub fn create_agreement(data_dir: &str, customer: &str) -> String {
+    ok(run_args(&[
+        "agreements",
+        "create",
+        "--customer-id",
+        customer,
+        "--plan-code",
+        "pro",
+        "--data-dir",
+        data_dir,
+    ]))
+}
+
+/// On `data_dir`: an agreement of `customer` on plan `pro` and an M2M client
+/// with `scopes`, made by the CLI as a user makes them: the agreement's id,
+/// the client's id and its secret.
+pub fn agreement_and_client(
+    data_dir: &str,
+    customer: &str,
+    scopes: &str,
+) -> (String, String, String) {
+    let agreement = create_agreement(data_dir, customer);
+    let client: Value = serde_json::from_str(&ok(run_args(&[
+        "clients",
+        "create",
+        "--name",
+        "cli",
+        "--scopes",
+        scopes,
+        "--json",
+        "--data-dir",
+        data_dir,
+    ])))
+    .unwrap();
+    let field = |name: &str| client[name].as_str().unwrap().to_owned();
+    (agreement, field("client_id"), field("client_secret"))
+}
