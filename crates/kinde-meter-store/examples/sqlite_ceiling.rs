@@ -47,8 +47,8 @@ enum Work {
     /// to 5 had it.
     InsertWithoutIndex,
     /// Schema version 6's write: the INSERT, the aggregate UPDATEs, and the
-    /// records filed in period order (`usage_record_order`) once 256 are
-    /// unfiled, as `record_order.rs` does (docs/design.md#record-order).
+    /// records filed in period order, one row per record of a `WITHOUT ROWID`
+    /// table (`usage_record_order`), once 256 are unfiled.
     InsertAggregatesAndFiling,
     /// The same row into a `WITHOUT ROWID` table whose primary key is the period
     /// index's key: one B-tree per record instead of two.
@@ -61,10 +61,10 @@ enum Work {
     /// key would give (not built; BENCHMARKS.md, "Batches: the order filing is
     /// the engine's ceiling").
     FilingIntegerKey,
-    /// Schema version 6's write, but a chunk filed as one row per aggregate
-    /// (its records' order keys and values packed in a blob, grouped in Rust
-    /// from a read-back of the chunk) in a rowid table with a small index,
-    /// instead of one order row per record (not built; the same section).
+    /// Schema version 7's write, the store's: the INSERT, the aggregate
+    /// UPDATEs, and once 256 are unfiled, the records filed as runs, one row
+    /// per aggregate (`usage_record_runs`), as `record_order.rs` does
+    /// (docs/design.md#record-order).
     FilingRuns,
 }
 
@@ -97,12 +97,12 @@ fn main() {
                 }
                 Work::InsertWithoutIndex => "INSERT only, without the period index",
                 Work::InsertAggregatesAndFiling => {
-                    "INSERT + aggregate UPDATE + filing by 256 (schema v6)"
+                    "INSERT + aggregate UPDATE + order rows by 256 (schema v6)"
                 }
                 Work::InsertClustered => "INSERT into a WITHOUT ROWID table keyed by period",
                 Work::InsertIntegerKeyIndex => "INSERT, the period index on the agreement's seq",
                 Work::FilingIntegerKey => "v6, the order table keyed by an integer series",
-                Work::FilingRuns => "v6, filing one row per aggregate per chunk",
+                Work::FilingRuns => "INSERT + aggregate UPDATE + runs by 256 (schema v7)",
             };
             println!(
                 "{per_tx:>5} rows/tx  {name:<58} wall {:>7.0} rows/s {:>6.2} µs/row | CPU {:>5.2} µs/row = {:>7.0} rows/s",
@@ -149,16 +149,19 @@ fn file_by_statement(tx: &rusqlite::Transaction<'_>, insert: &str, filed: i64, l
 }
 
 /// [`Work::FilingRuns`]: the records after `filed` up to `last`, grouped by
-/// aggregate in the order read, one row per aggregate whose blob holds each
-/// record's effective instant, seq, kind and value.
+/// aggregate, each group's `(effective_at_ns, seq)` sorted and packed in one
+/// row's blob, as the store's `record_order.rs` files them (its module is
+/// private; this copy keeps the example's figures honest).
 fn file_runs(tx: &rusqlite::Transaction<'_>, filed: i64, last: i64) {
-    /// agreement, feature, period start, first and last effective instant, last seq, entries
-    type Run = (String, String, i64, i64, i64, i64, Vec<u8>);
+    /// agreement, feature, period start and end, entries
+    type Run = (String, String, i64, i64, Vec<(i64, i64)>);
     let mut runs: Vec<Run> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut probe = String::new();
     let mut read = tx
         .prepare_cached(
-            "SELECT agreement_id, feature_code, period_start_ns, effective_at_ns, seq,
-                    meter_type, value
+            "SELECT agreement_id, feature_code, period_start_ns, period_end_ns,
+                    effective_at_ns, seq
              FROM usage_records WHERE seq > ?1 AND seq <= ?2",
         )
         .expect("prepare");
@@ -167,52 +170,52 @@ fn file_runs(tx: &rusqlite::Transaction<'_>, filed: i64, last: i64) {
         let text = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).expect("text");
         let (agreement, feature) = (text(0), text(1));
         let period: i64 = r.get(2).expect("period");
-        let effective: i64 = r.get(3).expect("effective");
-        let seq: i64 = r.get(4).expect("seq");
-        let i = runs
-            .iter()
-            .position(|g| g.2 == period && g.0 == agreement && g.1 == feature)
-            .unwrap_or_else(|| {
-                runs.push((
-                    agreement.to_owned(),
-                    feature.to_owned(),
-                    period,
-                    effective,
-                    effective,
-                    seq,
-                    Vec::new(),
-                ));
-                runs.len() - 1
-            });
-        let run = &mut runs[i];
-        run.3 = run.3.min(effective);
-        if (effective, seq) > (run.4, run.5) {
-            (run.4, run.5) = (effective, seq);
-        }
-        let value = text(6);
-        run.6.extend_from_slice(&effective.to_le_bytes());
-        run.6.extend_from_slice(&seq.to_le_bytes());
-        run.6.push(u8::from(text(5) == "delta"));
-        run.6.push(u8::try_from(value.len()).expect("short value"));
-        run.6.extend_from_slice(value.as_bytes());
+        probe.clear();
+        probe.push_str(agreement);
+        probe.push('\0');
+        probe.push_str(feature);
+        probe.push('\0');
+        probe.push_str(&period.to_string());
+        let at = *index.entry(probe.clone()).or_insert_with(|| {
+            runs.push((
+                agreement.to_owned(),
+                feature.to_owned(),
+                period,
+                r.get(3).expect("period end"),
+                Vec::new(),
+            ));
+            runs.len() - 1
+        });
+        runs[at]
+            .4
+            .push((r.get(4).expect("effective"), r.get(5).expect("seq")));
     }
     let mut insert = tx
         .prepare_cached(
             "INSERT INTO usage_record_runs (agreement_id, feature_code, period_start_ns,
-                 last_effective_ns, last_seq, first_effective_ns, entries)
+                 period_end_ns, last_effective_ns, last_seq, entries)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .expect("prepare");
-    for (agreement, feature, period, first, last_effective, last_seq, entries) in runs {
+    for (agreement, feature, start, end, mut entries) in runs {
+        entries.sort_unstable();
+        let Some(&(last_effective, last_seq)) = entries.last() else {
+            continue;
+        };
+        let blob: Vec<u8> = entries
+            .iter()
+            .flat_map(|(effective, seq)| [effective.to_le_bytes(), seq.to_le_bytes()])
+            .flatten()
+            .collect();
         insert
             .execute(params![
                 agreement,
                 feature,
-                period,
+                start,
+                end,
                 last_effective,
                 last_seq,
-                first,
-                entries
+                blob
             ])
             .expect("run");
     }
@@ -264,11 +267,22 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
     conn.execute_batch("CREATE TABLE minimal (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         .expect("minimal table");
     match work {
-        Work::MinimalRow | Work::InsertWithoutIndex | Work::InsertAggregatesAndFiling => {}
+        Work::MinimalRow | Work::InsertWithoutIndex | Work::FilingRuns => {}
+        Work::InsertAggregatesAndFiling => conn
+            .execute_batch(
+                "CREATE TABLE usage_record_order (
+                     agreement_id    TEXT NOT NULL,
+                     feature_code    TEXT NOT NULL,
+                     period_start_ns INTEGER NOT NULL,
+                     effective_at_ns INTEGER NOT NULL,
+                     seq             INTEGER NOT NULL,
+                     PRIMARY KEY (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)
+                 ) WITHOUT ROWID;",
+            )
+            .expect("schema version 6's order table"),
         Work::FilingIntegerKey => conn
             .execute_batch(
                 "ALTER TABLE usage_records ADD COLUMN agreement_seq INTEGER;
-                 DROP TABLE usage_record_order;
                  CREATE TABLE usage_record_order (
                      series          INTEGER NOT NULL,
                      period_start_ns INTEGER NOT NULL,
@@ -278,22 +292,6 @@ fn measure(base: &Path, per_tx: usize, work: Work, run: usize) -> (f64, f64) {
                  ) WITHOUT ROWID;",
             )
             .expect("integer-keyed order table"),
-        Work::FilingRuns => conn
-            .execute_batch(
-                "CREATE TABLE usage_record_runs (
-                     id                 INTEGER PRIMARY KEY,
-                     agreement_id       TEXT NOT NULL,
-                     feature_code       TEXT NOT NULL,
-                     period_start_ns    INTEGER NOT NULL,
-                     last_effective_ns  INTEGER NOT NULL,
-                     last_seq           INTEGER NOT NULL,
-                     first_effective_ns INTEGER NOT NULL,
-                     entries            BLOB NOT NULL
-                 );
-                 CREATE INDEX usage_record_runs_by_key ON usage_record_runs
-                     (agreement_id, feature_code, period_start_ns, last_effective_ns, last_seq);",
-            )
-            .expect("runs table"),
         Work::InsertNoForeignKeys | Work::Insert | Work::InsertAndAggregates => conn
             .execute_batch(
                 "CREATE INDEX usage_records_by_period ON usage_records

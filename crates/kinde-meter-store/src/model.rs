@@ -44,9 +44,10 @@ pub struct StoreConfig {
     /// per this interval (default 10 s).
     pub webhook_usage_interval: SignedDuration,
     /// SQLite: the writer files the records' period order once this many are
-    /// unfiled (docs/design.md#record-order; default 256). Larger chunks write
-    /// fewer pages per record and make the commit that files them longer; the
-    /// answers are the same for every size (tests use 1 and small sizes).
+    /// unfiled (docs/design.md#record-order; default 256). Larger chunks make
+    /// fewer, fuller runs where few aggregates take many records, and make the
+    /// commit that files them longer where many take few; the answers are the
+    /// same for every size (tests use 1 and small sizes).
     pub record_order_chunk: usize,
 }
 

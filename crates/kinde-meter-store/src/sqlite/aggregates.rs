@@ -233,44 +233,56 @@ impl From<rusqlite::Error> for SumError {
     }
 }
 
-/// The statement of [`deltas_after`].
-pub(super) const DELTAS_AFTER: &str = concat!(
-    "SELECT r.value FROM usage_record_order o JOIN usage_records r ON r.seq = o.seq
-             WHERE o.agreement_id = ?1 AND o.feature_code = ?2 AND o.period_start_ns = ?3
-               AND o.effective_at_ns >= ?4 AND (o.effective_at_ns > ?4 OR o.seq > ?5)
-               AND o.seq <= ",
-    record_order::upto_sql!(),
-    " AND r.meter_type = 'delta'
-         UNION ALL
-         SELECT value FROM usage_records
-             WHERE seq > ",
-    record_order::upto_sql!(),
-    " AND agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3
-               AND effective_at_ns >= ?4 AND (effective_at_ns > ?4 OR seq > ?5)
-               AND meter_type = 'delta'"
-);
+/// The unfiled part of [`deltas_after`]: the period's deltas after `?6`
+/// (the filed mark) ordered after `(?4, ?5)`, by a rowid range.
+pub(super) const DELTAS_TAIL: &str = "SELECT value FROM usage_records
+     WHERE seq > ?6 AND agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3
+       AND effective_at_ns >= ?4 AND (effective_at_ns > ?4 OR seq > ?5)
+       AND meter_type = 'delta'";
 
-/// The sum of the period's deltas ordered after `after`: a range read of the
-/// filed period order, joined to the records, and the unfiled tail
-/// (`record_order.rs`). `effective_at_ns >= t` narrows the range; the `OR`
-/// settles ties by seq. The two parts are disjoint by `upto_seq`.
+/// The sum of the period's deltas ordered after `after`: the filed records
+/// the period's runs name after it, each read by seq (deleted ones skipped),
+/// and the unfiled tail (`record_order.rs`). The two parts are disjoint by
+/// the filed mark, read in the same transaction (the writer's).
 pub(super) fn deltas_after(
     conn: &Connection,
     key: &PeriodKey<'_>,
     after: OrderKey,
 ) -> Result<UsageTotal, SumError> {
-    let mut stmt = conn.prepare_cached(DELTAS_AFTER)?;
-    let mut rows = stmt.query((
+    let after_ns = codec::ns(after.effective_at)?;
+    let mut sum = UsageTotal::ZERO;
+    let mut add = |value: String| -> Result<(), SumError> {
+        let value = stored(MeterValue::parse(&value))?;
+        sum = sum.checked_add(value).map_err(|_| SumError::OutOfRange)?;
+        Ok(())
+    };
+    let filed = record_order::filed_after(
+        conn,
         key.agreement_id,
         key.feature_code,
         key.period_start_ns,
-        codec::ns(after.effective_at)?,
+        (after_ns, after.seq),
+    )?;
+    let mut delta = conn.prepare_cached(
+        "SELECT value FROM usage_records WHERE seq = ?1 AND meter_type = 'delta'",
+    )?;
+    for seq in filed {
+        if let Some(value) = delta.query_row([seq], |r| r.get(0)).optional()? {
+            add(value)?;
+        }
+    }
+    let upto = record_order::filed_upto(conn)?;
+    let mut tail = conn.prepare_cached(DELTAS_TAIL)?;
+    let mut rows = tail.query((
+        key.agreement_id,
+        key.feature_code,
+        key.period_start_ns,
+        after_ns,
         after.seq,
+        upto,
     ))?;
-    let mut sum = UsageTotal::ZERO;
     while let Some(r) = rows.next()? {
-        let value = stored(MeterValue::parse(&r.get::<_, String>(0)?))?;
-        sum = sum.checked_add(value).map_err(|_| SumError::OutOfRange)?;
+        add(r.get(0)?)?;
     }
     Ok(sum)
 }

@@ -1,17 +1,30 @@
-//! The raw records' period order, filed in chunks (docs/design.md#record-order).
+//! The raw records' period order, filed in runs (docs/design.md#record-order).
 //!
 //! Two reads need a period's records in order: the deltas after a late
 //! absolute (`aggregates::deltas_after`) and the dashboard's latest records
-//! (`browse::latest_records`). An index on `usage_records` kept that order
-//! but made every commit write one index leaf per aggregate it touched. Now
-//! `usage_record_order` holds the same keys for every record up to
-//! `usage_record_order_filed.upto_seq`, and the writer files the newer ones
-//! (the tail) once there are [`crate::StoreConfig::record_order_chunk`] of
-//! them, in the transaction that crosses the mark. A read takes the
-//! filed part from the order table and the tail from a rowid range scan of
-//! `usage_records`, in one statement or one transaction: one snapshot.
+//! (`browse::latest_records`). Every record up to
+//! `usage_record_order_filed.upto_seq` is filed in `usage_record_runs`; the
+//! newer ones (the tail) are found by a rowid range scan of `usage_records`,
+//! and the writer files them once there are
+//! [`crate::StoreConfig::record_order_chunk`] of them, in the transaction that
+//! crosses the mark.
+//!
+//! A run is one row per aggregate (agreement, feature, period) per filing:
+//! the order keys of its records, `(effective_at_ns, seq)` ascending, packed
+//! in a blob, and its last key, which the index orders runs by. Filing a
+//! chunk writes one small row per aggregate in it, not one index entry per
+//! record (BENCHMARKS.md, "Batches"). A run names records by `seq` only;
+//! the reads fetch each record by it and skip the ones deleted since
+//! (retention), and filed seqs are never given out again (`usage.rs`).
+//!
+//! Every read here runs inside the caller's transaction, so that the filed
+//! part, the mark and the tail come from one snapshot.
 
-use rusqlite::Connection;
+use std::{collections::HashMap, fmt::Write as _};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::browse::RecordOrder;
 
 /// The subquery that reads where the filed part ends.
 macro_rules! upto_sql {
@@ -20,6 +33,22 @@ macro_rules! upto_sql {
     };
 }
 pub(super) use upto_sql;
+
+/// The most records one run holds (a blob of 16 bytes each); a bigger group
+/// is filed as several runs.
+const RUN_MAX_ENTRIES: usize = 4096;
+
+/// Order rows the migration to runs holds in memory at most.
+const MIGRATION_BUFFER: usize = 1 << 16;
+
+/// Bytes of one entry: `effective_at_ns` then `seq`, little-endian.
+const ENTRY_BYTES: usize = 16;
+
+/// The seq up to which records are filed.
+pub(super) fn filed_upto(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached(concat!("SELECT ", upto_sql!()))?
+        .query_row([], |r| r.get(0))
+}
 
 /// Files every record after `upto` (the tail) if there are at least `chunk`
 /// (and at least one) of them, `last_seq` being the highest stored. Runs in
@@ -35,34 +64,265 @@ pub(super) fn file_tail(
     if tail == 0 || tail < chunk as u64 {
         return Ok(());
     }
-    // In arrival order: the leaves a chunk touches are the same in any order,
-    // and an ORDER BY made SQLite sort the chunk first, +2.9 K instructions a
-    // record (callgrind, chunks of 1 000 over 50 agreements), as much as
-    // the insert itself.
-    //
-    // OR FAIL: a multi-row INSERT that may ABORT keeps a statement journal
-    // (the original of every page it changes, spilled to a temporary file past
-    // 64 KiB) so that it can undo itself alone; with batches of 1 000 records
-    // that was ~230 KB of extra writes a commit. Nothing can conflict here
-    // (each seq is filed once), and any error fails the whole transaction,
-    // which rolls back, so the statement never needs to undo itself.
-    conn.prepare_cached(
-        "INSERT OR FAIL INTO usage_record_order
-             (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)
-         SELECT agreement_id, feature_code, period_start_ns, effective_at_ns, seq
+    let mut runs = Runs::default();
+    let mut read = conn.prepare_cached(
+        "SELECT agreement_id, feature_code, period_start_ns, period_end_ns, effective_at_ns, seq
          FROM usage_records WHERE seq > ?1 AND seq <= ?2",
-    )?
-    .execute((upto, last_seq))?;
+    )?;
+    let mut rows = read.query((upto, last_seq))?;
+    while let Some(r) = rows.next()? {
+        runs.add_row(r)?;
+    }
+    runs.insert(conn)?;
     conn.prepare_cached("UPDATE usage_record_order_filed SET upto_seq = ?1 WHERE id = 0")?
         .execute([last_seq])?;
     Ok(())
+}
+
+/// Runs being built, one per aggregate, in the order their aggregates came.
+#[derive(Default)]
+struct Runs {
+    /// `agreement \0 feature \0 period start` → index in `runs`.
+    index: HashMap<String, usize>,
+    /// A key being looked up, reused so that a hit allocates nothing.
+    probe: String,
+    runs: Vec<Run>,
+}
+
+/// The records of one aggregate to file.
+struct Run {
+    agreement_id: String,
+    feature_code: String,
+    period_start_ns: i64,
+    period_end_ns: i64,
+    /// `(effective_at_ns, seq)`, in the order read; sorted when inserted.
+    entries: Vec<(i64, i64)>,
+}
+
+impl Runs {
+    /// Adds a row of (agreement, feature, period start, period end,
+    /// effective instant, seq).
+    fn add_row(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
+        let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
+        self.add(
+            text(0)?,
+            text(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            (r.get(4)?, r.get(5)?),
+        );
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        agreement_id: &str,
+        feature_code: &str,
+        period_start_ns: i64,
+        period_end_ns: i64,
+        entry: (i64, i64),
+    ) {
+        self.probe.clear();
+        let _ = write!(
+            self.probe,
+            "{agreement_id}\0{feature_code}\0{period_start_ns}"
+        );
+        let at = match self.index.get(self.probe.as_str()) {
+            Some(&at) => at,
+            None => {
+                self.index.insert(self.probe.clone(), self.runs.len());
+                self.runs.push(Run {
+                    agreement_id: agreement_id.to_owned(),
+                    feature_code: feature_code.to_owned(),
+                    period_start_ns,
+                    period_end_ns,
+                    entries: Vec::new(),
+                });
+                self.runs.len() - 1
+            }
+        };
+        self.runs[at].entries.push(entry);
+    }
+
+    /// One row per aggregate (more past [`RUN_MAX_ENTRIES`]), entries sorted.
+    fn insert(self, conn: &Connection) -> rusqlite::Result<()> {
+        // OR FAIL, as a multi-row statement needs it: an INSERT that may ABORT
+        // keeps a statement journal of every page it changes (the run's row
+        // and its index entry) so that it can undo itself alone; nothing here
+        // can conflict, and any error rolls the whole transaction back.
+        let mut insert = conn.prepare_cached(
+            "INSERT OR FAIL INTO usage_record_runs (agreement_id, feature_code, period_start_ns,
+                 period_end_ns, last_effective_ns, last_seq, entries)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for mut run in self.runs {
+            run.entries.sort_unstable();
+            for part in run.entries.chunks(RUN_MAX_ENTRIES) {
+                let Some(&(last_effective_ns, last_seq)) = part.last() else {
+                    continue;
+                };
+                insert.execute((
+                    &run.agreement_id,
+                    &run.feature_code,
+                    run.period_start_ns,
+                    run.period_end_ns,
+                    last_effective_ns,
+                    last_seq,
+                    encode(part),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A run's blob: each `(effective_at_ns, seq)` as two little-endian i64.
+fn encode(entries: &[(i64, i64)]) -> Vec<u8> {
+    let mut blob = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    for (effective_at_ns, seq) in entries {
+        blob.extend_from_slice(&effective_at_ns.to_le_bytes());
+        blob.extend_from_slice(&seq.to_le_bytes());
+    }
+    blob
+}
+
+/// The entries of a run's blob; an error if its length is not whole entries
+/// (a corrupt row).
+fn decode(blob: &[u8]) -> rusqlite::Result<impl Iterator<Item = (i64, i64)> + '_> {
+    if !blob.len().is_multiple_of(ENTRY_BYTES) {
+        return Err(super::codec::corrupt(format!(
+            "a run of the record order has {} bytes, not whole entries",
+            blob.len()
+        )));
+    }
+    Ok(blob.chunks_exact(ENTRY_BYTES).map(|entry| {
+        let (effective_at, seq) = entry.split_at(8);
+        let word = |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap_or_default());
+        (word(effective_at), word(seq))
+    }))
+}
+
+/// The filed records of a period ordered after `(effective_at_ns, seq)`, by
+/// seq, in no particular order; some may have been deleted since.
+pub(super) fn filed_after(
+    conn: &Connection,
+    agreement_id: &str,
+    feature_code: &str,
+    period_start_ns: i64,
+    after: (i64, i64),
+) -> rusqlite::Result<Vec<i64>> {
+    let mut runs = conn.prepare_cached(RUNS_AFTER)?;
+    let mut rows = runs.query((agreement_id, feature_code, period_start_ns, after.0))?;
+    let mut seqs = Vec::new();
+    while let Some(r) = rows.next()? {
+        let blob = r.get_ref(0)?.as_blob()?;
+        seqs.extend(decode(blob)?.filter(|e| *e > after).map(|(_, seq)| seq));
+    }
+    Ok(seqs)
+}
+
+/// The runs of a period that may hold records ordered after an instant: those
+/// whose last record is not before it.
+pub(super) const RUNS_AFTER: &str = "SELECT entries FROM usage_record_runs
+     WHERE agreement_id = ?1 AND feature_code = ?2 AND period_start_ns = ?3
+       AND last_effective_ns >= ?4";
+
+/// The newest `limit` filed records of an agreement's feature in
+/// [`RecordOrder`], newest first, leaving out the seqs in `gone` (records
+/// found deleted). Runs are read newest last record first, and reading stops
+/// once `limit` are found that no later run can beat.
+pub(super) fn filed_newest(
+    conn: &Connection,
+    agreement_id: &str,
+    feature_code: &str,
+    limit: usize,
+    gone: &[i64],
+) -> rusqlite::Result<Vec<RecordOrder>> {
+    let mut runs = conn.prepare_cached(RUNS_NEWEST_FIRST)?;
+    let mut rows = runs.query((agreement_id, feature_code))?;
+    let mut best: Vec<RecordOrder> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let period_start_ns: i64 = r.get(0)?;
+        let newest_here = RecordOrder {
+            period_start_ns,
+            effective_at_ns: r.get(1)?,
+            seq: r.get(2)?,
+        };
+        if limit == 0 || (best.len() >= limit && newest_here < best[limit - 1]) {
+            break;
+        }
+        let blob = r.get_ref(3)?.as_blob()?;
+        best.extend(decode(blob)?.filter(|(_, seq)| !gone.contains(seq)).map(
+            |(effective_at_ns, seq)| RecordOrder {
+                period_start_ns,
+                effective_at_ns,
+                seq,
+            },
+        ));
+        best.sort_unstable_by(|a, b| b.cmp(a));
+        best.truncate(limit);
+    }
+    Ok(best)
+}
+
+/// An agreement's feature's runs, the newest last record first.
+pub(super) const RUNS_NEWEST_FIRST: &str =
+    "SELECT period_start_ns, last_effective_ns, last_seq, entries FROM usage_record_runs
+     WHERE agreement_id = ?1 AND feature_code = ?2
+     ORDER BY period_start_ns DESC, last_effective_ns DESC, last_seq DESC";
+
+/// Schema version 7's step: the order table of version 6, one row per
+/// record, becomes runs, then goes. Does nothing where it is gone already.
+/// Where runs exist too (the migration tests apply versions again), they are
+/// rebuilt from the order table, which version 6 has just filled with every
+/// record up to the mark.
+pub(super) fn runs_from_order_table(conn: &Connection) -> rusqlite::Result<()> {
+    let exists: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_record_order'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    conn.execute("DELETE FROM usage_record_runs", [])?;
+    {
+        // The order table's key order (a scan of its key, no sort): each
+        // aggregate's records come together and ascending. The period's end
+        // comes from the record itself (a row per record, by rowid), which
+        // also leaves out any order row whose record is gone.
+        let mut read = conn.prepare(
+            "SELECT o.agreement_id, o.feature_code, o.period_start_ns, r.period_end_ns,
+                    o.effective_at_ns, o.seq
+             FROM usage_record_order o JOIN usage_records r ON r.seq = o.seq
+             ORDER BY o.agreement_id, o.feature_code, o.period_start_ns, o.effective_at_ns, o.seq",
+        )?;
+        let mut rows = read.query([])?;
+        let mut runs = Runs::default();
+        let mut buffered = 0;
+        while let Some(r) = rows.next()? {
+            runs.add_row(r)?;
+            // Memory stays bounded whatever the history: a run is cut here
+            // (an aggregate's records may then span two runs, which is fine).
+            buffered += 1;
+            if buffered == MIGRATION_BUFFER {
+                std::mem::take(&mut runs).insert(conn)?;
+                buffered = 0;
+            }
+        }
+        runs.insert(conn)?;
+    }
+    conn.execute_batch("DROP TABLE usage_record_order")
 }
 
 #[cfg(test)]
 mod tests {
     use rusqlite::Connection;
 
-    use super::super::{aggregates::DELTAS_AFTER, browse::LATEST_RECORDS, schema};
+    use super::super::{aggregates::DELTAS_TAIL, browse::LATEST_TAIL, schema};
+    use super::{RUNS_AFTER, RUNS_NEWEST_FIRST, decode, encode};
 
     /// How SQLite runs `sql`: the `detail` column of EXPLAIN QUERY PLAN.
     fn plan(conn: &Connection, sql: &str) -> Vec<String> {
@@ -76,38 +336,57 @@ mod tests {
         steps
     }
 
-    /// Both reads take the filed part by the order table's key and the tail by
-    /// a rowid range, never by a scan or a sort of every record (which would
-    /// make them grow with history).
+    /// Nothing scanned or sorted whole (which would make the reads grow with
+    /// history): a scan of a subquery's few rows is fine.
+    fn assert_no_scan_or_sort(steps: &[String]) {
+        let text = steps.join("\n");
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.starts_with("SCAN") && !s.starts_with("SCAN (subquery")),
+            "{text}"
+        );
+        assert!(!steps.iter().any(|s| s.contains("TEMP B-TREE")), "{text}");
+    }
+
+    /// The runs are found by their index (in its order for the newest first),
+    /// the tail by a rowid range.
     #[test]
-    fn the_reads_use_the_order_key_and_the_tail_range() {
+    fn the_reads_use_the_runs_index_and_the_tail_range() {
         let mut conn = Connection::open_in_memory().unwrap();
         schema::migrate(&mut conn).unwrap();
-        for sql in [DELTAS_AFTER, LATEST_RECORDS] {
+        for sql in [RUNS_AFTER, RUNS_NEWEST_FIRST] {
             let steps = plan(&conn, sql);
-            let text = steps.join("\n");
             assert!(
                 steps
                     .iter()
-                    .any(|s| s.starts_with("SEARCH o USING PRIMARY KEY")),
-                "{text}"
+                    .any(|s| s.starts_with("SEARCH usage_record_runs USING INDEX")),
+                "{}",
+                steps.join("\n")
             );
+            assert_no_scan_or_sort(&steps);
+        }
+        for sql in [DELTAS_TAIL, LATEST_TAIL] {
+            let steps = plan(&conn, sql);
             assert!(
                 steps
                     .iter()
                     .any(|s| s
                         .starts_with("SEARCH usage_records USING INTEGER PRIMARY KEY (rowid>?)")),
-                "{text}"
+                "{}",
+                steps.join("\n")
             );
-            // No table scanned (a scan of a subquery's few rows is fine), and
-            // no sort of an aggregate's whole history.
-            assert!(
-                !steps
-                    .iter()
-                    .any(|s| s.starts_with("SCAN") && !s.starts_with("SCAN (subquery")),
-                "{text}"
-            );
-            assert!(!steps.iter().any(|s| s.contains("TEMP B-TREE")), "{text}");
+            assert_no_scan_or_sort(&steps);
         }
+    }
+
+    #[test]
+    fn a_run_decodes_to_what_was_encoded() {
+        let entries = [(i64::MIN, 1), (-1, i64::MAX), (0, 0), (1_741_000_000, 42)];
+        let blob = encode(&entries);
+        assert_eq!(blob.len(), entries.len() * 16);
+        assert_eq!(decode(&blob).unwrap().collect::<Vec<_>>(), entries);
+        assert!(decode(&blob[1..]).is_err());
+        assert_eq!(decode(&[]).unwrap().count(), 0);
     }
 }

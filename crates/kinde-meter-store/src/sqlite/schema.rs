@@ -4,7 +4,8 @@
 //! versions applied. Migrations run inside one `BEGIN IMMEDIATE` transaction, so
 //! two processes opening the same directory at once serialise: the second waits
 //! for the first's write lock, then finds the versions applied and does nothing.
-//! Never edit a migration that has shipped; append a new one.
+//! Never edit a migration that has shipped; append a new one. Version 7 also
+//! runs a step in Rust after its SQL (`record_order::runs_from_order_table`).
 
 use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior};
@@ -18,7 +19,7 @@ use super::codec;
 ///   sequence number is never reused even if rows were ever deleted.
 /// - `usage_records.seq` is the arrival sequence, assigned by the writer; the
 ///   period index serves the "deltas after an absolute" range read (version 6
-///   replaces it with `usage_record_order`).
+///   replaces it with `usage_record_order`, version 7 with runs).
 /// - `usage_aggregates` is what usage reads are served from (`docs/billing.md`).
 const V1: &str = "
 CREATE TABLE plans (
@@ -269,8 +270,38 @@ BEGIN
 END;
 ";
 
+/// Version 7: the period order is filed in runs, one row per aggregate per
+/// filing, instead of one order row per record (docs/design.md#record-order).
+///
+/// - Filing a record into `usage_record_order` cost more than inserting it
+///   (a B-tree insert keyed by two texts at one position per aggregate), and
+///   bounded the batch endpoint (BENCHMARKS.md, "Batches"). A run packs the
+///   order keys of an aggregate's records of one filing in a blob.
+/// - The index orders runs by their last record, so that both reads start
+///   where they must and stop early.
+/// - `period_end_ns` lets the retention procedure delete runs as it deletes
+///   records, by period end (docs/operations.md); no trigger: a run names its
+///   records by seq and the reads skip the deleted ones.
+/// - The SQL makes the table; [`super::record_order::runs_from_order_table`]
+///   then moves version 6's order table into it and drops it.
+const V7: &str = "
+CREATE TABLE IF NOT EXISTS usage_record_runs (
+    id                INTEGER PRIMARY KEY,
+    agreement_id      TEXT NOT NULL,
+    feature_code      TEXT NOT NULL,
+    period_start_ns   INTEGER NOT NULL,
+    period_end_ns     INTEGER NOT NULL,
+    last_effective_ns INTEGER NOT NULL,
+    last_seq          INTEGER NOT NULL,
+    entries           BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_record_runs_by_period ON usage_record_runs
+    (agreement_id, feature_code, period_start_ns, last_effective_ns, last_seq);
+DROP TRIGGER IF EXISTS usage_record_order_on_delete;
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -298,6 +329,9 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let now = Timestamp::now().to_string();
     for (version, sql) in (1i64..).zip(MIGRATIONS).skip(applied as usize) {
         tx.execute_batch(sql)?;
+        if version == 7 {
+            super::record_order::runs_from_order_table(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             (version, &now),

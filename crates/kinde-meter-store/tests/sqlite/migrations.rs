@@ -193,8 +193,7 @@ async fn a_version_5_database_files_its_records_in_period_order() {
     store.shutdown().await;
     // Back to what a version-5 kinde-meter left behind: the period index.
     for sql in [
-        "DROP TRIGGER usage_record_order_on_delete",
-        "DROP TABLE usage_record_order",
+        "DROP TABLE usage_record_runs",
         "DROP TABLE usage_record_order_filed",
         "CREATE INDEX usage_records_by_period
              ON usage_records (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)",
@@ -202,10 +201,14 @@ async fn a_version_5_database_files_its_records_in_period_order() {
     ] {
         store.execute(sql).await;
     }
+    // Versions 6 and 7: the index's order filed, then moved into runs.
     let store = store.reopen().await;
+    assert_eq!(store.count(RUN_ENTRIES).await, 3);
     assert_eq!(
-        store.count("SELECT count(*) FROM usage_record_order").await,
-        3
+        store
+            .count("SELECT count(*) FROM sqlite_master WHERE name = 'usage_record_order'")
+            .await,
+        0
     );
     assert_eq!(
         store
@@ -225,4 +228,82 @@ async fn a_version_5_database_files_its_records_in_period_order() {
     assert_eq!(submit(&store, late, "2024-03-10T00:01:00Z").await, Ok(()));
     let u = usage(&store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
     assert_eq!(u.value.to_string(), "110");
+}
+
+/// Entries in the runs of the record order (16 bytes each).
+const RUN_ENTRIES: &str = "SELECT coalesce(sum(length(entries)), 0) / 16 FROM usage_record_runs";
+
+#[tokio::test]
+async fn a_version_6_database_moves_its_order_table_into_runs() {
+    let store = open(&Backend::Sqlite).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    let b = create(&store, "cust_b", "pro", "2024-03-01T00:00:00Z", 2).await;
+    for (i, at) in ["2024-03-02", "2024-03-06", "2024-03-04", "2024-03-07"]
+        .iter()
+        .enumerate()
+    {
+        let received = format!("2024-03-10T00:00:0{i}Z");
+        let at = format!("{at}T00:00:00Z");
+        for agreement in [&a, &b] {
+            let record = delta(agreement, "api_calls", "10", &at);
+            assert_eq!(submit(&store, record, &received).await, Ok(()));
+        }
+    }
+    store.shutdown().await;
+    // What a version-6 kinde-meter left behind: every record in the order
+    // table (as if filed one by one), its trigger, no runs.
+    for sql in [
+        "DROP TABLE usage_record_runs",
+        "CREATE TABLE usage_record_order (
+             agreement_id TEXT NOT NULL, feature_code TEXT NOT NULL,
+             period_start_ns INTEGER NOT NULL, effective_at_ns INTEGER NOT NULL,
+             seq INTEGER NOT NULL,
+             PRIMARY KEY (agreement_id, feature_code, period_start_ns, effective_at_ns, seq)
+         ) WITHOUT ROWID",
+        "INSERT INTO usage_record_order
+             SELECT agreement_id, feature_code, period_start_ns, effective_at_ns, seq
+             FROM usage_records",
+        "UPDATE usage_record_order_filed SET upto_seq = (SELECT max(seq) FROM usage_records)",
+        "CREATE TRIGGER usage_record_order_on_delete AFTER DELETE ON usage_records
+         BEGIN DELETE FROM usage_record_order WHERE seq = old.seq; END",
+        "DELETE FROM schema_migrations WHERE version > 6",
+    ] {
+        store.execute(sql).await;
+    }
+    let store = store.reopen().await;
+    assert_eq!(store.count(RUN_ENTRIES).await, 8);
+    // One run per aggregate, each ending at its newest record.
+    assert_eq!(
+        store.count("SELECT count(*) FROM usage_record_runs").await,
+        2
+    );
+    assert_eq!(
+        store
+            .count(
+                "SELECT count(*) FROM usage_record_runs r JOIN usage_aggregates g
+                     ON (g.agreement_id, g.feature_code, g.period_start_ns, g.period_end_ns)
+                        = (r.agreement_id, r.feature_code, r.period_start_ns, r.period_end_ns)
+                 WHERE r.last_effective_ns = (SELECT max(effective_at_ns) FROM usage_records u
+                                              WHERE u.agreement_id = r.agreement_id)"
+            )
+            .await,
+        2
+    );
+    assert_eq!(
+        store
+            .count(
+                "SELECT count(*) FROM sqlite_master
+                 WHERE name IN ('usage_record_order', 'usage_record_order_on_delete')"
+            )
+            .await,
+        0
+    );
+    // A late absolute on March 5 keeps the deltas after it (March 6 and 7),
+    // read from the runs.
+    let late = absolute(&a, "api_calls", "100", "2024-03-05T00:00:00Z");
+    assert_eq!(submit(&store, late, "2024-03-10T00:01:00Z").await, Ok(()));
+    let u = usage(&store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
+    assert_eq!(u.value.to_string(), "120");
+    let u = usage(&store, &b, "api_calls", "2024-03-20T00:00:00Z").await;
+    assert_eq!(u.value.to_string(), "40");
 }

@@ -127,10 +127,13 @@ async fn every_chunk_size_gives_the_folded_usage_and_the_same_latest_records() {
             assert_eq!(both, &expected, "record {i}: chunk {chunk}");
         }
     }
+    // The reference is the store that never files (chunk 1 000 000): its
+    // latest records come from the tail alone, not from runs.
     for limit in [1, 5, 17, 100, 500] {
-        let reference = latest(&stores[0].1, &stores[0].2, limit).await;
+        let (_, reference_store, reference_agreement) = &stores[CHUNKS.len() - 1];
+        let reference = latest(reference_store, reference_agreement, limit).await;
         assert_eq!(reference.len(), limit.min(RECORDS));
-        for (chunk, store, a) in &stores[1..] {
+        for (chunk, store, a) in &stores[..CHUNKS.len() - 1] {
             assert_eq!(
                 latest(store, a, limit).await,
                 reference,
@@ -138,8 +141,9 @@ async fn every_chunk_size_gives_the_folded_usage_and_the_same_latest_records() {
             );
         }
     }
-    // Chunk 1 filed everything; chunk 1 000 000 nothing; the others some.
-    const FILED: &str = "SELECT count(*) FROM usage_record_order";
+    // Chunk 1 filed everything; chunk 1 000 000 nothing; the others some
+    // (16 bytes a record in the runs' blobs).
+    const FILED: &str = "SELECT coalesce(sum(length(entries)), 0) / 16 FROM usage_record_runs";
     assert_eq!(stores[0].1.count(FILED).await, RECORDS as i64);
     assert_eq!(stores[4].1.count(FILED).await, 0);
     let by_7 = stores[3].1.count(FILED).await;
@@ -155,31 +159,35 @@ async fn ten_deltas_of_1(store: &TestStore, a: &Agreement, at: impl Fn(usize) ->
     }
 }
 
+/// Records deleted after they were filed (the retention procedure in
+/// docs/operations.md deletes from `usage_records` alone) are skipped by both
+/// reads: runs name records by seq, and each is read by it.
 #[tokio::test]
-async fn a_deleted_record_leaves_no_order_row_behind() {
+async fn deleted_records_are_skipped_by_both_reads() {
     let store = store_with_chunk(1).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    // Seqs 1 to 10 on March 2, 3, 4, 5, 6, 7, 8, 2, 3, 4.
     ten_deltas_of_1(&store, &a, |i| format!("2024-03-0{}T00:00:00Z", 2 + i % 7)).await;
     store.shutdown().await;
-    // What the retention procedure in docs/operations.md does.
     store
         .execute("DELETE FROM usage_records WHERE seq % 2 = 0")
         .await;
-    assert_eq!(
-        store.count("SELECT count(*) FROM usage_record_order").await,
-        5
-    );
-    assert_eq!(
-        store
-            .count(
-                "SELECT count(*) FROM usage_record_order o
-                 JOIN usage_records r ON r.seq = o.seq
-                 WHERE (r.agreement_id, r.feature_code, r.period_start_ns, r.effective_at_ns)
-                     = (o.agreement_id, o.feature_code, o.period_start_ns, o.effective_at_ns)"
-            )
-            .await,
-        5
-    );
+    let store = store.reopen().await;
+    // Left: seqs 1, 3, 5, 7, 9 on March 2, 4, 6, 8, 3; newest first 7, 5, 3, 9, 1.
+    let days = |records: Vec<StoredUsageRecord>| -> Vec<i8> {
+        records
+            .iter()
+            .map(|r| r.timestamp.unwrap().in_tz("UTC").unwrap().day())
+            .collect()
+    };
+    assert_eq!(days(latest(&store, &a, 10).await), [8, 6, 4, 3, 2]);
+    assert_eq!(days(latest(&store, &a, 3).await), [8, 6, 4]);
+    // A late absolute on March 5: the deltas after it that are left count
+    // (March 6 and 8), the deleted one after it (March 7, seq 6) does not.
+    let late = absolute(&a, "api_calls", "100", "2024-03-05T00:00:00Z");
+    assert_eq!(submit(&store, late, "2024-03-10T00:01:00Z").await, Ok(()));
+    let u = usage(&store, &a, "api_calls", "2024-03-20T00:00:00Z").await;
+    assert_eq!(u.value.to_string(), "102");
 }
 
 /// Records numbered after the newest ones were deleted are never taken for
@@ -216,4 +224,38 @@ async fn records_after_deleted_newest_ones_are_not_taken_for_filed() {
             .await,
         11
     );
+}
+
+/// A run read first (its last record the newest) can hold older records than
+/// a run read after it: the newest records are merged across runs, not taken
+/// from the first runs that hold enough.
+#[tokio::test]
+async fn the_latest_records_are_merged_across_overlapping_runs() {
+    let days = |records: Vec<StoredUsageRecord>| -> Vec<i8> {
+        records
+            .iter()
+            .map(|r| r.timestamp.unwrap().in_tz("UTC").unwrap().day())
+            .collect()
+    };
+    // Filed in runs of four (arrival order): March 10 to 13, then March 1,
+    // 2, 3 and 20. The second run ends newest but holds the oldest records.
+    for chunk in [4, 1_000_000] {
+        let store = store_with_chunk(chunk).await;
+        let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+        for (i, day) in [10, 11, 12, 13, 1, 2, 3, 20].iter().enumerate() {
+            let record = delta(&a, "api_calls", "1", &format!("2024-03-{day:02}T00:00:00Z"));
+            let received = format!("2024-03-21T00:00:0{i}Z");
+            assert_eq!(submit(&store, record, &received).await, Ok(()));
+        }
+        assert_eq!(
+            days(latest(&store, &a, 3).await),
+            [20, 13, 12],
+            "chunk {chunk}"
+        );
+        assert_eq!(
+            days(latest(&store, &a, 6).await),
+            [20, 13, 12, 11, 10, 3],
+            "chunk {chunk}"
+        );
+    }
 }
