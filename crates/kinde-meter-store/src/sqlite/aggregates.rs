@@ -243,10 +243,12 @@ pub(super) const DELTAS_TAIL: &str = "SELECT value FROM usage_records
 /// The sum of the period's deltas ordered after `after`: the filed records
 /// the period's runs name after it, each read by seq (deleted ones skipped),
 /// and the unfiled tail (`record_order.rs`). The two parts are disjoint by
-/// the filed mark, read in the same transaction (the writer's).
+/// `filed_upto`, the mark the writer's transaction read when it began (it
+/// moves only when that transaction files, before COMMIT).
 pub(super) fn deltas_after(
     conn: &Connection,
     key: &PeriodKey<'_>,
+    filed_upto: i64,
     after: OrderKey,
 ) -> Result<UsageTotal, SumError> {
     let after_ns = codec::ns(after.effective_at)?;
@@ -271,7 +273,6 @@ pub(super) fn deltas_after(
             add(value)?;
         }
     }
-    let upto = record_order::filed_upto(conn)?;
     let mut tail = conn.prepare_cached(DELTAS_TAIL)?;
     let mut rows = tail.query((
         key.agreement_id,
@@ -279,7 +280,7 @@ pub(super) fn deltas_after(
         key.period_start_ns,
         after_ns,
         after.seq,
-        upto,
+        filed_upto,
     ))?;
     while let Some(r) = rows.next()? {
         add(r.get(0)?)?;

@@ -4,8 +4,8 @@
 //! versions applied. Migrations run inside one `BEGIN IMMEDIATE` transaction, so
 //! two processes opening the same directory at once serialise: the second waits
 //! for the first's write lock, then finds the versions applied and does nothing.
-//! Never edit a migration that has shipped; append a new one. Version 7 also
-//! runs a step in Rust after its SQL (`record_order::runs_from_order_table`).
+//! Never edit a migration that has shipped; append a new one. A migration may
+//! add a step in Rust after its SQL (`Migration::then`; version 7 does).
 
 use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior};
@@ -300,8 +300,31 @@ CREATE INDEX IF NOT EXISTS usage_record_runs_by_period ON usage_record_runs
 DROP TRIGGER IF EXISTS usage_record_order_on_delete;
 ";
 
+/// One schema version: its SQL, then, where SQL cannot say it, a step in
+/// Rust run in the same transaction.
+struct Migration {
+    sql: &'static str,
+    then: Option<fn(&Connection) -> rusqlite::Result<()>>,
+}
+
+/// A version that is SQL alone.
+const fn sql(sql: &'static str) -> Migration {
+    Migration { sql, then: None }
+}
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[Migration] = &[
+    sql(V1),
+    sql(V2),
+    sql(V3),
+    sql(V4),
+    sql(V5),
+    sql(V6),
+    Migration {
+        sql: V7,
+        then: Some(super::record_order::runs_from_order_table),
+    },
+];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -327,10 +350,10 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         )));
     }
     let now = Timestamp::now().to_string();
-    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(applied as usize) {
-        tx.execute_batch(sql)?;
-        if version == 7 {
-            super::record_order::runs_from_order_table(&tx)?;
+    for (version, migration) in (1i64..).zip(MIGRATIONS).skip(applied as usize) {
+        tx.execute_batch(migration.sql)?;
+        if let Some(step) = migration.then {
+            step(&tx)?;
         }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",

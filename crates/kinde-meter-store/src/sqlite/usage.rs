@@ -198,8 +198,11 @@ fn apply_record(
         feature_code: feature.clone(),
         period_start_ns: key.period_start_ns,
     };
+    let filed_upto = ctx.filed_upto;
     let state = ctx.cache.aggregate(conn, &cache_key)?;
-    let next = match state.apply(entry, |after| aggregates::deltas_after(conn, &key, after)) {
+    let next = match state.apply(entry, |after| {
+        aggregates::deltas_after(conn, &key, filed_upto, after)
+    }) {
         Ok(next) => next,
         Err(ApplyError::OutOfRange | ApplyError::Source(SumError::OutOfRange)) => {
             return Ok(Err(record_checks::out_of_range(record)));
