@@ -12,29 +12,24 @@
 #
 # Nothing here is part of CI.
 set -uo pipefail
+source "$(dirname "$0")/serve.sh"
 BINS=$1 PAIRS=$2 MODE=$3 CONNS=$4 REQ=$5
 shift 5
 for _ in $(seq "$PAIRS"); do
   for BIN in $BINS; do
     D=$(mktemp -d)
-    port=$((20000 + RANDOM % 10000))
-    "$BIN" serve --listen 127.0.0.1:$port --rate-limit 0 --log-format json --data-dir "$D" \
-      2>"$D/serve.log" >/dev/null &
-    PID=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-    TOKEN=$("$BIN" token --data-dir "$D")
-    row=$("$BIN" bench --server "http://127.0.0.1:$port" --server-pid $PID --token "$TOKEN" \
+    start_serve "$BIN" "$D/serve.log" --data-dir "$D"
+    row=$("$BIN" bench --server "$URL" --server-pid $PID --token "$TOKEN" \
       --connections "$CONNS" --mode "$MODE" --requests "$REQ" "$@" 2>&1 |
       grep -E "^\| [0-9]+ \| $MODE \|")
-    per_commit=$(curl -s "http://127.0.0.1:$port/metrics" | awk '
+    per_commit=$(curl -s "$URL/metrics" | awk '
       /^kinde_meter_usage_records_committed_total/ {r = $2}
       /^kinde_meter_commits_total/ {c = $2}
       END {if (c > 0) printf "%.1f", r / c}')
     wchar=$(awk '/^wchar/ {print $2}' /proc/$PID/io)
     ticks=$(awk '{print $14 + $15}' /proc/$PID/stat)
     echo "$BIN $row records/commit $per_commit | bytes written/request $((wchar / REQ)) | CPU ticks $ticks"
-    kill $PID
-    wait $PID 2>/dev/null
+    stop_serve
     rm -rf "$D"
   done
 done

@@ -10,23 +10,18 @@
 # Nothing here is part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/serve.sh
 OUT=$1
 mkdir -p "$OUT"
 BIN="$(pwd)/target/release/kinde-meter"
 D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
-port=$((20000 + RANDOM % 10000))
-"$BIN" serve --listen 127.0.0.1:$port --rate-limit 0 --log-format json --data-dir "$D/data" \
-  2>"$D/serve.log" >/dev/null &
-PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-TOKEN=$("$BIN" token --data-dir "$D/data")
-S=(--server "http://127.0.0.1:$port" --server-pid $PID --token "$TOKEN" --customers big --connections 64)
+start_serve "$BIN" "$D/serve.log" --data-dir "$D/data"
+S=(--server "$URL" --server-pid $PID --token "$TOKEN" --customers big --connections 64)
 "$BIN" bench "${S[@]}" --mode batch --requests 10000 --batch-size 100 --json >"$OUT/load1.json"
 sync
 for i in 1 2 3; do "$BIN" bench "${S[@]}" --mode read,check --rate 1000 --json >"$OUT/read1-$i.json"; done
 "$BIN" bench "${S[@]}" --mode batch --requests 90000 --batch-size 100 --json >"$OUT/load2.json"
 sync
 for i in 1 2 3; do "$BIN" bench "${S[@]}" --mode read,check --rate 1000 --json >"$OUT/read10-$i.json"; done
-kill $PID
-wait $PID 2>/dev/null || true
+stop_serve

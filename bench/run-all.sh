@@ -17,17 +17,8 @@ BIN="$(pwd)/target/release/kinde-meter"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# A `serve` of its own for --server runs: sets PID, URL and TOKEN.
-start_serve() { # [--database-url URL | --data-dir DIR]
-  local port=$((20000 + RANDOM % 10000))
-  "$BIN" serve --listen 127.0.0.1:$port --rate-limit 0 --log-format json "$@" \
-    2>"$WORK/serve.log" >/dev/null &
-  PID=$!
-  URL=http://127.0.0.1:$port
-  for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
-  TOKEN=$("$BIN" token "$@")
-}
-stop_serve() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+# A `serve` of its own for --server runs (bench/serve.sh): sets PID, URL and TOKEN.
+source bench/serve.sh
 
 for i in $(seq "$RUNS"); do
   echo "== run $i: SQLite in process (no log lines: the bench installs no log subscriber)"
@@ -39,7 +30,7 @@ for i in $(seq "$RUNS"); do
   "$BIN" bench --connections 64 --mode single --rate half --requests 100000 \
     --work-dir "$WORK" --json >"$OUT/half-$i.json"
   echo "== run $i: SQLite serve (log lines on, JSON to a file)"
-  start_serve --data-dir "$WORK/serve-$i"
+  start_serve "$BIN" "$WORK/serve.log" --data-dir "$WORK/serve-$i"
   "$BIN" bench --server "$URL" --server-pid "$PID" --token "$TOKEN" --connections 64 \
     --mode healthz,single,read,check --requests 200000 --json >"$OUT/ext-$i.json"
   stop_serve
@@ -48,7 +39,7 @@ for i in $(seq "$RUNS"); do
     db=km_bench_scratch_$i
     psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db" test
     psql -q -h 127.0.0.1 -U postgres -c "create database $db" test
-    start_serve --database-url "postgres://postgres@127.0.0.1:5432/$db"
+    start_serve "$BIN" "$WORK/serve.log" --database-url "postgres://postgres@127.0.0.1:5432/$db"
     "$BIN" bench --server "$URL" --server-pid "$PID" --token "$TOKEN" --connections 8,64,256 \
       --mode healthz,single,read,check,mixed --requests 100000 --json >"$OUT/pg-a-$i.json"
     "$BIN" bench --server "$URL" --server-pid "$PID" --token "$TOKEN" --connections 8,64,256 \
@@ -59,7 +50,7 @@ for i in $(seq "$RUNS"); do
 done
 
 echo "== 1 M then 10 M records stored (SQLite serve, ~2.1 GB), reads and checks at 1 000/s after each"
-start_serve --data-dir "$WORK/10m"
+start_serve "$BIN" "$WORK/serve.log" --data-dir "$WORK/10m"
 S=(--server "$URL" --server-pid "$PID" --token "$TOKEN" --customers big --connections 64)
 # `sync` after each load: the reads are timed, not the kernel's write-back of the load.
 "$BIN" bench "${S[@]}" --mode batch --requests 10000 --batch-size 100 --json >"$OUT/10m-load1.json"

@@ -14,15 +14,13 @@
 #
 # Nothing here is part of CI.
 set -uo pipefail
+source "$(dirname "$0")/serve.sh"
 BIN=${1:-target/release/kinde-meter} MODE=${2:-single} CONNS=${3:-64} REQ=${4:-200000}
 D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
-port=$((20000 + RANDOM % 10000))
-"$BIN" serve --listen 127.0.0.1:$port --rate-limit 0 --data-dir "$D/data" 2>/dev/null >/dev/null &
-PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-TOKEN=$("$BIN" token --data-dir "$D/data")
-B=(--server "http://127.0.0.1:$port" --token "$TOKEN" --connections "$CONNS" --mode "$MODE")
+SERVE_FLAGS=() # no log lines' cost on the writer's cores
+start_serve "$BIN" /dev/null --data-dir "$D/data"
+B=(--server "$URL" --token "$TOKEN" --connections "$CONNS" --mode "$MODE")
 "$BIN" bench "${B[@]}" --requests 20000 >/dev/null 2>&1
 TASK=$(dirname "$(grep -l '^kinde-meter-sql' /proc/$PID/task/*/comm | head -1)")
 [ -n "${NICE:-}" ] && renice -n "$NICE" -p "$(basename "$TASK")" >/dev/null
@@ -38,5 +36,4 @@ run, wait = (run1 - run0) / 1e9, (wait1 - wait0) / 1e9
 print(f"writer thread over the invocation ({end - start:.2f} s): on a CPU {run:.2f} s, "
       f"waiting for a CPU {wait:.2f} s, asleep the rest; {int(s1 - s0)} times scheduled")
 EOF
-kill $PID
-wait $PID 2>/dev/null
+stop_serve
