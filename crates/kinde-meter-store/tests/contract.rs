@@ -11,6 +11,8 @@ mod common;
 mod agreements;
 #[path = "contract/browse.rs"]
 mod browse;
+#[path = "contract/changes.rs"]
+mod changes;
 #[path = "contract/clients.rs"]
 mod clients;
 #[path = "contract/durability.rs"]

@@ -25,6 +25,7 @@ use super::{
     failure::{Failure, OpError, PgResult},
     idempotency::{self, KeyId, KeyState},
     outbox::{self, Crossing, Thresholds},
+    writer_cache::AgreementCache,
 };
 use crate::{
     RecordFailure, RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
@@ -104,21 +105,20 @@ pub(super) async fn run(
     conn: &Object,
     config: &StoreConfig,
     known: &mut Known,
+    cache: &mut AgreementCache,
     submissions: &[&UsageSubmission],
     deadline: tokio::time::Instant,
     committing: &mut Option<Committing>,
 ) -> PgResult<()> {
     let client = conn;
-    let writes = match tokio::time::timeout_at(
-        deadline,
-        prepare(client, config, known, submissions),
-    )
-    .await
-    {
-        Ok(Ok(writes)) => writes,
-        Ok(Err(failure)) => return Err(roll_back(client, failure).await),
-        Err(_) => return Err(Failure::Timeout),
-    };
+    let writes =
+        match tokio::time::timeout_at(deadline, prepare(client, config, known, cache, submissions))
+            .await
+        {
+            Ok(Ok(writes)) => writes,
+            Ok(Err(failure)) => return Err(roll_back(client, failure).await),
+            Err(_) => return Err(Failure::Timeout),
+        };
     let Writes {
         txid,
         answers,
@@ -189,53 +189,137 @@ struct Writes<'a> {
 /// The batch's statements up to (not including) its last flight: begins the
 /// transaction, and returns what the last flight writes.
 ///
-/// The statements go in two flights before it, each pipelined on the
-/// connection (sent together, answered in order, one round trip): BEGIN, the
-/// transaction id with the agreements, their plans, and the keys; the
-/// aggregates not `known` created, then all of them locked with the sequence
-/// numbers (one statement). PostgreSQL runs a flight's statements in the
-/// order they were sent, so the locking order is the same as one at a time.
+/// Where the writer's cache has every agreement of the batch and its plan, the
+/// records are placed in their periods from it and the statements go in one
+/// flight before the last ([`prepare_from_cache`]); otherwise in two, each
+/// pipelined on the connection (sent together, answered in order, one round
+/// trip): BEGIN, the transaction id with the agreements, their plans, and the
+/// keys; the aggregates not `known` created, then all of them locked with the
+/// sequence numbers (one statement). PostgreSQL runs a flight's statements in
+/// the order they were sent, so the locking order is the same as one at a time.
 async fn prepare<'a>(
     tx: &Object,
     config: &StoreConfig,
     known: &mut Known,
+    cache: &mut AgreementCache,
     submissions: &[&'a UsageSubmission],
 ) -> PgResult<Writes<'a>> {
-    // 1. The transaction id with the agreements (of every record of the
-    // batch: those of submissions answered from a key are not used), their
-    // plans, and the keys.
-    let mut ids: Vec<&str> = submissions
+    // The agreements of every record of the batch (those of submissions
+    // answered from a key are not used).
+    let mut agreement_ids: Vec<&AgreementId> = submissions
         .iter()
         .flat_map(|s| s.records.iter().flatten())
-        .map(|r| r.agreement_id.as_str())
+        .map(|r| &r.agreement_id)
         .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    agreement_ids.sort_unstable();
+    agreement_ids.dedup();
+    let ids: Vec<&str> = agreement_ids.iter().map(|id| id.as_str()).collect();
     prepare_statements(tx).await?;
-    let ((), (txid, agreements, plans), mut keys) = futures::try_join!(
+    if !ids.is_empty()
+        && cache.covers(&agreement_ids)
+        && let Some(writes) =
+            prepare_from_cache(tx, config, known, cache, submissions, &agreement_ids).await?
+    {
+        return Ok(writes);
+    }
+
+    // 1. The transaction id with the agreements, their plans, and the keys.
+    let ((), (txid, agreements, plans), keys) = futures::try_join!(
         async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
         load_agreements(tx, &ids),
         idempotency::claim(tx, config, submissions),
     )?;
-    let key_of = |s: &UsageSubmission| -> Option<KeyId> {
-        s.idempotency
-            .as_ref()
-            .map(|c| (s.client_id.clone(), c.key.as_str().to_owned()))
-    };
-    // Submissions answered from another transaction's outcome are not applied.
+    cache.remember(&agreement_ids, &agreements, &plans);
+    // Submissions answered from another transaction's outcome are not placed.
     let applies = |s: &UsageSubmission| match key_of(s) {
         Some(id) => matches!(keys.states.get(&id), Some(KeyState::Free)),
         None => true,
     };
-    let to_apply: Vec<bool> = submissions.iter().map(|s| applies(s)).collect();
 
     // 2. Checks and periods.
-    let mut placed: Vec<Vec<Result<Placed, RecordFailure>>> = Vec::with_capacity(submissions.len());
-    for (s, apply) in submissions.iter().zip(&to_apply) {
+    let placed = place_all(submissions, applies, config, &agreements, &plans)?;
+
+    // 3. Lock the aggregates; sequence numbers for every record that may be stored.
+    let rows = RowsToLock::of(&placed, known);
+    let locked = lock_rows(tx, &rows).await?;
+    let (states, seqs) = complete_locks(tx, known, &rows, locked).await?;
+    apply_all(tx, submissions, txid, keys, placed, states, seqs).await
+}
+
+/// [`prepare`] from the writer's cache of agreements and plans: the records
+/// are placed by them, and BEGIN, the transaction id with the agreements and
+/// their plans, the keys, and the aggregates' creation and locks with the
+/// sequence numbers go in one flight, in that order. If the agreements and
+/// plans the transaction read are the cache's, the placement stands and the
+/// batch goes on as [`prepare`] would have; otherwise the transaction is
+/// rolled back, the cache takes what was read, and `None` tells [`prepare`] to
+/// run the batch its own way.
+///
+/// Every submission is placed, also those a key will answer (they are skipped
+/// when applied): that may lock a row and take a sequence number more than
+/// needed, never fewer.
+async fn prepare_from_cache<'a>(
+    tx: &Object,
+    config: &StoreConfig,
+    known: &mut Known,
+    cache: &mut AgreementCache,
+    submissions: &[&'a UsageSubmission],
+    agreement_ids: &[&AgreementId],
+) -> PgResult<Option<Writes<'a>>> {
+    let ids: Vec<&str> = agreement_ids.iter().map(|id| id.as_str()).collect();
+    let confirmed = {
+        let guess: &AgreementCache = cache;
+        let placed = place_all(
+            submissions,
+            |_| true,
+            config,
+            &guess.agreements,
+            &guess.plans,
+        )?;
+        let rows = RowsToLock::of(&placed, known);
+        let ((), (txid, agreements, plans), keys, locked) = futures::try_join!(
+            async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
+            load_agreements(tx, &ids),
+            idempotency::claim(tx, config, submissions),
+            lock_rows(tx, &rows),
+        )?;
+        if guess.confirms(agreement_ids, &agreements, &plans) {
+            let (states, seqs) = complete_locks(tx, known, &rows, locked).await?;
+            return apply_all(tx, submissions, txid, keys, placed, states, seqs)
+                .await
+                .map(Some);
+        }
+        (agreements, plans)
+    };
+    tracing::debug!("agreements or plans changed since the writer cached them; batch run again");
+    tx.batch_execute("ROLLBACK").await?;
+    cache.remember(agreement_ids, &confirmed.0, &confirmed.1);
+    Ok(None)
+}
+
+/// The idempotency key of a submission, if it has one.
+fn key_of(s: &UsageSubmission) -> Option<KeyId> {
+    s.idempotency
+        .as_ref()
+        .map(|c| (s.client_id.clone(), c.key.as_str().to_owned()))
+}
+
+/// Each submission's records checked and placed in their periods (none for a
+/// submission that does not `apply`), in order. A record refused is a
+/// per-record failure; a failure of the store's own data fails the batch.
+fn place_all<'p>(
+    submissions: &[&UsageSubmission],
+    apply: impl Fn(&UsageSubmission) -> bool,
+    config: &StoreConfig,
+    agreements: &'p HashMap<AgreementId, Agreement>,
+    plans: &'p HashMap<PlanCode, Plan>,
+) -> PgResult<Vec<Vec<Result<Placed<'p>, RecordFailure>>>> {
+    let mut placed = Vec::with_capacity(submissions.len());
+    for s in submissions {
         let mut list = Vec::new();
-        if *apply {
+        if apply(s) {
             for record in s.records.iter().flatten() {
-                list.push(match place(record, s, config, &agreements, &plans) {
+                list.push(match place(record, s, config, agreements, plans) {
                     Ok(placed) => Ok(placed),
                     Err(OpError::Refused(failure)) => Err(failure),
                     Err(OpError::Failed(failure)) => return Err(failure),
@@ -244,69 +328,121 @@ async fn prepare<'a>(
         }
         placed.push(list);
     }
+    Ok(placed)
+}
 
-    // 3. Lock the aggregates; sequence numbers for every record that may be stored.
-    let mut period_keys: Vec<(PeriodKey, i64)> = placed
-        .iter()
-        .flatten()
-        .filter_map(|p| p.as_ref().ok())
-        .map(|p| (p.key.clone(), p.period_end_ns))
-        .collect();
-    period_keys.sort();
-    period_keys.dedup_by(|a, b| a.0 == b.0);
-    let mut states = HashMap::new();
-    let mut seqs = Vec::new();
-    if !period_keys.is_empty() {
-        let count = placed.iter().flatten().filter(|p| p.is_ok()).count();
+/// The aggregate rows a batch locks, and how many sequence numbers it takes.
+struct RowsToLock {
+    /// Every row of a placed record, sorted (the locking order), with its
+    /// period's end.
+    all: Vec<(PeriodKey, i64)>,
+    /// Those not `known`, which are created first.
+    unknown: Vec<(PeriodKey, i64)>,
+    /// Records placed: one sequence number each.
+    records: usize,
+}
+
+impl RowsToLock {
+    fn of(placed: &[Vec<Result<Placed, RecordFailure>>], known: &Known) -> RowsToLock {
+        let mut all: Vec<(PeriodKey, i64)> = placed
+            .iter()
+            .flatten()
+            .filter_map(|p| p.as_ref().ok())
+            .map(|p| (p.key.clone(), p.period_end_ns))
+            .collect();
+        all.sort();
+        all.dedup_by(|a, b| a.0 == b.0);
         // Rows this writer saw committed exist (rows are never deleted), so
         // only the others are created: in the steady state, no statement.
-        let unknown: Vec<(PeriodKey, i64)> = period_keys
+        let unknown = all
             .iter()
             .filter(|(k, _)| !known.contains(k))
             .cloned()
             .collect();
-        let locked = if unknown.is_empty() {
-            aggregates::lock(tx, &period_keys, count).await?
-        } else {
-            futures::try_join!(
-                aggregates::ensure(tx, &unknown),
-                aggregates::lock(tx, &period_keys, count),
-            )?
-            .1
-        };
-        (states, seqs) = (locked.states, locked.seqs);
-        if states.len() < period_keys.len() {
-            // Rows taken as known are gone (deleted behind the server's back,
-            // or a hash collision in `known`): created and locked now. This
-            // takes their locks after others, out of the global order; a
-            // deadlock that may cause is detected by PostgreSQL and the batch
-            // run again (`Failure::is_retryable`), with the keys forgotten.
-            let missing: Vec<(PeriodKey, i64)> = period_keys
-                .iter()
-                .filter(|(k, _)| !states.contains_key(k))
-                .cloned()
-                .collect();
-            for (k, _) in &missing {
-                known.forget(k);
-            }
-            tracing::warn!(
-                rows = missing.len(),
-                "aggregate rows known to exist were not found; creating them"
-            );
-            let ((), again) = futures::try_join!(
-                aggregates::ensure(tx, &missing),
-                aggregates::lock(tx, &missing, 0),
-            )?;
-            if again.states.len() != missing.len() {
-                return Err(Failure::Data(format!(
-                    "{} of {} aggregate rows to lock were not found",
-                    missing.len() - again.states.len(),
-                    missing.len()
-                )));
-            }
-            states.extend(again.states);
+        let records = placed.iter().flatten().filter(|p| p.is_ok()).count();
+        RowsToLock {
+            all,
+            unknown,
+            records,
         }
     }
+}
+
+/// Creates the rows not known and locks all of them, taking the sequence
+/// numbers (no statement when there is no row).
+async fn lock_rows(tx: &Object, rows: &RowsToLock) -> PgResult<aggregates::Locked> {
+    if rows.all.is_empty() {
+        return Ok(aggregates::Locked {
+            states: HashMap::new(),
+            seqs: Vec::new(),
+        });
+    }
+    if rows.unknown.is_empty() {
+        return aggregates::lock(tx, &rows.all, rows.records).await;
+    }
+    let ((), locked) = futures::try_join!(
+        aggregates::ensure(tx, &rows.unknown),
+        aggregates::lock(tx, &rows.all, rows.records),
+    )?;
+    Ok(locked)
+}
+
+/// The states of every row of `rows` and the sequence numbers, from `locked`
+/// and, for rows taken as known that were not there, from creating and
+/// locking them now.
+async fn complete_locks(
+    tx: &Object,
+    known: &mut Known,
+    rows: &RowsToLock,
+    locked: aggregates::Locked,
+) -> PgResult<(HashMap<PeriodKey, AggregateState>, Vec<i64>)> {
+    let aggregates::Locked { mut states, seqs } = locked;
+    if states.len() < rows.all.len() {
+        // Rows taken as known are gone (deleted behind the server's back,
+        // or a hash collision in `known`): created and locked now. This
+        // takes their locks after others, out of the global order; a
+        // deadlock that may cause is detected by PostgreSQL and the batch
+        // run again (`Failure::is_retryable`), with the keys forgotten.
+        let missing: Vec<(PeriodKey, i64)> = rows
+            .all
+            .iter()
+            .filter(|(k, _)| !states.contains_key(k))
+            .cloned()
+            .collect();
+        for (k, _) in &missing {
+            known.forget(k);
+        }
+        tracing::warn!(
+            rows = missing.len(),
+            "aggregate rows known to exist were not found; creating them"
+        );
+        let ((), again) = futures::try_join!(
+            aggregates::ensure(tx, &missing),
+            aggregates::lock(tx, &missing, 0),
+        )?;
+        if again.states.len() != missing.len() {
+            return Err(Failure::Data(format!(
+                "{} of {} aggregate rows to lock were not found",
+                missing.len() - again.states.len(),
+                missing.len()
+            )));
+        }
+        states.extend(again.states);
+    }
+    Ok((states, seqs))
+}
+
+/// Applies the placed records in order to the locked states (4.), answering
+/// every submission: the last flight's writes.
+async fn apply_all<'a>(
+    tx: &Object,
+    submissions: &[&'a UsageSubmission],
+    txid: i64,
+    mut keys: idempotency::Keys,
+    placed: Vec<Vec<Result<Placed<'_>, RecordFailure>>>,
+    mut states: HashMap<PeriodKey, AggregateState>,
+    seqs: Vec<i64>,
+) -> PgResult<Writes<'a>> {
     let mut seqs = seqs.into_iter();
 
     // 4. Apply, in order.
@@ -456,12 +592,20 @@ const ORDERED: [&str; 6] = [
     outbox::INSERT_EVENTS,
 ];
 
-/// Prepares [`ORDERED`] on `conn` where it is not yet (one round trip on a new
-/// connection, none after). A flight's statement is then sent the first time
-/// its future is polled, so the statements of a flight go in the order they
-/// are joined in, not in the order their preparations come back.
+/// Prepares [`ORDERED`], the keys' claim and [`AGREEMENTS_AND_PLANS`] on
+/// `conn` where they are not yet (one round trip on a new connection, none
+/// after). A flight's statement is then sent the first time its future is
+/// polled, so the statements of a flight go in the order they are joined in,
+/// not in the order their preparations come back.
 async fn prepare_statements(conn: &Object) -> PgResult<()> {
-    futures::future::try_join_all(ORDERED.iter().map(|sql| conn.prepare_cached(sql))).await?;
+    let first_flight = [idempotency::CLAIM, AGREEMENTS_AND_PLANS.as_str()];
+    futures::future::try_join_all(
+        ORDERED
+            .iter()
+            .chain(&first_flight)
+            .map(|sql| conn.prepare_cached(sql)),
+    )
+    .await?;
     Ok(())
 }
 

@@ -24,6 +24,18 @@ use crate::{
 };
 
 /// Stores remembered outcomes ([`finish`]).
+/// Claims a batch's keys ([`claim`]): `DO UPDATE … WHERE` takes over only an
+/// expired row; a live one is left alone (but locked until this transaction
+/// ends) and not returned.
+pub(super) const CLAIM: &str =
+    "INSERT INTO idempotency_keys (client_id, key, fingerprint, kind, created_at_ns)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
+     ON CONFLICT (client_id, key) DO UPDATE SET
+         fingerprint = excluded.fingerprint, kind = excluded.kind,
+         outcome_json = NULL, created_at_ns = excluded.created_at_ns
+     WHERE idempotency_keys.created_at_ns < excluded.created_at_ns - $6
+     RETURNING client_id, key";
+
 pub(super) const REMEMBER: &str = "UPDATE idempotency_keys i SET
                      fingerprint = u.f, kind = u.kd, outcome_json = u.o, created_at_ns = u.t
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
@@ -104,19 +116,7 @@ pub(super) async fn claim(
         t.push(codec::ns(s.received_at)?);
     }
     let retention_ns = i64::try_from(config.idempotency_retention.as_nanos()).unwrap_or(i64::MAX);
-    // `DO UPDATE … WHERE` takes over only an expired row; a live one is left
-    // alone (but locked until this transaction ends) and not returned.
-    let stmt = conn
-        .prepare_cached(
-            "INSERT INTO idempotency_keys (client_id, key, fingerprint, kind, created_at_ns)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
-             ON CONFLICT (client_id, key) DO UPDATE SET
-                 fingerprint = excluded.fingerprint, kind = excluded.kind,
-                 outcome_json = NULL, created_at_ns = excluded.created_at_ns
-             WHERE idempotency_keys.created_at_ns < excluded.created_at_ns - $6
-             RETURNING client_id, key",
-        )
-        .await?;
+    let stmt = conn.prepare_cached(CLAIM).await?;
     let rows = conn
         .query(&stmt, &[&c, &k, &f, &kd, &t, &retention_ns])
         .await?;

@@ -24,6 +24,7 @@ mod schema;
 pub mod scratch;
 mod webhooks;
 mod writer;
+mod writer_cache;
 
 use std::sync::{
     Arc,

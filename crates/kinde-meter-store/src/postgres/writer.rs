@@ -18,7 +18,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::{aggregates::Known, batch, failure::Failure, idempotency, pool::Db, pool::on_conn};
+use super::{
+    aggregates::Known, batch, failure::Failure, idempotency, pool::Db, pool::on_conn,
+    writer_cache::AgreementCache,
+};
 use crate::{
     StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
     writer_queue::{Counters, JobQueue, WriterStats},
@@ -83,6 +86,7 @@ impl WriterHandle {
             config,
             counters: counters.clone(),
             known: Known::default(),
+            cache: AgreementCache::default(),
         };
         let cannot = |e: std::io::Error| {
             StoreError::Unavailable(format!("cannot start the PostgreSQL writer: {e}"))
@@ -176,6 +180,9 @@ struct Writer {
     counters: Arc<Counters>,
     /// Aggregate rows seen committed, whose creation batches skip.
     known: Known,
+    /// Agreements and plans as batches last read them, by which the next
+    /// batch places its records before reading them again.
+    cache: AgreementCache,
 }
 
 impl Writer {
@@ -235,7 +242,8 @@ impl Writer {
             // closed (the transaction rolled back) as it unwinds, the batch
             // answered 503.
             let mut committing = None;
-            let (db, config, known) = (&self.db, &self.config, &mut self.known);
+            let (db, config, known, cache) =
+                (&self.db, &self.config, &mut self.known, &mut self.cache);
             let run = AssertUnwindSafe(async {
                 // The connection and the work must come by `deadline`; the
                 // last flight (writes and COMMIT), once sent, is waited for up
@@ -248,6 +256,7 @@ impl Writer {
                         conn.0.as_ref().expect("taken only below"),
                         config,
                         known,
+                        cache,
                         &submissions,
                         deadline,
                         &mut committing,
