@@ -50,10 +50,16 @@ pub(super) fn filed_upto(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-/// Files every record after `upto` (the tail) if there are at least `chunk`
-/// (and at least one) of them, `last_seq` being the highest stored. Runs in
-/// the writer's transaction, which holds the write lock, so no record is
-/// inserted meanwhile.
+/// Files the oldest records after `upto` (the tail) once there are at least
+/// `chunk` (and at least one) of them, `last_seq` being the highest stored:
+/// at least enough that fewer than `chunk` stay unfiled, and past that as
+/// many more as add no aggregate beyond [`runs_per_filing`] of them. Where
+/// many aggregates take a record or two each (thousands of customers), a
+/// filing of the whole tail would write a run per record in one commit, a
+/// stall for every request waiting on it; this way a filing writes a bounded
+/// number of runs, and where few aggregates take many records it still files
+/// the whole tail as few, full runs. Runs in the writer's transaction, which
+/// holds the write lock, so no record is inserted meanwhile.
 pub(super) fn file_tail(
     conn: &Connection,
     upto: i64,
@@ -64,19 +70,34 @@ pub(super) fn file_tail(
     if tail == 0 || tail < chunk as u64 {
         return Ok(());
     }
+    // Filed whatever their aggregates: the records up to `must`.
+    let must = upto.saturating_add(i64::try_from(tail + 1 - chunk.max(1) as u64).unwrap_or(0));
+    let max_runs = runs_per_filing(chunk);
     let mut runs = Runs::default();
+    let mut filed = upto;
     let mut read = conn.prepare_cached(
         "SELECT agreement_id, feature_code, period_start_ns, period_end_ns, effective_at_ns, seq
-         FROM usage_records WHERE seq > ?1 AND seq <= ?2",
+         FROM usage_records WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
     )?;
     let mut rows = read.query((upto, last_seq))?;
     while let Some(r) = rows.next()? {
-        runs.add_row(r)?;
+        let seq: i64 = r.get(5)?;
+        let may_start_run = seq <= must || runs.runs.len() < max_runs;
+        if !runs.add_row(r, may_start_run)? {
+            break;
+        }
+        filed = seq;
     }
     runs.insert(conn)?;
     conn.prepare_cached("UPDATE usage_record_order_filed SET upto_seq = ?1 WHERE id = 0")?
-        .execute([last_seq])?;
+        .execute([filed])?;
     Ok(())
+}
+
+/// The aggregates one filing takes past the records it must file: a quarter
+/// of a chunk (64 of 256), at least one.
+fn runs_per_filing(chunk: usize) -> usize {
+    (chunk / 4).max(1)
 }
 
 /// Runs being built, one per aggregate, in the order their aggregates came.
@@ -101,17 +122,18 @@ struct Run {
 
 impl Runs {
     /// Adds a row of (agreement, feature, period start, period end,
-    /// effective instant, seq).
-    fn add_row(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
+    /// effective instant, seq), unless it would start a run and
+    /// `may_start_run` is false; whether it was added.
+    fn add_row(&mut self, r: &rusqlite::Row<'_>, may_start_run: bool) -> rusqlite::Result<bool> {
         let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
-        self.add(
+        Ok(self.add(
             text(0)?,
             text(1)?,
             r.get(2)?,
             r.get(3)?,
             (r.get(4)?, r.get(5)?),
-        );
-        Ok(())
+            may_start_run,
+        ))
     }
 
     fn add(
@@ -121,7 +143,8 @@ impl Runs {
         period_start_ns: i64,
         period_end_ns: i64,
         entry: (i64, i64),
-    ) {
+        may_start_run: bool,
+    ) -> bool {
         self.probe.clear();
         let _ = write!(
             self.probe,
@@ -129,6 +152,7 @@ impl Runs {
         );
         let at = match self.index.get(self.probe.as_str()) {
             Some(&at) => at,
+            None if !may_start_run => return false,
             None => {
                 self.index.insert(self.probe.clone(), self.runs.len());
                 self.runs.push(Run {
@@ -142,6 +166,7 @@ impl Runs {
             }
         };
         self.runs[at].entries.push(entry);
+        true
     }
 
     /// One row per aggregate (more past [`RUN_MAX_ENTRIES`]), entries sorted.
@@ -303,7 +328,7 @@ pub(super) fn runs_from_order_table(conn: &Connection) -> rusqlite::Result<()> {
         let mut runs = Runs::default();
         let mut buffered = 0;
         while let Some(r) = rows.next()? {
-            runs.add_row(r)?;
+            runs.add_row(r, true)?;
             // Memory stays bounded whatever the history: a run is cut here
             // (an aggregate's records may then span two runs, which is fine).
             buffered += 1;

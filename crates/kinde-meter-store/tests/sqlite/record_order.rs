@@ -259,3 +259,67 @@ async fn the_latest_records_are_merged_across_overlapping_runs() {
         );
     }
 }
+
+/// (the filed mark, the runs) of `store`.
+async fn filed_and_runs(store: &TestStore) -> (i64, i64) {
+    (
+        store
+            .count("SELECT upto_seq FROM usage_record_order_filed")
+            .await,
+        store.count("SELECT count(*) FROM usage_record_runs").await,
+    )
+}
+
+/// Where every record of the tail is another aggregate's (many customers,
+/// one record each), a filing files what it must to keep the tail under a
+/// chunk and then stops at a quarter of a chunk of runs, instead of writing
+/// a run per record of the whole tail in one commit; where the tail is one
+/// aggregate's, it is filed whole, as one run.
+#[tokio::test]
+async fn a_filing_writes_a_bounded_number_of_runs() {
+    // Chunk 8: filed at 8 unfiled, at least 1 of them, and at most 2 runs.
+    let store = store_with_chunk(8).await;
+    let mut agreements = Vec::new();
+    for i in 0..12u8 {
+        agreements.push(
+            create(
+                &store,
+                &format!("cust_{i}"),
+                "pro",
+                "2024-03-01T00:00:00Z",
+                i,
+            )
+            .await,
+        );
+    }
+    let mut marks = Vec::new();
+    for (i, a) in agreements.iter().enumerate() {
+        let at = format!("2024-03-02T00:00:{i:02}Z");
+        let record = delta(a, "api_calls", "1", &at);
+        assert_eq!(submit(&store, record, &at).await, Ok(()));
+        marks.push(filed_and_runs(&store).await);
+    }
+    // Nothing filed below 8 unfiled; then two records in two runs at the
+    // 8th, 10th and 12th record.
+    let expected: Vec<(i64, i64)> = [0, 0, 0, 0, 0, 0, 0, 2, 2, 4, 4, 6]
+        .into_iter()
+        .map(|n| (n, n))
+        .collect();
+    assert_eq!(marks, expected);
+    for a in &agreements {
+        let u = usage(&store, a, "api_calls", "2024-03-20T00:00:00Z").await;
+        assert_eq!((u.value.to_string(), u.record_count), ("1".to_owned(), 1));
+    }
+
+    // One aggregate's 8 records: all filed, in one run.
+    let store = store_with_chunk(8).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    for i in 0..8 {
+        let at = format!("2024-03-02T00:00:0{i}Z");
+        assert_eq!(
+            submit(&store, delta(&a, "api_calls", "1", &at), &at).await,
+            Ok(())
+        );
+    }
+    assert_eq!(filed_and_runs(&store).await, (8, 1));
+}
