@@ -218,7 +218,7 @@ async fn prepare<'a>(
     if !ids.is_empty()
         && cache.covers(&agreement_ids)
         && let Some(writes) =
-            prepare_from_cache(tx, config, known, cache, submissions, &agreement_ids).await?
+            prepare_from_cache(tx, config, known, cache, submissions, &agreement_ids, &ids).await?
     {
         return Ok(writes);
     }
@@ -252,8 +252,8 @@ async fn prepare<'a>(
 /// sequence numbers go in one flight, in that order. If the agreements and
 /// plans the transaction read are the cache's, the placement stands and the
 /// batch goes on as [`prepare`] would have; otherwise the transaction is
-/// rolled back, the cache takes what was read, and `None` tells [`prepare`] to
-/// run the batch its own way.
+/// rolled back and `None` tells [`prepare`] to run the batch its own way,
+/// which reads them again and refreshes the cache.
 ///
 /// Every submission is placed, also those a key will answer (they are skipped
 /// when applied): that may lock a row and take a sequence number more than
@@ -262,38 +262,33 @@ async fn prepare_from_cache<'a>(
     tx: &Object,
     config: &StoreConfig,
     known: &mut Known,
-    cache: &mut AgreementCache,
+    cache: &AgreementCache,
     submissions: &[&'a UsageSubmission],
     agreement_ids: &[&AgreementId],
+    ids: &[&str],
 ) -> PgResult<Option<Writes<'a>>> {
-    let ids: Vec<&str> = agreement_ids.iter().map(|id| id.as_str()).collect();
-    let confirmed = {
-        let guess: &AgreementCache = cache;
-        let placed = place_all(
-            submissions,
-            |_| true,
-            config,
-            &guess.agreements,
-            &guess.plans,
-        )?;
-        let rows = RowsToLock::of(&placed, known);
-        let ((), (txid, agreements, plans), keys, locked) = futures::try_join!(
-            async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
-            load_agreements(tx, &ids),
-            idempotency::claim(tx, config, submissions),
-            lock_rows(tx, &rows),
-        )?;
-        if guess.confirms(agreement_ids, &agreements, &plans) {
-            let (states, seqs) = complete_locks(tx, known, &rows, locked).await?;
-            return apply_all(tx, submissions, txid, keys, placed, states, seqs)
-                .await
-                .map(Some);
-        }
-        (agreements, plans)
-    };
+    let placed = place_all(
+        submissions,
+        |_| true,
+        config,
+        &cache.agreements,
+        &cache.plans,
+    )?;
+    let rows = RowsToLock::of(&placed, known);
+    let ((), (txid, agreements, plans), keys, locked) = futures::try_join!(
+        async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
+        load_agreements(tx, ids),
+        idempotency::claim(tx, config, submissions),
+        lock_rows(tx, &rows),
+    )?;
+    if cache.confirms(agreement_ids, &agreements, &plans) {
+        let (states, seqs) = complete_locks(tx, known, &rows, locked).await?;
+        return apply_all(tx, submissions, txid, keys, placed, states, seqs)
+            .await
+            .map(Some);
+    }
     tracing::debug!("agreements or plans changed since the writer cached them; batch run again");
     tx.batch_execute("ROLLBACK").await?;
-    cache.remember(agreement_ids, &confirmed.0, &confirmed.1);
     Ok(None)
 }
 

@@ -51,8 +51,10 @@ impl AgreementCache {
                 return false;
             };
             cached == read
-                && self.plans.contains_key(&cached.plan_code)
-                && self.plans.get(&cached.plan_code) == plans.get(&cached.plan_code)
+                && self
+                    .plans
+                    .get(&cached.plan_code)
+                    .is_some_and(|plan| plans.get(&cached.plan_code) == Some(plan))
         })
     }
 
