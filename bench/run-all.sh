@@ -26,6 +26,9 @@ for i in $(seq "$RUNS"); do
     --work-dir "$WORK" --json >"$OUT/sqlite-a-$i.json"
   "$BIN" bench --connections 8,64,256 --mode healthz,batch --requests 20000 \
     --work-dir "$WORK" --json >"$OUT/sqlite-b-$i.json"
+  echo "== run $i: single records and their ceiling (the least durable write, in process)"
+  "$BIN" bench --connections 64,256 --mode single,ceiling --requests 200000 \
+    --work-dir "$WORK" --json >"$OUT/ceiling-$i.json"
   echo "== run $i: single records open loop at half the closed loop's rate"
   "$BIN" bench --connections 64 --mode single --rate half --requests 100000 \
     --work-dir "$WORK" --json >"$OUT/half-$i.json"
@@ -61,7 +64,7 @@ sync
 "$BIN" bench "${S[@]}" --mode read,check --rate 1000 --json >"$OUT/10m-read10.json"
 stop_serve
 
-for set in sqlite-a sqlite-b half ext pg-a pg-b; do
+for set in sqlite-a sqlite-b ceiling half ext pg-a pg-b; do
   files=("$OUT"/$set-*.json)
   [ -e "${files[0]}" ] && python3 bench/median.py "${files[@]}" && echo
 done

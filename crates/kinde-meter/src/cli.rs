@@ -542,7 +542,11 @@ pub struct BenchArgs {
     /// `check` (GET /api/v1/billing/entitlements/check), `mixed` (of every 20
     /// requests 16 single records, 3 reads, 1 check), `single-enforced` (single
     /// records to a feature whose limit is enforced but never reached:
-    /// --enforced-feature-code; not in the default).
+    /// --enforced-feature-code; not in the default), `ceiling` (single records
+    /// to the least durable write, in this process: a bare axum, a map of
+    /// verified tokens, serde, one writer committing all queued records into
+    /// one SQLite table with synchronous=FULL, 200 after COMMIT; single's
+    /// ceiling, not in the default).
     #[arg(
         long = "mode",
         env = "KINDE_METER_BENCH_MODE",
@@ -641,6 +645,9 @@ pub enum BenchMode {
     Mixed,
     /// GET /healthz of a bare axum hello-world in this process: healthz's ceiling.
     Axum,
+    /// POST one usage record to the least durable write in this process
+    /// (token map, serde, group commit into one SQLite table): single's ceiling.
+    Ceiling,
 }
 
 /// `kinde-meter clients …`: M2M clients of the built-in issuer, managed on the

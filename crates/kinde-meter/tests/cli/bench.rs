@@ -106,7 +106,10 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
         kinde_meter()
             .args(["bench", "--requests", "200", "--connections", "2,4"])
             .args(["--agreements", "3", "--batch-size", "10"])
-            .args(["--mode", "single,batch,read,check,mixed,single-enforced"])
+            .args([
+                "--mode",
+                "single,batch,read,check,mixed,single-enforced,ceiling",
+            ])
             .arg("--work-dir")
             .arg(dir.path()),
     );
@@ -132,6 +135,7 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
         "check",
         "mixed",
         "single-enforced",
+        "ceiling",
     ];
     let expected_order: Vec<(&str, u64)> = [2, 4]
         .iter()
@@ -150,6 +154,7 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
             ("read", 3),
             ("check", 3),
             ("mixed", 160 + 3),
+            ("ceiling", 200),
         ],
     );
     for connections in [2, 4] {
@@ -185,6 +190,14 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
         assert!(single["cpu_us_per_request"]["sqlite_writer"].is_number());
         assert!(single["peak_rss_kib"].as_u64().unwrap() > 0);
         assert_eq!(run_of(&report, "read", connections)["records"], 0);
+        // single's ceiling: in this process, its writer thread counted as the
+        // store's, its own table's records compared with its 200s (above).
+        let ceiling = run_of(&report, "ceiling", connections);
+        assert_eq!(ceiling["records"], 200, "{ceiling:#}");
+        let cpu = &ceiling["cpu_us_per_request"];
+        assert_eq!(cpu["server_in_this_process"], true, "{ceiling:#}");
+        assert!(cpu["sqlite_writer"].as_f64().unwrap() >= 0.0, "{ceiling:#}");
+        assert_eq!(ceiling["group_commit"], Value::Null, "{ceiling:#}");
     }
     assert_eq!(report["server"]["kind"], "in-process");
     assert!(

@@ -19,6 +19,7 @@ use super::report::{
     CpuPerRequest, GroupCommit, KindReport, Latency, RateReport, Ratios, RunReport, Stored,
 };
 use super::target::{Agreement, ServerUsage, Target};
+use super::write_ceiling::WriteCeiling;
 use crate::cli::{BenchArgs, BenchMode, BenchRate};
 
 /// What every run of an invocation shares.
@@ -29,6 +30,8 @@ pub struct Bench<'a> {
     pub endpoint: Arc<Endpoint>,
     /// The `axum` mode's server, and where its requests go.
     pub axum: (BareAxum, Arc<Endpoint>),
+    /// The `ceiling` mode's server, when asked for, and where its requests go.
+    pub ceiling: Option<(WriteCeiling, Arc<Endpoint>)>,
     /// The load generator's runtime.
     pub load: &'a tokio::runtime::Runtime,
     pub authorization: HeaderValue,
@@ -82,17 +85,27 @@ impl Bench<'_> {
         } else {
             0
         };
-        let (base, endpoint) = match mode {
-            BenchMode::Axum => (&self.axum.0.base, &self.axum.1),
+        let ceiling = match (mode, &self.ceiling) {
+            (BenchMode::Ceiling, Some(ceiling)) => Some(ceiling),
+            (BenchMode::Ceiling, None) => anyhow::bail!("the ceiling's server was not started"),
+            _ => None,
+        };
+        let (base, endpoint) = match (mode, ceiling) {
+            (BenchMode::Axum, _) => (&self.axum.0.base, &self.axum.1),
+            (_, Some((server, endpoint))) => (&server.base, endpoint),
             _ => (&self.target.base, &self.endpoint),
         };
         let workload = modes::workload(mode, args, base, &agreements)?;
-        // The bare axum server is in this process, whatever the target.
-        let usage_now = || match mode {
-            BenchMode::Axum => OwnCpu::now().map(ServerUsage::InProcess),
-            _ => self.target.usage_now(),
+        // The bench's own servers are in this process, whatever the target.
+        let usage_now = || {
+            if mode.in_bench() {
+                OwnCpu::now().map(ServerUsage::InProcess)
+            } else {
+                self.target.usage_now()
+            }
         };
-        let in_target = mode != BenchMode::Axum;
+        let in_target = !mode.in_bench();
+        let ceiling_before = ceiling.map(|(server, _)| server.stored()).transpose()?;
 
         let writer_before = self.target.writer_stats();
         let usage_before = usage_now();
@@ -121,7 +134,13 @@ impl Bench<'_> {
         };
         let peak_rss_kib = in_target.then(|| self.target.peak_rss_kib()).flatten();
 
-        let stored = if mode.uses_agreements() {
+        let stored = if let Some(((server, _), (value, records))) = ceiling.zip(ceiling_before) {
+            let (value_now, records_now) = server.stored()?;
+            Some((
+                value_now.saturating_sub(value),
+                records_now.saturating_sub(records),
+            ))
+        } else if mode.uses_agreements() {
             let (value, records) = self.target.stored_usage(&agreements, feature).await?;
             Some((
                 value.saturating_sub(before.0),
@@ -138,7 +157,8 @@ impl Bench<'_> {
         let cpu = match (usage_before, usage_after) {
             (Some(before), Some(after)) => {
                 cpu_per_request(before, after, own, requests, records, mode).map(|mut cpu| {
-                    if !in_target {
+                    // The ceiling's writer thread is counted as the store's is.
+                    if mode == BenchMode::Axum {
                         cpu.sqlite_writer = None;
                         cpu.sqlite_writer_waiting = None;
                     }
@@ -248,7 +268,7 @@ impl Bench<'_> {
 /// per-record results of the 200 answers of batches.
 fn written(mode: BenchMode, args: &BenchArgs, outcome: &LoadOutcome) -> (u64, u64) {
     match mode {
-        BenchMode::Single | BenchMode::SingleEnforced => {
+        BenchMode::Single | BenchMode::SingleEnforced | BenchMode::Ceiling => {
             let kind = &outcome.kinds[0];
             (kind.requests, kind.ok())
         }

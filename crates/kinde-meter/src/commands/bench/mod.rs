@@ -30,6 +30,7 @@ mod modes;
 mod process_stats;
 mod report;
 mod target;
+mod write_ceiling;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -42,6 +43,7 @@ use self::modes::Mix;
 use self::process_stats::{LOAD_THREAD_PREFIX, Machine};
 use self::report::{LoadReport, Report, ServerReport};
 use self::target::{Server, Target};
+use self::write_ceiling::WriteCeiling;
 use crate::cli::{BenchArgs, BenchMode, BenchRate};
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -65,6 +67,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let endpoint = Arc::new(Endpoint::resolve(&target.base).await?);
     let axum = BareAxum::start().await?;
     let axum_endpoint = Arc::new(Endpoint::resolve(&axum.base).await?);
+    let authorization = target.authorization()?;
+    let ceiling = if modes.contains(&BenchMode::Ceiling) {
+        let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let token = authorization
+            .to_str()
+            .context("the bench's authorization is not text")?;
+        let server = WriteCeiling::start(&parent, token).await?;
+        let endpoint = Arc::new(Endpoint::resolve(&server.base).await?);
+        Some((server, endpoint))
+    } else {
+        None
+    };
     // One worker per CPU. One worker in all was tried (in-process, open loop
     // at 1 000/s): its thread was scheduled in 1.6 times per request instead
     // of 4.1 (`perf sched timehist`: each wake-up of an idle worker wakes its
@@ -125,8 +139,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         target: &target,
         endpoint,
         axum: (axum, axum_endpoint),
+        ceiling,
         load: &load,
-        authorization: target.authorization()?,
+        authorization,
         invocation: format!("{:08x}", rand::random::<u32>()),
         shared_agreements: tokio::sync::OnceCell::new(),
     };

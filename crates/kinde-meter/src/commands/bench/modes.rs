@@ -63,6 +63,7 @@ impl BenchMode {
             BenchMode::Read => "read",
             BenchMode::Mixed => "mixed",
             BenchMode::Axum => "axum",
+            BenchMode::Ceiling => "ceiling",
         }
     }
 
@@ -70,14 +71,28 @@ impl BenchMode {
     pub fn records_usage(self) -> bool {
         matches!(
             self,
-            BenchMode::Single | BenchMode::SingleEnforced | BenchMode::Batch | BenchMode::Mixed
+            BenchMode::Single
+                | BenchMode::SingleEnforced
+                | BenchMode::Batch
+                | BenchMode::Mixed
+                | BenchMode::Ceiling
         )
     }
 
-    /// Whether the mode works on agreements (all but `healthz` and `axum`),
-    /// whose usage is read back and compared with what was acknowledged.
+    /// Whether the mode works on the target's agreements (all but `healthz`,
+    /// `axum` and `ceiling`), whose usage is read back and compared with what
+    /// was acknowledged (`ceiling` counts its own table's records).
     pub fn uses_agreements(self) -> bool {
-        !matches!(self, BenchMode::Healthz | BenchMode::Axum)
+        !matches!(
+            self,
+            BenchMode::Healthz | BenchMode::Axum | BenchMode::Ceiling
+        )
+    }
+
+    /// Whether the mode's server is one of the bench's own, in this process
+    /// (`axum`, `ceiling`), whatever the target.
+    pub fn in_bench(self) -> bool {
+        matches!(self, BenchMode::Axum | BenchMode::Ceiling)
     }
 
     /// Whether one record per agreement is made before the timed requests.
@@ -118,6 +133,12 @@ pub fn describe(mode: BenchMode, args: &BenchArgs) -> String {
         BenchMode::Axum => "GET /healthz of a bare axum hello-world in this process, no layers, \
              hyper HTTP/1.1 configured as serve's (healthz's ceiling)"
             .to_owned(),
+        BenchMode::Ceiling => format!(
+            "POST /api/v1/billing/meter_usage, a delta of \"1\" to {feature}, to the least \
+             durable write in this process: a bare axum, a map of verified tokens, serde, one \
+             writer committing all queued records into one SQLite table (WAL, synchronous=FULL), \
+             200 after COMMIT (single's ceiling)"
+        ),
         BenchMode::Single => format!(
             "POST /api/v1/billing/meter_usage, a delta of \"1\" to {feature} (limit not enforced)"
         ),
@@ -232,6 +253,18 @@ pub fn workload(
             batch: false,
         }),
         BenchMode::Single | BenchMode::SingleEnforced => Workload::uniform(single(mode.name())),
+        // As many made-up agreements as a run of `single` has real ones.
+        BenchMode::Ceiling => Workload::uniform(RequestKind {
+            name: mode.name(),
+            method: Method::Post {
+                url: records_url.clone(),
+                bodies: (0..args.agreements)
+                    .map(|k| record_body(&format!("agreement_ceiling_{k}"), feature))
+                    .collect(),
+            },
+            authorised: true,
+            batch: false,
+        }),
         BenchMode::Batch => Workload::uniform(RequestKind {
             name: "batch",
             method: Method::Post {
