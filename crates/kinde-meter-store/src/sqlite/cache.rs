@@ -25,6 +25,7 @@ use rusqlite::Connection;
 use super::{
     aggregates::{self, PeriodKey, UsageEventMark},
     agreements, catalog,
+    record_order::UnfiledTail,
 };
 
 /// Agreements or aggregates kept at most; past it the cache starts over.
@@ -208,6 +209,9 @@ pub(super) struct WriterCache {
     usage_event_generation: u64,
     /// Not cleared with the rest: never stale.
     periods: Periods,
+    /// The records inserted and not filed yet, for the next filing
+    /// (docs/design.md#record-order); dropped with the rest.
+    pub(super) unfiled: UnfiledTail,
 }
 
 impl Default for WriterCache {
@@ -220,6 +224,7 @@ impl Default for WriterCache {
             dirty: Vec::new(),
             usage_event_generation: 1,
             periods: Periods::new(MAX_ENTRIES),
+            unfiled: UnfiledTail::default(),
         }
     }
 }
@@ -254,6 +259,7 @@ impl WriterCache {
     /// Forgets everything (after a rolled-back transaction).
     pub(super) fn clear(&mut self) {
         self.data_version = None;
+        self.unfiled.clear();
         self.agreements.clear();
         self.plans.clear();
         self.aggregates.clear();

@@ -20,10 +20,11 @@
 //! Every read here runs inside the caller's transaction, so that the filed
 //! part, the mark and the tail come from one snapshot.
 
-use std::{collections::HashMap, fmt::Write as _};
+use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::cache::AggregateKey;
 use crate::browse::RecordOrder;
 
 /// The subquery that reads where the filed part ends.
@@ -60,38 +61,207 @@ pub(super) fn filed_upto(conn: &Connection) -> rusqlite::Result<i64> {
 /// number of runs, and where few aggregates take many records it still files
 /// the whole tail as few, full runs. Runs in the writer's transaction, which
 /// holds the write lock, so no record is inserted meanwhile.
+///
+/// The records come from `unfiled` when it holds exactly the tail (the
+/// writer inserted every one of them: [`UnfiledTail`]), else from
+/// `usage_records`; `unfiled` then forgets what was filed.
 pub(super) fn file_tail(
     conn: &Connection,
     upto: i64,
     last_seq: i64,
     chunk: usize,
+    unfiled: &mut UnfiledTail,
 ) -> rusqlite::Result<()> {
     let tail = u64::try_from(last_seq.saturating_sub(upto)).unwrap_or(0);
     if tail == 0 || tail < chunk as u64 {
         return Ok(());
     }
-    // Filed whatever their aggregates: the records up to `must`.
-    let must = upto.saturating_add(i64::try_from(tail + 1 - chunk.max(1) as u64).unwrap_or(0));
-    let max_runs = runs_per_filing(chunk);
-    let mut runs = Runs::default();
-    let mut filed = upto;
-    let mut read = conn.prepare_cached(
-        "SELECT agreement_id, feature_code, period_start_ns, period_end_ns, effective_at_ns, seq
-         FROM usage_records WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-    )?;
-    let mut rows = read.query((upto, last_seq))?;
-    while let Some(r) = rows.next()? {
-        let seq: i64 = r.get(5)?;
-        let may_start_run = seq <= must || runs.runs.len() < max_runs;
-        if !runs.add_row(r, may_start_run)? {
-            break;
+    let mut filing = Filing {
+        // Filed whatever their aggregates: the records up to `must`.
+        must: upto.saturating_add(i64::try_from(tail + 1 - chunk.max(1) as u64).unwrap_or(0)),
+        max_runs: runs_per_filing(chunk),
+        runs: Runs::default(),
+        filed: upto,
+    };
+    match unfiled.exactly(upto, last_seq) {
+        Some(records) => {
+            #[cfg(debug_assertions)]
+            assert_same_as_stored(conn, upto, last_seq, records)?;
+            for r in records {
+                let key = &r.key;
+                let (agreement, feature) = (key.agreement_id.as_str(), key.feature_code.as_str());
+                let order = (r.effective_at_ns, r.seq);
+                if !filing.offer(
+                    agreement,
+                    feature,
+                    key.period_start_ns,
+                    r.period_end_ns,
+                    order,
+                ) {
+                    break;
+                }
+            }
         }
-        filed = seq;
+        None => {
+            let mut read = conn.prepare_cached(TAIL_ROWS)?;
+            let mut rows = read.query((upto, last_seq))?;
+            while let Some(r) = rows.next()? {
+                let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
+                let order = (r.get(4)?, r.get(5)?);
+                if !filing.offer(text(0)?, text(1)?, r.get(2)?, r.get(3)?, order) {
+                    break;
+                }
+            }
+        }
     }
-    runs.insert(conn)?;
+    filing.runs.insert(conn)?;
     conn.prepare_cached("UPDATE usage_record_order_filed SET upto_seq = ?1 WHERE id = 0")?
-        .execute([filed])?;
+        .execute([filing.filed])?;
+    unfiled.filed_upto(filing.filed);
     Ok(())
+}
+
+/// The tail's records as [`file_tail`] reads them from the table, oldest first.
+const TAIL_ROWS: &str = "SELECT agreement_id, feature_code, period_start_ns, period_end_ns,
+            effective_at_ns, seq
+     FROM usage_records WHERE seq > ?1 AND seq <= ?2 ORDER BY seq";
+
+/// Debug builds (every test) check that what the writer remembers of the
+/// tail is what the table holds.
+#[cfg(debug_assertions)]
+fn assert_same_as_stored(
+    conn: &Connection,
+    upto: i64,
+    last_seq: i64,
+    records: &[UnfiledRecord],
+) -> rusqlite::Result<()> {
+    let mut read = conn.prepare_cached(TAIL_ROWS)?;
+    let stored = read
+        .query_map((upto, last_seq), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let remembered: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.key.agreement_id.as_str().to_owned(),
+                r.key.feature_code.as_str().to_owned(),
+                r.key.period_start_ns,
+                r.period_end_ns,
+                r.effective_at_ns,
+                r.seq,
+            )
+        })
+        .collect();
+    assert_eq!(
+        remembered, stored,
+        "the writer's unfiled tail differs from usage_records"
+    );
+    Ok(())
+}
+
+/// One filing in progress: the records offered in seq order, grouped in runs.
+struct Filing {
+    /// Records up to this seq are filed whatever their aggregates.
+    must: i64,
+    /// Past `must`, the runs a filing may have at most.
+    max_runs: usize,
+    runs: Runs,
+    /// The last record filed.
+    filed: i64,
+}
+
+impl Filing {
+    /// Files the next record, unless it would start a run past the bound;
+    /// whether the filing goes on.
+    fn offer(
+        &mut self,
+        agreement_id: &str,
+        feature_code: &str,
+        period_start_ns: i64,
+        period_end_ns: i64,
+        (effective_at_ns, seq): (i64, i64),
+    ) -> bool {
+        let may_start_run = seq <= self.must || self.runs.runs.len() < self.max_runs;
+        let added = self.runs.add(
+            agreement_id,
+            feature_code,
+            period_start_ns,
+            period_end_ns,
+            (effective_at_ns, seq),
+            may_start_run,
+        );
+        if added {
+            self.filed = seq;
+        }
+        added
+    }
+}
+
+/// The records the writer has inserted and not filed yet, in seq order, so
+/// that a filing need not read them back: a copy of the table's tail, kept
+/// with the writer's cache and dropped with it (another connection wrote, a
+/// transaction failed: `cache.rs`). [`file_tail`] uses it only when it holds
+/// every seq of the tail and no other; otherwise it reads the table.
+#[derive(Default)]
+pub(super) struct UnfiledTail {
+    records: Vec<UnfiledRecord>,
+}
+
+/// What a filing needs of a record.
+pub(super) struct UnfiledRecord {
+    pub key: AggregateKey,
+    pub period_end_ns: i64,
+    pub effective_at_ns: i64,
+    pub seq: i64,
+}
+
+impl UnfiledTail {
+    /// More than this many records is more than a tail (a filing keeps fewer
+    /// than a chunk): past it the copy starts again, from the next record.
+    const MOST: usize = 1 << 16;
+
+    /// Remembers a record just inserted (seqs ascending).
+    pub(super) fn push(&mut self, record: UnfiledRecord) {
+        if self.records.len() >= Self::MOST
+            || self
+                .records
+                .last()
+                .is_some_and(|last| last.seq >= record.seq)
+        {
+            self.records.clear();
+        }
+        self.records.push(record);
+    }
+
+    /// Forgets everything (the table may have changed behind the writer).
+    pub(super) fn clear(&mut self) {
+        self.records.clear();
+    }
+
+    /// The records with seqs `upto + 1 ..= last_seq`, if it holds exactly those.
+    fn exactly(&self, upto: i64, last_seq: i64) -> Option<&[UnfiledRecord]> {
+        let skip = self.records.partition_point(|r| r.seq <= upto);
+        let records = &self.records[skip..];
+        let whole = records.first().is_some_and(|r| r.seq == upto + 1)
+            && records.last().is_some_and(|r| r.seq == last_seq)
+            && i64::try_from(records.len()).is_ok_and(|n| n == last_seq - upto);
+        whole.then_some(records)
+    }
+
+    /// Forgets the records filed (seqs up to `filed`).
+    fn filed_upto(&mut self, filed: i64) {
+        let filed_count = self.records.partition_point(|r| r.seq <= filed);
+        self.records.drain(..filed_count);
+    }
 }
 
 /// The aggregates one filing takes past the records it must file: a quarter
@@ -103,10 +273,10 @@ fn runs_per_filing(chunk: usize) -> usize {
 /// Runs being built, one per aggregate, in the order their aggregates came.
 #[derive(Default)]
 struct Runs {
-    /// `agreement \0 feature \0 period start` → index in `runs`.
-    index: HashMap<String, usize>,
+    /// `agreement \0 feature \0 period start` (its 8 bytes) → index in `runs`.
+    index: HashMap<Vec<u8>, usize>,
     /// A key being looked up, reused so that a hit allocates nothing.
-    probe: String,
+    probe: Vec<u8>,
     runs: Vec<Run>,
 }
 
@@ -146,11 +316,12 @@ impl Runs {
         may_start_run: bool,
     ) -> bool {
         self.probe.clear();
-        let _ = write!(
-            self.probe,
-            "{agreement_id}\0{feature_code}\0{period_start_ns}"
-        );
-        let at = match self.index.get(self.probe.as_str()) {
+        self.probe.extend_from_slice(agreement_id.as_bytes());
+        self.probe.push(0);
+        self.probe.extend_from_slice(feature_code.as_bytes());
+        self.probe.push(0);
+        self.probe.extend_from_slice(&period_start_ns.to_le_bytes());
+        let at = match self.index.get(self.probe.as_slice()) {
             Some(&at) => at,
             None if !may_start_run => return false,
             None => {

@@ -19,7 +19,8 @@ use super::{
     cache::{AggregateKey, WriterCache},
     codec,
     error::OpError,
-    idempotency, outbox, record_order,
+    idempotency, outbox,
+    record_order::{self, UnfiledRecord},
 };
 use crate::{
     RecordResult, StoreConfig, StoreError, SubmissionOutcome, UsageSubmission, outcome,
@@ -101,6 +102,7 @@ impl<'a> WriteContext<'a> {
             self.filed_upto,
             self.next_seq - 1,
             self.config.record_order_chunk,
+            &mut self.cache.unfiled,
         )
     }
 }
@@ -217,6 +219,7 @@ fn apply_record(
 
     let period_end_ns = codec::ns(assignment.period.end)?;
     let received_ns = codec::ns(s.received_at)?;
+    let effective_at_ns = codec::ns(assignment.effective_at)?;
     ctx.insert_record.execute((
         seq,
         key.agreement_id,
@@ -226,7 +229,7 @@ fn apply_record(
         record.meter_type.as_str(),
         record.value.to_string(),
         record.timestamp.map(|t| t.to_string()),
-        codec::ns(assignment.effective_at)?,
+        effective_at_ns,
         received_ns,
         &s.client_id,
         s.idempotency.as_ref().map(|c| c.key.as_str()),
@@ -254,6 +257,13 @@ fn apply_record(
     let changed_at = (after != before).then_some(received_ns);
     ctx.cache
         .set_aggregate(&cache_key, period_end_ns, next, changed_at);
+    // The next filing reads it from here rather than from the table.
+    ctx.cache.unfiled.push(UnfiledRecord {
+        key: cache_key,
+        period_end_ns,
+        effective_at_ns,
+        seq,
+    });
     ctx.next_seq += 1;
     Ok(Ok(()))
 }
