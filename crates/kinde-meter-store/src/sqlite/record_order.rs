@@ -20,8 +20,9 @@
 //! Every read here runs inside the caller's transaction, so that the filed
 //! part, the mark and the tail come from one snapshot.
 
-use std::collections::HashMap;
-
+// foldhash rather than std's SipHash for the runs' index, as in the writer's
+// cache (`cache.rs`): a filing hashes one key per record.
+use foldhash::HashMap;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::cache::AggregateKey;
