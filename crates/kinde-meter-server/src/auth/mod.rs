@@ -25,7 +25,7 @@ pub use mint::{
 pub use remote_jwks::{DEFAULT_REFETCH_INTERVAL, RemoteJwks, check_issuer_url};
 pub use verify::{
     AuthError, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY_SECS, KeySet, MAX_LEEWAY_SECS, MAX_TOKEN_LEN,
-    Principal, Verifier, VerifierConfig, bearer_token, parse_jwks,
+    Principal, Verifier, VerifierConfig, bearer_token, bearer_token_span, parse_jwks,
 };
 
 #[cfg(test)]

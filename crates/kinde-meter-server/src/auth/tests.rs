@@ -956,6 +956,37 @@ fn cache_serves_hits_and_still_enforces_expiry() {
     assert!(!v.is_cached(&token));
 }
 
+/// `cached` answers for exactly the bytes `verify` accepted, enforces
+/// expiry as a hit does, and knows nothing else (what the server's header
+/// fast path relies on).
+#[test]
+fn cached_answers_only_for_verified_bytes() {
+    let v = verifier();
+    let token = mint_token(test_key(), &mint_request(&["a"])).unwrap();
+    assert!(v.cached(token.as_bytes(), NOW).is_none());
+    let principal = v.verify(&token, NOW).unwrap();
+    assert_eq!(
+        v.cached(token.as_bytes(), NOW)
+            .map(|r| r.map(Arc::unwrap_or_clone)),
+        Some(Ok(principal))
+    );
+    // Not a prefix, not another case, not with a trailing byte.
+    assert!(v.cached(&token.as_bytes()[1..], NOW).is_none());
+    assert!(v.cached(token.to_uppercase().as_bytes(), NOW).is_none());
+    assert!(v.cached(format!("{token}=").as_bytes(), NOW).is_none());
+    // A token refused is never cached.
+    let forged = format!("{token}x");
+    assert!(v.verify(&forged, NOW).is_err());
+    assert!(v.cached(forged.as_bytes(), NOW).is_none());
+    // Expired: refused once, then forgotten.
+    let exp = NOW + 3600;
+    assert_eq!(
+        v.cached(token.as_bytes(), exp + 30).map(|r| r.map(|_| ())),
+        Some(Err(AuthError::Expired))
+    );
+    assert!(v.cached(token.as_bytes(), exp + 30).is_none());
+}
+
 #[test]
 fn replacing_keys_invalidates_cached_tokens() {
     let v = verifier();
@@ -1001,6 +1032,52 @@ fn key_set_keeps_only_rsa_keys() {
 }
 
 // ---------------------------------------------------------------- bearer header
+
+/// `bearer_token_span` finds what `bearer_token` takes, before the
+/// character check: wherever `bearer_token` accepts, the span is its token;
+/// wherever only the span is found, its characters are what was refused.
+#[test]
+fn bearer_token_span_is_where_bearer_token_looks() {
+    let values = [
+        "Bearer abc.def-_~+/=",
+        "bearer abc",
+        "BEARER    abc",
+        "  Bearer abc  ",
+        "\tBearer abc\t",
+        "Bearer",
+        "Bearer ",
+        "Bearer    ",
+        "Bearer a b",
+        "Bearer a\tb",
+        "Bearer\tabc",
+        "Bearer\t abc",
+        "Basic abc",
+        "Bearerabc",
+        "Bearer ===",
+        "Bearer a=b",
+        "Bearer ab€",
+        "",
+        " ",
+    ];
+    for value in values {
+        let span = bearer_token_span(value.as_bytes());
+        match bearer_token(value) {
+            Some(token) => assert_eq!(span.map(|s| &value[s]), Some(token), "{value:?}"),
+            None => {
+                if let Some(s) = span {
+                    let body = value[s].trim_end_matches('=');
+                    assert!(
+                        body.is_empty()
+                            || body
+                                .bytes()
+                                .any(|b| !(b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))),
+                        "{value:?}: {body:?}"
+                    );
+                }
+            }
+        }
+    }
+}
 
 #[test]
 fn bearer_header_parsing() {
