@@ -40,29 +40,36 @@ impl BareAxum {
             .context("cannot listen for the bare axum server")?;
         let base = format!("http://{}", listener.local_addr()?);
         let app = Router::new().route("/healthz", get(|| async { "ok" }));
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT);
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    // Out of file descriptors, most likely: back off as serve does.
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let (http, app) = (http.clone(), app.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: Request| {
-                        let mut app = app.clone();
-                        async move { app.call(request.map(Body::new)).await }
-                    });
-                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
+        let accept = serve(listener, app);
         Ok(BareAxum { base, accept })
     }
+}
+
+/// Serves `app` on `listener` as `serve`'s transport serves kinde-meter
+/// (the module's comment), one task per connection, until aborted; the
+/// `axum` and `ceiling` modes' servers.
+pub fn serve(listener: TcpListener, app: Router) -> JoinHandle<()> {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, most likely: back off as serve does.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (http, app) = (http.clone(), app.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request| {
+                    let mut app = app.clone();
+                    async move { app.call(request.map(Body::new)).await }
+                });
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    })
 }
 
 type Request = hyper::Request<Incoming>;

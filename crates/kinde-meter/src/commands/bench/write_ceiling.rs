@@ -35,19 +35,15 @@ use std::{
 use anyhow::Context;
 use axum::{
     Router,
-    body::{Body, Bytes},
+    body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
-use hyper::{body::Incoming, server::conn::http1};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use kinde_meter_server::transport::DEFAULT_HEADER_READ_TIMEOUT;
 use rusqlite::Connection;
 use serde::Deserialize;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tower::Service;
 
 /// The writer thread's name: it starts as the store's writer's does, so that
 /// the report's SQLite writer column counts it.
@@ -113,26 +109,7 @@ impl WriteCeiling {
         let app = Router::new()
             .route("/api/v1/billing/meter_usage", post(record))
             .with_state(shared);
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT);
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let (http, app) = (http.clone(), app.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: Request| {
-                        let mut app = app.clone();
-                        async move { app.call(request.map(Body::new)).await }
-                    });
-                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
+        let accept = super::bare_axum::serve(listener, app);
         Ok(WriteCeiling {
             base,
             accept,
@@ -153,8 +130,6 @@ impl WriteCeiling {
         Ok((u128::try_from(value)?, u64::try_from(records)?))
     }
 }
-
-type Request = hyper::Request<Incoming>;
 
 impl Drop for WriteCeiling {
     fn drop(&mut self) {
