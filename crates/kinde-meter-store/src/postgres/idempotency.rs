@@ -23,7 +23,6 @@ use crate::{
     outcome::{self, UnreadableOutcome, kind_str},
 };
 
-/// Stores remembered outcomes ([`finish`]).
 /// Claims a batch's keys ([`claim`]): `DO UPDATE … WHERE` takes over only an
 /// expired row; a live one is left alone (but locked until this transaction
 /// ends) and not returned.
@@ -36,6 +35,7 @@ pub(super) const CLAIM: &str =
      WHERE idempotency_keys.created_at_ns < excluded.created_at_ns - $6
      RETURNING client_id, key";
 
+/// Stores remembered outcomes ([`finish`]).
 pub(super) const REMEMBER: &str = "UPDATE idempotency_keys i SET
                      fingerprint = u.f, kind = u.kd, outcome_json = u.o, created_at_ns = u.t
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])

@@ -293,20 +293,22 @@ struct Run {
 
 impl Runs {
     /// Adds a row of (agreement, feature, period start, period end,
-    /// effective instant, seq), unless it would start a run and
-    /// `may_start_run` is false; whether it was added.
-    fn add_row(&mut self, r: &rusqlite::Row<'_>, may_start_run: bool) -> rusqlite::Result<bool> {
+    /// effective instant, seq).
+    fn add_row(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
         let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
-        Ok(self.add(
+        self.add(
             text(0)?,
             text(1)?,
             r.get(2)?,
             r.get(3)?,
             (r.get(4)?, r.get(5)?),
-            may_start_run,
-        ))
+            true,
+        );
+        Ok(())
     }
 
+    /// Adds a record to its aggregate's run, unless it would start a run and
+    /// `may_start_run` is false; whether it was added.
     fn add(
         &mut self,
         agreement_id: &str,
@@ -500,7 +502,7 @@ pub(super) fn runs_from_order_table(conn: &Connection) -> rusqlite::Result<()> {
         let mut runs = Runs::default();
         let mut buffered = 0;
         while let Some(r) = rows.next()? {
-            runs.add_row(r, true)?;
+            runs.add_row(r)?;
             // Memory stays bounded whatever the history: a run is cut here
             // (an aggregate's records may then span two runs, which is fine).
             buffered += 1;

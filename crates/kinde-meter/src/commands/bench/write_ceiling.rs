@@ -11,8 +11,9 @@
 //! - the bearer token is looked up in a map of verified tokens by its text,
 //!   and its expiry checked (what a hit of `serve`'s token cache costs at
 //!   least; no signature is verified: a hit needs none);
-//! - the body is parsed with serde into the record's four strings, the meter
-//!   value checked to be a decimal;
+//! - the body is parsed with serde into the wire type `single` takes
+//!   (`CreateMeterUsageRecordRequest`), the meter value by the same decimal
+//!   parser;
 //! - one writer thread takes every record queued, inserts them into a
 //!   one-table SQLite database (WAL, `synchronous=FULL`) in one transaction,
 //!   commits, and only then lets their `200`s go.
@@ -41,8 +42,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use kinde_meter_wire::{CreateMeterUsageRecordRequest, MeterTypeCode, MeterValue};
 use rusqlite::Connection;
-use serde::Deserialize;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 /// The writer thread's name: it starts as the store's writer's does, so that
@@ -162,15 +163,6 @@ fn now_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The single record's body, as Kinde's API has it.
-#[derive(Deserialize)]
-struct RecordBody {
-    customer_agreement_id: String,
-    billing_feature_code: String,
-    meter_value: String,
-    meter_type_code: Option<String>,
-}
-
 async fn record(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -180,23 +172,14 @@ async fn record(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         Some(expires) if *expires > now_seconds() => {}
         _ => return StatusCode::FORBIDDEN.into_response(),
     }
-    let Ok(record) = serde_json::from_slice::<RecordBody>(&body) else {
+    // The wire type `single` decodes too, and the same decimal parser.
+    let Ok(record) = serde_json::from_slice::<CreateMeterUsageRecordRequest>(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let decimal = !record.meter_value.is_empty()
-        && record.meter_value.bytes().filter(|b| *b == b'.').count() <= 1
-        && record
-            .meter_value
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'.');
-    let absolute = match record.meter_type_code.as_deref() {
-        None | Some("delta") => false,
-        Some("absolute") => true,
-        Some(_) => return StatusCode::BAD_REQUEST.into_response(),
-    };
-    if !decimal {
+    if MeterValue::parse(&record.meter_value).is_err() {
         return StatusCode::BAD_REQUEST.into_response();
     }
+    let absolute = record.meter_type_code == Some(MeterTypeCode::Absolute);
     let (committed, answer) = oneshot::channel();
     let queued = Queued {
         agreement_id: record.customer_agreement_id,
