@@ -26,8 +26,8 @@ for i in $(seq "$RUNS"); do
     --work-dir "$WORK" --json >"$OUT/sqlite-a-$i.json"
   "$BIN" bench --connections 8,64,256 --mode healthz,batch --requests 20000 \
     --work-dir "$WORK" --json >"$OUT/sqlite-b-$i.json"
-  echo "== run $i: single records and their ceiling (the least durable write, in process)"
-  "$BIN" bench --connections 64,256 --mode single,ceiling --requests 200000 \
+  echo "== run $i: single records and checks, and their ceilings (the least durable write, the least read; in process)"
+  "$BIN" bench --connections 64,256 --mode single,ceiling,check,check-ceiling --requests 200000 \
     --work-dir "$WORK" --json >"$OUT/ceiling-$i.json"
   echo "== run $i: single records open loop at half the closed loop's rate"
   "$BIN" bench --connections 64 --mode single --rate half --requests 100000 \

@@ -546,7 +546,10 @@ pub struct BenchArgs {
     /// to the least durable write, in this process: a bare axum, a map of
     /// verified tokens, serde, one writer committing all queued records into
     /// one SQLite table with synchronous=FULL, 200 after COMMIT; single's
-    /// ceiling, not in the default).
+    /// ceiling, not in the default), `check-ceiling` (check's requests to the
+    /// least read that answers them, in this process: a bare axum, a map of
+    /// verified tokens, one SQLite point read of the answer's row, serde;
+    /// check's ceiling, not in the default).
     #[arg(
         long = "mode",
         env = "KINDE_METER_BENCH_MODE",
@@ -648,6 +651,9 @@ pub enum BenchMode {
     /// POST one usage record to the least durable write in this process
     /// (token map, serde, group commit into one SQLite table): single's ceiling.
     Ceiling,
+    /// GET one entitlement check from the least read in this process (token
+    /// map, one SQLite point read, serde): check's ceiling.
+    CheckCeiling,
 }
 
 /// `kinde-meter clients …`: M2M clients of the built-in issuer, managed on the

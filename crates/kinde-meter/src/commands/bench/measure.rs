@@ -12,6 +12,7 @@ use reqwest::header::HeaderValue;
 use tokio::sync::OnceCell;
 
 use super::bare_axum::BareAxum;
+use super::check_ceiling::CheckCeiling;
 use super::load::{self, Endpoint, LoadOutcome, Pace};
 use super::modes::{self, record_body};
 use super::process_stats::OwnCpu;
@@ -32,6 +33,8 @@ pub struct Bench<'a> {
     pub axum: (BareAxum, Arc<Endpoint>),
     /// The `ceiling` mode's server, when asked for, and where its requests go.
     pub ceiling: Option<(WriteCeiling, Arc<Endpoint>)>,
+    /// The `check-ceiling` mode's server, when asked for, and where its requests go.
+    pub check_ceiling: Option<(CheckCeiling, Arc<Endpoint>)>,
     /// The load generator's runtime.
     pub load: &'a tokio::runtime::Runtime,
     pub authorization: HeaderValue,
@@ -90,9 +93,13 @@ impl Bench<'_> {
             (BenchMode::Ceiling, None) => anyhow::bail!("the ceiling's server was not started"),
             _ => None,
         };
-        let (base, endpoint) = match (mode, ceiling) {
-            (BenchMode::Axum, _) => (&self.axum.0.base, &self.axum.1),
-            (_, Some((server, endpoint))) => (&server.base, endpoint),
+        let (base, endpoint) = match (mode, ceiling, &self.check_ceiling) {
+            (BenchMode::Axum, _, _) => (&self.axum.0.base, &self.axum.1),
+            (_, Some((server, endpoint)), _) => (&server.base, endpoint),
+            (BenchMode::CheckCeiling, _, Some((server, endpoint))) => (&server.base, endpoint),
+            (BenchMode::CheckCeiling, _, None) => {
+                anyhow::bail!("the check ceiling's server was not started")
+            }
             _ => (&self.target.base, &self.endpoint),
         };
         let workload = modes::workload(mode, args, base, &agreements)?;
@@ -157,8 +164,9 @@ impl Bench<'_> {
         let cpu = match (usage_before, usage_after) {
             (Some(before), Some(after)) => {
                 cpu_per_request(before, after, own, requests, records, mode).map(|mut cpu| {
-                    // The ceiling's writer thread is counted as the store's is.
-                    if mode == BenchMode::Axum {
+                    // The ceiling's writer thread is counted as the store's is;
+                    // the other servers of the bench have none.
+                    if matches!(mode, BenchMode::Axum | BenchMode::CheckCeiling) {
                         cpu.sqlite_writer = None;
                         cpu.sqlite_writer_waiting = None;
                     }
@@ -284,7 +292,11 @@ fn written(mode: BenchMode, args: &BenchArgs, outcome: &LoadOutcome) -> (u64, u6
             .iter()
             .find(|kind| kind.name == "write")
             .map_or((0, 0), |kind| (kind.requests, kind.ok())),
-        BenchMode::Healthz | BenchMode::Axum | BenchMode::Read | BenchMode::Check => (0, 0),
+        BenchMode::Healthz
+        | BenchMode::Axum
+        | BenchMode::Read
+        | BenchMode::Check
+        | BenchMode::CheckCeiling => (0, 0),
     }
 }
 

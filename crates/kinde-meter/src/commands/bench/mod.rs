@@ -23,6 +23,7 @@
 //! CPU time can be told apart from the server's.
 
 mod bare_axum;
+mod check_ceiling;
 mod command_line;
 mod load;
 mod measure;
@@ -37,6 +38,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use anyhow::{Context, bail};
 
 use self::bare_axum::BareAxum;
+use self::check_ceiling::CheckCeiling;
 use self::load::{Endpoint, Pace};
 use self::measure::{Baselines, Bench, Loop};
 use self::modes::Mix;
@@ -68,12 +70,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let axum = BareAxum::start().await?;
     let axum_endpoint = Arc::new(Endpoint::resolve(&axum.base).await?);
     let authorization = target.authorization()?;
+    let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let token = authorization
+        .to_str()
+        .context("the bench's authorization is not text")?;
     let ceiling = if modes.contains(&BenchMode::Ceiling) {
-        let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let token = authorization
-            .to_str()
-            .context("the bench's authorization is not text")?;
         let server = WriteCeiling::start(&parent, token).await?;
+        let endpoint = Arc::new(Endpoint::resolve(&server.base).await?);
+        Some((server, endpoint))
+    } else {
+        None
+    };
+    let check_ceiling = if modes.contains(&BenchMode::CheckCeiling) {
+        let feature = BenchMode::CheckCeiling.feature_code(&args);
+        let server = CheckCeiling::start(&parent, token, args.agreements, feature).await?;
         let endpoint = Arc::new(Endpoint::resolve(&server.base).await?);
         Some((server, endpoint))
     } else {
@@ -140,6 +150,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         endpoint,
         axum: (axum, axum_endpoint),
         ceiling,
+        check_ceiling,
         load: &load,
         authorization,
         invocation: format!("{:08x}", rand::random::<u32>()),

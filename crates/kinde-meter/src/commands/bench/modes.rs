@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 
+use super::check_ceiling;
 use super::load::{Method, RequestKind, Workload};
 use super::target::Agreement;
 use crate::cli::{BenchArgs, BenchMode};
@@ -64,6 +65,7 @@ impl BenchMode {
             BenchMode::Mixed => "mixed",
             BenchMode::Axum => "axum",
             BenchMode::Ceiling => "ceiling",
+            BenchMode::CheckCeiling => "check-ceiling",
         }
     }
 
@@ -79,20 +81,20 @@ impl BenchMode {
         )
     }
 
-    /// Whether the mode works on the target's agreements (all but `healthz`,
-    /// `axum` and `ceiling`), whose usage is read back and compared with what
-    /// was acknowledged (`ceiling` counts its own table's records).
+    /// Whether the mode works on the target's agreements (all but `healthz`
+    /// and the bench's own servers), whose usage is read back and compared
+    /// with what was acknowledged (`ceiling` counts its own table's records).
     pub fn uses_agreements(self) -> bool {
-        !matches!(
-            self,
-            BenchMode::Healthz | BenchMode::Axum | BenchMode::Ceiling
-        )
+        !matches!(self, BenchMode::Healthz) && !self.in_bench()
     }
 
     /// Whether the mode's server is one of the bench's own, in this process
-    /// (`axum`, `ceiling`), whatever the target.
+    /// (`axum`, `ceiling`, `check-ceiling`), whatever the target.
     pub fn in_bench(self) -> bool {
-        matches!(self, BenchMode::Axum | BenchMode::Ceiling)
+        matches!(
+            self,
+            BenchMode::Axum | BenchMode::Ceiling | BenchMode::CheckCeiling
+        )
     }
 
     /// Whether one record per agreement is made before the timed requests.
@@ -138,6 +140,11 @@ pub fn describe(mode: BenchMode, args: &BenchArgs) -> String {
              durable write in this process: a bare axum, a map of verified tokens, serde, one \
              writer committing all queued records into one SQLite table (WAL, synchronous=FULL), \
              200 after COMMIT (single's ceiling)"
+        ),
+        BenchMode::CheckCeiling => format!(
+            "GET /api/v1/billing/entitlements/check?customer_id=…&feature_code={feature} to the \
+             least read in this process: a bare axum, a map of verified tokens, one SQLite point \
+             read of the answer's row, serde (check's ceiling)"
         ),
         BenchMode::Single => format!(
             "POST /api/v1/billing/meter_usage, a delta of \"1\" to {feature} (limit not enforced)"
@@ -265,6 +272,28 @@ pub fn workload(
             authorised: true,
             batch: false,
         }),
+        // The customers the ceiling's database holds, as many as a run of
+        // `check` has.
+        BenchMode::CheckCeiling => {
+            let urls = (0..args.agreements)
+                .map(|k| {
+                    reqwest::Url::parse_with_params(
+                        &checks_url,
+                        [
+                            ("customer_id", check_ceiling::customer(k).as_str()),
+                            ("feature_code", feature),
+                        ],
+                    )
+                    .map(String::from)
+                })
+                .collect::<Result<_, _>>()?;
+            Workload::uniform(RequestKind {
+                name: mode.name(),
+                method: Method::Get { urls },
+                authorised: true,
+                batch: false,
+            })
+        }
         BenchMode::Batch => Workload::uniform(RequestKind {
             name: "batch",
             method: Method::Post {

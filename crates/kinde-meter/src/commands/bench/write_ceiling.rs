@@ -73,9 +73,36 @@ struct Queued {
 }
 
 struct Shared {
-    /// Verified tokens by their text, with their expiry (seconds since the epoch).
-    tokens: HashMap<Box<str>, u64>,
+    tokens: Tokens,
     queue: mpsc::Sender<Queued>,
+}
+
+/// Verified tokens by their text, with their expiry (seconds since the
+/// epoch): what the ceilings accept.
+pub struct Tokens(HashMap<Box<str>, u64>);
+
+impl Tokens {
+    /// `authorization`'s bearer token (`Bearer …`), valid for a day.
+    pub fn of(authorization: &str) -> anyhow::Result<Tokens> {
+        let token = authorization
+            .strip_prefix("Bearer ")
+            .context("the bench's authorization is not a bearer token")?;
+        let expires = now_seconds() + 24 * 3600;
+        Ok(Tokens(HashMap::from([(Box::from(token), expires)])))
+    }
+}
+
+/// Whether `headers` carry a bearer token of `tokens` that has not expired:
+/// the least a hit of `serve`'s token cache costs (no signature is verified:
+/// a hit needs none).
+pub fn verified(tokens: &Tokens, headers: &HeaderMap) -> bool {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    token
+        .and_then(|t| tokens.0.get(t))
+        .is_some_and(|expires| *expires > now_seconds())
 }
 
 impl WriteCeiling {
@@ -94,12 +121,8 @@ impl WriteCeiling {
             .name(WRITER_THREAD.to_owned())
             .spawn(move || write(conn, queued))
             .context("cannot start the ceiling's writer thread")?;
-        let token = authorization
-            .strip_prefix("Bearer ")
-            .context("the bench's authorization is not a bearer token")?;
-        let expires = now_seconds() + 24 * 3600;
         let shared = Arc::new(Shared {
-            tokens: HashMap::from([(Box::from(token), expires)]),
+            tokens: Tokens::of(authorization)?,
             queue,
         });
 
@@ -164,13 +187,8 @@ fn now_seconds() -> u64 {
 }
 
 async fn record(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match token.and_then(|t| shared.tokens.get(t)) {
-        Some(expires) if *expires > now_seconds() => {}
-        _ => return StatusCode::FORBIDDEN.into_response(),
+    if !verified(&shared.tokens, &headers) {
+        return StatusCode::FORBIDDEN.into_response();
     }
     // The wire type `single` decodes too, and the same decimal parser.
     let Ok(record) = serde_json::from_slice::<CreateMeterUsageRecordRequest>(&body) else {
