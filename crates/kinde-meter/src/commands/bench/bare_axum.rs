@@ -35,19 +35,25 @@ pub struct BareAxum {
 impl BareAxum {
     /// Starts it on 127.0.0.1 on a port of its own.
     pub async fn start() -> anyhow::Result<BareAxum> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .context("cannot listen for the bare axum server")?;
-        let base = format!("http://{}", listener.local_addr()?);
         let app = Router::new().route("/healthz", get(|| async { "ok" }));
-        let accept = serve(listener, app);
+        let (base, accept) = serve_local(app, "the bare axum server").await?;
         Ok(BareAxum { base, accept })
     }
 }
 
+/// Serves `app` ([`serve`]) on 127.0.0.1 on a port of its own: its base URL
+/// (`http://127.0.0.1:PORT`) and the accepting task. `what` names it in errors.
+pub async fn serve_local(app: Router, what: &str) -> anyhow::Result<(String, JoinHandle<()>)> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .with_context(|| format!("cannot listen for {what}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    Ok((base, serve(listener, app)))
+}
+
 /// Serves `app` on `listener` as `serve`'s transport serves kinde-meter
 /// (the module's comment), one task per connection, until aborted; the
-/// `axum` and `ceiling` modes' servers.
+/// `axum`, `ceiling` and `check-ceiling` modes' servers.
 pub fn serve(listener: TcpListener, app: Router) -> JoinHandle<()> {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())

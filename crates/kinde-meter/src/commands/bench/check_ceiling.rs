@@ -24,7 +24,6 @@
 //! that costs.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
 };
@@ -39,7 +38,7 @@ use axum::{
 };
 use kinde_meter_wire::{CheckBillingEntitlementResponse, MeterValue, UsageTotal};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use super::write_ceiling::{Tokens, verified};
 
@@ -94,14 +93,11 @@ impl CheckCeiling {
             database,
             idle: Mutex::new(Vec::new()),
         });
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .context("cannot listen for the check ceiling's server")?;
-        let base = format!("http://{}", listener.local_addr()?);
         let app = Router::new()
             .route("/api/v1/billing/entitlements/check", get(check))
             .with_state(shared);
-        let accept = super::bare_axum::serve(listener, app);
+        let (base, accept) =
+            super::bare_axum::serve_local(app, "the check ceiling's server").await?;
         Ok(CheckCeiling {
             base,
             accept,

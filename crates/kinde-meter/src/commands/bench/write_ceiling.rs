@@ -27,7 +27,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     path::Path,
     sync::{Arc, mpsc},
     time::{SystemTime, UNIX_EPOCH},
@@ -44,7 +43,7 @@ use axum::{
 };
 use kinde_meter_wire::{CreateMeterUsageRecordRequest, MeterTypeCode, MeterValue};
 use rusqlite::Connection;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{sync::oneshot, task::JoinHandle};
 
 /// The writer thread's name: it starts as the store's writer's does, so that
 /// the report's SQLite writer column counts it.
@@ -126,14 +125,10 @@ impl WriteCeiling {
             queue,
         });
 
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .context("cannot listen for the ceiling's server")?;
-        let base = format!("http://{}", listener.local_addr()?);
         let app = Router::new()
             .route("/api/v1/billing/meter_usage", post(record))
             .with_state(shared);
-        let accept = super::bare_axum::serve(listener, app);
+        let (base, accept) = super::bare_axum::serve_local(app, "the ceiling's server").await?;
         Ok(WriteCeiling {
             base,
             accept,
