@@ -36,7 +36,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use kinde_meter_wire::{CheckBillingEntitlementResponse, MeterValue, UsageTotal};
+use kinde_meter_wire::{CheckBillingEntitlementResponse, MeterValue, SCALE_DIGITS, UsageTotal};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::task::JoinHandle;
 
@@ -198,7 +198,9 @@ async fn check(State(shared): State<Arc<Shared>>, headers: HeaderMap, uri: Uri) 
             let Ok(consumed) = UsageTotal::parse(&consumed) else {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             };
-            let limit = limit_max.map(|l| u128::try_from(l).unwrap_or(0) * 1_000_000_000);
+            // In the decimals' units (10^-SCALE_DIGITS).
+            let limit =
+                limit_max.map(|l| u128::try_from(l).unwrap_or(0) * 10u128.pow(SCALE_DIGITS));
             let after = consumed.units() + quantity.units();
             CheckBillingEntitlementResponse {
                 code: "OK".to_owned(),
