@@ -4,7 +4,10 @@
 //! At each `--connections` count it runs `axum` first (a bare axum
 //! hello-world in this process, [`bare_axum`]: `healthz`'s ceiling), then
 //! `healthz` (the HTTP path alone, every other figure's baseline from the same
-//! invocation), then each `--mode` (see [`modes`]), every run a fixed number of
+//! invocation), then each `--mode` (see [`modes`]; `ceiling` and
+//! `check-ceiling` go to servers of the bench's own, [`write_ceiling`] and
+//! [`check_ceiling`], the least that can answer `single` and `check`), every
+//! run a fixed number of
 //! requests over that many concurrent keep-alive connections ([`load`]),
 //! closed loop; with `--rate`, each mode given with `--mode` then runs again
 //! open loop at that rate (or half the closed-loop run's). For each run it
