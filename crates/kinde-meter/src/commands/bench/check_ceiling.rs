@@ -7,7 +7,7 @@
 //! ([`bare_axum`](super::bare_axum)):
 //!
 //! - the bearer token is looked up in a map of verified tokens, its expiry
-//!   checked ([`verified`](super::write_ceiling::verified), as `ceiling`'s);
+//!   checked ([`super::write_ceiling::verified`], as `ceiling`'s);
 //! - `customer_id` and `feature_code` are taken from the query string as
 //!   sent (the bench's ids need no decoding; one that does is refused);
 //! - one SQLite point read (WAL; a pool of read connections, each statement
