@@ -107,9 +107,8 @@ pub(super) fn file_tail(
             let mut read = conn.prepare_cached(TAIL_ROWS)?;
             let mut rows = read.query((upto, last_seq))?;
             while let Some(r) = rows.next()? {
-                let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
-                let order = (r.get(4)?, r.get(5)?);
-                if !filing.offer(text(0)?, text(1)?, r.get(2)?, r.get(3)?, order) {
+                let (agreement, feature, start, end, order) = tail_row(r)?;
+                if !filing.offer(agreement, feature, start, end, order) {
                     break;
                 }
             }
@@ -127,6 +126,21 @@ const TAIL_ROWS: &str = "SELECT agreement_id, feature_code, period_start_ns, per
             effective_at_ns, seq
      FROM usage_records WHERE seq > ?1 AND seq <= ?2 ORDER BY seq";
 
+/// A row of [`TAIL_ROWS`] (or of a query with its columns): agreement,
+/// feature, period start and end, and the (effective instant, seq) order.
+type TailRow<'r> = (&'r str, &'r str, i64, i64, (i64, i64));
+
+fn tail_row<'r>(r: &'r rusqlite::Row<'_>) -> rusqlite::Result<TailRow<'r>> {
+    let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
+    Ok((
+        text(0)?,
+        text(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        (r.get(4)?, r.get(5)?),
+    ))
+}
+
 /// Debug builds (every test) check that what the writer remembers of the
 /// tail is what the table holds.
 #[cfg(debug_assertions)]
@@ -137,28 +151,24 @@ fn assert_same_as_stored(
     records: &[UnfiledRecord],
 ) -> rusqlite::Result<()> {
     let mut read = conn.prepare_cached(TAIL_ROWS)?;
-    let stored = read
-        .query_map((upto, last_seq), |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut rows = read.query((upto, last_seq))?;
+    let mut stored = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (agreement, feature, start, end, order) = tail_row(r)?;
+        stored.push((agreement.to_owned(), feature.to_owned(), start, end, order));
+    }
     let remembered: Vec<_> = records
         .iter()
         .map(|r| {
+            let key = &r.key;
+            let (agreement, feature) = (key.agreement_id.as_str(), key.feature_code.as_str());
+            let order = (r.effective_at_ns, r.seq);
             (
-                r.key.agreement_id.as_str().to_owned(),
-                r.key.feature_code.as_str().to_owned(),
-                r.key.period_start_ns,
+                agreement.to_owned(),
+                feature.to_owned(),
+                key.period_start_ns,
                 r.period_end_ns,
-                r.effective_at_ns,
-                r.seq,
+                order,
             )
         })
         .collect();
@@ -295,15 +305,8 @@ impl Runs {
     /// Adds a row of (agreement, feature, period start, period end,
     /// effective instant, seq).
     fn add_row(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
-        let text = |i| r.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
-        self.add(
-            text(0)?,
-            text(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            (r.get(4)?, r.get(5)?),
-            true,
-        );
+        let (agreement, feature, start, end, order) = tail_row(r)?;
+        self.add(agreement, feature, start, end, order, true);
         Ok(())
     }
 

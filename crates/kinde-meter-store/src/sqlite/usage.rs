@@ -324,35 +324,28 @@ impl Bound {
     fn insert(&mut self, stmt: &mut Statement<'_>, row: &RecordRow<'_>) -> rusqlite::Result<()> {
         stmt.raw_bind_parameter(1, row.seq)?;
         stmt.raw_bind_parameter(2, row.agreement_id)?;
-        if self.feature_code.as_deref() != Some(row.feature_code) {
+        if replaced_text(&mut self.feature_code, row.feature_code) {
             stmt.raw_bind_parameter(3, row.feature_code)?;
-            self.feature_code = Some(row.feature_code.to_owned());
         }
-        if self.period != Some(row.period) {
+        if replaced(&mut self.period, row.period) {
             stmt.raw_bind_parameter(4, row.period.0)?;
             stmt.raw_bind_parameter(5, row.period.1)?;
-            self.period = Some(row.period);
         }
-        if self.meter_type != Some(row.meter_type) {
+        if replaced(&mut self.meter_type, row.meter_type) {
             stmt.raw_bind_parameter(6, row.meter_type.as_str())?;
-            self.meter_type = Some(row.meter_type);
         }
-        if self.value != Some(row.value) {
+        if replaced(&mut self.value, row.value) {
             stmt.raw_bind_parameter(7, row.value.to_string())?;
-            self.value = Some(row.value);
         }
-        if self.timestamp != Some(row.timestamp) {
+        if replaced(&mut self.timestamp, row.timestamp) {
             stmt.raw_bind_parameter(8, row.timestamp.map(|t| t.to_string()))?;
-            self.timestamp = Some(row.timestamp);
         }
         stmt.raw_bind_parameter(9, row.effective_at_ns)?;
-        if self.received_ns != Some(row.received_ns) {
+        if replaced(&mut self.received_ns, row.received_ns) {
             stmt.raw_bind_parameter(10, row.received_ns)?;
-            self.received_ns = Some(row.received_ns);
         }
-        if self.client_id.as_deref() != Some(row.client_id) {
+        if replaced_text(&mut self.client_id, row.client_id) {
             stmt.raw_bind_parameter(11, row.client_id)?;
-            self.client_id = Some(row.client_id.to_owned());
         }
         if self.idempotency_key.as_ref().map(Option::as_deref) != Some(row.idempotency_key) {
             stmt.raw_bind_parameter(12, row.idempotency_key)?;
@@ -361,6 +354,28 @@ impl Bound {
         stmt.raw_execute()?;
         Ok(())
     }
+}
+
+/// Whether `value` differs from what `held` holds; if so it holds it now
+/// (and the caller binds it). Recorded before the binding: a binding that
+/// fails fails the transaction, and with it this [`Bound`].
+fn replaced<T: PartialEq>(held: &mut Option<T>, value: T) -> bool {
+    let differs = held.as_ref() != Some(&value);
+    if differs {
+        *held = Some(value);
+    }
+    differs
+}
+
+/// [`replaced`] for a text, copied into the held one's allocation.
+fn replaced_text(held: &mut Option<String>, value: &str) -> bool {
+    let differs = held.as_deref() != Some(value);
+    if differs {
+        let text = held.get_or_insert_with(String::new);
+        text.clear();
+        text.push_str(value);
+    }
+    differs
 }
 
 /// `kinde_meter_core::assignment::assign`, with the periods from the writer's

@@ -259,23 +259,23 @@ mod tests {
                 .header("authorization", format!("Bearer {token}"))
                 .send()
         };
+        let answer = |customer: String| {
+            let sent = get("good", &customer);
+            async move {
+                sent.await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap()
+            }
+        };
         assert_eq!(get("bad", &customer(1)).await.unwrap().status(), 403);
-        let known: serde_json::Value = get("good", &customer(1))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let known: serde_json::Value = answer(customer(1)).await;
         assert_eq!(known["allowed"], true, "{known}");
         assert_eq!(known["consumed"], "1", "{known}");
         assert_eq!(known["remaining"], "999999", "{known}");
         assert_eq!(known["entitlement_limit_max"], LIMIT_MAX, "{known}");
-        let unknown: serde_json::Value = get("good", &customer(2))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let unknown: serde_json::Value = answer(customer(2)).await;
         assert_eq!(unknown["allowed"], false, "{unknown}");
         assert_eq!(unknown["current_period_end"], serde_json::Value::Null);
     }

@@ -63,6 +63,18 @@ pub struct Baselines<'r> {
 }
 
 impl Bench<'_> {
+    /// Where the requests of `mode`, one of the modes whose server is the
+    /// bench's own ([`BenchMode::in_bench`]), go: its base URL and endpoint.
+    fn own_server(&self, mode: BenchMode) -> anyhow::Result<(&String, &Arc<Endpoint>)> {
+        let server = match mode {
+            BenchMode::Axum => Some((&self.axum.0.base, &self.axum.1)),
+            BenchMode::Ceiling => self.ceiling.as_ref().map(|(s, e)| (&s.base, e)),
+            BenchMode::CheckCeiling => self.check_ceiling.as_ref().map(|(s, e)| (&s.base, e)),
+            _ => None,
+        };
+        server.with_context(|| format!("the {} mode's server was not started", mode.name()))
+    }
+
     /// Runs `mode` at `connections` as run number `run`.
     pub async fn measure(
         &self,
@@ -88,19 +100,15 @@ impl Bench<'_> {
         } else {
             0
         };
-        let ceiling = match (mode, &self.ceiling) {
-            (BenchMode::Ceiling, Some(ceiling)) => Some(ceiling),
-            (BenchMode::Ceiling, None) => anyhow::bail!("the ceiling's server was not started"),
-            _ => None,
+        let (base, endpoint) = if mode.in_bench() {
+            self.own_server(mode)?
+        } else {
+            (&self.target.base, &self.endpoint)
         };
-        let (base, endpoint) = match (mode, ceiling, &self.check_ceiling) {
-            (BenchMode::Axum, _, _) => (&self.axum.0.base, &self.axum.1),
-            (_, Some((server, endpoint)), _) => (&server.base, endpoint),
-            (BenchMode::CheckCeiling, _, Some((server, endpoint))) => (&server.base, endpoint),
-            (BenchMode::CheckCeiling, _, None) => {
-                anyhow::bail!("the check ceiling's server was not started")
-            }
-            _ => (&self.target.base, &self.endpoint),
+        // `ceiling` counts what it stored in its own table.
+        let ceiling = match mode {
+            BenchMode::Ceiling => self.ceiling.as_ref().map(|(server, _)| server),
+            _ => None,
         };
         let workload = modes::workload(mode, args, base, &agreements)?;
         // The bench's own servers are in this process, whatever the target.
@@ -112,7 +120,7 @@ impl Bench<'_> {
             }
         };
         let in_target = !mode.in_bench();
-        let ceiling_before = ceiling.map(|(server, _)| server.stored()).transpose()?;
+        let ceiling_before = ceiling.map(WriteCeiling::stored).transpose()?;
 
         let writer_before = self.target.writer_stats();
         let usage_before = usage_now();
@@ -141,7 +149,7 @@ impl Bench<'_> {
         };
         let peak_rss_kib = in_target.then(|| self.target.peak_rss_kib()).flatten();
 
-        let stored = if let Some(((server, _), (value, records))) = ceiling.zip(ceiling_before) {
+        let stored = if let Some((server, (value, records))) = ceiling.zip(ceiling_before) {
             let (value_now, records_now) = server.stored()?;
             Some((
                 value_now.saturating_sub(value),
@@ -165,8 +173,8 @@ impl Bench<'_> {
             (Some(before), Some(after)) => {
                 cpu_per_request(before, after, own, requests, records, mode).map(|mut cpu| {
                     // The ceiling's writer thread is counted as the store's is;
-                    // the other servers of the bench have none.
-                    if matches!(mode, BenchMode::Axum | BenchMode::CheckCeiling) {
+                    // the bench's other servers record nothing and have none.
+                    if mode.in_bench() && !mode.records_usage() {
                         cpu.sqlite_writer = None;
                         cpu.sqlite_writer_waiting = None;
                     }
