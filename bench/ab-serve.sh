@@ -10,6 +10,9 @@
 #   bash bench/ab-serve.sh "OLD_BIN NEW_BIN" PAIRS MODE CONNECTIONS REQUESTS [BENCH ARGS...]
 #   bash bench/ab-serve.sh "/tmp/km-before target/release/kinde-meter" 3 single 64 100000
 #
+# With PG=1, each run's `serve` is on a fresh PostgreSQL database instead
+# (127.0.0.1:5432, user postgres, trust): `serve --database-url`.
+#
 # Nothing here is part of CI.
 set -uo pipefail
 source "$(dirname "$0")/serve.sh"
@@ -18,7 +21,14 @@ shift 5
 for _ in $(seq "$PAIRS"); do
   for BIN in $BINS; do
     D=$(mktemp -d)
-    start_serve "$BIN" "$D/serve.log" --data-dir "$D"
+    if [ "${PG:-0}" = 1 ]; then
+      db=km_ab_scratch
+      PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db" test
+      psql -q -h 127.0.0.1 -U postgres -c "create database $db" test
+      start_serve "$BIN" "$D/serve.log" --database-url "postgres://postgres@127.0.0.1:5432/$db"
+    else
+      start_serve "$BIN" "$D/serve.log" --data-dir "$D"
+    fi
     row=$("$BIN" bench --server "$URL" --server-pid $PID --token "$TOKEN" \
       --connections "$CONNS" --mode "$MODE" --requests "$REQ" "$@" 2>&1 |
       grep -E "^\| [0-9]+ \| $MODE \|")
@@ -31,5 +41,8 @@ for _ in $(seq "$PAIRS"); do
     echo "$BIN $row records/commit $per_commit | bytes written/request $((wchar / REQ)) | CPU ticks $ticks"
     stop_serve
     rm -rf "$D"
+    if [ "${PG:-0}" = 1 ]; then
+      psql -q -h 127.0.0.1 -U postgres -c "drop database $db" test
+    fi
   done
 done

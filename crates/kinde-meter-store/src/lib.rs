@@ -33,6 +33,8 @@ mod outcome;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod record_checks;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod remembered;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod writer_queue;

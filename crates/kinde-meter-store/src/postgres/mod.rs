@@ -22,6 +22,7 @@ mod read;
 mod schema;
 #[cfg(feature = "test-support")]
 pub mod scratch;
+mod terms;
 mod webhooks;
 mod writer;
 mod writer_cache;
@@ -63,6 +64,8 @@ use crate::{
 pub struct PgStore {
     db: Arc<Db>,
     writer: WriterHandle,
+    /// The agreements and plans the reads remember (`terms.rs`).
+    terms: terms::Terms,
     /// Set by `shutdown`: writes outside the writer are refused from then on
     /// too, as the SQLite store (whose every write goes through its writer) does.
     closed: AtomicBool,
@@ -94,6 +97,7 @@ impl PgStore {
         Ok(PgStore {
             db,
             writer,
+            terms: terms::Terms::new(),
             closed: AtomicBool::new(false),
         })
     }
@@ -189,7 +193,9 @@ impl Store for PgStore {
 
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
         answer(on_conn!(self.db, self.db.deadline(), |conn| read::usage(
-            conn, &query
+            conn,
+            &self.terms,
+            &query
         )
         .await))
     }
@@ -225,7 +231,7 @@ impl Store for PgStore {
         only: Option<&FeatureCode>,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
         Ok(on_conn!(self.db, self.db.deadline(), |conn| {
-            read::customer_entitlements(conn, customer_id, now, only).await
+            read::customer_entitlements(conn, &self.terms, customer_id, now, only).await
         })?)
     }
 

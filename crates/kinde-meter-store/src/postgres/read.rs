@@ -19,7 +19,16 @@
 //! No answer mixes two snapshots: the common path is one statement and the
 //! fallback one transaction, so a catalog load, a new agreement of the customer
 //! or usage committed meanwhile is seen whole or not at all (the agreement,
-//! plan and aggregates answered are those of one instant). The one-statement
+//! plan and aggregates answered are those of one instant).
+//!
+//! Each of those statements also reads `terms_version`, and the store
+//! remembers the agreement and plan it found at that version (`terms.rs`).
+//! A read whose agreement and plan are remembered is one statement of
+//! primary-key probes instead ([`CONFIRMED`]): the counter and the aggregates
+//! of the period Rust computes, by exact key. When the counter is the one they
+//! were read at, no agreement or plan has changed between the two snapshots,
+//! so the answer is the one the joined statement would give in the second;
+//! otherwise the read is done as above. The one-statement
 //! read of 106c729 (reverted) took the latest period starting at or before the
 //! instant for the instant's period, which an instant before the anchor is not in.
 
@@ -32,7 +41,7 @@ use deadpool_postgres::{GenericClient, Object};
 use jiff::Timestamp;
 use kinde_meter_core::{
     agreement::Agreement,
-    catalog::Plan,
+    catalog::{Feature, Plan},
     ids::{CustomerId, FeatureCode},
     value::UsageTotal,
 };
@@ -44,6 +53,7 @@ use super::{
     codec::{self, stored},
     failure::{OpError, PgResult},
     pool,
+    terms::{Remembered, Terms},
 };
 use crate::{CustomerEntitlements, FeatureUsage, ReadUsageError, UsageQuery, UsageReport};
 
@@ -58,7 +68,8 @@ pub(super) async fn ping(conn: &Object) -> PgResult<()> {
 /// [`AGREEMENT_COLUMNS`]; parameters `$1` and the instant `$2`), its plan and
 /// features, the pivot `GREATEST($2, anchor)` and, per metered feature (only
 /// feature `$3` unless `$3` is NULL), the aggregate with the latest period
-/// start at or before the pivot, then the feature's position: one row per
+/// start at or before the pivot, then the feature's position and the
+/// `terms_version` counter: one row per
 /// feature, in no particular order ([`read_joined`] puts them in catalog
 /// order: an `ORDER BY` costs PostgreSQL a sort node, whose start-up alone is
 /// ~10 % of the statement's instructions). The primary key's order makes the
@@ -66,7 +77,8 @@ pub(super) async fn ping(conn: &Object) -> PgResult<()> {
 fn joined(agreement_subquery: &str) -> String {
     format!(
         "SELECT a.*, {PLAN_COLUMNS}, GREATEST($2, a.anchor_ns),
-                g.period_start_ns, g.v, g.record_count, g.last_recorded_at_ns, f.position
+                g.period_start_ns, g.v, g.record_count, g.last_recorded_at_ns, f.position,
+                (SELECT version FROM terms_version WHERE id = 0)
          FROM ({agreement_subquery}) a
          LEFT JOIN plans p ON p.code = a.plan_code
          LEFT JOIN plan_features f ON f.plan_code = p.code
@@ -111,6 +123,20 @@ const PIVOT_AT: usize = PLAN_AT + 14;
 const AGGREGATE_AT: usize = PIVOT_AT + 1;
 /// Columns of a [`joined`] row: the feature's position, after the aggregate's four.
 const POSITION_AT: usize = AGGREGATE_AT + 4;
+/// Columns of a [`joined`] row: the `terms_version` counter, last.
+const VERSION_AT: usize = POSITION_AT + 1;
+
+/// The remembered read: the `terms_version` counter and the aggregates of
+/// agreement `$1`'s features `$2` in the period starting at `$3`, one row
+/// per aggregate found (one with NULL aggregate columns if none is): a
+/// primary-key probe each, in one statement, so one snapshot.
+const CONFIRMED: &str =
+    "SELECT v.version, g.feature_code, trim_scale(g.value)::text, g.record_count,
+            g.last_recorded_at_ns
+     FROM terms_version v
+     LEFT JOIN usage_aggregates g
+         ON g.agreement_id = $1 AND g.feature_code = ANY($2) AND g.period_start_ns = $3
+     WHERE v.id = 0";
 
 /// Usage of one feature in a period: value, record count, last receipt.
 type Found = (UsageTotal, u64, Option<Timestamp>);
@@ -156,6 +182,8 @@ struct Joined {
     found: HashMap<String, Found>,
     /// Metered features asked for whose candidate did not settle it.
     unsettled: Vec<String>,
+    /// The `terms_version` counter in the statement's snapshot.
+    version: Option<i64>,
 }
 
 /// Runs the [`joined`] statement `sql` with `$1` = `key`, `$2` = `at`,
@@ -185,6 +213,7 @@ fn decode(rows: &[Row], at: Timestamp, feature_asked: Option<&str>) -> PgResult<
     };
     let agreement = agreements::from_row(first)?;
     let plan = catalog::fold_plans(rows, PLAN_AT)?.pop();
+    let version = first.get(VERSION_AT);
     let start = i64::try_from(agreement.period_containing(at).start.as_nanosecond()).ok();
     let mut found = HashMap::new();
     let mut unsettled = Vec::new();
@@ -211,6 +240,7 @@ fn decode(rows: &[Row], at: Timestamp, feature_asked: Option<&str>) -> PgResult<
         start,
         found,
         unsettled,
+        version,
     }))
 }
 
@@ -273,12 +303,19 @@ async fn in_snapshot(
 /// period containing `query.at`, read in one statement (see the module).
 pub(super) async fn usage(
     conn: &mut Object,
+    terms: &Terms,
     query: &UsageQuery,
 ) -> Result<UsageReport, OpError<ReadUsageError>> {
+    if let Some(remembered) = terms.by_id(&query.agreement_id)
+        && let Some(report) = remembered_usage(conn, remembered, query).await?
+    {
+        return Ok(report);
+    }
     let Some(Joined {
         agreement,
         plan,
         mut found,
+        version,
         ..
     }) = read(
         conn,
@@ -291,16 +328,82 @@ pub(super) async fn usage(
     else {
         return Err(ReadUsageError::AgreementNotFound.into());
     };
+    let (agreement, plan) = (Arc::new(agreement), plan.map(Arc::new));
+    terms.remember(version, &agreement, plan.as_ref(), None);
     let features =
-        crate::record_checks::features_to_report(plan.as_ref(), query.feature_code.as_ref())?;
-    let usage = features
-        .into_iter()
-        .map(|f| feature_usage(f.code.clone(), &mut found))
-        .collect();
-    Ok(UsageReport {
-        period: agreement.period_containing(query.at),
-        usage,
-    })
+        crate::record_checks::features_to_report(plan.as_deref(), query.feature_code.as_ref())?;
+    Ok(report(&agreement, &features, query.at, &mut found))
+}
+
+/// [`usage`] from a remembered agreement and plan: `None` if the counter
+/// moved since they were read, or if the read would refuse (the refusal is
+/// left to the joined statement).
+async fn remembered_usage(
+    conn: &Object,
+    remembered: Remembered,
+    query: &UsageQuery,
+) -> PgResult<Option<UsageReport>> {
+    let Ok(features) = crate::record_checks::features_to_report(
+        Some(&remembered.plan),
+        query.feature_code.as_ref(),
+    ) else {
+        return Ok(None);
+    };
+    let agreement = &remembered.agreement;
+    let Some(mut found) =
+        confirmed(conn, remembered.version, agreement, &features, query.at).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(report(agreement, &features, query.at, &mut found)))
+}
+
+/// The aggregates of `features` of `agreement` in the period containing
+/// `at`, read with [`CONFIRMED`]: `None` unless the counter is still
+/// `version`, or for a period beyond the instants the store holds.
+async fn confirmed(
+    conn: &Object,
+    version: i64,
+    agreement: &Agreement,
+    features: &[&Feature],
+    at: Timestamp,
+) -> PgResult<Option<HashMap<String, Found>>> {
+    let period = agreement.period_containing(at);
+    let Ok(start) = i64::try_from(period.start.as_nanosecond()) else {
+        return Ok(None);
+    };
+    let codes: Vec<&str> = features.iter().map(|f| f.code.as_str()).collect();
+    let stmt = conn.prepare_cached(CONFIRMED).await?;
+    let rows = conn
+        .query(&stmt, &[&agreement.id.as_str(), &codes, &start])
+        .await?;
+    if rows.first().map(|r| r.get::<_, i64>(0)) != Some(version) {
+        return Ok(None);
+    }
+    let mut found = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        if let Some(code) = r.get::<_, Option<String>>(1) {
+            found.insert(code, aggregate(r, 2)?);
+        }
+    }
+    Ok(Some(found))
+}
+
+/// The usage report of `features` in the period containing `at`, from the
+/// aggregates `found` (a feature without one has no usage yet).
+fn report(
+    agreement: &Agreement,
+    features: &[&Feature],
+    at: Timestamp,
+    found: &mut HashMap<String, Found>,
+) -> UsageReport {
+    UsageReport {
+        period: agreement.period_containing(at),
+        usage: features
+            .iter()
+            .map(|f| feature_usage(f.code.clone(), found))
+            .collect(),
+    }
 }
 
 /// A feature's usage as found, zero if it has no aggregate in the period.
@@ -320,14 +423,33 @@ fn feature_usage(feature_code: FeatureCode, found: &mut HashMap<String, Found>) 
 /// (see the module), so that what any server committed before is seen.
 pub(super) async fn customer_entitlements(
     conn: &mut Object,
+    terms: &Terms,
     customer_id: &CustomerId,
     now: Timestamp,
     only: Option<&FeatureCode>,
 ) -> PgResult<Option<CustomerEntitlements>> {
+    if let Some(Remembered {
+        version,
+        agreement,
+        plan,
+    }) = terms.newest_of_customer(customer_id, now)
+    {
+        let features: Vec<&Feature> =
+            crate::record_checks::metered_features_asked(&plan, only).collect();
+        if let Some(mut found) = confirmed(conn, version, &agreement, &features, now).await? {
+            let usage = report(&agreement, &features, now, &mut found);
+            return Ok(Some(CustomerEntitlements {
+                agreement,
+                plan,
+                usage,
+            }));
+        }
+    }
     let Some(Joined {
         agreement,
-        plan: Some(plan),
+        plan,
         mut found,
+        version,
         ..
     }) = read(
         conn,
@@ -340,23 +462,33 @@ pub(super) async fn customer_entitlements(
     else {
         return Ok(None);
     };
-    let usage = crate::record_checks::metered_features_asked(&plan, only)
-        .map(|f| feature_usage(f.code.clone(), &mut found))
-        .collect();
+    let (agreement, plan) = (Arc::new(agreement), plan.map(Arc::new));
+    terms.remember(version, &agreement, plan.as_ref(), Some(now));
+    let Some(plan) = plan else {
+        return Ok(None);
+    };
+    let features: Vec<&Feature> =
+        crate::record_checks::metered_features_asked(&plan, only).collect();
+    let usage = report(&agreement, &features, now, &mut found);
     Ok(Some(CustomerEntitlements {
-        usage: UsageReport {
-            period: agreement.period_containing(now),
-            usage,
-        },
-        agreement: Arc::new(agreement),
-        plan: Arc::new(plan),
+        usage,
+        agreement,
+        plan,
     }))
 }
 
 #[cfg(test)]
 mod tests {
+    use jiff::Timestamp;
+    use kinde_meter_core::{catalog::Catalog, ids::CustomerId};
+
     use super::{
-        AGGREGATE_AT, BY_ID, PIVOT_AT, PLAN_AT, PLAN_COLUMNS, POSITION_AT, Probe, resolve,
+        AGGREGATE_AT, BY_ID, PIVOT_AT, PLAN_AT, PLAN_COLUMNS, POSITION_AT, Probe, VERSION_AT,
+        resolve,
+    };
+    use crate::{
+        NewAgreement, Store, StoreConfig,
+        postgres::{PgStore, scratch::ScratchSchema},
     };
 
     #[test]
@@ -367,12 +499,12 @@ mod tests {
     #[test]
     fn the_position_follows_the_aggregate_columns() {
         let select = BY_ID.split("FROM (").next().expect("a select list");
-        assert!(
-            select
-                .trim_end()
-                .ends_with("g.last_recorded_at_ns, f.position")
-        );
+        assert!(select.trim_end().ends_with(
+            "g.last_recorded_at_ns, f.position,
+                (SELECT version FROM terms_version WHERE id = 0)"
+        ));
         assert_eq!(AGGREGATE_AT + 4, POSITION_AT);
+        assert_eq!(POSITION_AT + 1, VERSION_AT);
     }
 
     #[test]
@@ -390,5 +522,66 @@ mod tests {
         // A period after the pivot: its row, if any, is not a candidate.
         assert_eq!(resolve(Some(20), 15, None), Probe::Unsettled);
         assert_eq!(resolve(Some(20), 15, Some(15)), Probe::Unsettled);
+    }
+
+    /// A check remembers the agreement and plan it read at the counter's
+    /// value; the next check is answered from them; a plan changed behind the
+    /// store's back moves the counter, and the check after it reads again.
+    #[tokio::test]
+    async fn checks_remember_their_terms_while_the_counter_stays() {
+        let Some(url) = std::env::var("KINDE_METER_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            return eprintln!("skipped: KINDE_METER_TEST_DATABASE_URL is not set");
+        };
+        let schema = ScratchSchema::create(&url).await.unwrap();
+        let store = PgStore::connect(&url, schema.settings(), StoreConfig::default())
+            .await
+            .unwrap();
+        store.load_catalog(&Catalog::demo()).await.unwrap();
+        let customer = CustomerId::parse("cust").unwrap();
+        let now: Timestamp = "2025-01-10T00:00:00Z".parse().unwrap();
+        let agreement = store
+            .create_agreement(NewAgreement {
+                customer_id: customer.clone(),
+                plan_code: kinde_meter_core::ids::PlanCode::parse("starter").unwrap(),
+                now,
+                id_random: [1; 10],
+            })
+            .await
+            .unwrap();
+        assert!(store.terms.newest_of_customer(&customer, now).is_none());
+
+        let limit = async || {
+            let e = store
+                .customer_entitlements(&customer, now, None)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(e.agreement.id, agreement.id);
+            e.plan.features[0].limit_max
+        };
+        assert_eq!(limit().await, Some(10_000));
+        let remembered = store.terms.newest_of_customer(&customer, now).unwrap();
+        assert_eq!(remembered.agreement.id, agreement.id);
+        assert_eq!(limit().await, Some(10_000));
+        let again = store.terms.newest_of_customer(&customer, now).unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&again.plan, &remembered.plan),
+            "the second check read the plan again"
+        );
+
+        let conn = schema.connect().await.unwrap();
+        conn.execute(
+            "UPDATE plan_features SET limit_max = 7 WHERE plan_code = 'starter'",
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(limit().await, Some(7));
+        let after = store.terms.newest_of_customer(&customer, now).unwrap();
+        assert!(after.version > remembered.version);
+        store.shutdown().await;
     }
 }

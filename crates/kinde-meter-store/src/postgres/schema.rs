@@ -229,8 +229,47 @@ CREATE INDEX usage_aggregates_usage_event_due
     ON usage_aggregates (usage_event_due_ns) WHERE usage_event_due_ns IS NOT NULL;
 ";
 
+/// Version 4: `terms_version`, the counter by which reads confirm the
+/// agreements and plans they remember (`docs/design.md#hot-read-cache`).
+///
+/// - One row; statement triggers on `agreements`, `plans` and `plan_features`
+///   add one to it in the transaction of every statement that may change
+///   them (one that changes no row too), so two snapshots that find the same
+///   value find the same agreements and plans. The row lock serialises
+///   agreement creations and catalog loads at their commits; neither is on a
+///   hot path, and the usage writer never changes those tables.
+/// - The function keeps the migration's `search_path`, so it moves the
+///   counter of its own schema whatever the writing session's path is.
+const V4: &str = "
+CREATE TABLE terms_version (
+    id      smallint PRIMARY KEY CHECK (id = 0),
+    version bigint NOT NULL
+);
+INSERT INTO terms_version (id, version) VALUES (0, 0);
+
+CREATE FUNCTION terms_version_bump() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    UPDATE terms_version SET version = version + 1 WHERE id = 0;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER agreements_terms_version
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON agreements
+    FOR EACH STATEMENT EXECUTE FUNCTION terms_version_bump();
+CREATE TRIGGER plans_terms_version
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON plans
+    FOR EACH STATEMENT EXECUTE FUNCTION terms_version_bump();
+CREATE TRIGGER plan_features_terms_version
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON plan_features
+    FOR EACH STATEMENT EXECUTE FUNCTION terms_version_bump();
+";
+
 /// Every migration, oldest first.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -41,13 +41,13 @@ use tokio::sync::Semaphore;
 use super::{
     aggregates::{self, PeriodKey},
     agreements,
-    cache::{Agreements, Periods},
+    cache::Periods,
     catalog, codec, connection,
     error::OpError,
 };
 use crate::{
     CustomerEntitlements, FeatureUsage, ReadUsageError, StoreError, UsageQuery, UsageReport,
-    record_checks::metered_features_asked,
+    record_checks::metered_features_asked, remembered::Agreements,
 };
 
 /// Most read connections open at once.

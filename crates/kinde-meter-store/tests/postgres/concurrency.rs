@@ -465,3 +465,81 @@ async fn entitlements_through_one_server_see_another_server_s_records_at_once() 
         kinde_meter_core::ErrorCode::EntitlementLimitExceeded
     );
 }
+
+/// Checks and usage reads through one server, which remember the agreements
+/// and plans they read (`postgres/terms.rs`), follow a catalog another server
+/// loads and a plan changed by hand in the database, at once: every change
+/// to those tables moves `terms_version`, which each remembered read checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_through_one_server_follow_plans_changed_elsewhere() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("checks_through_one_server_follow_plans_changed_elsewhere");
+    };
+    let one = open(&backend).await;
+    let two = one.reopen().await;
+    let a = create(&one, "cust", "capped", "2024-03-01T00:00:00Z", 1).await;
+    let customer = kinde_meter_core::ids::CustomerId::parse("cust").unwrap();
+    let now = t("2024-03-05T00:00:00Z");
+    let limit_of_calls = |e: &kinde_meter_store::CustomerEntitlements| {
+        e.plan
+            .features
+            .iter()
+            .find(|f| f.code.as_str() == "calls")
+            .and_then(|f| f.limit_max)
+    };
+    let check = || async {
+        one.customer_entitlements(&customer, now, None)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(limit_of_calls(&check().await), Some(100));
+        assert_eq!(
+            usage(&one, &a, "soft", "2024-03-05T00:00:00Z")
+                .await
+                .record_count,
+            0
+        );
+    }
+
+    let limit = "price_name = \"Calls (capped)\"\nunit_amount = 3\nlimit_max = 100";
+    let soft = "code = \"soft\"";
+    assert!(CATALOG.contains(limit) && CATALOG.contains(soft));
+    let changed = CATALOG
+        .replace(limit, &limit.replace("100", "50"))
+        .replace(soft, "code = \"softer\"");
+    two.load_catalog(&kinde_meter_core::catalog::Catalog::parse(&changed, "changed").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        limit_of_calls(&check().await),
+        Some(50),
+        "another server's catalog"
+    );
+    let gone = one
+        .read_usage(kinde_meter_store::UsageQuery {
+            agreement_id: a.id.clone(),
+            feature_code: Some(kinde_meter_core::ids::FeatureCode::parse("soft").unwrap()),
+            at: now,
+        })
+        .await;
+    assert!(
+        matches!(
+            gone,
+            Err(kinde_meter_store::ReadUsageError::FeatureNotFound)
+        ),
+        "{gone:?}"
+    );
+
+    assert_eq!(limit_of_calls(&check().await), Some(50));
+    one.execute(
+        "UPDATE plan_features SET limit_max = 70 WHERE plan_code = 'capped' AND code = 'calls'",
+    )
+    .await;
+    assert_eq!(
+        limit_of_calls(&check().await),
+        Some(70),
+        "a change made by hand"
+    );
+}

@@ -70,6 +70,7 @@ async fn a_version_1_schema_gains_the_entitlement_terms() {
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     store.shutdown().await;
     // Back to what a version-1 kinde-meter left behind.
+    undo_version_4(&store).await;
     undo_version_3(&store).await;
     store
         .execute(
@@ -114,6 +115,66 @@ async fn a_version_1_schema_gains_the_entitlement_terms() {
     store.shutdown().await;
 }
 
+/// Drops what version 4 (the terms counter and its triggers) added.
+async fn undo_version_4(store: &TestStore) {
+    for sql in [
+        "DROP TRIGGER agreements_terms_version ON agreements",
+        "DROP TRIGGER plans_terms_version ON plans",
+        "DROP TRIGGER plan_features_terms_version ON plan_features",
+        "DROP FUNCTION terms_version_bump()",
+        "DROP TABLE terms_version",
+    ] {
+        store.execute(sql).await;
+    }
+}
+
+/// A version-3 schema gains `terms_version` in place when a server starts on
+/// it, and from then on every agreement or catalog change moves it, also one
+/// made behind the servers' backs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_schema_gains_the_terms_counter() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("a_version_3_schema_gains_the_terms_counter");
+    };
+    let store = open(&backend).await;
+    create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    store.shutdown().await;
+    undo_version_4(&store).await;
+    store
+        .execute("DELETE FROM schema_migrations WHERE version > 3")
+        .await;
+    let store = store.reopen().await;
+    assert_eq!(
+        store
+            .count("SELECT max(version) FROM schema_migrations")
+            .await,
+        i64::from(CURRENT_VERSION)
+    );
+    let version = async || {
+        store
+            .count("SELECT version FROM terms_version WHERE id = 0")
+            .await
+    };
+    let mut last = version().await;
+    assert_eq!(last, 0, "a fresh counter");
+    create(&store, "cust", "basic", "2024-03-05T00:00:00Z", 2).await;
+    store.load_catalog(&catalog()).await.unwrap();
+    for change in [
+        None,
+        Some("UPDATE plans SET name = 'Pro!' WHERE code = 'pro'"),
+        Some("UPDATE plan_features SET limit_max = 5 WHERE plan_code = 'pro'"),
+        Some("UPDATE agreements SET expires_on_ns = NULL WHERE false"),
+    ] {
+        if let Some(sql) = change {
+            store.execute(sql).await;
+        }
+        let now = version().await;
+        // Each moves it (the agreement and the catalog load: more than once).
+        assert!(now > last, "{change:?}: {last} -> {now}");
+        last = now;
+    }
+}
+
 /// Drops what version 3 (the webhook outbox) added.
 async fn undo_version_3(store: &TestStore) {
     for sql in [
@@ -146,6 +207,7 @@ async fn a_version_2_schema_gains_the_webhook_outbox() {
     .await
     .unwrap();
     store.shutdown().await;
+    undo_version_4(&store).await;
     undo_version_3(&store).await;
     store
         .execute("DELETE FROM schema_migrations WHERE version > 2")
