@@ -75,8 +75,12 @@ impl Terms {
     /// Remembers what a read found in a snapshot at `version` (`None`: the
     /// counter was not read, so nothing is kept): the agreement, its plan if
     /// the store has it, and, with `newest_at`, that the agreement was the
-    /// customer's newest active one at that instant. A snapshot older than
-    /// what is remembered changes nothing; a newer one replaces all of it.
+    /// customer's newest active one at that instant. A read at another
+    /// version replaces all of it, also an older one (a read that started
+    /// before the last change and ended after it: the next read at the newer
+    /// version replaces it again): the counter found is the database's, also
+    /// after it went back (a backup restored under a running server), and a
+    /// remembered version must never outlive the contents it was read with.
     pub(super) fn remember(
         &self,
         version: Option<i64>,
@@ -86,13 +90,9 @@ impl Terms {
     ) {
         let Some(version) = version else { return };
         let mut inner = self.inner();
-        match inner.agreements.version() {
-            Some(current) if current > version => return,
-            Some(current) if current == version => {}
-            _ => {
-                inner.agreements.seen(version);
-                inner.plans.clear();
-            }
+        if inner.agreements.version() != Some(version) {
+            inner.agreements.seen(version);
+            inner.plans.clear();
         }
         inner.agreements.remember(version, agreement);
         if let Some(now) = newest_at {
@@ -149,8 +149,8 @@ mod tests {
     }
 
     /// Only an agreement whose plan is remembered too is answered, at the
-    /// version both were read at; an older snapshot's read changes nothing,
-    /// a newer one's forgets the rest.
+    /// version both were read at; a read at any other version, older too,
+    /// forgets the rest.
     #[test]
     fn terms_are_answered_at_one_version_with_their_plan() {
         let terms = Terms::new();
@@ -167,19 +167,12 @@ mod tests {
         let newest = terms.newest_of_customer(&a.customer_id, now).unwrap();
         assert!(Arc::ptr_eq(&newest.agreement, &a));
 
-        terms.remember(Some(4), &b, Some(&plan()), Some(now));
-        assert!(terms.by_id(&b.id).is_none(), "an older snapshot");
-        assert!(Arc::ptr_eq(
-            &terms
-                .newest_of_customer(&a.customer_id, now)
-                .unwrap()
-                .agreement,
-            &a
-        ));
-
-        terms.remember(Some(6), &b, Some(&plan()), None);
-        assert!(terms.by_id(&a.id).is_none(), "read at another version");
-        assert!(terms.newest_of_customer(&a.customer_id, now).is_none());
-        assert_eq!(terms.by_id(&b.id).unwrap().version, 6);
+        for version in [6, 4] {
+            terms.remember(Some(version), &b, Some(&plan()), None);
+            assert!(terms.by_id(&a.id).is_none(), "read at another version");
+            assert!(terms.newest_of_customer(&a.customer_id, now).is_none());
+            assert_eq!(terms.by_id(&b.id).unwrap().version, version);
+            terms.remember(Some(version), &a, Some(&plan()), Some(now));
+        }
     }
 }
