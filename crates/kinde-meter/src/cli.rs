@@ -162,7 +162,7 @@ pub struct DataDirArg {
 /// The PostgreSQL connection pool of a server.
 #[derive(Debug, Args)]
 pub struct PoolArgs {
-    /// Most PostgreSQL connections this server holds for reads and other work; the usage writer holds 2 more of its own.
+    /// Most PostgreSQL connections this server holds for reads and other work; the usage writer holds 2 more of its own, and checks and usage reads share one per two CPUs (1 to 8) more.
     #[arg(long, env = "KINDE_METER_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_pool_size: u32,
     /// Seconds a database operation may take (waiting for a connection included)

@@ -22,6 +22,7 @@ mod read;
 mod schema;
 #[cfg(feature = "test-support")]
 pub mod scratch;
+mod shared;
 mod terms;
 mod webhooks;
 mod writer;
@@ -47,7 +48,7 @@ use crate::{CustomerPage, CustomerQuery, RecordsQuery, StoredUsageRecord};
 pub use schema::{CURRENT_VERSION, valid_schema_name};
 
 use self::{
-    failure::OpError,
+    failure::{OpError, PgResult},
     pool::on_conn,
     pool::{Db, Role},
     writer::WriterHandle,
@@ -66,6 +67,8 @@ pub struct PgStore {
     writer: WriterHandle,
     /// The agreements and plans the reads remember (`terms.rs`).
     terms: terms::Terms,
+    /// The connections the reads from remembered terms share (`shared.rs`).
+    shared: shared::Shared,
     /// Set by `shutdown`: writes outside the writer are refused from then on
     /// too, as the SQLite store (whose every write goes through its writer) does.
     closed: AtomicBool,
@@ -85,6 +88,15 @@ impl PgStore {
         migrate_on(&db, settings.schema.as_deref()).await?;
         // The writer's connections are its own (`writer::WRITER_CONNECTIONS`),
         // driven by its own thread.
+        let shared = shared::shared_connections();
+        let shared_db = Db::new(
+            url,
+            &PgSettings {
+                pool_size: shared * 2,
+                ..settings.clone()
+            },
+            Role::General,
+        )?;
         let writer_db = Db::new(
             url,
             &PgSettings {
@@ -98,6 +110,7 @@ impl PgStore {
             db,
             writer,
             terms: terms::Terms::new(),
+            shared: shared::Shared::new(shared_db, shared),
             closed: AtomicBool::new(false),
         })
     }
@@ -136,6 +149,17 @@ impl PgStore {
 
 /// Maps an operation's outcome: its own answer or refusal, or 503 for a
 /// database failure.
+/// What a read from remembered terms on a shared connection answered: `None`
+/// to read on a pooled connection instead, also when the shared one failed
+/// (a PostgreSQL restart breaks every read queued on it; the pooled read
+/// then answers, or fails by itself, within the same deadline).
+fn remembered_or_pooled<T>(result: PgResult<Option<T>>) -> Option<T> {
+    result.unwrap_or_else(|failure| {
+        tracing::debug!(error = %failure, "a read on a shared connection failed; reading on a pooled one");
+        None
+    })
+}
+
 fn answer<T, E: From<StoreError>>(result: Result<T, OpError<E>>) -> Result<T, E> {
     result.map_err(OpError::into_answer)
 }
@@ -192,7 +216,19 @@ impl Store for PgStore {
     }
 
     async fn read_usage(&self, query: UsageQuery) -> Result<UsageReport, ReadUsageError> {
-        answer(on_conn!(self.db, self.db.deadline(), |conn| read::usage(
+        let deadline = self.db.deadline();
+        if let Some(remembered) = self.terms.by_id(&query.agreement_id)
+            && let Some(report) = remembered_or_pooled(
+                self.shared
+                    .run(deadline, async |conn| {
+                        read::remembered_usage(conn, remembered, &query).await
+                    })
+                    .await,
+            )
+        {
+            return Ok(report);
+        }
+        answer(on_conn!(self.db, deadline, |conn| read::usage(
             conn,
             &self.terms,
             &query
@@ -230,7 +266,19 @@ impl Store for PgStore {
         now: Timestamp,
         only: Option<&FeatureCode>,
     ) -> Result<Option<CustomerEntitlements>, StoreError> {
-        Ok(on_conn!(self.db, self.db.deadline(), |conn| {
+        let deadline = self.db.deadline();
+        if let Some(remembered) = self.terms.newest_of_customer(customer_id, now)
+            && let Some(found) = remembered_or_pooled(
+                self.shared
+                    .run(deadline, async |conn| {
+                        read::remembered_entitlements(conn, remembered, now, only).await
+                    })
+                    .await,
+            )
+        {
+            return Ok(Some(found));
+        }
+        Ok(on_conn!(self.db, deadline, |conn| {
             read::customer_entitlements(conn, &self.terms, customer_id, now, only).await
         })?)
     }

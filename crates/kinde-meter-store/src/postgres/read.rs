@@ -300,17 +300,13 @@ async fn in_snapshot(
 }
 
 /// Usage of the agreement's metered features (or the one asked for) in the
-/// period containing `query.at`, read in one statement (see the module).
+/// period containing `query.at`, read in one statement (see the module), and
+/// the terms it read remembered in `terms`.
 pub(super) async fn usage(
     conn: &mut Object,
     terms: &Terms,
     query: &UsageQuery,
 ) -> Result<UsageReport, OpError<ReadUsageError>> {
-    if let Some(remembered) = terms.by_id(&query.agreement_id)
-        && let Some(report) = remembered_usage(conn, remembered, query).await?
-    {
-        return Ok(report);
-    }
     let Some(Joined {
         agreement,
         plan,
@@ -338,7 +334,7 @@ pub(super) async fn usage(
 /// [`usage`] from a remembered agreement and plan: `None` if the counter
 /// moved since they were read, or if the read would refuse (the refusal is
 /// left to the joined statement).
-async fn remembered_usage(
+pub(super) async fn remembered_usage(
     conn: &Object,
     remembered: Remembered,
     query: &UsageQuery,
@@ -418,9 +414,36 @@ fn feature_usage(feature_code: FeatureCode, found: &mut HashMap<String, Found>) 
     }
 }
 
+/// [`customer_entitlements`] from the customer's newest active agreement and
+/// its plan as remembered: `None` if the counter moved since they were read.
+pub(super) async fn remembered_entitlements(
+    conn: &Object,
+    remembered: Remembered,
+    now: Timestamp,
+    only: Option<&FeatureCode>,
+) -> PgResult<Option<CustomerEntitlements>> {
+    let Remembered {
+        version,
+        agreement,
+        plan,
+    } = remembered;
+    let features: Vec<&Feature> =
+        crate::record_checks::metered_features_asked(&plan, only).collect();
+    let Some(mut found) = confirmed(conn, version, &agreement, &features, now).await? else {
+        return Ok(None);
+    };
+    let usage = report(&agreement, &features, now, &mut found);
+    Ok(Some(CustomerEntitlements {
+        agreement,
+        plan,
+        usage,
+    }))
+}
+
 /// The customer's newest agreement active at `now`, its plan and the usage of
 /// its metered features in the period containing `now`, read in one statement
-/// (see the module), so that what any server committed before is seen.
+/// (see the module), so that what any server committed before is seen; the
+/// terms it read remembered in `terms`.
 pub(super) async fn customer_entitlements(
     conn: &mut Object,
     terms: &Terms,
@@ -428,23 +451,6 @@ pub(super) async fn customer_entitlements(
     now: Timestamp,
     only: Option<&FeatureCode>,
 ) -> PgResult<Option<CustomerEntitlements>> {
-    if let Some(Remembered {
-        version,
-        agreement,
-        plan,
-    }) = terms.newest_of_customer(customer_id, now)
-    {
-        let features: Vec<&Feature> =
-            crate::record_checks::metered_features_asked(&plan, only).collect();
-        if let Some(mut found) = confirmed(conn, version, &agreement, &features, now).await? {
-            let usage = report(&agreement, &features, now, &mut found);
-            return Ok(Some(CustomerEntitlements {
-                agreement,
-                plan,
-                usage,
-            }));
-        }
-    }
     let Some(Joined {
         agreement,
         plan,
