@@ -86,8 +86,8 @@ impl PgStore {
     ) -> Result<PgStore, StoreError> {
         let db = Arc::new(Db::new(url, &settings, Role::General)?);
         migrate_on(&db, settings.schema.as_deref()).await?;
-        // The writer's connections are its own (`writer::WRITER_CONNECTIONS`),
-        // driven by its own thread.
+        // The remembered reads' shared connections come from a pool of
+        // their own (`shared.rs`).
         let shared = shared::shared_connections();
         let shared_db = Db::new(
             url,
@@ -97,6 +97,8 @@ impl PgStore {
             },
             Role::General,
         )?;
+        // The writer's connections are its own (`writer::WRITER_CONNECTIONS`),
+        // driven by its own thread.
         let writer_db = Db::new(
             url,
             &PgSettings {
@@ -147,8 +149,6 @@ impl PgStore {
     }
 }
 
-/// Maps an operation's outcome: its own answer or refusal, or 503 for a
-/// database failure.
 /// What a read from remembered terms on a shared connection answered: `None`
 /// to read on a pooled connection instead, also when the shared one failed
 /// (a PostgreSQL restart breaks every read queued on it; the pooled read
@@ -160,6 +160,8 @@ fn remembered_or_pooled<T>(result: PgResult<Option<T>>) -> Option<T> {
     })
 }
 
+/// Maps an operation's outcome: its own answer or refusal, or 503 for a
+/// database failure.
 fn answer<T, E: From<StoreError>>(result: Result<T, OpError<E>>) -> Result<T, E> {
     result.map_err(OpError::into_answer)
 }

@@ -19,18 +19,19 @@
 //! No answer mixes two snapshots: the common path is one statement and the
 //! fallback one transaction, so a catalog load, a new agreement of the customer
 //! or usage committed meanwhile is seen whole or not at all (the agreement,
-//! plan and aggregates answered are those of one instant).
+//! plan and aggregates answered are those of one instant). The one-statement
+//! read of 106c729 (reverted) took the latest period starting at or before the
+//! instant for the instant's period, which an instant before the anchor is not in.
 //!
 //! Each of those statements also reads `terms_version`, and the store
 //! remembers the agreement and plan it found at that version (`terms.rs`).
 //! A read whose agreement and plan are remembered is one statement of
-//! primary-key probes instead ([`CONFIRMED`]): the counter and the aggregates
-//! of the period Rust computes, by exact key. When the counter is the one they
-//! were read at, no agreement or plan has changed between the two snapshots,
-//! so the answer is the one the joined statement would give in the second;
-//! otherwise the read is done as above. The one-statement
-//! read of 106c729 (reverted) took the latest period starting at or before the
-//! instant for the instant's period, which an instant before the anchor is not in.
+//! primary-key probes instead ([`CONFIRMED`], on a connection shared with
+//! other such reads: `shared.rs`): the counter and the aggregates of the
+//! period Rust computes, by exact key. When the counter is the one they were
+//! read at, no agreement or plan has changed between the two snapshots, so
+//! the answer is the one the joined statement would give in the second;
+//! otherwise the read is done as above.
 
 use std::{
     collections::HashMap,
@@ -42,7 +43,8 @@ use jiff::Timestamp;
 use kinde_meter_core::{
     agreement::Agreement,
     catalog::{Feature, Plan},
-    ids::{CustomerId, FeatureCode},
+    ids::{AgreementId, CustomerId, FeatureCode},
+    period::Period,
     value::UsageTotal,
 };
 use tokio_postgres::Row;
@@ -328,7 +330,11 @@ pub(super) async fn usage(
     terms.remember(version, &agreement, plan.as_ref(), None);
     let features =
         crate::record_checks::features_to_report(plan.as_deref(), query.feature_code.as_ref())?;
-    Ok(report(&agreement, &features, query.at, &mut found))
+    Ok(report(
+        agreement.period_containing(query.at),
+        &features,
+        &mut found,
+    ))
 }
 
 /// [`usage`] from a remembered agreement and plan: `None` if the counter
@@ -345,34 +351,30 @@ pub(super) async fn remembered_usage(
     ) else {
         return Ok(None);
     };
-    let agreement = &remembered.agreement;
-    let Some(mut found) =
-        confirmed(conn, remembered.version, agreement, &features, query.at).await?
-    else {
+    let period = remembered.agreement.period_containing(query.at);
+    let id = &remembered.agreement.id;
+    let Some(mut found) = confirmed(conn, remembered.version, id, &features, period).await? else {
         return Ok(None);
     };
-    Ok(Some(report(agreement, &features, query.at, &mut found)))
+    Ok(Some(report(period, &features, &mut found)))
 }
 
-/// The aggregates of `features` of `agreement` in the period containing
-/// `at`, read with [`CONFIRMED`]: `None` unless the counter is still
-/// `version`, or for a period beyond the instants the store holds.
+/// The aggregates of `features` of agreement `id` in `period`, read with
+/// [`CONFIRMED`]: `None` unless the counter is still `version`, or for a
+/// period beyond the instants the store holds.
 async fn confirmed(
     conn: &Object,
     version: i64,
-    agreement: &Agreement,
+    id: &AgreementId,
     features: &[&Feature],
-    at: Timestamp,
+    period: Period,
 ) -> PgResult<Option<HashMap<String, Found>>> {
-    let period = agreement.period_containing(at);
     let Ok(start) = i64::try_from(period.start.as_nanosecond()) else {
         return Ok(None);
     };
     let codes: Vec<&str> = features.iter().map(|f| f.code.as_str()).collect();
     let stmt = conn.prepare_cached(CONFIRMED).await?;
-    let rows = conn
-        .query(&stmt, &[&agreement.id.as_str(), &codes, &start])
-        .await?;
+    let rows = conn.query(&stmt, &[&id.as_str(), &codes, &start]).await?;
     if rows.first().map(|r| r.get::<_, i64>(0)) != Some(version) {
         return Ok(None);
     }
@@ -385,16 +387,15 @@ async fn confirmed(
     Ok(Some(found))
 }
 
-/// The usage report of `features` in the period containing `at`, from the
-/// aggregates `found` (a feature without one has no usage yet).
+/// The usage report of `features` in `period`, from the aggregates `found`
+/// (a feature without one has no usage yet).
 fn report(
-    agreement: &Agreement,
+    period: Period,
     features: &[&Feature],
-    at: Timestamp,
     found: &mut HashMap<String, Found>,
 ) -> UsageReport {
     UsageReport {
-        period: agreement.period_containing(at),
+        period,
         usage: features
             .iter()
             .map(|f| feature_usage(f.code.clone(), found))
@@ -429,10 +430,11 @@ pub(super) async fn remembered_entitlements(
     } = remembered;
     let features: Vec<&Feature> =
         crate::record_checks::metered_features_asked(&plan, only).collect();
-    let Some(mut found) = confirmed(conn, version, &agreement, &features, now).await? else {
+    let period = agreement.period_containing(now);
+    let Some(mut found) = confirmed(conn, version, &agreement.id, &features, period).await? else {
         return Ok(None);
     };
-    let usage = report(&agreement, &features, now, &mut found);
+    let usage = report(period, &features, &mut found);
     Ok(Some(CustomerEntitlements {
         agreement,
         plan,
@@ -475,7 +477,7 @@ pub(super) async fn customer_entitlements(
     };
     let features: Vec<&Feature> =
         crate::record_checks::metered_features_asked(&plan, only).collect();
-    let usage = report(&agreement, &features, now, &mut found);
+    let usage = report(agreement.period_containing(now), &features, &mut found);
     Ok(Some(CustomerEntitlements {
         usage,
         agreement,
