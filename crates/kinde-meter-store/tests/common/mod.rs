@@ -512,6 +512,18 @@ pub fn catalog() -> Catalog {
     Catalog::parse(CATALOG, "test catalog").unwrap()
 }
 
+/// [`catalog`] as another server may load it later: `capped` limits `calls`
+/// to 50 instead of 100 and has no feature `soft` any more (`softer` instead).
+pub fn changed_catalog() -> Catalog {
+    let limit = "price_name = \"Calls (capped)\"\nunit_amount = 3\nlimit_max = 100";
+    let soft = "code = \"soft\"";
+    assert!(CATALOG.contains(limit) && CATALOG.contains(soft));
+    let changed = CATALOG
+        .replace(limit, &limit.replace("100", "50"))
+        .replace(soft, "code = \"softer\"");
+    Catalog::parse(&changed, "changed catalog").unwrap()
+}
+
 pub fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }

@@ -6,7 +6,7 @@
 //! Reads and checks, which remember the agreements they read
 //! (docs/design.md#hot-read-cache), answer by them as they are too.
 
-use kinde_meter_core::{ErrorCode, catalog::Catalog};
+use kinde_meter_core::ErrorCode;
 use kinde_meter_store::{Store, StoreConfig};
 
 use crate::common::*;
@@ -63,15 +63,8 @@ async fn a_catalog_change_applies_to_the_next_record(b: Backend) {
 
     // Another server starts with a catalog in which `capped` limits `calls`
     // to 50 and has no feature `soft` any more.
-    let limit = "price_name = \"Calls (capped)\"\nunit_amount = 3\nlimit_max = 100";
-    let soft = "code = \"soft\"";
-    assert!(CATALOG.contains(limit) && CATALOG.contains(soft));
-    let changed = CATALOG
-        .replace(limit, &limit.replace("100", "50"))
-        .replace(soft, "code = \"softer\"");
-    let changed = Catalog::parse(&changed, "changed catalog").unwrap();
     let other = TestStore::on(&store.place, StoreConfig::default()).await;
-    other.load_catalog(&changed).await.unwrap();
+    other.load_catalog(&changed_catalog()).await.unwrap();
 
     let over = submit(&store, delta(&a, "calls", "1", at), at)
         .await

@@ -503,15 +503,7 @@ async fn checks_through_one_server_follow_plans_changed_elsewhere() {
         );
     }
 
-    let limit = "price_name = \"Calls (capped)\"\nunit_amount = 3\nlimit_max = 100";
-    let soft = "code = \"soft\"";
-    assert!(CATALOG.contains(limit) && CATALOG.contains(soft));
-    let changed = CATALOG
-        .replace(limit, &limit.replace("100", "50"))
-        .replace(soft, "code = \"softer\"");
-    two.load_catalog(&kinde_meter_core::catalog::Catalog::parse(&changed, "changed").unwrap())
-        .await
-        .unwrap();
+    two.load_catalog(&changed_catalog()).await.unwrap();
     assert_eq!(
         limit_of_calls(&check().await),
         Some(50),

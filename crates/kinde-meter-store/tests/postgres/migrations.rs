@@ -78,16 +78,7 @@ async fn a_version_1_schema_gains_the_entitlement_terms() {
                  DROP COLUMN limit_min, DROP COLUMN enforce_limit, DROP COLUMN thresholds",
         )
         .await;
-    store
-        .execute("DELETE FROM schema_migrations WHERE version > 1")
-        .await;
-    let store = store.reopen().await;
-    assert_eq!(
-        store
-            .count("SELECT max(version) FROM schema_migrations")
-            .await,
-        i64::from(CURRENT_VERSION)
-    );
+    let store = reopened_at_version(&store, 1).await;
     let old = store.catalog().await.unwrap();
     let pro = old.plans.iter().find(|p| p.code.as_str() == "pro").unwrap();
     let api_calls = &pro.features[0];
@@ -115,17 +106,44 @@ async fn a_version_1_schema_gains_the_entitlement_terms() {
     store.shutdown().await;
 }
 
-/// Drops what version 4 (the terms counter and its triggers) added.
-async fn undo_version_4(store: &TestStore) {
-    for sql in [
-        "DROP TRIGGER agreements_terms_version ON agreements",
-        "DROP TRIGGER plans_terms_version ON plans",
-        "DROP TRIGGER plan_features_terms_version ON plan_features",
-        "DROP FUNCTION terms_version_bump()",
-        "DROP TABLE terms_version",
-    ] {
+/// A store opened on `store`'s schema once it is marked as at `version` (what
+/// the newer versions added already undone): the migrations since are applied.
+async fn reopened_at_version(store: &TestStore, version: i32) -> TestStore {
+    store
+        .execute(&format!(
+            "DELETE FROM schema_migrations WHERE version > {version}"
+        ))
+        .await;
+    let store = store.reopen().await;
+    assert_eq!(
+        store
+            .count("SELECT max(version) FROM schema_migrations")
+            .await,
+        i64::from(CURRENT_VERSION)
+    );
+    store
+}
+
+/// Runs each of `statements` behind the store's back, in order.
+async fn execute_all(store: &TestStore, statements: &[&str]) {
+    for sql in statements {
         store.execute(sql).await;
     }
+}
+
+/// Drops what version 4 (the terms counter and its triggers) added.
+async fn undo_version_4(store: &TestStore) {
+    execute_all(
+        store,
+        &[
+            "DROP TRIGGER agreements_terms_version ON agreements",
+            "DROP TRIGGER plans_terms_version ON plans",
+            "DROP TRIGGER plan_features_terms_version ON plan_features",
+            "DROP FUNCTION terms_version_bump()",
+            "DROP TABLE terms_version",
+        ],
+    )
+    .await;
 }
 
 /// A version-3 schema gains `terms_version` in place when a server starts on
@@ -140,16 +158,7 @@ async fn a_version_3_schema_gains_the_terms_counter() {
     create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     store.shutdown().await;
     undo_version_4(&store).await;
-    store
-        .execute("DELETE FROM schema_migrations WHERE version > 3")
-        .await;
-    let store = store.reopen().await;
-    assert_eq!(
-        store
-            .count("SELECT max(version) FROM schema_migrations")
-            .await,
-        i64::from(CURRENT_VERSION)
-    );
+    let store = reopened_at_version(&store, 3).await;
     let version = async || {
         store
             .count("SELECT version FROM terms_version WHERE id = 0")
@@ -177,15 +186,17 @@ async fn a_version_3_schema_gains_the_terms_counter() {
 
 /// Drops what version 3 (the webhook outbox) added.
 async fn undo_version_3(store: &TestStore) {
-    for sql in [
-        "DROP TABLE webhook_deliveries",
-        "DROP TABLE events",
-        "DROP TABLE webhooks",
-        "ALTER TABLE usage_aggregates DROP COLUMN usage_event_due_ns,
+    execute_all(
+        store,
+        &[
+            "DROP TABLE webhook_deliveries",
+            "DROP TABLE events",
+            "DROP TABLE webhooks",
+            "ALTER TABLE usage_aggregates DROP COLUMN usage_event_due_ns,
              DROP COLUMN usage_event_last_ns",
-    ] {
-        store.execute(sql).await;
-    }
+        ],
+    )
+    .await;
 }
 
 /// A version-2 schema gains the webhook outbox in place when a server starts
@@ -209,16 +220,7 @@ async fn a_version_2_schema_gains_the_webhook_outbox() {
     store.shutdown().await;
     undo_version_4(&store).await;
     undo_version_3(&store).await;
-    store
-        .execute("DELETE FROM schema_migrations WHERE version > 2")
-        .await;
-    let store = store.reopen().await;
-    assert_eq!(
-        store
-            .count("SELECT max(version) FROM schema_migrations")
-            .await,
-        i64::from(CURRENT_VERSION)
-    );
+    let store = reopened_at_version(&store, 2).await;
     assert_eq!(
         usage(&store, &a, "api_calls", "2024-03-15T00:00:00Z")
             .await
