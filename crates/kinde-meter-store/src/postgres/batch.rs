@@ -217,19 +217,18 @@ async fn prepare<'a>(
     prepare_statements(tx).await?;
     if !ids.is_empty()
         && cache.covers(&agreement_ids)
-        && let Some(writes) =
-            prepare_from_cache(tx, config, known, cache, submissions, &agreement_ids, &ids).await?
+        && let Some(writes) = prepare_from_cache(tx, config, known, cache, submissions).await?
     {
         return Ok(writes);
     }
 
     // 1. The transaction id with the agreements, their plans, and the keys.
-    let ((), (txid, agreements, plans), keys) = futures::try_join!(
+    let ((), (txid, version, agreements, plans), keys) = futures::try_join!(
         async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
         load_agreements(tx, &ids),
         idempotency::claim(tx, config, submissions),
     )?;
-    cache.remember(&agreement_ids, &agreements, &plans);
+    cache.remember(version, &agreement_ids, &agreements, &plans);
     // Submissions answered from another transaction's outcome are not placed.
     let applies = |s: &UsageSubmission| match key_of(s) {
         Some(id) => matches!(keys.states.get(&id), Some(KeyState::Free)),
@@ -247,13 +246,14 @@ async fn prepare<'a>(
 }
 
 /// [`prepare`] from the writer's cache of agreements and plans: the records
-/// are placed by them, and BEGIN, the transaction id with the agreements and
-/// their plans, the keys, and the aggregates' creation and locks with the
-/// sequence numbers go in one flight, in that order. If the agreements and
-/// plans the transaction read are the cache's, the placement stands and the
-/// batch goes on as [`prepare`] would have; otherwise the transaction is
-/// rolled back and `None` tells [`prepare`] to run the batch its own way,
-/// which reads them again and refreshes the cache.
+/// are placed by them, and BEGIN, the transaction id with `terms_version`,
+/// the keys, and the aggregates' creation and locks with the sequence
+/// numbers go in one flight, in that order. If the transaction finds the
+/// counter at the value the cache was read at, no agreement or plan has
+/// changed since, so the placement stands and the batch goes on as
+/// [`prepare`] would have; otherwise the transaction is rolled back and
+/// `None` tells [`prepare`] to run the batch its own way, which reads them
+/// again and refreshes the cache.
 ///
 /// Every submission is placed, also those a key will answer (they are skipped
 /// when applied): that may lock a row and take a sequence number more than
@@ -264,8 +264,6 @@ async fn prepare_from_cache<'a>(
     known: &mut Known,
     cache: &AgreementCache,
     submissions: &[&'a UsageSubmission],
-    agreement_ids: &[&AgreementId],
-    ids: &[&str],
 ) -> PgResult<Option<Writes<'a>>> {
     let placed = place_all(
         submissions,
@@ -275,13 +273,17 @@ async fn prepare_from_cache<'a>(
         &cache.plans,
     )?;
     let rows = RowsToLock::of(&placed, known);
-    let ((), (txid, agreements, plans), keys, locked) = futures::try_join!(
+    let stmt = tx.prepare_cached(TXID_AND_VERSION).await?;
+    let ((), (txid, version), keys, locked) = futures::try_join!(
         async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
-        load_agreements(tx, ids),
+        async {
+            let row = tx.query_one(&stmt, &[]).await?;
+            PgResult::Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+        },
         idempotency::claim(tx, config, submissions),
         lock_rows(tx, &rows),
     )?;
-    if cache.confirms(agreement_ids, &agreements, &plans) {
+    if cache.confirms(version) {
         let (states, seqs) = complete_locks(tx, known, &rows, locked).await?;
         return apply_all(tx, submissions, txid, keys, placed, states, seqs)
             .await
@@ -587,13 +589,17 @@ const ORDERED: [&str; 6] = [
     outbox::INSERT_EVENTS,
 ];
 
-/// Prepares [`ORDERED`], the keys' claim and [`AGREEMENTS_AND_PLANS`] on
-/// `conn` where they are not yet (one round trip on a new connection, none
-/// after). A flight's statement is then sent the first time its future is
+/// Prepares [`ORDERED`], the keys' claim, [`AGREEMENTS_AND_PLANS`] and
+/// [`TXID_AND_VERSION`] on `conn` where they are not yet (one round trip on
+/// a new connection, none after). A flight's statement is then sent the first time its future is
 /// polled, so the statements of a flight go in the order they are joined in,
 /// not in the order their preparations come back.
 async fn prepare_statements(conn: &Object) -> PgResult<()> {
-    let first_flight = [idempotency::CLAIM, AGREEMENTS_AND_PLANS.as_str()];
+    let first_flight = [
+        idempotency::CLAIM,
+        AGREEMENTS_AND_PLANS.as_str(),
+        TXID_AND_VERSION,
+    ];
     futures::future::try_join_all(
         ORDERED
             .iter()
@@ -608,15 +614,18 @@ async fn prepare_statements(conn: &Object) -> PgResult<()> {
 /// ([`load_agreements`]): rows of part 0 are the id with an agreement's
 /// [`agreements::COLUMNS`] (one row at least, with NULL columns when no
 /// agreement matches), rows of part 1 a plan's [`catalog::PLAN_COLUMNS`],
-/// ordered by plan, then feature, as `catalog::fold_plans` takes them.
+/// ordered by plan, then feature, as `catalog::fold_plans` takes them; the
+/// last column of part 0 is `terms_version`, by which the writer's cache
+/// keeps them ([`VERSION_AT`]).
 static AGREEMENTS_AND_PLANS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT 0, txid_current(), {agreement_columns},
                 NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                NULL, NULL
+                NULL, NULL, (SELECT version FROM terms_version WHERE id = 0)
          FROM (VALUES (1)) AS one (x) LEFT JOIN agreements ON id = ANY($1)
          UNION ALL
-         SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {plan_columns}, p.ord, f.position
+         SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {plan_columns}, p.ord, f.position,
+                NULL
          {plans_from}
          WHERE p.code IN (SELECT plan_code FROM agreements WHERE id = ANY($1))
          ORDER BY 1, 23, 9, 24",
@@ -626,24 +635,34 @@ static AGREEMENTS_AND_PLANS: std::sync::LazyLock<String> = std::sync::LazyLock::
     )
 });
 
-/// The transaction's id (`txid_current()`, by which its outcome can be asked
-/// if COMMIT's answer is lost), the agreements with the given ids, by id, and
-/// their plans, by code, in one statement ([`AGREEMENTS_AND_PLANS`]), so from
-/// one snapshot. An agreement whose plan it did not find has its plan asked
-/// again, as before the two were one statement.
-async fn load_agreements(
-    conn: &impl GenericClient,
-    ids: &[&str],
-) -> PgResult<(
+/// Where [`AGREEMENTS_AND_PLANS`] has the `terms_version` counter.
+const VERSION_AT: usize = 24;
+
+/// The transaction's id and the `terms_version` counter, for a batch placed
+/// from the writer's cache ([`prepare_from_cache`]).
+const TXID_AND_VERSION: &str = "SELECT txid_current(), version FROM terms_version WHERE id = 0";
+
+/// What [`load_agreements`] read: the transaction's id, `terms_version`, the
+/// agreements by id and their plans by code.
+type Loaded = (
+    i64,
     i64,
     HashMap<AgreementId, Agreement>,
     HashMap<PlanCode, Plan>,
-)> {
+);
+
+/// The transaction's id (`txid_current()`, by which its outcome can be asked
+/// if COMMIT's answer is lost), `terms_version`, the agreements with the
+/// given ids, by id, and their plans, by code, in one statement
+/// ([`AGREEMENTS_AND_PLANS`]), so from one snapshot. An agreement whose plan
+/// it did not find has its plan asked again, as before the two were one
+/// statement.
+async fn load_agreements(conn: &impl GenericClient, ids: &[&str]) -> PgResult<Loaded> {
     let stmt = conn.prepare_cached(&AGREEMENTS_AND_PLANS).await?;
     let rows = conn.query(&stmt, &[&ids]).await?;
-    let txid: i64 = rows
+    let (txid, version): (i64, i64) = rows
         .first()
-        .and_then(|r| r.get::<_, Option<i64>>(1))
+        .and_then(|r| Some((r.get::<_, Option<i64>>(1)?, r.get(VERSION_AT))))
         .ok_or_else(|| Failure::Data("no transaction id".to_owned()))?;
     let agreements = rows
         .iter()
@@ -664,7 +683,7 @@ async fn load_agreements(
         missing.dedup();
         plans.extend(catalog::load_plans(conn, &missing).await?);
     }
-    Ok((txid, agreements, plans))
+    Ok((txid, version, agreements, plans))
 }
 
 /// Checks a record and assigns it to its period (`docs/billing.md`).

@@ -1,9 +1,13 @@
-//! The agreements and plans the writer last read, by which a batch places its
-//! records in their periods before it has read them again: the batch then sends
-//! its aggregate locks in the same flight as its BEGIN and its reads, one round
-//! trip fewer, and goes on only if what it read in its transaction is what it
-//! guessed from ([`AgreementCache::confirms`]); otherwise it rolls back and runs
-//! the way it would without a cache.
+//! The agreements and plans the writer last read, all at one value of
+//! `terms_version` (schema version 4: statement triggers move it on in the
+//! transaction of every change to agreements or plans, whichever server or
+//! session makes it), by which a batch places its records in their periods
+//! without reading them again: the batch then sends its aggregate locks in the
+//! same flight as its BEGIN and its reads, one round trip fewer, and goes on
+//! only if its transaction finds the counter at that value
+//! ([`AgreementCache::confirms`]), so that the agreements and plans are the
+//! ones it placed by; otherwise it rolls back and runs the way it would
+//! without a cache.
 //!
 //! Design: `docs/design.md#postgresql-store`.
 
@@ -15,9 +19,12 @@ use kinde_meter_core::{
     ids::{AgreementId, PlanCode},
 };
 
-/// Agreements (and the plans they are on) as a batch last read them.
+/// Agreements (and the plans they are on) as batches read them at
+/// `terms_version` = `version`.
 #[derive(Default)]
 pub(super) struct AgreementCache {
+    /// The counter's value everything here was read at; `None`: nothing yet.
+    version: Option<i64>,
     pub(super) agreements: HashMap<AgreementId, Agreement>,
     pub(super) plans: HashMap<PlanCode, Plan>,
 }
@@ -30,43 +37,34 @@ impl AgreementCache {
     /// Whether every agreement of `ids` and its plan are here, so that a batch
     /// can place its records by them.
     pub(super) fn covers(&self, ids: &[&AgreementId]) -> bool {
-        ids.iter().all(|id| {
-            self.agreements
-                .get(*id)
-                .is_some_and(|a| self.plans.contains_key(&a.plan_code))
-        })
+        self.version.is_some()
+            && ids.iter().all(|id| {
+                self.agreements
+                    .get(*id)
+                    .is_some_and(|a| self.plans.contains_key(&a.plan_code))
+            })
     }
 
-    /// Whether the agreements of `ids` and their plans, as the batch's
-    /// transaction read them (`agreements`, `plans`), are the ones here. Only
-    /// then does a placement made from the cache stand.
-    pub(super) fn confirms(
-        &self,
-        ids: &[&AgreementId],
-        agreements: &HashMap<AgreementId, Agreement>,
-        plans: &HashMap<PlanCode, Plan>,
-    ) -> bool {
-        ids.iter().all(|id| {
-            let (Some(cached), Some(read)) = (self.agreements.get(*id), agreements.get(*id)) else {
-                return false;
-            };
-            cached == read
-                && self
-                    .plans
-                    .get(&cached.plan_code)
-                    .is_some_and(|plan| plans.get(&cached.plan_code) == Some(plan))
-        })
+    /// Whether a batch's transaction that found the counter at `version`
+    /// sees the agreements and plans here: only then does a placement made
+    /// from the cache stand.
+    pub(super) fn confirms(&self, version: i64) -> bool {
+        self.version == Some(version)
     }
 
-    /// Keeps what a batch read: the agreements of `ids` (forgetting those it
-    /// did not find) and their plans.
+    /// Keeps what a batch read with the counter at `version`: the
+    /// agreements of `ids` (forgetting those it did not find) and their
+    /// plans. What was read at another value, an older one too (a restored
+    /// backup), is forgotten first.
     pub(super) fn remember(
         &mut self,
+        version: i64,
         ids: &[&AgreementId],
         agreements: &HashMap<AgreementId, Agreement>,
         plans: &HashMap<PlanCode, Plan>,
     ) {
-        if self.agreements.len() + ids.len() > Self::CAPACITY {
+        if self.version != Some(version) || self.agreements.len() + ids.len() > Self::CAPACITY {
+            self.version = Some(version);
             self.agreements.clear();
             self.plans.clear();
         }
@@ -123,34 +121,38 @@ mod tests {
     }
 
     #[test]
-    fn only_what_was_read_the_same_confirms_a_guess() {
+    fn only_the_counter_read_with_it_confirms_a_guess() {
         let (a, b) = (agreement("agr_a", None), agreement("agr_b", None));
         let ids = [&a.id, &b.id];
         let mut cache = AgreementCache::default();
         assert!(!cache.covers(&ids));
-        cache.remember(&ids, &by_id(&[&a, &b]), &plans(100));
+        assert!(!cache.confirms(0));
+        cache.remember(7, &ids, &by_id(&[&a, &b]), &plans(100));
         assert!(cache.covers(&ids));
-        assert!(cache.confirms(&ids, &by_id(&[&a, &b]), &plans(100)));
+        assert!(cache.confirms(7));
+        // Any change to agreements or plans moved the counter.
+        assert!(!cache.confirms(8) && !cache.confirms(6));
 
-        // An agreement ended, a plan's terms changed, an agreement gone.
-        let ended = agreement("agr_b", Some("2024-03-05T00:00:00Z"));
-        assert!(!cache.confirms(&ids, &by_id(&[&a, &ended]), &plans(100)));
-        assert!(!cache.confirms(&ids, &by_id(&[&a, &b]), &plans(50)));
-        assert!(!cache.confirms(&ids, &by_id(&[&a]), &plans(100)));
-        assert!(!cache.confirms(&ids, &by_id(&[&a, &b]), &HashMap::new()));
+        // What was read at the same value is added; an agreement not found is forgotten.
+        let c = agreement("agr_c", None);
+        cache.remember(7, &[&c.id, &b.id], &by_id(&[&c]), &plans(100));
+        assert!(cache.covers(&[&a.id, &c.id]));
+        assert!(!cache.covers(&[&b.id]));
 
-        // What was read replaces what was cached; an agreement not found is forgotten.
-        cache.remember(&ids, &by_id(&[&a]), &plans(50));
-        assert!(!cache.covers(&ids));
-        assert!(cache.covers(&[&a.id]));
-        assert!(cache.confirms(&[&a.id], &by_id(&[&a]), &plans(50)));
+        // What was read at another value, an older one too, replaces it all.
+        for version in [9, 3] {
+            cache.remember(version, &[&a.id], &by_id(&[&a]), &plans(50));
+            assert!(cache.covers(&[&a.id]) && !cache.covers(&[&c.id]));
+            assert!(cache.confirms(version) && !cache.confirms(7));
+            assert_eq!(cache.plans[&a.plan_code].features[0].limit_max, Some(50));
+        }
     }
 
     #[test]
     fn an_agreement_without_its_plan_is_not_covered() {
         let a = agreement("agr_a", None);
         let mut cache = AgreementCache::default();
-        cache.remember(&[&a.id], &by_id(&[&a]), &HashMap::new());
+        cache.remember(1, &[&a.id], &by_id(&[&a]), &HashMap::new());
         assert!(!cache.covers(&[&a.id]));
     }
 }
