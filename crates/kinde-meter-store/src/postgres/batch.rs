@@ -662,8 +662,13 @@ async fn load_agreements(conn: &impl GenericClient, ids: &[&str]) -> PgResult<Lo
     let rows = conn.query(&stmt, &[&ids]).await?;
     let (txid, version): (i64, i64) = rows
         .first()
-        .and_then(|r| Some((r.get::<_, Option<i64>>(1)?, r.get(VERSION_AT))))
-        .ok_or_else(|| Failure::Data("no transaction id".to_owned()))?;
+        .and_then(|r| {
+            Some((
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<i64>>(VERSION_AT)?,
+            ))
+        })
+        .ok_or_else(|| Failure::Data("no transaction id or terms_version".to_owned()))?;
     let agreements = rows
         .iter()
         .filter(|r| r.get::<_, Option<&str>>(2).is_some())

@@ -176,6 +176,28 @@ impl TestStore {
         TestStore::on(&self.place, StoreConfig::default()).await
     }
 
+    /// [`TestStore::reopen`] once the schema is marked as at `version` (what
+    /// the newer versions added already undone): the store applies the
+    /// migrations since, up to this build's current version.
+    pub async fn reopened_at_version(&self, version: i64) -> TestStore {
+        self.execute(&format!(
+            "DELETE FROM schema_migrations WHERE version > {version}"
+        ))
+        .await;
+        let store = self.reopen().await;
+        let current = match &self.place {
+            Place::Dir(_) => kinde_meter_store::sqlite::CURRENT_VERSION,
+            Place::Schema(_) => i64::from(kinde_meter_store::postgres::CURRENT_VERSION),
+        };
+        assert_eq!(
+            store
+                .count("SELECT max(version) FROM schema_migrations")
+                .await,
+            current
+        );
+        store
+    }
+
     /// A store on fresh storage of `backend` with `config` and the test
     /// catalog, whose operations may wait long (PostgreSQL: 60 s), so that a
     /// slow machine cannot turn a lock a test holds into a 503 before the test

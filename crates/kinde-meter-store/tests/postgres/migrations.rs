@@ -78,7 +78,7 @@ async fn a_version_1_schema_gains_the_entitlement_terms() {
                  DROP COLUMN limit_min, DROP COLUMN enforce_limit, DROP COLUMN thresholds",
         )
         .await;
-    let store = reopened_at_version(&store, 1).await;
+    let store = store.reopened_at_version(1).await;
     let old = store.catalog().await.unwrap();
     let pro = old.plans.iter().find(|p| p.code.as_str() == "pro").unwrap();
     let api_calls = &pro.features[0];
@@ -104,24 +104,6 @@ async fn a_version_1_schema_gains_the_entitlement_terms() {
     store.load_catalog(&catalog()).await.unwrap();
     assert_eq!(store.catalog().await.unwrap(), catalog());
     store.shutdown().await;
-}
-
-/// A store opened on `store`'s schema once it is marked as at `version` (what
-/// the newer versions added already undone): the migrations since are applied.
-async fn reopened_at_version(store: &TestStore, version: i32) -> TestStore {
-    store
-        .execute(&format!(
-            "DELETE FROM schema_migrations WHERE version > {version}"
-        ))
-        .await;
-    let store = store.reopen().await;
-    assert_eq!(
-        store
-            .count("SELECT max(version) FROM schema_migrations")
-            .await,
-        i64::from(CURRENT_VERSION)
-    );
-    store
 }
 
 /// Runs each of `statements` behind the store's back, in order.
@@ -158,7 +140,7 @@ async fn a_version_3_schema_gains_the_terms_counter() {
     create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     store.shutdown().await;
     undo_version_4(&store).await;
-    let store = reopened_at_version(&store, 3).await;
+    let store = store.reopened_at_version(3).await;
     let version = async || {
         store
             .count("SELECT version FROM terms_version WHERE id = 0")
@@ -220,7 +202,7 @@ async fn a_version_2_schema_gains_the_webhook_outbox() {
     store.shutdown().await;
     undo_version_4(&store).await;
     undo_version_3(&store).await;
-    let store = reopened_at_version(&store, 2).await;
+    let store = store.reopened_at_version(2).await;
     assert_eq!(
         usage(&store, &a, "api_calls", "2024-03-15T00:00:00Z")
             .await

@@ -89,16 +89,7 @@ async fn a_version_2_database_gains_the_entitlement_terms() {
     // Back to what a version-2 kinde-meter left behind.
     drop_entitlement_terms(&store).await;
     drop_webhooks(&store).await;
-    store
-        .execute("DELETE FROM schema_migrations WHERE version > 2")
-        .await;
-    let store = store.reopen().await;
-    assert_eq!(
-        store
-            .count("SELECT max(version) FROM schema_migrations")
-            .await,
-        kinde_meter_store::sqlite::CURRENT_VERSION
-    );
+    let store = store.reopened_at_version(2).await;
     let old = store.catalog().await.unwrap();
     let pro = old.plans.iter().find(|p| p.code.as_str() == "pro").unwrap();
     let api_calls = &pro.features[0];
@@ -141,16 +132,7 @@ async fn a_version_3_database_gains_webhooks() {
     );
     store.shutdown().await;
     drop_webhooks(&store).await;
-    store
-        .execute("DELETE FROM schema_migrations WHERE version > 3")
-        .await;
-    let store = store.reopen().await;
-    assert_eq!(
-        store
-            .count("SELECT max(version) FROM schema_migrations")
-            .await,
-        kinde_meter_store::sqlite::CURRENT_VERSION
-    );
+    let store = store.reopened_at_version(3).await;
     assert_eq!(
         store
             .count("SELECT count(*) FROM usage_aggregates WHERE usage_event_due_ns IS NULL")
