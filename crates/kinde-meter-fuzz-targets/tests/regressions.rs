@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinde_meter_fuzz_targets::{bearer, now, spool};
+use kinde_meter_core::request::{ParseError, UsageRecord};
+use kinde_meter_fuzz_targets::{bearer, now, spool, usage_record};
 use kinde_meter_server::auth::{KeySet, Verifier, VerifierConfig};
 use kinde_sdk::fuzzing::replay_for_fuzzing;
 
@@ -70,4 +71,17 @@ fn bearer_accepts_invalid_utf8_in_a_claim_it_does_not_read() {
         .verify(&token, now().as_second())
         .expect("accepted");
     assert_eq!(principal.client_id, "client_1");
+}
+
+/// A body whose first key is serde_json's private `RawValue` key: `Value`
+/// (with the `raw_value` feature this workspace turns on) refused it as not
+/// JSON while the record parser, rightly, read a JSON object missing its
+/// fields. Every body is now decoded with `kinde_meter_wire::json`, which
+/// reads that key as any other.
+#[test]
+fn usage_record_a_raw_value_key_is_an_ordinary_key() {
+    let input = include_bytes!("../../../fuzz/regressions/usage_record/serde-json-raw-value-key");
+    usage_record::usage_record(input);
+    let refused = UsageRecord::from_json_slice(input, now()).expect_err("fields missing");
+    assert!(matches!(refused, ParseError::Fields(_)), "{refused:?}");
 }

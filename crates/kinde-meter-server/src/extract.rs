@@ -378,7 +378,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let JsonText(bytes) = JsonText::from_request(request, state).await?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(invalid_json)?;
+        let value = kinde_meter_wire::json::from_slice(&bytes).map_err(invalid_json)?;
         Ok(JsonBody(value))
     }
 }

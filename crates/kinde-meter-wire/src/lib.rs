@@ -21,6 +21,7 @@ mod entitlements;
 mod error;
 mod export;
 mod idempotency;
+pub mod json;
 mod meter_usage;
 mod oauth;
 mod scope;

@@ -536,7 +536,7 @@ fn refused_header(token: &str) -> AuthError {
     let Ok(json) = URL_SAFE_NO_PAD.decode(header) else {
         return AuthError::Malformed("header is not base64url");
     };
-    match serde_json::from_slice::<Value>(&json) {
+    match kinde_meter_wire::json::from_slice(&json) {
         Ok(Value::Object(header)) => match header.get("alg") {
             Some(Value::String(alg)) if alg != "RS256" => AuthError::UnsupportedAlgorithm,
             Some(Value::String(_)) => AuthError::Malformed("unreadable header member"),

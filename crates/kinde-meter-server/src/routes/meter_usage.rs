@@ -17,7 +17,7 @@ use kinde_meter_store::{
 };
 use kinde_meter_wire::{
     BatchRecordResult, CreateMeterUsageRecordResponse, CreateMeterUsageRecordsBatchResponse,
-    ErrorResponse,
+    ErrorResponse, json,
 };
 use serde_json::Value;
 
@@ -205,7 +205,7 @@ fn batch_fingerprint(
                 Ok(record) => parts.extend(record.canonical_parts()),
                 Err(_) => {
                     let value = as_value
-                        .get_or_insert_with(|| serde_json::from_slice(body).unwrap_or(Value::Null));
+                        .get_or_insert_with(|| json::from_slice(body).unwrap_or(Value::Null));
                     parts.push(value["records"][index].to_string());
                 }
             },

@@ -251,3 +251,33 @@ async fn usage_reads_name_unknown_agreements_and_features() {
     )
     .await;
 }
+
+/// serde_json's `Value` (with the `raw_value` feature the workspace turns on)
+/// reads an object whose first key is `$serde_json::private::RawValue` as the
+/// JSON text of its string: this body would have created an agreement. Bodies
+/// are decoded with every key an ordinary key, so it is an object without
+/// `customer_id` and `plan_code`; with another key after it, it is still JSON.
+#[tokio::test]
+async fn the_raw_value_key_is_an_ordinary_key() {
+    let app = TestApp::spawn().await;
+    let inner = json!({"customer_id": "smuggled", "plan_code": "pro"}).to_string();
+    for (body, codes) in [
+        (
+            json!({"$serde_json::private::RawValue": inner}),
+            &["MISSING_FIELD", "MISSING_FIELD"][..],
+        ),
+        (
+            json!({"$serde_json::private::RawValue": inner, "plan_code": "pro"}),
+            &["MISSING_FIELD"],
+        ),
+    ] {
+        assert_error(
+            app.post("/api/v1/billing/agreements", &body).await,
+            StatusCode::BAD_REQUEST,
+            codes,
+        )
+        .await;
+    }
+    let page = app.list_agreements("customer_id=smuggled").await;
+    assert_eq!(ids(&page), Vec::<String>::new());
+}

@@ -107,13 +107,13 @@ pub fn ndjson_line(line: &[u8]) -> Result<Parsed, Reason> {
     }
     #[derive(serde::Deserialize)]
     struct KeyField {
+        // Absent or null: none.
         #[serde(default)]
-        idempotency_key: Option<Value>,
+        idempotency_key: Option<String>,
     }
-    let key = match serde_json::from_slice::<KeyField>(line).map(|k| k.idempotency_key) {
-        Ok(None | Some(Value::Null)) => None,
-        Ok(Some(Value::String(key))) => Some(key),
-        Ok(Some(_)) | Err(_) => {
+    let key = match serde_json::from_slice::<KeyField>(line) {
+        Ok(KeyField { idempotency_key }) => idempotency_key,
+        Err(_) => {
             return Err(Reason::new(
                 ErrorCode::InvalidField.as_str(),
                 format!("{IDEMPOTENCY_KEY_FIELD} must be a string"),
