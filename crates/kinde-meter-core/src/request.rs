@@ -10,6 +10,7 @@
 use std::{borrow::Cow, fmt};
 
 use jiff::Timestamp;
+use kinde_meter_wire::json::Skip;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -247,14 +248,14 @@ impl<'de> Visitor<'de> for BatchVisitor {
             if key == "records" {
                 body = map.next_value::<RecordsField<'de>>()?.0;
             } else {
-                map.next_value::<Value>()?;
+                map.next_value::<Skip>()?;
             }
         }
         Ok(body)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<Value>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(BatchBody::NotObject)
     }
 
@@ -312,7 +313,7 @@ impl<'de> Visitor<'de> for RecordsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<String, Value>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(BatchBody::RecordsNotArray)
     }
 
@@ -500,7 +501,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
             match FieldName::parse(&key) {
                 Some(name) => *fields.field_mut(name) = map.next_value::<FieldValue<'de>>()?.0,
                 None => {
-                    map.next_value::<Value>()?;
+                    map.next_value::<Skip>()?;
                 }
             }
         }
@@ -508,7 +509,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<Value>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(RawBody::NotObject)
     }
 
@@ -611,12 +612,12 @@ impl<'de> Visitor<'de> for FieldVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<Value>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(RawField::Other("an array"))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<String, Value>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(RawField::Other("an object"))
     }
 }
@@ -743,7 +744,7 @@ mod tests {
                 Err(ParseError::Fields(problems)) => Ok(Err(problems)),
                 Err(ParseError::Json(e)) => Err(e.to_string()),
             };
-            let via_value = serde_json::from_slice::<Value>(&body)
+            let via_value = kinde_meter_wire::json::from_slice(&body)
                 .map_err(|e| e.to_string())
                 .and_then(|value| outcome(UsageRecord::from_json(&value, now())));
             let direct = outcome(UsageRecord::from_json_slice(&body, now()));

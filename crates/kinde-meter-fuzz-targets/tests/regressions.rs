@@ -85,3 +85,15 @@ fn usage_record_a_raw_value_key_is_an_ordinary_key() {
     let refused = UsageRecord::from_json_slice(input, now()).expect_err("fields missing");
     assert!(matches!(refused, ParseError::Fields(_)), "{refused:?}");
 }
+
+/// The same key in an object inside an array: the record parser skipped the
+/// elements of a body that is not an object as `Value`s, which refused it as
+/// not JSON, while the oracle (every key ordinary) read an array. Skipped
+/// values are now `kinde_meter_wire::json::Skip`: checked, nothing built.
+#[test]
+fn usage_record_a_raw_value_key_in_a_skipped_value_is_an_ordinary_key() {
+    let input = include_bytes!("../../../fuzz/regressions/usage_record/raw-value-key-in-an-array");
+    usage_record::usage_record(input);
+    let refused = UsageRecord::from_json_slice(input, now()).expect_err("not an object");
+    assert!(matches!(refused, ParseError::Fields(_)), "{refused:?}");
+}

@@ -21,6 +21,77 @@ pub fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice::<Plain>(bytes).map(|plain| plain.0)
 }
 
+/// A [`Value`] read from `deserializer` with no key treated specially, for
+/// `#[serde(deserialize_with = "kinde_meter_wire::json::value")]`.
+pub fn value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    Plain::deserialize(deserializer).map(|plain| plain.0)
+}
+
+/// A JSON value read and dropped, for what a parser skips (an unknown field, the
+/// elements of an array that should have been an object): checked as
+/// [`from_slice`] checks it (valid UTF-8 strings, numbers in range, the depth
+/// limit), every key an ordinary key, and nothing built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_none<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Skip, D::Error> {
+        Skip::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
 /// A [`Value`] decoded with no key treated specially (see the module).
 struct Plain(Value);
 
@@ -146,5 +217,34 @@ mod tests {
         }
         let deep = "[".repeat(200) + &"]".repeat(200);
         assert!(from_slice(deep.as_bytes()).is_err(), "past the depth limit");
+    }
+
+    /// `Skip` refuses exactly what `from_slice` refuses, the raw value key
+    /// included (an ordinary key), and invalid UTF-8 in a string it skips.
+    #[test]
+    fn skip_checks_what_from_slice_checks() {
+        let texts: [&[u8]; 11] = [
+            br#"{"$serde_json::private::RawValue": "2", "b": 1}"#,
+            br#"[{"$serde_json::private::RawValue": "not json"}]"#,
+            br#"{"a": [1, {"b": null}], "c": "\u00e9"}"#,
+            b"\"\xff\"",
+            b"[\"ok\", \"\xc3\"]",
+            b"1e400",
+            b"[1,]",
+            b"{\"a\":}",
+            b"\"\\ud800\"",
+            b"[[[[[[[[]]]]]]]]",
+            b"",
+        ];
+        for text in texts {
+            assert_eq!(
+                serde_json::from_slice::<Skip>(text).is_ok(),
+                from_slice(text).is_ok(),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(serde_json::from_slice::<Skip>(deep.as_bytes()).is_err());
     }
 }

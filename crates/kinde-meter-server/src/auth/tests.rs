@@ -714,6 +714,14 @@ fn scope_claims_of_the_wrong_type_are_refused() {
         v.verify(&token, NOW),
         Err(AuthError::Malformed(_))
     ));
+    // serde_json's private raw value key is an ordinary key: an object, not
+    // the array its string spells (kinde_meter_wire::json).
+    let raw = json!({"$serde_json::private::RawValue": "[\"create:meter_usage\"]"});
+    let token = signed(&rs256_header(), &with(good_claims(), "scp", raw));
+    assert_eq!(
+        v.verify(&token, NOW),
+        Err(AuthError::Malformed("scp is not an array of strings"))
+    );
     let token = signed(
         &rs256_header(),
         &with(

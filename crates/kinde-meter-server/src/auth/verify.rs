@@ -574,8 +574,8 @@ fn missing_claim(claim: &str, token: &str) -> AuthError {
         .split('.')
         .nth(1)
         .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
-        .and_then(|json| serde_json::from_slice::<serde_json::Map<String, Value>>(&json).ok())
-        .is_some_and(|claims| claims.contains_key(claim));
+        .and_then(|json| kinde_meter_wire::json::from_slice(&json).ok())
+        .is_some_and(|claims| claims.get(claim).is_some());
     match (claim, present) {
         ("exp", false) => AuthError::MissingExpiry,
         ("exp", true) => AuthError::Malformed("exp is not a number"),
@@ -654,7 +654,7 @@ struct RawClaims {
 /// `Some` for any present member, including `null`: a claim explicitly set
 /// to `null` is a claim of the wrong type, not an absent one.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+    kinde_meter_wire::json::value(d).map(Some)
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.

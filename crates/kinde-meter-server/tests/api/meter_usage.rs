@@ -435,3 +435,44 @@ async fn no_request_a_client_can_send_gets_a_5xx() {
     )
     .await;
 }
+
+/// serde_json's private `$serde_json::private::RawValue` key is an ordinary
+/// key in a usage body too: in an unknown field's value (skipped, the record
+/// stored), and as a record's own first key (an object without its fields),
+/// never `INVALID_JSON` for a body that is JSON.
+#[tokio::test]
+async fn the_raw_value_key_is_an_ordinary_key() {
+    let app = TestApp::spawn().await;
+    let agreement = app.create_agreement("customer_a", "pro").await;
+    let raw = "$serde_json::private::RawValue";
+    app.record_ok(json!({
+        "customer_agreement_id": agreement,
+        "billing_feature_code": "api_calls",
+        "meter_value": "3",
+        "some_future_field": {raw: "not json", "and": [{raw: "2", "more": 1}]}
+    }))
+    .await;
+    let inner = json!({"customer_agreement_id": agreement, "billing_feature_code": "api_calls", "meter_value": "5"});
+    assert_error(
+        app.record(json!({raw: inner.to_string()})).await,
+        StatusCode::BAD_REQUEST,
+        &["MISSING_FIELD", "MISSING_FIELD", "MISSING_FIELD"],
+    )
+    .await;
+    let response = app
+        .post(
+            "/api/v1/billing/meter_usage/batch",
+            &json!({"records": [{raw: inner.to_string(), "meter_value": "5"}, inner]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let codes: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["MISSING_FIELD", "OK"]);
+    assert_eq!(app.usage_value(&agreement, "api_calls", None).await, "8");
+}
