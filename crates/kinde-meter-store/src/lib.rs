@@ -238,6 +238,14 @@ pub trait Store: Send + Sync + 'static {
     /// Writes waiting for the writer right now (0 after shutdown).
     fn queued_writes(&self) -> usize;
 
+    /// Notified (`notify_one`, so a wake-up is kept until it is awaited) after
+    /// this store commits events the delivery worker fans out: an agreement's,
+    /// a threshold crossed. The worker then claims at once instead of at its
+    /// next poll; events of other processes on the same database, and usage
+    /// events (built by the worker itself), wait for the poll
+    /// (`docs/webhooks.md#isolation`).
+    fn events_raised(&self) -> std::sync::Arc<tokio::sync::Notify>;
+
     /// The built-in issuer's state, when this store holds it: servers sharing a
     /// database share their issuer through it (`docs/tokens.md`). `None` for a store whose
     /// server keeps its signing key and identity in its data directory (SQLite).

@@ -219,6 +219,9 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let mut errors = ErrorLog::default();
     let mut poll = tokio::time::interval(inner.ctx.settings.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Events this server's store commits wake the worker at once; the poll
+    // finds due retries, usage events and other servers' events.
+    let raised = inner.ctx.store.events_raised();
     // Whether the last claim left due deliveries behind (it was full, or cut
     // short by the caps): a freed slot then claims again at once.
     let mut backlog = false;
@@ -226,26 +229,13 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => break,
             _ = poll.tick() => {
-                let now = inner.ctx.clock.now();
-                if let Err(e) = inner.ctx.store.build_usage_events(now).await {
-                    errors.report("building usage events", &e);
+                if let Some(left) = round(&inner, &mut in_flight, &mut errors, true).await {
+                    backlog = left;
                 }
-                // A read first: an idle server asks the writer for nothing.
-                let pending = match inner.ctx.store.delivery_stats(now).await {
-                    Ok(stats) => {
-                        inner.ctx.metrics.set_webhook_backlog(
-                            stats.pending,
-                            stats.oldest_pending_created_at.map(|at| age(now, at)),
-                        );
-                        stats.pending > 0
-                    }
-                    Err(e) => {
-                        errors.report("reading delivery stats", &e);
-                        true
-                    }
-                };
-                if pending {
-                    backlog = claim(&inner, &mut in_flight, &mut errors).await;
+            }
+            () = raised.notified() => {
+                if let Some(left) = round(&inner, &mut in_flight, &mut errors, false).await {
+                    backlog = left;
                 }
             }
             Some(done) = in_flight.tasks.join_next_with_id() => {
@@ -266,6 +256,40 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     }
     // Stop claiming; let what is in flight finish and be recorded.
     while in_flight.tasks.join_next().await.is_some() {}
+}
+
+/// One round of the worker: builds the usage events that are due (on a poll),
+/// reads whether deliveries are pending and, if so, claims; returns whether
+/// due work may have been left behind, `None` if it did not claim.
+async fn round(
+    inner: &Arc<Inner>,
+    in_flight: &mut InFlight,
+    errors: &mut ErrorLog,
+    poll: bool,
+) -> Option<bool> {
+    let now = inner.ctx.clock.now();
+    if poll && let Err(e) = inner.ctx.store.build_usage_events(now).await {
+        errors.report("building usage events", &e);
+    }
+    // A read first: an idle server asks the writer for nothing.
+    let pending = match inner.ctx.store.delivery_stats(now).await {
+        Ok(stats) => {
+            inner.ctx.metrics.set_webhook_backlog(
+                stats.pending,
+                stats.oldest_pending_created_at.map(|at| age(now, at)),
+            );
+            stats.pending > 0
+        }
+        Err(e) => {
+            errors.report("reading delivery stats", &e);
+            true
+        }
+    };
+    if pending {
+        Some(claim(inner, in_flight, errors).await)
+    } else {
+        None
+    }
 }
 
 /// Leases due deliveries while there is room and starts an attempt for each;

@@ -3,7 +3,10 @@
 //! usage updates coalesced per interval with the latest value; thresholds once
 //! per period; a server on an external issuer signing with a key of its own.
 
-use std::{collections::HashSet, time::Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use axum::{Json, Router, routing::get};
 use jiff::{SignedDuration, Timestamp};
@@ -11,6 +14,7 @@ use kinde_meter_core::catalog::Catalog;
 use kinde_meter_server::{
     ExternalIssuer,
     auth::{MintRequest, SigningKey, jwks, mint_token},
+    webhooks::worker::WebhookSettings,
 };
 use kinde_meter_store::StoreConfig;
 use serde_json::{Value, json};
@@ -398,5 +402,43 @@ async fn on_an_external_issuer_the_server_signs_with_its_own_key_served_in_its_j
     let claims = verify(&app, &received[0].body).await;
     assert_eq!(claims["type"], "customer.agreement_created");
     assert_eq!(claims["iss"], app.issuer.as_str());
+    app.stop().await;
+}
+
+/// An agreement's events and a threshold crossed are delivered without
+/// waiting for the worker's poll: the store wakes the worker when it commits
+/// them. The poll here is an hour away, so only that wake-up delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_events_are_delivered_without_waiting_for_the_poll() {
+    let app = TestApp::spawn_with(Options {
+        webhooks: WebhookSettings {
+            poll_interval: Duration::from_secs(3600),
+            ..settings()
+        },
+        catalog: Catalog::parse(CAPPED, "test catalog").unwrap(),
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    create_webhook(&app, &receiver.url, ALL_TYPES).await;
+    let agreement = app.create_agreement("cus_woken", "capped").await;
+    receiver
+        .wait_until("agreement_created", |r| {
+            !of(r, "customer.agreement_created", &agreement).is_empty()
+        })
+        .await;
+    app.record_ok(json!({"customer_agreement_id": agreement, "billing_feature_code": "calls", "meter_value": "60"}))
+        .await;
+    let received = receiver
+        .wait_until("the 50 % threshold", |r| {
+            !of(r, "customer.entitlement_threshold_reached", &agreement).is_empty()
+        })
+        .await;
+    let threshold = &of(
+        &received,
+        "customer.entitlement_threshold_reached",
+        &agreement,
+    )[0];
+    assert_eq!(threshold["data"]["threshold_percent"], 50);
     app.stop().await;
 }

@@ -81,6 +81,8 @@ pub(super) struct Committing {
     pub(super) answers: Answers,
     /// The aggregate rows the batch locked, which exist once it committed.
     pub(super) locked: Vec<PeriodKey>,
+    /// Whether the batch raised events (a threshold crossed).
+    pub(super) raised_events: bool,
 }
 
 /// Runs the batch in one transaction on `conn`, which must not be in one. The
@@ -137,6 +139,7 @@ pub(super) async fn run(
         txid,
         answers,
         locked: states.keys().cloned().collect(),
+        raised_events: !thresholds.is_empty(),
     });
     // 5. The writes and COMMIT, one flight. After a refused write PostgreSQL
     // ends the transaction with a rollback whatever COMMIT says.

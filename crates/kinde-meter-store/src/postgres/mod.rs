@@ -190,9 +190,13 @@ impl Store for PgStore {
 
     async fn create_agreement(&self, new: NewAgreement) -> Result<Agreement, CreateAgreementError> {
         self.open_for_writes()?;
-        answer(on_conn!(self.db, self.db.deadline(), |conn| {
+        let created = answer(on_conn!(self.db, self.db.deadline(), |conn| {
             agreements::create(conn, &new).await
-        }))
+        }));
+        if created.is_ok() {
+            self.writer.raised().notify_one();
+        }
+        created
     }
 
     async fn agreement(&self, id: &AgreementId) -> Result<Option<Agreement>, StoreError> {
@@ -407,6 +411,10 @@ impl Store for PgStore {
 
     fn queued_writes(&self) -> usize {
         self.writer.queued()
+    }
+
+    fn events_raised(&self) -> Arc<tokio::sync::Notify> {
+        self.writer.raised()
     }
 
     fn issuer(&self) -> Option<&dyn IssuerStore> {

@@ -174,6 +174,11 @@ impl Thresholds {
     }
 
     /// Writes them, if any (no statement otherwise).
+    /// Whether no threshold was crossed.
+    pub(super) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
     pub(super) async fn write(&self, conn: &impl GenericClient) -> PgResult<()> {
         insert(conn, &self.events).await?;
         Ok(())

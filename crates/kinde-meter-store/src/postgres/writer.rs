@@ -14,7 +14,7 @@ use deadpool_postgres::Object;
 use futures::FutureExt;
 use jiff::Timestamp;
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{Notify, mpsc, oneshot},
     time::Instant,
 };
 
@@ -69,6 +69,8 @@ pub(super) struct WriterHandle {
     task: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
     counters: Arc<Counters>,
     operation_timeout: Duration,
+    /// Notified after a commit that raised events ([`crate::Store::events_raised`]).
+    raised: Arc<Notify>,
 }
 
 impl WriterHandle {
@@ -81,10 +83,12 @@ impl WriterHandle {
         let (jobs, queue) = JobQueue::new(config.queue_capacity);
         let counters = Arc::new(Counters::default());
         let operation_timeout = db.operation_timeout;
+        let raised = Arc::new(Notify::new());
         let writer = Writer {
             db: Arc::new(db),
             config,
             counters: counters.clone(),
+            raised: raised.clone(),
             known: Known::default(),
             cache: AgreementCache::default(),
         };
@@ -108,7 +112,13 @@ impl WriterHandle {
             task: tokio::sync::Mutex::new(Some(task)),
             counters,
             operation_timeout,
+            raised,
         })
+    }
+
+    /// Notified after a commit that raised events.
+    pub(super) fn raised(&self) -> Arc<Notify> {
+        self.raised.clone()
     }
 
     /// Queues a submission without waiting (a full queue is answered at once)
@@ -178,6 +188,7 @@ struct Writer {
     db: Arc<Db>,
     config: StoreConfig,
     counters: Arc<Counters>,
+    raised: Arc<Notify>,
     /// Aggregate rows seen committed, whose creation batches skip.
     known: Known,
     /// Agreements and plans as batches last read them, by which the next
@@ -301,6 +312,9 @@ impl Writer {
                 }
                 Ok(done) => {
                     self.known.insert(&done.locked);
+                    if done.raised_events {
+                        self.raised.notify_one();
+                    }
                     break Ok(done.answers);
                 }
                 Err((e, false)) => break Err(e),

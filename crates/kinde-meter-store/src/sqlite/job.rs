@@ -113,8 +113,9 @@ impl Job {
                 submission, answer, ..
             } => keep(usage::apply_submission(conn, ctx, submission), answer)?,
             Job::CreateAgreement { new, answer, .. } => {
-                // It ends the customer's other agreements.
+                // It ends the customer's other agreements, and raises events.
                 ctx.forget_agreements_and_plans();
+                ctx.raised_events = true;
                 keep(agreements::create(conn, new), answer)?;
             }
             Job::LoadCatalog {

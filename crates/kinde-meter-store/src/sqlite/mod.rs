@@ -356,4 +356,8 @@ impl Store for SqliteStore {
     fn queued_writes(&self) -> usize {
         self.writer.queued()
     }
+
+    fn events_raised(&self) -> Arc<tokio::sync::Notify> {
+        self.writer.raised()
+    }
 }

@@ -49,6 +49,9 @@ pub(super) struct WriteContext<'a> {
     filed_upto: i64,
     /// Agreements, plans and aggregates, read through (see `cache.rs`).
     cache: &'a mut WriterCache,
+    /// Whether a job of the transaction raised events (an agreement's, a
+    /// threshold crossed): the delivery worker is woken after COMMIT.
+    pub(super) raised_events: bool,
 }
 
 impl<'a> WriteContext<'a> {
@@ -82,6 +85,7 @@ impl<'a> WriteContext<'a> {
             next_seq: max.unwrap_or(0).max(filed_upto) + 1,
             filed_upto,
             cache,
+            raised_events: false,
         })
     }
 
@@ -248,6 +252,7 @@ fn apply_record(
     // agreement, feature, period and threshold, in this transaction.
     let (before, after) = (state.value(), next.value());
     if terms.limit_max.is_some() && after > before {
+        ctx.raised_events = true;
         outbox::threshold_events(
             conn,
             &outbox::Crossing {

@@ -15,7 +15,7 @@ use std::{
 
 use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::{
     cache::WriterCache,
@@ -41,6 +41,8 @@ pub(super) struct WriterHandle {
     /// Joined by `shutdown`; a tokio mutex so concurrent shutdowns all wait.
     thread: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
+    /// Notified after a commit that raised events ([`crate::Store::events_raised`]).
+    raised: Arc<Notify>,
 }
 
 impl WriterHandle {
@@ -48,10 +50,12 @@ impl WriterHandle {
     pub(super) fn spawn(conn: Connection, config: StoreConfig) -> Result<WriterHandle, StoreError> {
         let (jobs, queue) = JobQueue::new(config.queue_capacity);
         let counters = Arc::new(Counters::default());
+        let raised = Arc::new(Notify::new());
         let writer = Writer {
             conn,
             config,
             counters: counters.clone(),
+            raised: raised.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(crate::SQLITE_WRITER_THREAD.to_owned())
@@ -61,7 +65,13 @@ impl WriterHandle {
             queue: jobs,
             thread: tokio::sync::Mutex::new(Some(thread)),
             counters,
+            raised,
         })
+    }
+
+    /// Notified after a commit that raised events.
+    pub(super) fn raised(&self) -> Arc<Notify> {
+        self.raised.clone()
     }
 
     /// Queues `job` without waiting (a full queue is answered 503 at once).
@@ -111,6 +121,7 @@ struct Writer {
     conn: Connection,
     config: StoreConfig,
     counters: Arc<Counters>,
+    raised: Arc<Notify>,
 }
 
 impl Writer {
@@ -162,7 +173,12 @@ impl Writer {
             execute(conn, config, batch, &mut *cache)
         }));
         let failure = match outcome {
-            Ok(Ok(())) => None,
+            Ok(Ok(raised)) => {
+                if raised {
+                    self.raised.notify_one();
+                }
+                None
+            }
             Ok(Err(e)) => Some(StoreError::Unavailable(e.to_string())),
             Err(_) => Some(StoreError::Unavailable(
                 "internal error in the writer".to_owned(),
@@ -212,18 +228,21 @@ impl Writer {
 }
 
 /// The group commit itself: every job in one `BEGIN IMMEDIATE … COMMIT`; the first
-/// SQLite error rolls everything back (the transaction's drop does).
+/// SQLite error rolls everything back (the transaction's drop does). `Ok(true)`
+/// when the transaction raised events.
 fn execute(
     conn: &mut Connection,
     config: &StoreConfig,
     batch: &mut [Job],
     cache: &mut WriterCache,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut ctx = WriteContext::begin(&tx, config, cache)?;
     for job in batch.iter_mut() {
         job.run(&tx, &mut ctx)?;
     }
+    let raised = ctx.raised_events;
     ctx.finish(&tx)?;
-    tx.commit()
+    tx.commit()?;
+    Ok(raised)
 }

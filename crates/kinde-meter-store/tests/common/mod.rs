@@ -467,6 +467,9 @@ impl Store for TestStore {
     fn queued_writes(&self) -> usize {
         self.store().queued_writes()
     }
+    fn events_raised(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.store().events_raised()
+    }
 }
 
 /// Three monthly plans: `pro` (two metered features and one that is not),
