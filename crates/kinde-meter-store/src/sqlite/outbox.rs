@@ -95,15 +95,18 @@ pub(super) struct Crossing<'a> {
 /// Writes a `customer.entitlement_threshold_reached` for each threshold of the
 /// feature's `limit_max` the change crosses, once per agreement, feature,
 /// period and threshold. The caller skips features without `limit_max`.
-pub(super) fn threshold_events(conn: &Connection, c: &Crossing<'_>) -> rusqlite::Result<()> {
+/// Returns whether the change crossed a threshold.
+pub(super) fn threshold_events(conn: &Connection, c: &Crossing<'_>) -> rusqlite::Result<bool> {
     let change = kinde_meter_core::entitlement::UsageChange {
         before: c.before,
         after: c.after,
     };
     let Some(limit_max) = c.feature.limit_max else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut crossed = false;
     for percent in change.crossed_thresholds(c.feature) {
+        crossed = true;
         let key = threshold_key(c.agreement_id, &c.feature.code, c.period_start_ns, percent);
         let data = data::entitlement_threshold_reached(
             c.customer_id,
@@ -117,7 +120,7 @@ pub(super) fn threshold_events(conn: &Connection, c: &Crossing<'_>) -> rusqlite:
         let e = event(EventType::EntitlementThresholdReached, c.at, &key, data);
         insert(conn, &e, Some(&key))?;
     }
-    Ok(())
+    Ok(crossed)
 }
 
 /// Most usage events one call of [`build_usage_events`] builds (the rest stay

@@ -252,8 +252,7 @@ fn apply_record(
     // agreement, feature, period and threshold, in this transaction.
     let (before, after) = (state.value(), next.value());
     if terms.limit_max.is_some() && after > before {
-        ctx.raised_events = true;
-        outbox::threshold_events(
+        ctx.raised_events |= outbox::threshold_events(
             conn,
             &outbox::Crossing {
                 customer_id: &agreement.customer_id,

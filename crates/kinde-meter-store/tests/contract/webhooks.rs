@@ -76,6 +76,7 @@ contract_tests!(
     events_survive_reopening_the_store,
     a_webhook_receives_the_events_raised_after_it,
     old_events_without_pending_deliveries_are_purged,
+    events_raised_wakes_for_agreements_and_crossings_only,
 );
 
 async fn webhooks_are_created_listed_updated_and_deleted(b: Backend) {
@@ -832,5 +833,44 @@ async fn old_events_without_pending_deliveries_are_purged(b: Backend) {
             .await,
         0
     );
+    store.shutdown().await;
+}
+
+/// Whether `events_raised` holds a wake-up now (taking it). `notify_one`
+/// keeps one until it is awaited, and is called before the write is answered,
+/// so the first poll of `notified` finds it.
+async fn woken(store: &TestStore) -> bool {
+    let raised = store.events_raised();
+    tokio::time::timeout(std::time::Duration::ZERO, raised.notified())
+        .await
+        .is_ok()
+}
+
+async fn events_raised_wakes_for_agreements_and_crossings_only(b: Backend) {
+    let store = open(&b).await;
+    let at = "2024-03-02T00:00:00Z";
+    assert!(!woken(&store).await, "nothing written yet");
+    let a = create(&store, "cust", "capped", "2024-03-01T00:00:00Z", 1).await;
+    assert!(woken(&store).await, "an agreement raises events");
+    assert!(!woken(&store).await, "one wake-up per commit, taken");
+    // `calls`: limit 100, thresholds 50, 90, 100.
+    assert_eq!(
+        submit(&store, delta(&a, "calls", "40", at), at).await,
+        Ok(())
+    );
+    assert!(
+        !woken(&store).await,
+        "below every threshold: the hot path stays quiet"
+    );
+    assert_eq!(
+        submit(&store, delta(&a, "calls", "15", at), at).await,
+        Ok(())
+    );
+    assert!(woken(&store).await, "50 % crossed");
+    assert_eq!(
+        submit(&store, delta(&a, "calls", "1", at), at).await,
+        Ok(())
+    );
+    assert!(!woken(&store).await);
     store.shutdown().await;
 }
