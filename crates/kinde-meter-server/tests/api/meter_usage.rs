@@ -3,7 +3,17 @@
 
 use crate::support::{METER_USAGE as ENDPOINT, TestApp, assert_error};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// The `code` of each result of a batch answer, in order.
+fn result_codes(body: &Value) -> Vec<&str> {
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect()
+}
 
 #[tokio::test]
 async fn a_valid_record_is_stored_and_read_back() {
@@ -272,13 +282,8 @@ async fn batch_results_are_per_record() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let body: serde_json::Value = response.json().await.unwrap();
-    let codes: Vec<&str> = body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["code"].as_str().unwrap())
-        .collect();
+    let body: Value = response.json().await.unwrap();
+    let codes = result_codes(&body);
     assert_eq!(
         codes,
         [
@@ -466,13 +471,8 @@ async fn the_raw_value_key_is_an_ordinary_key() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let body: serde_json::Value = response.json().await.unwrap();
-    let codes: Vec<&str> = body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["code"].as_str().unwrap())
-        .collect();
+    let body: Value = response.json().await.unwrap();
+    let codes = result_codes(&body);
     assert_eq!(codes, ["MISSING_FIELD", "OK"]);
     assert_eq!(app.usage_value(&agreement, "api_calls", None).await, "8");
 }
