@@ -173,12 +173,12 @@ impl Thresholds {
         Ok(())
     }
 
-    /// Writes them, if any (no statement otherwise).
     /// Whether no threshold was crossed.
     pub(super) fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
 
+    /// Writes them, if any (no statement otherwise).
     pub(super) async fn write(&self, conn: &impl GenericClient) -> PgResult<()> {
         insert(conn, &self.events).await?;
         Ok(())
