@@ -9,10 +9,10 @@ use crate::now;
 /// Parses `data` as a request body. Properties: the parse of the text and of
 /// the same text decoded as a JSON value (`kinde_meter_wire::json`, every key
 /// an ordinary key, as the server decodes bodies) agree (records and every
-/// problem); the
-/// body is refused as JSON exactly when it is not JSON; a refusal names at
-/// least one problem; an accepted record lies at most 5 minutes after receipt,
-/// and written back as a request it parses to the same record.
+/// problem); the body is refused as JSON exactly when it is not JSON; a
+/// refusal names at least one problem; an accepted record lies at most 5
+/// minutes after receipt, and written back as a request it parses to the same
+/// record.
 pub fn usage_record(data: &[u8]) {
     let now = now();
     let parsed = UsageRecord::from_json_slice(data, now);

@@ -145,7 +145,7 @@ impl<'de> Visitor<'de> for PlainVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        Plain::deserialize(deserializer).map(|plain| plain.0)
+        value(deserializer)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {

@@ -593,10 +593,10 @@ const ORDERED: [&str; 6] = [
 ];
 
 /// Prepares [`ORDERED`], the keys' claim, [`AGREEMENTS_AND_PLANS`] and
-/// [`TXID_AND_VERSION`] on `conn` where they are not yet (one round trip on
-/// a new connection, none after). A flight's statement is then sent the first time its future is
-/// polled, so the statements of a flight go in the order they are joined in,
-/// not in the order their preparations come back.
+/// [`TXID_AND_VERSION`] on `conn` where they are not yet (one round trip on a
+/// new connection, none after). A flight's statement is then sent the first
+/// time its future is polled, so the statements of a flight go in the order
+/// they are joined in, not in the order their preparations come back.
 async fn prepare_statements(conn: &Object) -> PgResult<()> {
     let first_flight = [
         idempotency::CLAIM,
