@@ -394,6 +394,16 @@ impl Collector for StoreCollector {
                 "Write transactions rolled back; their writes were answered 503",
                 stats.failed_batches,
             ),
+            (
+                "kinde_meter_commits_one_flight",
+                "Of kinde_meter_commits_total, those sent in one flight without reading their aggregates first (PostgreSQL)",
+                stats.one_flight_batches,
+            ),
+            (
+                "kinde_meter_one_flights_stale",
+                "Batches sent in one flight that found another writer had moved their aggregates, rolled back and run again (PostgreSQL)",
+                stats.stale_flights,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);

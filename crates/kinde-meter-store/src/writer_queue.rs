@@ -29,6 +29,12 @@ pub struct WriterStats {
     pub records: u64,
     /// Most jobs committed in one transaction.
     pub largest_batch: u64,
+    /// Of `batches`, those sent in one flight, without reading their
+    /// aggregate rows first (PostgreSQL; `docs/design.md#one-flight`).
+    pub one_flight_batches: u64,
+    /// Batches sent in one flight that found what the writer remembered out
+    /// of date, rolled back and run again the usual way (PostgreSQL).
+    pub stale_flights: u64,
 }
 
 /// The live counters behind [`WriterStats`], bumped by the writer.
@@ -40,6 +46,8 @@ pub(crate) struct Counters {
     pub(crate) jobs: AtomicU64,
     pub(crate) records: AtomicU64,
     pub(crate) largest_batch: AtomicU64,
+    pub(crate) one_flight_batches: AtomicU64,
+    pub(crate) stale_flights: AtomicU64,
 }
 
 impl Counters {
@@ -53,6 +61,8 @@ impl Counters {
             jobs: get(&self.jobs),
             records: get(&self.records),
             largest_batch: get(&self.largest_batch),
+            one_flight_batches: get(&self.one_flight_batches),
+            stale_flights: get(&self.stale_flights),
         }
     }
 }

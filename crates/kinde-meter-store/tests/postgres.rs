@@ -11,6 +11,8 @@ mod common;
 mod concurrency;
 #[path = "postgres/migrations.rs"]
 mod migrations;
+#[path = "postgres/one_flight.rs"]
+mod one_flight;
 #[path = "postgres/reads.rs"]
 mod reads;
 #[path = "postgres/throughput.rs"]

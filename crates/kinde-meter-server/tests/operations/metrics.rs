@@ -257,6 +257,8 @@ async fn metrics_count_requests_commits_and_refusals_without_secrets_in_labels()
         ("kinde_meter_usage_records_committed_total", "counter"),
         ("kinde_meter_commits_total", "counter"),
         ("kinde_meter_commits_failed_total", "counter"),
+        ("kinde_meter_commits_one_flight_total", "counter"),
+        ("kinde_meter_one_flights_stale_total", "counter"),
         ("kinde_meter_write_queue_depth", "gauge"),
     ] {
         assert_eq!(

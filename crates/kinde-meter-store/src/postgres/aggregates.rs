@@ -53,24 +53,54 @@ pub(super) const LOCK: &str = "WITH locked AS (
 
 /// Writes aggregates' new states ([`SaveColumns`]), its parameters from `$13`
 /// on: the tail of the batch's one write statement, after the records' INSERT
-/// (`batch::WRITE`). A macro, so that `concat!` can take it.
+/// (`batch::WRITE`). Macros, so that `concat!` can take them; the parts are
+/// shared with the guarded write of a batch sent in one flight
+/// (`one_flight::WRITE_GUARDED`).
 macro_rules! save_sql {
     () => {
-        "UPDATE usage_aggregates g SET
-                 abs_effective_at_ns = u.abs_at, abs_seq = u.abs_seq,
-                 abs_value = u.abs_value::numeric, deltas_after = u.deltas::numeric,
-                 value = u.value::numeric, record_count = u.count, last_recorded_at_ns = u.last,
-                 usage_event_due_ns = CASE WHEN u.changed IS NULL THEN g.usage_event_due_ns
-                     ELSE coalesce(g.usage_event_due_ns,
-                                   greatest(u.changed, g.usage_event_last_ns + $24)) END
-             FROM unnest($13::text[], $14::text[], $15::int8[], $16::int8[], $17::int8[],
-                         $18::text[], $19::text[], $20::text[], $21::int8[], $22::int8[],
-                         $23::int8[])
-                  AS u (a, f, s, abs_at, abs_seq, abs_value, deltas, value, count, last, changed)
-             WHERE g.agreement_id = u.a AND g.feature_code = u.f AND g.period_start_ns = u.s"
+        concat!(
+            "UPDATE usage_aggregates g SET ",
+            $crate::postgres::aggregates::save_set_sql!(),
+            " FROM unnest(",
+            $crate::postgres::aggregates::save_columns_sql!(),
+            ") AS u (",
+            $crate::postgres::aggregates::save_names_sql!(),
+            ") WHERE g.agreement_id = u.a AND g.feature_code = u.f AND g.period_start_ns = u.s"
+        )
     };
 }
 pub(super) use save_sql;
+
+/// The new state of an aggregate row `g` from the row `u` of [`save_sql`]'s
+/// arrays.
+macro_rules! save_set_sql {
+    () => {
+        "abs_effective_at_ns = u.abs_at, abs_seq = u.abs_seq,
+         abs_value = u.abs_value::numeric, deltas_after = u.deltas::numeric,
+         value = u.value::numeric, record_count = u.count, last_recorded_at_ns = u.last,
+         usage_event_due_ns = CASE WHEN u.changed IS NULL THEN g.usage_event_due_ns
+             ELSE coalesce(g.usage_event_due_ns,
+                           greatest(u.changed, g.usage_event_last_ns + $24)) END"
+    };
+}
+pub(super) use save_set_sql;
+
+/// [`SaveColumns`]' arrays (`$13` to `$23`; `$24` is the usage event interval).
+macro_rules! save_columns_sql {
+    () => {
+        "$13::text[], $14::text[], $15::int8[], $16::int8[], $17::int8[], $18::text[],
+         $19::text[], $20::text[], $21::int8[], $22::int8[], $23::int8[]"
+    };
+}
+pub(super) use save_columns_sql;
+
+/// The names of [`save_columns_sql`]'s arrays in `u`.
+macro_rules! save_names_sql {
+    () => {
+        "a, f, s, abs_at, abs_seq, abs_value, deltas, value, count, last, changed"
+    };
+}
+pub(super) use save_names_sql;
 
 /// Which aggregate. Its derived order (bytewise strings, then the instant) is
 /// the order rows are locked in.
@@ -320,12 +350,12 @@ impl<'k> SaveColumns<'k> {
         Ok(c)
     }
 
-    /// `$13` to `$24` of [`save_sql`].
-    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+    /// The states' own columns: the latest absolute's instant, sequence
+    /// number and value, the deltas after it, the usage, the record count and
+    /// the last record's receipt. A guard compares them with a row's
+    /// (`one_flight::WRITE_GUARDED`, `$25` to `$31`).
+    pub(super) fn state_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
         [
-            &self.a,
-            &self.f,
-            &self.s,
             &self.abs_at,
             &self.abs_seq,
             &self.abs_value,
@@ -333,6 +363,23 @@ impl<'k> SaveColumns<'k> {
             &self.value,
             &self.count,
             &self.last,
+        ]
+    }
+
+    /// `$13` to `$24` of [`save_sql`].
+    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        let [abs_at, abs_seq, abs_value, deltas, value, count, last] = self.state_params();
+        [
+            &self.a,
+            &self.f,
+            &self.s,
+            abs_at,
+            abs_seq,
+            abs_value,
+            deltas,
+            value,
+            count,
+            last,
             &self.changed_at,
             &self.interval_ns,
         ]

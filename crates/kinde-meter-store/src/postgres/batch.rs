@@ -24,6 +24,7 @@ use super::{
     agreements, catalog, codec,
     failure::{Failure, OpError, PgResult},
     idempotency::{self, KeyId, KeyState},
+    one_flight::{self, Remembered},
     outbox::{self, Crossing, Thresholds},
     writer_cache::AgreementCache,
 };
@@ -37,52 +38,82 @@ use crate::{
 /// statement ([`write_usage`]): the INSERT is a data-modifying `WITH`, run
 /// once and to completion whether or not the UPDATE reads it.
 pub(super) const WRITE: &str = concat!(
-    "WITH inserted AS (
-         INSERT INTO usage_records (agreement_id, feature_code, period_start_ns,
+    "WITH inserted AS (",
+    insert_records_sql!(),
+    ") ",
+    aggregates::save_sql!()
+);
+
+/// The INSERT of the stored records ([`RecordColumns`], `$1` to `$12`). A
+/// macro, so that `concat!` can take it (also `one_flight::WRITE_GUARDED`).
+macro_rules! insert_records_sql {
+    () => {
+        "INSERT INTO usage_records (agreement_id, feature_code, period_start_ns,
                  effective_at_ns, seq, period_end_ns, meter_type, value, usage_timestamp,
                  received_at_ns, client_id, idempotency_key)
              SELECT a, f, ps, eff, seq, pe, mt, v::numeric, ts, rcv, client, key
              FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
                          $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[])
-                  AS u (a, f, ps, eff, seq, pe, mt, v, ts, rcv, client, key))
-     ",
-    aggregates::save_sql!()
-);
+                  AS u (a, f, ps, eff, seq, pe, mt, v, ts, rcv, client, key)"
+    };
+}
+pub(super) use insert_records_sql;
 
 /// What each submission of the batch is answered, in order.
 pub(super) type Answers = Vec<Result<SubmissionOutcome, StoreError>>;
 
 /// A record that passed its checks, placed in its period.
-struct Placed<'p> {
+pub(super) struct Placed<'p> {
     /// The record's agreement (its customer, for webhook events).
     agreement: &'p Agreement,
-    key: PeriodKey,
+    pub(super) key: PeriodKey,
     period_end_ns: i64,
-    effective_at: Timestamp,
+    pub(super) effective_at: Timestamp,
     /// The feature's terms in the agreement's plan (its hard limit, if any).
     terms: &'p Feature,
 }
 
 /// A record to insert, with what its row needs beyond the request.
-struct Stored<'a> {
+pub(super) struct Stored<'a> {
     record: &'a UsageRecord,
     submission: &'a UsageSubmission,
-    key: PeriodKey,
+    pub(super) key: PeriodKey,
     period_end_ns: i64,
-    order: OrderKey,
+    pub(super) order: OrderKey,
+}
+
+/// What the writer keeps from one batch to the next, each of which lets a
+/// batch skip work.
+#[derive(Default)]
+pub(super) struct Kept {
+    /// Aggregate rows seen committed, whose creation batches skip.
+    pub(super) known: Known,
+    /// Aggregate rows as committed, sequence numbers in stock and the
+    /// connections' backends, by which a batch may go in one flight.
+    pub(super) memory: Remembered,
+    /// Agreements and plans as batches last read them, by which the next
+    /// batch places its records before reading them again.
+    pub(super) cache: AgreementCache,
 }
 
 /// A batch whose COMMIT has been sent: its answers, and the transaction's id,
 /// by which the outcome can be asked when COMMIT's own answer is lost.
 pub(super) struct Committing {
-    /// The transaction's id (`txid_current()`).
-    pub(super) txid: i64,
+    /// The transaction's id (`txid_current()`); `None` while a batch sent in
+    /// one flight has not had it back.
+    pub(super) txid: Option<i64>,
+    /// For a batch sent in one flight: how to settle its outcome without the
+    /// transaction id.
+    pub(super) settle: Option<one_flight::Settle>,
     /// The answers, valid if and only if the transaction committed.
     pub(super) answers: Answers,
-    /// The aggregate rows the batch locked, which exist once it committed.
-    pub(super) locked: Vec<PeriodKey>,
+    /// The states of the aggregate rows the batch locked or updated, which
+    /// exist, in these states, once it committed.
+    pub(super) states: HashMap<PeriodKey, AggregateState>,
     /// Whether the batch raised events (a threshold crossed).
     pub(super) raised_events: bool,
+    /// Sequence numbers the batch took for the writer's stock.
+    pub(super) spare_seqs: Vec<i64>,
 }
 
 /// Runs the batch in one transaction on `conn`, which must not be in one. The
@@ -101,26 +132,42 @@ pub(super) struct Committing {
 /// unless the `Err` makes the caller close it ([`Failure::poisons_connection`]);
 /// the caller closes it too if this panics or is cancelled.
 ///
-/// Aggregate rows in `known` are taken to exist (not created); those found
-/// missing are forgotten.
+/// Aggregate rows in `kept.known` are taken to exist (not created); those
+/// found missing are forgotten.
 pub(super) async fn run(
     conn: &Object,
     config: &StoreConfig,
-    known: &mut Known,
-    cache: &mut AgreementCache,
+    kept: &mut Kept,
     submissions: &[&UsageSubmission],
     deadline: tokio::time::Instant,
     committing: &mut Option<Committing>,
 ) -> PgResult<()> {
     let client = conn;
-    let writes =
-        match tokio::time::timeout_at(deadline, prepare(client, config, known, cache, submissions))
+    let Kept {
+        known,
+        memory,
+        cache,
+    } = kept;
+    if memory.backend(conn).is_none() {
+        let backend = tokio::time::timeout_at(deadline, one_flight::read_backend(conn))
             .await
-        {
-            Ok(Ok(writes)) => writes,
-            Ok(Err(failure)) => return Err(roll_back(client, failure).await),
-            Err(_) => return Err(Failure::Timeout),
-        };
+            .map_err(|_| Failure::Timeout)??;
+        memory.note_backend(conn, backend);
+    }
+    if let Some(flight) = one_flight::plan(conn, config, memory, cache, submissions).await? {
+        return one_flight::send(conn, config, flight, deadline, committing).await;
+    }
+    let spare = memory.spare_wanted();
+    let writes = match tokio::time::timeout_at(
+        deadline,
+        prepare(client, config, known, cache, submissions, spare),
+    )
+    .await
+    {
+        Ok(Ok(writes)) => writes,
+        Ok(Err(failure)) => return Err(roll_back(client, failure).await),
+        Err(_) => return Err(Failure::Timeout),
+    };
     let Writes {
         txid,
         answers,
@@ -129,17 +176,16 @@ pub(super) async fn run(
         changed,
         keys,
         thresholds,
+        spare_seqs,
     } = writes;
-    let mut saved: Vec<(&PeriodKey, &AggregateState, Option<i64>)> = changed
-        .iter()
-        .map(|(k, at)| (k, states.get(k).expect("changed keys have states"), *at))
-        .collect();
-    saved.sort_by(|a, b| a.0.cmp(b.0));
+    let saved = saved(&states, &changed);
     *committing = Some(Committing {
-        txid,
+        txid: Some(txid),
+        settle: None,
         answers,
-        locked: states.keys().cloned().collect(),
+        states: states.clone(),
         raised_events: !thresholds.is_empty(),
+        spare_seqs,
     });
     // 5. The writes and COMMIT, one flight. After a refused write PostgreSQL
     // ends the transaction with a rollback whatever COMMIT says.
@@ -177,16 +223,33 @@ async fn roll_back(conn: &Object, failure: Failure) -> Failure {
 }
 
 /// What a batch writes in its last flight, and answers if that commits.
-struct Writes<'a> {
-    txid: i64,
-    answers: Answers,
-    stored: Vec<Stored<'a>>,
-    states: HashMap<PeriodKey, AggregateState>,
+pub(super) struct Writes<'a> {
+    pub(super) txid: i64,
+    pub(super) answers: Answers,
+    pub(super) stored: Vec<Stored<'a>>,
+    pub(super) states: HashMap<PeriodKey, AggregateState>,
     /// The aggregates changed, each with when its usage (not only its record
     /// count) last changed, if it did: what makes its usage event due.
-    changed: HashMap<PeriodKey, Option<i64>>,
-    keys: idempotency::Keys,
-    thresholds: Thresholds,
+    pub(super) changed: HashMap<PeriodKey, Option<i64>>,
+    pub(super) keys: idempotency::Keys,
+    pub(super) thresholds: Thresholds,
+    /// Sequence numbers taken beyond the batch's own, for the writer's stock
+    /// (`one_flight::Remembered`).
+    pub(super) spare_seqs: Vec<i64>,
+}
+
+/// The aggregates a batch changed with their new states and when their usage
+/// last changed, in key order: the rows its write updates.
+pub(super) fn saved<'s>(
+    states: &'s HashMap<PeriodKey, AggregateState>,
+    changed: &'s HashMap<PeriodKey, Option<i64>>,
+) -> Vec<(&'s PeriodKey, &'s AggregateState, Option<i64>)> {
+    let mut saved: Vec<_> = changed
+        .iter()
+        .map(|(k, at)| (k, states.get(k).expect("changed keys have states"), *at))
+        .collect();
+    saved.sort_by(|a, b| a.0.cmp(b.0));
+    saved
 }
 
 /// The batch's statements up to (not including) its last flight: begins the
@@ -206,21 +269,16 @@ async fn prepare<'a>(
     known: &mut Known,
     cache: &mut AgreementCache,
     submissions: &[&'a UsageSubmission],
+    spare: usize,
 ) -> PgResult<Writes<'a>> {
-    // The agreements of every record of the batch (those of submissions
-    // answered from a key are not used).
-    let mut agreement_ids: Vec<&AgreementId> = submissions
-        .iter()
-        .flat_map(|s| s.records.iter().flatten())
-        .map(|r| &r.agreement_id)
-        .collect();
-    agreement_ids.sort_unstable();
-    agreement_ids.dedup();
+    // (Those of submissions answered from a key are not used.)
+    let agreement_ids = agreement_ids(submissions);
     let ids: Vec<&str> = agreement_ids.iter().map(|id| id.as_str()).collect();
     prepare_statements(tx).await?;
     if !ids.is_empty()
         && cache.covers(&agreement_ids)
-        && let Some(writes) = prepare_from_cache(tx, config, known, cache, submissions).await?
+        && let Some(writes) =
+            prepare_from_cache(tx, config, known, cache, submissions, spare).await?
     {
         return Ok(writes);
     }
@@ -242,10 +300,13 @@ async fn prepare<'a>(
     let placed = place_all(submissions, applies, config, &agreements, &plans)?;
 
     // 3. Lock the aggregates; sequence numbers for every record that may be stored.
-    let rows = RowsToLock::of(&placed, known);
+    let rows = RowsToLock::of(&placed, known, spare);
     let locked = lock_rows(tx, &rows).await?;
-    let (states, seqs) = complete_locks(tx, known, &rows, locked).await?;
-    apply_all(tx, submissions, txid, keys, placed, states, seqs).await
+    let (states, mut seqs) = complete_locks(tx, known, &rows, locked).await?;
+    let spare_seqs = seqs.split_off(rows.records.min(seqs.len()));
+    let mut writes = apply_all(tx, submissions, txid, keys, placed, states, seqs).await?;
+    writes.spare_seqs = spare_seqs;
+    Ok(writes)
 }
 
 /// [`prepare`] from the writer's cache of agreements and plans: the records
@@ -267,15 +328,10 @@ async fn prepare_from_cache<'a>(
     known: &mut Known,
     cache: &AgreementCache,
     submissions: &[&'a UsageSubmission],
+    spare: usize,
 ) -> PgResult<Option<Writes<'a>>> {
-    let placed = place_all(
-        submissions,
-        |_| true,
-        config,
-        &cache.agreements,
-        &cache.plans,
-    )?;
-    let rows = RowsToLock::of(&placed, known);
+    let placed = place_from_cache(submissions, config, cache)?;
+    let rows = RowsToLock::of(&placed, known, spare);
     let stmt = tx.prepare_cached(TXID_AND_VERSION).await?;
     let ((), (txid, version), keys, locked) = futures::try_join!(
         async { PgResult::Ok(tx.batch_execute("BEGIN").await?) },
@@ -287,14 +343,27 @@ async fn prepare_from_cache<'a>(
         lock_rows(tx, &rows),
     )?;
     if cache.confirms(version) {
-        let (states, seqs) = complete_locks(tx, known, &rows, locked).await?;
-        return apply_all(tx, submissions, txid, keys, placed, states, seqs)
-            .await
-            .map(Some);
+        let (states, mut seqs) = complete_locks(tx, known, &rows, locked).await?;
+        let spare_seqs = seqs.split_off(rows.records.min(seqs.len()));
+        let mut writes = apply_all(tx, submissions, txid, keys, placed, states, seqs).await?;
+        writes.spare_seqs = spare_seqs;
+        return Ok(Some(writes));
     }
     tracing::debug!("agreements or plans changed since the writer cached them; batch run again");
     tx.batch_execute("ROLLBACK").await?;
     Ok(None)
+}
+
+/// The agreements of every record of the batch, sorted, each once.
+pub(super) fn agreement_ids<'a>(submissions: &[&'a UsageSubmission]) -> Vec<&'a AgreementId> {
+    let mut ids: Vec<&AgreementId> = submissions
+        .iter()
+        .flat_map(|s| s.records.iter().flatten())
+        .map(|r| &r.agreement_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// The idempotency key of a submission, if it has one.
@@ -331,6 +400,22 @@ fn place_all<'p>(
     Ok(placed)
 }
 
+/// Every submission's records placed by the writer's cache of agreements
+/// and plans (also those a key will answer).
+pub(super) fn place_from_cache<'p>(
+    submissions: &[&UsageSubmission],
+    config: &StoreConfig,
+    cache: &'p AgreementCache,
+) -> PgResult<Vec<Vec<Result<Placed<'p>, RecordFailure>>>> {
+    place_all(
+        submissions,
+        |_| true,
+        config,
+        &cache.agreements,
+        &cache.plans,
+    )
+}
+
 /// The aggregate rows a batch locks, and how many sequence numbers it takes.
 struct RowsToLock {
     /// Every row of a placed record, sorted (the locking order), with its
@@ -340,10 +425,16 @@ struct RowsToLock {
     unknown: Vec<(PeriodKey, i64)>,
     /// Records placed: one sequence number each.
     records: usize,
+    /// Sequence numbers taken beyond the records', for the writer's stock.
+    spare: usize,
 }
 
 impl RowsToLock {
-    fn of(placed: &[Vec<Result<Placed, RecordFailure>>], known: &Known) -> RowsToLock {
+    fn of(
+        placed: &[Vec<Result<Placed, RecordFailure>>],
+        known: &Known,
+        spare: usize,
+    ) -> RowsToLock {
         let mut all: Vec<(PeriodKey, i64)> = placed
             .iter()
             .flatten()
@@ -364,6 +455,7 @@ impl RowsToLock {
             all,
             unknown,
             records,
+            spare,
         }
     }
 }
@@ -378,11 +470,11 @@ async fn lock_rows(tx: &Object, rows: &RowsToLock) -> PgResult<aggregates::Locke
         });
     }
     if rows.unknown.is_empty() {
-        return aggregates::lock(tx, &rows.all, rows.records).await;
+        return aggregates::lock(tx, &rows.all, rows.records + rows.spare).await;
     }
     let ((), locked) = futures::try_join!(
         aggregates::ensure(tx, &rows.unknown),
-        aggregates::lock(tx, &rows.all, rows.records),
+        aggregates::lock(tx, &rows.all, rows.records + rows.spare),
     )?;
     Ok(locked)
 }
@@ -434,7 +526,7 @@ async fn complete_locks(
 
 /// Applies the placed records in order to the locked states (4.), answering
 /// every submission: the last flight's writes.
-async fn apply_all<'a>(
+pub(super) async fn apply_all<'a>(
     tx: &Object,
     submissions: &[&'a UsageSubmission],
     txid: i64,
@@ -578,18 +670,21 @@ async fn apply_all<'a>(
         changed,
         keys,
         thresholds,
+        spare_seqs: Vec::new(),
     })
 }
 
 /// The statements of the flights whose order matters (aggregates created
-/// before they are locked; the writes before COMMIT).
-const ORDERED: [&str; 6] = [
+/// before they are locked; the writes before COMMIT; a batch in one flight).
+const ORDERED: [&str; 8] = [
     aggregates::ENSURE,
     aggregates::LOCK,
     WRITE,
     idempotency::REMEMBER,
     idempotency::RELEASE,
     outbox::INSERT_EVENTS,
+    one_flight::TXID,
+    one_flight::WRITE_GUARDED,
 ];
 
 /// Prepares [`ORDERED`], the keys' claim, [`AGREEMENTS_AND_PLANS`] and
@@ -774,41 +869,82 @@ async fn write_usage(
     if stored.is_empty() && saved.is_empty() {
         return Ok(());
     }
-    let n = stored.len();
-    let mut a = Vec::with_capacity(n);
-    let mut f = Vec::with_capacity(n);
-    let mut ps = Vec::with_capacity(n);
-    let mut eff = Vec::with_capacity(n);
-    let mut seq = Vec::with_capacity(n);
-    let mut pe = Vec::with_capacity(n);
-    let mut mt = Vec::with_capacity(n);
-    let mut v = Vec::with_capacity(n);
-    let mut ts = Vec::with_capacity(n);
-    let mut rcv = Vec::with_capacity(n);
-    let mut client = Vec::with_capacity(n);
-    let mut key = Vec::with_capacity(n);
-    for r in stored {
-        a.push(r.key.agreement_id.as_str());
-        f.push(r.key.feature_code.as_str());
-        ps.push(r.key.period_start_ns);
-        eff.push(codec::ns(r.order.effective_at)?);
-        seq.push(r.order.seq);
-        pe.push(r.period_end_ns);
-        mt.push(r.record.meter_type.as_str());
-        v.push(r.record.value.to_string());
-        ts.push(r.record.timestamp.map(|t| t.to_string()));
-        rcv.push(codec::ns(r.submission.received_at)?);
-        client.push(r.submission.client_id.as_str());
-        key.push(r.submission.idempotency.as_ref().map(|c| c.key.as_str()));
-    }
+    let records = RecordColumns::new(stored)?;
     let aggregates = aggregates::SaveColumns::new(saved, usage_event_interval)?;
-    let records: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
-        &a, &f, &ps, &eff, &seq, &pe, &mt, &v, &ts, &rcv, &client, &key,
-    ];
     let mut params = Vec::with_capacity(24);
-    params.extend(records);
+    params.extend(records.params());
     params.extend(aggregates.params());
     let stmt = conn.prepare_cached(WRITE).await?;
     conn.execute(&stmt, &params).await?;
     Ok(())
+}
+
+/// The stored records as the arrays of [`insert_records_sql`] (`$1` to `$12`).
+pub(super) struct RecordColumns<'a> {
+    a: Vec<&'a str>,
+    f: Vec<&'a str>,
+    ps: Vec<i64>,
+    eff: Vec<i64>,
+    seq: Vec<i64>,
+    pe: Vec<i64>,
+    mt: Vec<&'static str>,
+    v: Vec<String>,
+    ts: Vec<Option<String>>,
+    rcv: Vec<i64>,
+    client: Vec<&'a str>,
+    key: Vec<Option<&'a str>>,
+}
+
+impl<'a> RecordColumns<'a> {
+    pub(super) fn new(stored: &'a [Stored<'a>]) -> PgResult<RecordColumns<'a>> {
+        let n = stored.len();
+        let mut c = RecordColumns {
+            a: Vec::with_capacity(n),
+            f: Vec::with_capacity(n),
+            ps: Vec::with_capacity(n),
+            eff: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+            pe: Vec::with_capacity(n),
+            mt: Vec::with_capacity(n),
+            v: Vec::with_capacity(n),
+            ts: Vec::with_capacity(n),
+            rcv: Vec::with_capacity(n),
+            client: Vec::with_capacity(n),
+            key: Vec::with_capacity(n),
+        };
+        for r in stored {
+            c.a.push(r.key.agreement_id.as_str());
+            c.f.push(r.key.feature_code.as_str());
+            c.ps.push(r.key.period_start_ns);
+            c.eff.push(codec::ns(r.order.effective_at)?);
+            c.seq.push(r.order.seq);
+            c.pe.push(r.period_end_ns);
+            c.mt.push(r.record.meter_type.as_str());
+            c.v.push(r.record.value.to_string());
+            c.ts.push(r.record.timestamp.map(|t| t.to_string()));
+            c.rcv.push(codec::ns(r.submission.received_at)?);
+            c.client.push(r.submission.client_id.as_str());
+            c.key
+                .push(r.submission.idempotency.as_ref().map(|c| c.key.as_str()));
+        }
+        Ok(c)
+    }
+
+    /// `$1` to `$12` of [`insert_records_sql`].
+    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.a,
+            &self.f,
+            &self.ps,
+            &self.eff,
+            &self.seq,
+            &self.pe,
+            &self.mt,
+            &self.v,
+            &self.ts,
+            &self.rcv,
+            &self.client,
+            &self.key,
+        ]
+    }
 }

@@ -19,6 +19,11 @@ pub(super) enum Failure {
     Timeout,
     /// No connection could be had from the pool.
     Pool(String),
+    /// A batch sent in one flight found what the writer remembered out of
+    /// date (an aggregate row moved by another writer, or the agreements and
+    /// plans changed): PostgreSQL rolled it back, and it is run again the
+    /// usual way (`one_flight`).
+    Stale,
 }
 
 /// Results of code that talks to PostgreSQL.
@@ -42,6 +47,9 @@ impl fmt::Display for Failure {
             Failure::Data(what) => write!(f, "unreadable stored data: {what}"),
             Failure::Timeout => f.write_str("PostgreSQL did not answer in time"),
             Failure::Pool(what) => write!(f, "no PostgreSQL connection: {what}"),
+            Failure::Stale => {
+                f.write_str("the writer's remembered aggregates or terms were out of date")
+            }
         }
     }
 }
@@ -56,12 +64,14 @@ impl Failure {
     }
 
     /// Whether running the same transaction again may succeed: the server chose
-    /// it as a deadlock victim or refused it for a serialization conflict.
+    /// it as a deadlock victim or refused it for a serialization conflict, or
+    /// a batch sent in one flight was stale.
     pub(super) fn is_retryable(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
-        )
+        matches!(self, Failure::Stale)
+            || matches!(
+                self.code(),
+                Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+            )
     }
 
     /// Whether the connection it happened on must not be reused: anything but
@@ -79,7 +89,7 @@ impl Failure {
                     || e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
             }
             Failure::Timeout => true,
-            Failure::Data(_) | Failure::Pool(_) => false,
+            Failure::Data(_) | Failure::Pool(_) | Failure::Stale => false,
         }
     }
 }

@@ -68,6 +68,7 @@ pub(super) enum KeyState {
 }
 
 /// The keys of a batch and their states.
+#[derive(Default)]
 pub(super) struct Keys {
     pub states: HashMap<KeyId, KeyState>,
     /// Keys this batch claimed (their rows are its to write or delete).

@@ -16,6 +16,7 @@ mod export;
 mod failure;
 mod idempotency;
 mod issuer;
+mod one_flight;
 mod outbox;
 mod pool;
 mod read;

@@ -18,10 +18,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{
-    aggregates::Known, batch, failure::Failure, idempotency, pool::Db, pool::on_conn,
-    writer_cache::AgreementCache,
-};
+use super::{batch, failure::Failure, idempotency, one_flight, pool::Db, pool::on_conn};
 use crate::{
     StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
     writer_queue::{Counters, JobQueue, WriterStats},
@@ -89,8 +86,7 @@ impl WriterHandle {
             config,
             counters: counters.clone(),
             raised: raised.clone(),
-            known: Known::default(),
-            cache: AgreementCache::default(),
+            kept: batch::Kept::default(),
         };
         let cannot = |e: std::io::Error| {
             StoreError::Unavailable(format!("cannot start the PostgreSQL writer: {e}"))
@@ -189,11 +185,8 @@ struct Writer {
     config: StoreConfig,
     counters: Arc<Counters>,
     raised: Arc<Notify>,
-    /// Aggregate rows seen committed, whose creation batches skip.
-    known: Known,
-    /// Agreements and plans as batches last read them, by which the next
-    /// batch places its records before reading them again.
-    cache: AgreementCache,
+    /// What batches leave for the next ones.
+    kept: batch::Kept,
 }
 
 impl Writer {
@@ -253,8 +246,7 @@ impl Writer {
             // closed (the transaction rolled back) as it unwinds, the batch
             // answered 503.
             let mut committing = None;
-            let (db, config, known, cache) =
-                (&self.db, &self.config, &mut self.known, &mut self.cache);
+            let (db, config, kept) = (&self.db, &self.config, &mut self.kept);
             let run = AssertUnwindSafe(async {
                 // The connection and the work must come by `deadline`; the
                 // last flight (writes and COMMIT), once sent, is waited for up
@@ -266,8 +258,7 @@ impl Writer {
                     batch::run(
                         conn.0.as_ref().expect("taken only below"),
                         config,
-                        known,
-                        cache,
+                        kept,
                         &submissions,
                         deadline,
                         &mut committing,
@@ -283,18 +274,20 @@ impl Writer {
             let result = match (run, committing) {
                 (Ok(Ok(())), Some(done)) => Ok(done),
                 // COMMIT was sent and its answer lost: ask PostgreSQL.
-                (Ok(Err(failure)), Some(done)) => {
-                    match self.outcome_of(done.txid, &failure).await {
-                        TxOutcome::Committed => Ok(done),
-                        TxOutcome::Aborted => Err((StoreError::from(failure), false)),
-                        TxOutcome::Unknown(e) => Err((e, false)),
-                    }
-                }
+                (Ok(Err(failure)), Some(done)) => match self.outcome_of(&done, &failure).await {
+                    TxOutcome::Committed => Ok(done),
+                    TxOutcome::Aborted => Err((StoreError::from(failure), false)),
+                    TxOutcome::Unknown(e) => Err((e, false)),
+                },
                 (Ok(Ok(())), None) => Err((
                     StoreError::Unavailable("internal error in the writer".to_owned()),
                     false,
                 )),
                 (Ok(Err(failure)), None) => Err({
+                    if matches!(failure, Failure::Stale) {
+                        self.counters.stale_flights.fetch_add(1, Ordering::Relaxed);
+                        self.kept.memory.stale();
+                    }
                     let retry = failure.is_retryable()
                         && attempt < MAX_ATTEMPTS
                         && Instant::now() + MIN_BUDGET < deadline;
@@ -308,16 +301,26 @@ impl Writer {
             match result {
                 Err((e, true)) => {
                     tracing::debug!(error = %e, attempt, "write batch conflicted; running it again");
+                    self.kept.memory.forget();
                     attempt += 1;
                 }
                 Ok(done) => {
-                    self.known.insert(&done.locked);
+                    self.kept.known.insert(done.states.keys());
+                    self.kept.memory.committed(&done.states, &done.spare_seqs);
+                    if done.settle.is_some() {
+                        self.counters
+                            .one_flight_batches
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     if done.raised_events {
                         self.raised.notify_one();
                     }
                     break Ok(done.answers);
                 }
-                Err((e, false)) => break Err(e),
+                Err((e, false)) => {
+                    self.kept.memory.forget();
+                    break Err(e);
+                }
             }
         };
         let c = &self.counters;
@@ -344,12 +347,28 @@ impl Writer {
         }
     }
 
-    /// Whether the transaction `txid`, whose COMMIT was sent but not answered
-    /// (`failure`), committed: asked on another connection until PostgreSQL
-    /// knows (a COMMIT still running shows as in progress), for at most
-    /// COMMIT_WAIT_TIMEOUTS.
-    async fn outcome_of(&self, txid: i64, failure: &Failure) -> TxOutcome {
+    /// Whether the batch `done`, whose COMMIT was sent but not answered
+    /// (`failure`), committed: asked on another connection by its transaction
+    /// id until PostgreSQL knows (a COMMIT still running shows as in
+    /// progress), or, for a batch sent in one flight whose id never came back,
+    /// by ending its backend and looking for its first record
+    /// ([`one_flight::settle`]); for at most COMMIT_WAIT_TIMEOUTS.
+    async fn outcome_of(&self, done: &batch::Committing, failure: &Failure) -> TxOutcome {
         let give_up = Instant::now() + self.db.operation_timeout * COMMIT_WAIT_TIMEOUTS;
+        let txid = match (done.txid, &done.settle) {
+            (Some(txid), _) => txid,
+            // Said nothing at all by the deadline: the database is likely
+            // out of reach, and asking it would only make the answer late.
+            (None, Some(settle)) if !matches!(failure, Failure::Timeout) => {
+                return self.settled(settle, failure, give_up).await;
+            }
+            (None, _) => {
+                tracing::error!(error = %failure, "the outcome of a write batch is unknown");
+                return TxOutcome::Unknown(StoreError::Unavailable(format!(
+                    "the outcome of the write is unknown ({failure}); retry with the same Idempotency-Key"
+                )));
+            }
+        };
         let mut pause = Duration::from_millis(5);
         loop {
             let status = on_conn!(self.db, give_up, |conn| {
@@ -377,6 +396,33 @@ impl Writer {
         TxOutcome::Unknown(StoreError::Unavailable(format!(
             "the outcome of the write is unknown ({failure}); retry with the same Idempotency-Key"
         )))
+    }
+
+    /// [`outcome_of`](Self::outcome_of) for a batch sent in one flight whose
+    /// transaction id never came back.
+    async fn settled(
+        &self,
+        settle: &one_flight::Settle,
+        failure: &Failure,
+        give_up: Instant,
+    ) -> TxOutcome {
+        let found = on_conn!(self.db, give_up, |conn| one_flight::settle(
+            &*conn, settle, give_up
+        )
+        .await);
+        match found {
+            Ok(Some(true)) => {
+                tracing::warn!(error = %failure, "COMMIT's answer was lost, but the batch committed");
+                TxOutcome::Committed
+            }
+            Ok(Some(false)) => TxOutcome::Aborted,
+            Ok(None) | Err(_) => {
+                tracing::error!(error = %failure, "the outcome of a write batch is unknown");
+                TxOutcome::Unknown(StoreError::Unavailable(format!(
+                    "the outcome of the write is unknown ({failure}); retry with the same Idempotency-Key"
+                )))
+            }
+        }
     }
 
     /// Deletes a bounded slice of expired idempotency keys, after the batch was

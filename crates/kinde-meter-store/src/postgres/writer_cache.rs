@@ -45,6 +45,11 @@ impl AgreementCache {
             })
     }
 
+    /// The counter's value everything here was read at, if anything was.
+    pub(super) fn version(&self) -> Option<i64> {
+        self.version
+    }
+
     /// Whether a batch's transaction that found the counter at `version`
     /// sees the agreements and plans here: only then does a placement made
     /// from the cache stand.

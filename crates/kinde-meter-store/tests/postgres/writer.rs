@@ -114,7 +114,7 @@ async fn a_commit_running_past_the_deadline_is_waited_for() {
 /// Makes every COMMIT of a usage record wait for the advisory lock `key`
 /// (a deferred trigger takes it), which the test holds on `holder`: the
 /// writer's COMMIT is then in progress for as long as the test wants.
-async fn block_commits_on(store: &TestStore, key: i64) -> tokio_postgres::Client {
+pub(crate) async fn block_commits_on(store: &TestStore, key: i64) -> tokio_postgres::Client {
     let setup = store.schema().connect().await.unwrap();
     setup
         .batch_execute(&format!(
@@ -135,7 +135,7 @@ async fn block_commits_on(store: &TestStore, key: i64) -> tokio_postgres::Client
 }
 
 /// The backend whose COMMIT waits for the advisory lock `key`, once one does.
-async fn backend_waiting_on(observer: &tokio_postgres::Client, key: i64) -> i32 {
+pub(crate) async fn backend_waiting_on(observer: &tokio_postgres::Client, key: i64) -> i32 {
     loop {
         let row = observer
             .query_opt(
@@ -200,8 +200,8 @@ async fn a_commit_whose_backend_dies_before_committing_answers_unavailable() {
 
 /// A TCP proxy to PostgreSQL whose connections open so far can be made to
 /// swallow what the server says, then be cut: a COMMIT whose answer is lost.
-struct Proxy {
-    addr: std::net::SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: std::net::SocketAddr,
     /// Per connection: whether the server's bytes are swallowed, and a
     /// signal that cuts it.
     conns: std::sync::Arc<std::sync::Mutex<Vec<ProxyConn>>>,
@@ -213,7 +213,7 @@ struct ProxyConn {
 }
 
 impl Proxy {
-    async fn start(upstream: String) -> Proxy {
+    pub(crate) async fn start(upstream: String) -> Proxy {
         use std::sync::{Arc, Mutex, atomic::AtomicBool};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -237,14 +237,14 @@ impl Proxy {
     }
 
     /// Makes every connection opened so far swallow the server's bytes.
-    fn swallow_all(&self) {
+    pub(crate) fn swallow_all(&self) {
         for c in self.conns.lock().unwrap().iter() {
             c.swallow.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     /// Closes every connection that swallows.
-    fn cut_swallowing(&self) {
+    pub(crate) fn cut_swallowing(&self) {
         for c in self.conns.lock().unwrap().iter_mut() {
             if c.swallow.load(std::sync::atomic::Ordering::SeqCst)
                 && let Some(cut) = c.cut.take()
@@ -288,6 +288,38 @@ async fn pipe(
     }
 }
 
+/// A store on `store`'s schema whose connections go through a [`Proxy`]
+/// (`None` when the database is not reached over TCP), with one pooled
+/// connection: the writer's COMMIT goes on its first, and a lost COMMIT's
+/// outcome is asked on a new one (through the proxy too).
+pub(crate) async fn proxied(
+    store: &TestStore,
+) -> Option<(Proxy, kinde_meter_store::postgres::PgStore)> {
+    let config: tokio_postgres::Config = store.schema().url().parse().unwrap();
+    let (host, port) = match (config.get_hosts(), config.get_ports()) {
+        ([tokio_postgres::config::Host::Tcp(h)], ports) => {
+            (h.clone(), ports.first().copied().unwrap_or(5432))
+        }
+        _ => return None,
+    };
+    let proxy = Proxy::start(format!("{host}:{port}")).await;
+    let url = format!(
+        "postgres://{}@127.0.0.1:{}/{}",
+        config.get_user().unwrap_or("postgres"),
+        proxy.addr.port(),
+        config.get_dbname().unwrap_or("postgres")
+    );
+    let settings = PgSettings {
+        pool_size: 1,
+        ..store.schema().settings()
+    };
+    let proxied =
+        kinde_meter_store::postgres::PgStore::connect(&url, settings, StoreConfig::default())
+            .await
+            .unwrap();
+    Some((proxy, proxied))
+}
+
 /// A COMMIT that PostgreSQL carried out but whose answer never arrived (the
 /// connection swallowed it, then broke) is resolved with `txid_status`:
 /// committed, so the record is acknowledged, not answered "nothing stored".
@@ -300,34 +332,9 @@ async fn a_commit_whose_answer_is_lost_after_committing_is_acknowledged() {
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     let key = 0x6b6d_7432;
     let holder = block_commits_on(&store, key).await;
-    let config: tokio_postgres::Config = store.schema().url().parse().unwrap();
-    let (host, port) = match (config.get_hosts(), config.get_ports()) {
-        ([tokio_postgres::config::Host::Tcp(h)], ports) => {
-            (h.clone(), ports.first().copied().unwrap_or(5432))
-        }
-        _ => {
-            return skip(
-                "a_commit_whose_answer_is_lost_after_committing_is_acknowledged (not TCP)",
-            );
-        }
+    let Some((proxy, proxied)) = proxied(&store).await else {
+        return skip("a_commit_whose_answer_is_lost_after_committing_is_acknowledged (not TCP)");
     };
-    let proxy = Proxy::start(format!("{host}:{port}")).await;
-    let url = format!(
-        "postgres://{}@127.0.0.1:{}/{}",
-        config.get_user().unwrap_or("postgres"),
-        proxy.addr.port(),
-        config.get_dbname().unwrap_or("postgres")
-    );
-    // One connection: the writer's COMMIT is on it, and the outcome is asked
-    // on a new one (through the proxy too).
-    let settings = PgSettings {
-        pool_size: 1,
-        ..store.schema().settings()
-    };
-    let proxied =
-        kinde_meter_store::postgres::PgStore::connect(&url, settings, StoreConfig::default())
-            .await
-            .unwrap();
     let answer = {
         let record = delta(&a, "api_calls", "7", "2024-03-02T00:00:00Z");
         let submitted = proxied.submit_usage(single(record, "2024-03-02T00:00:00Z"));
