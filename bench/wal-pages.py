@@ -10,7 +10,8 @@ database size is a commit's last) and names the B-tree and page type each
 frame's page belongs to with SQLite's `dbstat` table, read from a copy of the
 database and WAL (the store itself is not opened). Every frame is a page
 written twice (WAL, then checkpoint) and synced once: this is the write
-amplification per commit that BENCHMARKS.md ("Where the time goes") accounts.
+amplification per commit that bench/HISTORY.md accounts ("Record order",
+"The single record's write").
 Stop the server first (kill -9 keeps the WAL as it was; a clean shutdown
 checkpoints it away).
 """

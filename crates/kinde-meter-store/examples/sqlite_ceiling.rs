@@ -58,7 +58,7 @@ enum Work {
     InsertIntegerKeyIndex,
     /// Schema version 6's write, but the order table keyed by an integer per
     /// (agreement, feature) instead of the two texts: what a smaller order
-    /// key would give (not built; BENCHMARKS.md, "Batches: the order filing is
+    /// key would give (not built; bench/HISTORY.md, "Batches: the order filing is
     /// the engine's ceiling").
     FilingIntegerKey,
     /// Schema version 7's write, the store's: the INSERT, the aggregate

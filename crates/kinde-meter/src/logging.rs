@@ -41,7 +41,7 @@ impl LogFormat {
 /// system call nor wakes another thread. Written to stderr line by line, the
 /// request lines cost ~7 of the ~31 µs of server CPU of a single-record
 /// request, and a log collector reading stderr slowly stalled the requests
-/// (BENCHMARKS.md). Past [`batch::MOST_WAITING`] bytes waiting, lines are
+/// (bench/HISTORY.md). Past [`batch::MOST_WAITING`] bytes waiting, lines are
 /// dropped and counted (a line says how many) rather than stall requests.
 ///
 /// Keep the guard returned until the process ends: dropping it writes the

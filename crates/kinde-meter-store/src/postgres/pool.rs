@@ -35,7 +35,7 @@ pub(super) enum Role {
     /// 155 plans for 146 executions of the lock statement), the planner being
     /// ~15 % of the writer's backend instructions. `force_generic_plan` plans
     /// each prepared statement once per session: PostgreSQL's CPU per single
-    /// record at 64 connections 44.5-45.8 -> 40.0-42.0 µs (BENCHMARKS.md).
+    /// record at 64 connections 44.5-45.8 -> 40.0-42.0 µs (bench/HISTORY.md).
     Writer,
 }
 

@@ -27,7 +27,7 @@ use super::{
 /// PostgreSQL backend working through its queue, so more of them use more of
 /// PostgreSQL's cores, but each takes its share of the queue from fewer
 /// checks at a time; on a 2-CPU machine one gave 34.4-34.9 K checks/s at 64
-/// connections, two 31.3-32.6 K and four 27.4-29.4 K (BENCHMARKS.md).
+/// connections, two 31.3-32.6 K and four 27.4-29.4 K (bench/HISTORY.md).
 pub(super) fn shared_connections() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 8))
 }

@@ -13,7 +13,7 @@
 //! the order keys of its records, `(effective_at_ns, seq)` ascending, packed
 //! in a blob, and its last key, which the index orders runs by. Filing a
 //! chunk writes one small row per aggregate in it, not one index entry per
-//! record (BENCHMARKS.md, "Batches"). A run names records by `seq` only;
+//! record (bench/HISTORY.md, "Batches"). A run names records by `seq` only;
 //! the reads fetch each record by it and skip the ones deleted since
 //! (retention), and filed seqs are never given out again (`usage.rs`).
 //!

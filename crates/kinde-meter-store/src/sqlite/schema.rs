@@ -228,7 +228,7 @@ BEGIN UPDATE agreements_version SET version = version + 1 WHERE id = 0; END;
 ///
 /// - `usage_records_by_period` made every commit write one index leaf per
 ///   aggregate it touched, ~85 % of the WAL of a single-record commit
-///   (BENCHMARKS.md). `usage_record_order` holds the same keys, but the writer
+///   (bench/HISTORY.md). `usage_record_order` holds the same keys, but the writer
 ///   files the records into it many at a time (`record_order.rs`), so a
 ///   leaf is written once for many records.
 /// - `usage_record_order_filed.upto_seq`: every record with `seq <= upto_seq`
@@ -275,7 +275,7 @@ END;
 ///
 /// - Filing a record into `usage_record_order` cost more than inserting it
 ///   (a B-tree insert keyed by two texts at one position per aggregate), and
-///   bounded the batch endpoint (BENCHMARKS.md, "Batches"). A run packs the
+///   bounded the batch endpoint (bench/HISTORY.md, "Batches"). A run packs the
 ///   order keys of an aggregate's records of one filing in a blob.
 /// - The index orders runs by their last record, so that both reads start
 ///   where they must and stop early.

@@ -10,7 +10,7 @@
 //! a JSON string and parse it again for every line written inside the span,
 //! put every value through serde, and format the timestamp into a `String` of
 //! its own. The request line cost ~28 K instructions of a check's ~105 K
-//! (BENCHMARKS.md).
+//! (bench/HISTORY.md).
 
 use std::{
     cell::RefCell,

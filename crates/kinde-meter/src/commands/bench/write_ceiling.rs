@@ -3,7 +3,7 @@
 //! (docs/design.md#benchmark).
 //!
 //! It is the prototype the machine's ceilings were first measured with
-//! (BENCHMARKS.md, "The single record's ceiling": axum, a cache of verified
+//! (bench/HISTORY.md, "The single record's ceiling": axum, a cache of verified
 //! tokens, SQLite in WAL mode with `synchronous=FULL` and group commit), built
 //! on the bare axum's HTTP stack ([`bare_axum`](super::bare_axum)) and run in
 //! the bench's process:
