@@ -100,6 +100,9 @@ pub(super) struct Remembered {
     /// Batches left to run the usual way after a stale one (another server is
     /// writing the same rows: the guess would likely miss again).
     paused: u32,
+    /// Records in the largest batch that asked for one flight, by which the
+    /// stock is sized.
+    largest: usize,
 }
 
 /// A PostgreSQL backend process.
@@ -125,18 +128,21 @@ pub(super) struct Settle {
 impl Remembered {
     /// Most rows remembered: past it the writer starts again from none.
     const ROWS: usize = 16_384;
-    /// Below this many numbers in stock, the next batch run the usual way
-    /// takes [`Remembered::REFILL`] more with its own.
-    const STOCK_LOW: usize = 256;
+    /// The stock is refilled when it holds less than a quarter of the refill:
+    /// [`Remembered::REFILL`] numbers, or four times the largest batch that
+    /// asked for one flight (up to [`Remembered::MOST_REFILL`]), so that a
+    /// group commit of batch requests finds enough too.
     const REFILL: usize = 1_024;
+    const MOST_REFILL: usize = 65_536;
     /// Batches run the usual way after a stale one.
     const PAUSE_AFTER_STALE: u32 = 64;
 
     /// How many spare sequence numbers the next batch run the usual way should
     /// take for the stock.
     pub(super) fn spare_wanted(&self) -> usize {
-        if self.seqs.len() < Self::STOCK_LOW {
-            Self::REFILL
+        let refill = (self.largest * 4).clamp(Self::REFILL, Self::MOST_REFILL);
+        if self.seqs.len() < refill / 4 {
+            refill
         } else {
             0
         }
@@ -247,6 +253,7 @@ pub(super) async fn plan<'a>(
         states.insert(p.key.clone(), *state);
         records += 1;
     }
+    memory.largest = memory.largest.max(records);
     if records == 0 || memory.seqs.len() < records {
         return Ok(None);
     }

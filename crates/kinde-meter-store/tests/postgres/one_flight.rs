@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use kinde_meter_store::{Store, StoreConfig, StoreError, SubmissionOutcome};
+use kinde_meter_store::{
+    Store, StoreConfig, StoreError, SubmissionKind, SubmissionOutcome, UsageSubmission,
+};
 
 use crate::common::*;
 use crate::writer::{backend_waiting_on, block_commits_on, proxied};
@@ -51,6 +53,43 @@ async fn steady_single_records_go_in_one_flight() {
             .await,
         3
     );
+}
+
+/// Batches larger than the first refill of sequence numbers: the stock grows
+/// to four times the largest batch that asked for one flight, so that from
+/// the third such batch on they go in one flight too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_grows_to_the_batches_that_need_it() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("the_stock_grows_to_the_batches_that_need_it");
+    };
+    let store = open(&backend).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    for (i, expected) in [(0, 0), (1, 0), (2, 1), (3, 2)] {
+        let at = format!("2024-03-02T00:00:0{i}Z");
+        let records = (0..1500)
+            .map(|_| Ok(delta(&a, "api_calls", "1", &at)))
+            .collect();
+        let answer = store
+            .submit_usage(UsageSubmission {
+                client_id: "client_a".to_owned(),
+                idempotency: None,
+                records,
+                received_at: t(&at),
+                kind: SubmissionKind::Batch,
+            })
+            .await;
+        assert!(
+            matches!(&answer, Ok(SubmissionOutcome::Processed(r)) if r.len() == 1500 && r.iter().all(Result::is_ok)),
+            "{answer:?}"
+        );
+        assert_eq!(
+            store.writer_stats().one_flight_batches,
+            expected,
+            "batch {i}"
+        );
+    }
+    assert_eq!(total(&store, &a).await, ("6000".to_owned(), 6000));
 }
 
 /// Another server's record on the same row makes the next flight stale: it
