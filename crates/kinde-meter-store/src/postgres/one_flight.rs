@@ -13,14 +13,15 @@
 //! - no submission has an idempotency key (its claim must be answered before
 //!   the writes);
 //! - every agreement of it and its plan are in the writer's cache;
-//! - every record placed is a delta, on a row whose state is remembered, at an
+//! - every record is a delta, on a row whose state is remembered, at an
 //!   instant other than that row's latest absolute. Its sequence number comes
 //!   from a stock taken in advance ([`Remembered::seqs`]), so it may be lower
 //!   than one taken since by another server; sequence numbers only order
 //!   records at the same instant, and the only order that changes a usage is
-//!   a delta's against an absolute: at another instant than every absolute
-//!   the row has, the instants decide it, and an absolute arriving later
-//!   takes a number above every number ever taken before it;
+//!   a delta's against the latest absolute (deltas before it count for
+//!   nothing, whatever their order against older absolutes): at another
+//!   instant, the instants decide it, and an absolute arriving later takes a
+//!   number above every number ever taken before it;
 //! - every row it reads a state of, it also updates, so that the write's
 //!   guard covers every state an answer was decided on (a record refused by
 //!   a hard limit on a row the batch does not otherwise change is decided
