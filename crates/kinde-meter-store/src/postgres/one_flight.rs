@@ -43,6 +43,7 @@ use super::{
     codec,
     failure::{Failure, PgResult},
     idempotency,
+    pool::Backoff,
     writer_cache::AgreementCache,
 };
 use crate::{StoreConfig, UsageSubmission};
@@ -220,9 +221,12 @@ pub(super) async fn plan<'a>(
         memory.paused -= 1;
         return Ok(None);
     }
-    let (Some(version), Some(backend)) = (cache.version(), memory.backend(conn).cloned()) else {
+    let Some(version) = cache.version() else {
         return Ok(None);
     };
+    if memory.backend(conn).is_none() {
+        return Ok(None);
+    }
     let keyed_or_absolute = submissions.iter().any(|s| {
         s.idempotency.is_some()
             || s.records
@@ -274,7 +278,7 @@ pub(super) async fn plan<'a>(
         return Ok(None);
     };
     let settle = Settle {
-        backend,
+        backend: memory.backend(conn).expect("checked above").clone(),
         key: first.key.clone(),
         effective_at_ns: codec::ns(first.order.effective_at)?,
         seq: first.order.seq,
@@ -420,7 +424,7 @@ pub(super) async fn settle(
         &[pid, start],
     )
     .await?;
-    let mut pause = std::time::Duration::from_millis(5);
+    let mut backoff = Backoff::until(give_up);
     loop {
         let alive: bool = conn
             .query_one(
@@ -433,11 +437,9 @@ pub(super) async fn settle(
         if !alive {
             break;
         }
-        if tokio::time::Instant::now() + pause >= give_up {
+        if !backoff.wait().await {
             return Ok(None);
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(std::time::Duration::from_millis(200));
     }
     let found: bool = conn
         .query_one(

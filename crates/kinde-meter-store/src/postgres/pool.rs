@@ -24,6 +24,34 @@ use super::{
 };
 use crate::StoreError;
 
+/// The pauses between asking PostgreSQL the same question again while it
+/// does not know yet (a transaction's outcome, whether a backend is gone):
+/// 5 ms, doubling up to 200 ms, never past `give_up`.
+pub(super) struct Backoff {
+    pause: Duration,
+    give_up: Instant,
+}
+
+impl Backoff {
+    pub(super) fn until(give_up: Instant) -> Backoff {
+        Backoff {
+            pause: Duration::from_millis(5),
+            give_up,
+        }
+    }
+
+    /// Sleeps the next pause, or returns `false` at once if it would end past
+    /// `give_up`.
+    pub(super) async fn wait(&mut self) -> bool {
+        if Instant::now() + self.pause >= self.give_up {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(200));
+        true
+    }
+}
+
 /// What a pool's sessions are for, which decides their settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Role {

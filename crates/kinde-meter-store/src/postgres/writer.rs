@@ -18,7 +18,12 @@ use tokio::{
     time::Instant,
 };
 
-use super::{batch, failure::Failure, idempotency, one_flight, pool::Db, pool::on_conn};
+use super::{
+    batch,
+    failure::Failure,
+    idempotency, one_flight,
+    pool::{Backoff, Db, on_conn},
+};
 use crate::{
     StoreConfig, StoreError, SubmissionOutcome, UsageSubmission,
     writer_queue::{Counters, JobQueue, WriterStats},
@@ -53,6 +58,18 @@ enum TxOutcome {
     Committed,
     Aborted,
     Unknown(StoreError),
+}
+
+impl TxOutcome {
+    /// Neither could be told (`failure` lost COMMIT's answer; `txid` the
+    /// transaction's id, if known): logged, and answered so that a client
+    /// knows to retry with its key.
+    fn unknown(failure: &Failure, txid: Option<i64>) -> TxOutcome {
+        tracing::error!(error = %failure, ?txid, "the outcome of a write batch is unknown");
+        TxOutcome::Unknown(StoreError::Unavailable(format!(
+            "the outcome of the write is unknown ({failure}); retry with the same Idempotency-Key"
+        )))
+    }
 }
 
 /// Connections of the writer's own pool: one for the batch, one to ask a
@@ -362,14 +379,9 @@ impl Writer {
             (None, Some(settle)) if !matches!(failure, Failure::Timeout) => {
                 return self.settled(settle, failure, give_up).await;
             }
-            (None, _) => {
-                tracing::error!(error = %failure, "the outcome of a write batch is unknown");
-                return TxOutcome::Unknown(StoreError::Unavailable(format!(
-                    "the outcome of the write is unknown ({failure}); retry with the same Idempotency-Key"
-                )));
-            }
+            (None, _) => return TxOutcome::unknown(failure, None),
         };
-        let mut pause = Duration::from_millis(5);
+        let mut backoff = Backoff::until(give_up);
         loop {
             let status = on_conn!(self.db, give_up, |conn| {
                 conn.query_one("SELECT txid_status($1)", &[&txid])
@@ -386,16 +398,11 @@ impl Writer {
                 Ok(None) => break,
                 _ => {}
             }
-            if Instant::now() + pause >= give_up {
+            if !backoff.wait().await {
                 break;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
         }
-        tracing::error!(error = %failure, txid, "the outcome of a write batch is unknown");
-        TxOutcome::Unknown(StoreError::Unavailable(format!(
-            "the outcome of the write is unknown ({failure}); retry with the same Idempotency-Key"
-        )))
+        TxOutcome::unknown(failure, Some(txid))
     }
 
     /// [`outcome_of`](Self::outcome_of) for a batch sent in one flight whose
@@ -416,12 +423,7 @@ impl Writer {
                 TxOutcome::Committed
             }
             Ok(Some(false)) => TxOutcome::Aborted,
-            Ok(None) | Err(_) => {
-                tracing::error!(error = %failure, "the outcome of a write batch is unknown");
-                TxOutcome::Unknown(StoreError::Unavailable(format!(
-                    "the outcome of the write is unknown ({failure}); retry with the same Idempotency-Key"
-                )))
-            }
+            Ok(None) | Err(_) => TxOutcome::unknown(failure, None),
         }
     }
 
