@@ -11,7 +11,9 @@
 #   bash bench/ab-serve.sh "/tmp/km-before target/release/kinde-meter" 3 single 64 100000
 #
 # With PG=1, each run's `serve` is on a fresh PostgreSQL database instead
-# (127.0.0.1:5432, user postgres, trust): `serve --database-url`.
+# (127.0.0.1:5432, user postgres, trust): `serve --database-url`. With
+# CLIENT=BIN, that binary's `bench` loads every server (for a mode the older
+# binaries do not have, such as single-keyed).
 #
 # Nothing here is part of CI.
 set -uo pipefail
@@ -29,7 +31,7 @@ for _ in $(seq "$PAIRS"); do
     else
       start_serve "$BIN" "$D/serve.log" --data-dir "$D"
     fi
-    row=$("$BIN" bench --server "$URL" --server-pid $PID --token "$TOKEN" \
+    row=$("${CLIENT:-$BIN}" bench --server "$URL" --server-pid $PID --token "$TOKEN" \
       --connections "$CONNS" --mode "$MODE" --requests "$REQ" "$@" 2>&1 |
       grep -E "^\| [0-9]+ \| $MODE \|")
     per_commit=$(curl -s "$URL/metrics" | awk '

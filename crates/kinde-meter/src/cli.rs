@@ -537,7 +537,9 @@ pub struct BenchArgs {
     /// axum hello-world on the same HTTP/1.1 server settings, in this process:
     /// healthz's ceiling, always run first), `healthz` (GET /healthz, the HTTP path
     /// alone: the others' same-run baseline, always run next), `single`
-    /// (POST one usage record), `batch` (POST /api/v1/billing/meter_usage/batch,
+    /// (POST one usage record), `single-keyed` (the same, each with an
+    /// Idempotency-Key of its own, as kinde-sdk sends them; not in the
+    /// default), `batch` (POST /api/v1/billing/meter_usage/batch,
     /// --batch-size records each), `read` (GET /api/v1/billing/meter_usage),
     /// `check` (GET /api/v1/billing/entitlements/check), `mixed` (of every 20
     /// requests 16 single records, 3 reads, 1 check), `single-enforced` (single
@@ -636,6 +638,9 @@ pub enum BenchMode {
     Single,
     /// The same, to a feature with an enforced limit that no record reaches.
     SingleEnforced,
+    /// The same as `single`, each request with an `Idempotency-Key` of its
+    /// own (as kinde-sdk sends them).
+    SingleKeyed,
     /// GET /api/v1/billing/entitlements/check.
     Check,
     /// GET /healthz.

@@ -676,12 +676,14 @@ pub(super) async fn apply_all<'a>(
 
 /// The statements of the flights whose order matters (aggregates created
 /// before they are locked; the writes before COMMIT; a batch in one flight).
-const ORDERED: [&str; 8] = [
+const ORDERED: [&str; 10] = [
     aggregates::ENSURE,
     aggregates::LOCK,
     WRITE,
     idempotency::REMEMBER,
     idempotency::RELEASE,
+    idempotency::INSERT_NEW,
+    one_flight::SPARE,
     outbox::INSERT_EVENTS,
     one_flight::TXID,
     one_flight::WRITE_GUARDED,

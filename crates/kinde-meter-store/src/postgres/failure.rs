@@ -24,6 +24,11 @@ pub(super) enum Failure {
     /// plans changed): PostgreSQL rolled it back, and it is run again the
     /// usual way (`one_flight`).
     Stale,
+    /// A batch sent in one flight carried an idempotency key that was not
+    /// new (a retry's, or one another server's batch claimed): PostgreSQL
+    /// rolled it back, and it is run again the usual way, which claims the
+    /// key and answers from what it remembers (`one_flight`).
+    KeyHeld,
 }
 
 /// Results of code that talks to PostgreSQL.
@@ -50,6 +55,9 @@ impl fmt::Display for Failure {
             Failure::Stale => {
                 f.write_str("the writer's remembered aggregates or terms were out of date")
             }
+            Failure::KeyHeld => {
+                f.write_str("an idempotency key of a batch sent in one flight was not new")
+            }
         }
     }
 }
@@ -65,9 +73,9 @@ impl Failure {
 
     /// Whether running the same transaction again may succeed: the server chose
     /// it as a deadlock victim or refused it for a serialization conflict, or
-    /// a batch sent in one flight was stale.
+    /// a batch sent in one flight was stale or carried a key that was not new.
     pub(super) fn is_retryable(&self) -> bool {
-        matches!(self, Failure::Stale)
+        matches!(self, Failure::Stale | Failure::KeyHeld)
             || matches!(
                 self.code(),
                 Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
@@ -89,7 +97,7 @@ impl Failure {
                     || e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
             }
             Failure::Timeout => true,
-            Failure::Data(_) | Failure::Pool(_) | Failure::Stale => false,
+            Failure::Data(_) | Failure::Pool(_) | Failure::Stale | Failure::KeyHeld => false,
         }
     }
 }

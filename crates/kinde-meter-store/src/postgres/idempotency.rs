@@ -17,7 +17,10 @@ use std::collections::HashMap;
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 
-use super::{codec, failure::PgResult};
+use super::{
+    codec,
+    failure::{Failure, PgResult},
+};
 use crate::{
     RecordResult, StoreConfig, UsageSubmission,
     outcome::{self, UnreadableOutcome, kind_str},
@@ -46,6 +49,15 @@ pub(super) const REMEMBER: &str = "UPDATE idempotency_keys i SET
 pub(super) const RELEASE: &str =
     "DELETE FROM idempotency_keys i USING unnest($1::text[], $2::text[]) AS u (c, k)
                  WHERE i.client_id = u.c AND i.key = u.k";
+
+/// Stores the keys of a batch sent in one flight (`one_flight`), which took
+/// each to be new: a key already stored (a retry, or a key expired and not yet
+/// purged) makes it fail with a unique violation, and so does one claimed by
+/// another server's open batch once that batch commits (the insert waits for
+/// it first); the batch is then run again the usual way, which claims it.
+pub(super) const INSERT_NEW: &str =
+    "INSERT INTO idempotency_keys (client_id, key, fingerprint, kind, outcome_json, created_at_ns)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])";
 
 /// A key, in a client's namespace. Ordered bytewise: the order keys are claimed in.
 pub(super) type KeyId = (String, String);
@@ -208,6 +220,108 @@ pub(super) async fn finish(conn: &impl GenericClient, keys: &Keys) -> PgResult<(
     };
     futures::try_join!(remember, release)?;
     Ok(())
+}
+
+/// The keys of a batch sent in one flight, each stored as new
+/// ([`INSERT_NEW`], in sorted order, as claims are taken) with what the batch
+/// remembers for it; a key that remembers nothing (a single record that
+/// failed) is stored too, to prove it new, and deleted in the same flight
+/// ([`RELEASE`]), so it leaves no trace, as the usual way's claim.
+#[derive(Default)]
+pub(super) struct NewKeys<'a> {
+    client: Vec<&'a str>,
+    key: Vec<&'a str>,
+    fingerprint: Vec<String>,
+    kind: Vec<String>,
+    outcome: Vec<Option<String>>,
+    created_at_ns: Vec<i64>,
+    released: (Vec<&'a str>, Vec<&'a str>),
+}
+
+impl<'a> NewKeys<'a> {
+    /// The keys of `submissions` with their states after the batch (`keys`,
+    /// as `batch::apply_all` left them from none claimed): a key that
+    /// remembered an outcome is stored as the usual way's [`finish`] stores
+    /// it, else as the first submission carrying it claims it.
+    pub(super) fn of(submissions: &[&'a UsageSubmission], mut keys: Keys) -> PgResult<NewKeys<'a>> {
+        let mut first: Vec<(KeyId, &'a UsageSubmission)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for s in submissions {
+            if let Some(claim) = &s.idempotency {
+                let id = (s.client_id.clone(), claim.key.as_str().to_owned());
+                if seen.insert(id.clone()) {
+                    first.push((id, s));
+                }
+            }
+        }
+        first.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut new = NewKeys::default();
+        for (id, s) in first {
+            let claim = s.idempotency.as_ref().expect("keyed submissions only");
+            new.client.push(s.client_id.as_str());
+            new.key.push(claim.key.as_str());
+            match keys.states.remove(&id) {
+                Some(KeyState::Remembered {
+                    fingerprint,
+                    kind,
+                    outcome: Ok(results),
+                    created_at: Some(at),
+                }) => {
+                    new.fingerprint.push(fingerprint);
+                    new.kind.push(kind);
+                    new.outcome.push(Some(outcome::encode(&results)));
+                    new.created_at_ns.push(codec::ns(at)?);
+                }
+                _ => {
+                    new.fingerprint.push(claim.fingerprint.as_str().to_owned());
+                    new.kind.push(kind_str(s.kind).to_owned());
+                    new.outcome.push(None);
+                    new.created_at_ns.push(codec::ns(s.received_at)?);
+                    new.released.0.push(s.client_id.as_str());
+                    new.released.1.push(claim.key.as_str());
+                }
+            }
+        }
+        Ok(new)
+    }
+
+    /// Stores the keys (no statement if there are none). A unique violation
+    /// means a key was not new.
+    pub(super) async fn insert(&self, conn: &impl GenericClient) -> PgResult<()> {
+        if self.client.is_empty() {
+            return Ok(());
+        }
+        let stmt = conn.prepare_cached(INSERT_NEW).await?;
+        conn.execute(
+            &stmt,
+            &[
+                &self.client,
+                &self.key,
+                &self.fingerprint,
+                &self.kind,
+                &self.outcome,
+                &self.created_at_ns,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the keys that remember nothing (no statement if there are none).
+    pub(super) async fn release(&self, conn: &impl GenericClient) -> PgResult<()> {
+        if self.released.0.is_empty() {
+            return Ok(());
+        }
+        let stmt = conn.prepare_cached(RELEASE).await?;
+        conn.execute(&stmt, &[&self.released.0, &self.released.1])
+            .await?;
+        Ok(())
+    }
+}
+
+/// Whether `failure` is [`INSERT_NEW`]'s refusal of a key that was not new.
+pub(super) fn not_new(failure: &Failure) -> bool {
+    failure.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 /// Deletes up to `limit` keys created before `before`, skipping rows a batch

@@ -9,9 +9,15 @@
 //! the batch back, and the writer runs it again the usual way
 //! ([`Failure::Stale`]).
 //!
+//! Idempotency keys are taken to be new (a fresh key per request is the
+//! common case): the flight stores each with the outcome it remembers
+//! ([`idempotency::NewKeys`]), and a key that was not new (a retry's, or one
+//! claimed by another server's batch, which the insert waits for) fails the
+//! insert, PostgreSQL rolls the batch back, and the writer runs it again the
+//! usual way, which claims the key and answers from what it remembers
+//! ([`Failure::KeyHeld`]).
+//!
 //! A batch goes this way only when ([`plan`]):
-//! - no submission has an idempotency key (its claim must be answered before
-//!   the writes);
 //! - every agreement of it and its plan are in the writer's cache;
 //! - every record is a delta, on a row whose state is remembered, at an
 //!   instant other than that row's latest absolute. Its sequence number comes
@@ -84,6 +90,14 @@ pub(super) const WRITE_GUARDED: &str = concat!(
 /// whose COMMIT went unanswered is asked, as for the usual way.
 pub(super) const TXID: &str = "SELECT txid_current()";
 
+/// `$1` sequence numbers for the stock, taken in a flight when the stock runs
+/// low ([`Remembered::spare_wanted`]), so that the steady state never has to
+/// go the usual way for them. A sequence is not transactional: the numbers
+/// are taken whatever becomes of the batch, and are higher than every number
+/// taken before, so above those in stock.
+pub(super) const SPARE: &str =
+    "SELECT nextval('usage_record_seq') FROM generate_series(1, $1::int8)";
+
 /// Which backend a connection talks to: its process id and start, so that it
 /// is never mistaken for a later backend given the same id.
 pub(super) const BACKEND: &str =
@@ -139,8 +153,8 @@ impl Remembered {
     /// Batches run the usual way after a stale one.
     const PAUSE_AFTER_STALE: u32 = 64;
 
-    /// How many spare sequence numbers the next batch run the usual way should
-    /// take for the stock.
+    /// How many spare sequence numbers the next batch (run the usual way, or
+    /// in one flight) should take for the stock.
     pub(super) fn spare_wanted(&self) -> usize {
         let refill = (self.largest * 4).clamp(Self::REFILL, Self::MOST_REFILL);
         if self.seqs.len() < refill / 4 {
@@ -204,6 +218,10 @@ pub(super) struct Flight<'a> {
     remembered: HashMap<PeriodKey, AggregateState>,
     /// The cache's `terms_version`.
     version: i64,
+    /// The batch's idempotency keys, stored as new.
+    keys: idempotency::NewKeys<'a>,
+    /// Sequence numbers to take for the stock ([`SPARE`]), if any.
+    spare: i64,
     settle: Settle,
 }
 
@@ -227,14 +245,13 @@ pub(super) async fn plan<'a>(
     if memory.backend(conn).is_none() {
         return Ok(None);
     }
-    let keyed_or_absolute = submissions.iter().any(|s| {
-        s.idempotency.is_some()
-            || s.records
-                .iter()
-                .flatten()
-                .any(|r| r.meter_type != MeterType::Delta)
+    let absolute = submissions.iter().any(|s| {
+        s.records
+            .iter()
+            .flatten()
+            .any(|r| r.meter_type != MeterType::Delta)
     });
-    if keyed_or_absolute {
+    if absolute {
         return Ok(None);
     }
     let ids = batch::agreement_ids(submissions);
@@ -264,10 +281,12 @@ pub(super) async fn plan<'a>(
     }
     let remembered = states.clone();
     let seqs: Vec<i64> = memory.seqs.iter().take(records).copied().collect();
+    // Every key is taken to be new (none claimed, none remembered): the
+    // flight proves it by storing it, or fails.
     let keys = idempotency::Keys::default();
     // A delta never needs the deltas after an absolute, so `apply_all` reads
     // nothing here.
-    let writes = batch::apply_all(conn, submissions, 0, keys, placed, states, seqs).await?;
+    let mut writes = batch::apply_all(conn, submissions, 0, keys, placed, states, seqs).await?;
     // Every row whose state decided an answer must be one the write guards:
     // a refusal (a hard limit) on a row the batch does not otherwise change
     // is decided under the row's lock, the usual way.
@@ -283,24 +302,29 @@ pub(super) async fn plan<'a>(
         effective_at_ns: codec::ns(first.order.effective_at)?,
         seq: first.order.seq,
     };
+    let keys = idempotency::NewKeys::of(submissions, std::mem::take(&mut writes.keys))?;
+    let spare = i64::try_from(memory.spare_wanted()).unwrap_or(0);
     memory.seqs.drain(..records);
     Ok(Some(Flight {
         writes,
         remembered,
         version,
+        keys,
+        spare,
         settle,
     }))
 }
 
 /// Sends `flight` on `conn`, which must not be in a transaction: BEGIN, the
-/// transaction id, the guarded write, threshold events and COMMIT, in one
-/// flight. As `batch::run`, it leaves the answers in `committing` before
+/// transaction id, the keys, the guarded write, threshold events, the release
+/// of keys that remember nothing and COMMIT, in one flight. As `batch::run`, it leaves the answers in `committing` before
 /// sending; an `Err` with `committing` still set leaves the outcome in doubt,
 /// and the caller asks for it by the transaction id if it came back, else by
 /// [`Settle`] unless the connection said nothing at all by `deadline`
 /// (`Failure::Timeout`: the database is likely unreachable, and the answer is
-/// that the outcome is unknown). A stale batch is `Err(Failure::Stale)` with
-/// nothing committed.
+/// that the outcome is unknown). A stale batch is `Err(Failure::Stale)`, one
+/// with a key that was not new `Err(Failure::KeyHeld)`, with nothing
+/// committed.
 ///
 /// BEGIN cannot fail on a connection that answers anything (it only warns when
 /// a transaction is open already); on one that does not, nothing after it is
@@ -316,6 +340,8 @@ pub(super) async fn send(
         writes,
         remembered,
         version,
+        keys,
+        spare,
         settle,
     } = flight;
     let Writes {
@@ -346,6 +372,11 @@ pub(super) async fn send(
     });
     let txid_stmt = conn.prepare_cached(TXID).await?;
     let write_stmt = conn.prepare_cached(WRITE_GUARDED).await?;
+    // Prepared now, so that each statement goes when its future is first
+    // polled: in the order they are joined in.
+    conn.prepare_cached(idempotency::INSERT_NEW).await?;
+    conn.prepare_cached(idempotency::RELEASE).await?;
+    let spare_stmt = conn.prepare_cached(SPARE).await?;
     let mut params = Vec::with_capacity(33);
     params.extend(records.params());
     params.extend(aggregates.params());
@@ -363,8 +394,17 @@ pub(super) async fn send(
                 got_txid.set(Some(row.get::<_, i64>(0)));
                 Ok::<_, tokio_postgres::Error>(())
             },
+            async {
+                if spare == 0 {
+                    return Ok(Vec::new());
+                }
+                let rows = conn.query(&spare_stmt, &[&spare]).await?;
+                Ok::<_, tokio_postgres::Error>(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+            },
+            keys.insert(conn),
             conn.query_one(&write_stmt, &params),
             thresholds.write(conn),
+            keys.release(conn),
             conn.batch_execute("COMMIT"),
         )
     };
@@ -385,25 +425,38 @@ pub(super) async fn send(
     if let Some(committing) = committing.as_mut() {
         committing.txid = got_txid.get();
     }
-    let Some((begin, txid, written, events, commit)) = answered else {
+    let Some((begin, txid, spare, new_keys, written, events, released, commit)) = answered else {
         return Err(Failure::Timeout);
     };
+    // Kept only with the batch (they would be valid anyway).
+    if let (Some(committing), Ok(spare)) = (committing.as_mut(), spare) {
+        committing.spare_seqs = spare;
+    }
     let stale = written
         .as_ref()
         .err()
         .is_some_and(|e| e.code() == Some(&SqlState::DIVISION_BY_ZERO));
+    let key_held = new_keys.as_ref().err().is_some_and(idempotency::not_new);
     let before_commit = begin
         .map_err(Failure::from)
         .and(txid.map_err(Failure::from))
+        .and(new_keys)
         .and(written.map(drop).map_err(Failure::from))
-        .and(events);
+        .and(events)
+        .and(released);
     if let Err(failure) = before_commit {
         // A statement PostgreSQL refused aborts the transaction, whatever
         // COMMIT then says; a broken connection leaves it in doubt.
         if !failure.poisons_connection() {
             *committing = None;
         }
-        return Err(if stale { Failure::Stale } else { failure });
+        return Err(if key_held {
+            Failure::KeyHeld
+        } else if stale {
+            Failure::Stale
+        } else {
+            failure
+        });
     }
     Ok(commit?)
 }

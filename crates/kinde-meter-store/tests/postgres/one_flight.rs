@@ -2,8 +2,8 @@
 //! `docs/design.md#one-flight`): taken in the steady state, run again the
 //! usual way when what the writer remembered is out of date (another server
 //! moved a row, the terms changed, a row was deleted), never reordering a
-//! delta against an absolute, and settled when even the transaction id's
-//! answer is lost.
+//! delta against an absolute, idempotency keys stored as new or the batch run
+//! the usual way, and settled when even the transaction id's answer is lost.
 
 use std::time::Duration;
 
@@ -90,6 +90,46 @@ async fn the_stock_grows_to_the_batches_that_need_it() {
         );
     }
     assert_eq!(total(&store, &a).await, ("6000".to_owned(), 6000));
+}
+
+/// The stock of sequence numbers is refilled by the flights themselves when
+/// it runs low: after the first batch (the usual way, which learns the row),
+/// every batch goes in one flight, however many records they take in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_is_refilled_in_flight() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("the_stock_is_refilled_in_flight");
+    };
+    let store = open(&backend).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    // 30 batches of 100 records: three times the first refill (1 024).
+    for i in 0..30 {
+        let at = format!("2024-03-02T00:00:{i:02}Z");
+        let records = (0..100)
+            .map(|_| Ok(delta(&a, "api_calls", "1", &at)))
+            .collect();
+        let answer = store
+            .submit_usage(UsageSubmission {
+                client_id: "client_a".to_owned(),
+                idempotency: None,
+                records,
+                received_at: t(&at),
+                kind: SubmissionKind::Batch,
+            })
+            .await;
+        assert!(
+            matches!(&answer, Ok(SubmissionOutcome::Processed(r)) if r.iter().all(Result::is_ok)),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(store.writer_stats().one_flight_batches, 29);
+    assert_eq!(total(&store, &a).await, ("3000".to_owned(), 3000));
+    assert_eq!(
+        store
+            .count("SELECT count(DISTINCT seq) FROM usage_records")
+            .await,
+        3000
+    );
 }
 
 /// Another server's record on the same row makes the next flight stale: it
@@ -272,6 +312,186 @@ async fn a_delta_at_its_rows_latest_absolute_goes_the_usual_way() {
     assert_eq!(store.writer_stats().one_flight_batches, 2);
     assert_eq!(total(&store, &a).await, ("104".to_owned(), 5));
     assert_eq!(folded(&store).await, 104);
+}
+
+/// A single record on `api_calls` of `a` at second `s` of 2 March 2024 with
+/// the idempotency key `key`.
+fn keyed(
+    a: &kinde_meter_core::agreement::Agreement,
+    key: &str,
+    value: &str,
+    s: u32,
+) -> UsageSubmission {
+    let at = format!("2024-03-02T00:00:{s:02}Z");
+    let record = delta(a, "api_calls", value, &at);
+    UsageSubmission {
+        idempotency: Some(claim(key, &record)),
+        ..single(record, &at)
+    }
+}
+
+/// Keyed single records go in one flight too, their keys stored with their
+/// outcomes; a retry of a stored key makes its flight fail and run the usual
+/// way, which replays the outcome (or refuses the key reused for another
+/// record); nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_records_go_in_one_flight_and_a_retry_is_replayed() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("keyed_records_go_in_one_flight_and_a_retry_is_replayed");
+    };
+    let store = open(&backend).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    add(&store, &a, "1", 0).await;
+    let processed = SubmissionOutcome::Processed(vec![Ok(())]);
+    assert_eq!(
+        store.submit_usage(keyed(&a, "k1", "2", 1)).await.unwrap(),
+        processed
+    );
+    assert_eq!(store.writer_stats().one_flight_batches, 1);
+    assert_eq!(
+        store.submit_usage(keyed(&a, "k1", "2", 1)).await.unwrap(),
+        SubmissionOutcome::Replayed(vec![Ok(())])
+    );
+    assert_eq!(
+        store.submit_usage(keyed(&a, "k1", "3", 1)).await.unwrap(),
+        SubmissionOutcome::KeyReused
+    );
+    // After a key that was not new the writer relearns its rows (the reuse,
+    // the usual way), then flies again.
+    for (key, value, s) in [("k2", "4", 2), ("k3", "5", 3)] {
+        assert_eq!(
+            store.submit_usage(keyed(&a, key, value, s)).await.unwrap(),
+            processed
+        );
+    }
+    let stats = store.writer_stats();
+    assert_eq!(stats.one_flight_batches, 3, "{stats:?}");
+    assert_eq!(stats.stale_flights, 0, "{stats:?}");
+    assert_eq!(stats.failed_batches, 0, "{stats:?}");
+    assert_eq!(total(&store, &a).await, ("12".to_owned(), 4));
+    assert_eq!(
+        store
+            .count("SELECT count(*) FROM idempotency_keys WHERE outcome_json IS NOT NULL")
+            .await,
+        3
+    );
+    assert_eq!(
+        store.submit_usage(keyed(&a, "k3", "5", 3)).await.unwrap(),
+        SubmissionOutcome::Replayed(vec![Ok(())])
+    );
+    assert_eq!(total(&store, &a).await, ("12".to_owned(), 4));
+}
+
+/// Answers `first`, sent while the advisory lock `key` is held on `holder`
+/// (so that its COMMIT waits, `block_commits_on`), and then `queued`, sent
+/// while it waits: they go together in the writer's next batch once the lock
+/// is let go.
+async fn behind(
+    store: &TestStore,
+    holder: &tokio_postgres::Client,
+    key: i64,
+    first: UsageSubmission,
+    queued: Vec<UsageSubmission>,
+) -> (SubmissionOutcome, Vec<SubmissionOutcome>) {
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .unwrap();
+    let n = queued.len();
+    let rest = async {
+        backend_waiting_on(holder, key).await;
+        let answers = futures::future::join_all(queued.into_iter().map(|s| store.submit_usage(s)));
+        let release = async {
+            until("the submissions queued", || store.queued_writes() == n).await;
+            holder
+                .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                .await
+                .unwrap();
+        };
+        tokio::join!(answers, release).0
+    };
+    let (first, rest) = tokio::join!(store.submit_usage(first), rest);
+    (
+        first.unwrap(),
+        rest.into_iter().map(Result::unwrap).collect(),
+    )
+}
+
+/// A keyed single record that fails, in a batch sent in one flight, leaves
+/// no key (its retry is processed again, as the usual way's); a key already
+/// stored makes a batch that would have refused its record fall back to the
+/// usual way, which answers that the key was reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_keyed_record_in_a_flight_leaves_no_key() {
+    let Some(backend) = Backend::postgres() else {
+        return skip("a_failed_keyed_record_in_a_flight_leaves_no_key");
+    };
+    let store = open(&backend).await;
+    let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
+    add(&store, &a, "1", 0).await;
+    let processed = SubmissionOutcome::Processed(vec![Ok(())]);
+    assert_eq!(
+        store
+            .submit_usage(keyed(&a, "stored", "2", 1))
+            .await
+            .unwrap(),
+        processed
+    );
+    let failing = |k: &str| {
+        let record = delta(&a, "no_such_feature", "1", "2024-03-02T00:00:05Z");
+        UsageSubmission {
+            idempotency: Some(claim(k, &record)),
+            ..single(record, "2024-03-02T00:00:05Z")
+        }
+    };
+    let key = 0x6b6d_7434;
+    let holder = block_commits_on(&store, key).await;
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+    let (first, rest) = behind(
+        &store,
+        &holder,
+        key,
+        keyed(&a, "k4", "4", 4),
+        vec![failing("fails"), keyed(&a, "k6", "6", 6)],
+    )
+    .await;
+    assert_eq!(first, processed);
+    let failed = rest[0].clone();
+    assert!(
+        matches!(&failed, SubmissionOutcome::Processed(r) if r.len() == 1 && r[0].is_err()),
+        "{failed:?}"
+    );
+    assert_eq!(rest[1], processed);
+    assert_eq!(store.writer_stats().one_flight_batches, 3);
+    assert_eq!(
+        store
+            .count("SELECT count(*) FROM idempotency_keys WHERE key = 'fails'")
+            .await,
+        0
+    );
+    assert_eq!(
+        store.submit_usage(failing("fails")).await.unwrap(),
+        failed,
+        "a failed record's key is not remembered"
+    );
+
+    let (first, rest) = behind(
+        &store,
+        &holder,
+        key,
+        keyed(&a, "k7", "7", 7),
+        vec![failing("stored"), keyed(&a, "k8", "8", 8)],
+    )
+    .await;
+    assert_eq!(first, processed);
+    assert_eq!(rest, [SubmissionOutcome::KeyReused, processed]);
+    let stats = store.writer_stats();
+    assert_eq!(stats.one_flight_batches, 4, "{stats:?}");
+    assert_eq!(stats.failed_batches, 0, "{stats:?}");
+    assert_eq!(total(&store, &a).await, ("28".to_owned(), 6));
 }
 
 /// An agreement on `store`, a store through a proxy on the same schema

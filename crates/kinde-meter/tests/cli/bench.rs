@@ -114,7 +114,7 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
             .args(["--agreements", "3", "--batch-size", "10"])
             .args([
                 "--mode",
-                "single,batch,read,check,mixed,single-enforced,ceiling,check-ceiling",
+                "single,batch,read,check,mixed,single-enforced,single-keyed,ceiling,check-ceiling",
             ])
             .arg("--work-dir")
             .arg(dir.path()),
@@ -141,6 +141,7 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
         "check",
         "mixed",
         "single-enforced",
+        "single-keyed",
         "ceiling",
         "check-ceiling",
     ];
@@ -157,6 +158,7 @@ fn every_mode_in_process_stores_exactly_what_it_acknowledged() {
         &[
             ("single", 200),
             ("single-enforced", 200),
+            ("single-keyed", 200),
             ("batch", 2000),
             ("read", 3),
             ("check", 3),
@@ -531,6 +533,8 @@ async fn against_a_postgresql_server() {
             "3",
             "--batch-size",
             "10",
+            "--mode",
+            "single,single-keyed,batch,read,check,mixed",
             "--server",
             &base,
             "--server-pid",
@@ -546,6 +550,7 @@ async fn against_a_postgresql_server() {
         200,
         &[
             ("single", 200),
+            ("single-keyed", 200),
             ("batch", 2000),
             ("read", 3),
             ("check", 3),

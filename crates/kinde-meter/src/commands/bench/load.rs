@@ -44,7 +44,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{
     HeaderMap, Request, Uri,
     client::conn::http1::{self, SendRequest},
-    header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue},
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue},
 };
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -59,6 +59,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long making a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The header that carries a request's idempotency key (`single-keyed`).
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// How early an open-loop request may be released (one tick of tokio's timer).
 const TIMER_TICK: Duration = Duration::from_millis(1);
@@ -104,6 +107,9 @@ pub struct RequestKind {
     pub authorised: bool,
     /// Whether its 200 answers are batch answers whose per-record results count.
     pub batch: bool,
+    /// Each request's `Idempotency-Key`, if it carries one: this prefix, `-`,
+    /// and the request's number in its kind (so unique in the run).
+    pub keys: Option<String>,
 }
 
 /// A request's method, with what it sends (absolute `http://` URLs).
@@ -252,6 +258,7 @@ struct Prepared {
     /// One per body of a POST; one empty body for a GET.
     bodies: Vec<Bytes>,
     batch: bool,
+    keys: Option<String>,
 }
 
 impl Prepared {
@@ -293,6 +300,7 @@ impl Prepared {
             headers,
             bodies,
             batch: kind.batch,
+            keys: kind.keys.clone(),
         })
     }
 
@@ -302,6 +310,11 @@ impl Prepared {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uris[j % self.uris.len()].clone();
         *request.headers_mut() = self.headers.clone();
+        if let Some(prefix) = &self.keys
+            && let Ok(key) = HeaderValue::try_from(format!("{prefix}-{j}"))
+        {
+            request.headers_mut().insert(IDEMPOTENCY_KEY, key);
+        }
         request
     }
 }
@@ -598,6 +611,7 @@ mod tests {
             method: Method::Get { urls: Vec::new() },
             authorised: true,
             batch: false,
+            keys: None,
         }
     }
 
@@ -694,6 +708,7 @@ mod tests {
             },
             authorised: false,
             batch: false,
+            keys: None,
         }));
         let auth = HeaderValue::from_static("Bearer t");
         for pace in [None, Some(Pace { per_second: 2000.0 })] {
@@ -760,6 +775,7 @@ mod tests {
                 },
                 authorised: true,
                 batch: false,
+                keys: Some("run-1".into()),
             },
             &endpoint,
             &auth,
@@ -771,6 +787,8 @@ mod tests {
         assert_eq!(request.headers()[HOST], "127.0.0.1:8080");
         assert_eq!(request.headers()[AUTHORIZATION], "Bearer t");
         assert_eq!(request.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(request.headers()[IDEMPOTENCY_KEY], "run-1-3");
+        assert_eq!(post.request(4).headers()[IDEMPOTENCY_KEY], "run-1-4");
         let get = Prepared::new(
             &RequestKind {
                 name: "healthz",
@@ -779,6 +797,7 @@ mod tests {
                 },
                 authorised: false,
                 batch: false,
+                keys: None,
             },
             &endpoint,
             &auth,

@@ -284,7 +284,10 @@ impl Bench<'_> {
 /// per-record results of the 200 answers of batches.
 fn written(mode: BenchMode, args: &BenchArgs, outcome: &LoadOutcome) -> (u64, u64) {
     match mode {
-        BenchMode::Single | BenchMode::SingleEnforced | BenchMode::Ceiling => {
+        BenchMode::Single
+        | BenchMode::SingleEnforced
+        | BenchMode::SingleKeyed
+        | BenchMode::Ceiling => {
             let kind = &outcome.kinds[0];
             (kind.requests, kind.ok())
         }

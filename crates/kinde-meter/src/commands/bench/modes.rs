@@ -58,6 +58,7 @@ impl BenchMode {
         match self {
             BenchMode::Single => "single",
             BenchMode::SingleEnforced => "single-enforced",
+            BenchMode::SingleKeyed => "single-keyed",
             BenchMode::Check => "check",
             BenchMode::Healthz => "healthz",
             BenchMode::Batch => "batch",
@@ -75,6 +76,7 @@ impl BenchMode {
             self,
             BenchMode::Single
                 | BenchMode::SingleEnforced
+                | BenchMode::SingleKeyed
                 | BenchMode::Batch
                 | BenchMode::Mixed
                 | BenchMode::Ceiling
@@ -153,6 +155,10 @@ pub fn describe(mode: BenchMode, args: &BenchArgs) -> String {
             "POST /api/v1/billing/meter_usage, a delta of \"1\" to {feature} \
              (enforce_limit, limit_max never reached)"
         ),
+        BenchMode::SingleKeyed => format!(
+            "POST /api/v1/billing/meter_usage, a delta of \"1\" to {feature}, each request \
+             with an Idempotency-Key of its own (as kinde-sdk sends them)"
+        ),
         BenchMode::Batch => format!(
             "POST /api/v1/billing/meter_usage/batch, {} records each, a delta of \"1\" to {feature} \
              spread over the agreements ({} records per run)",
@@ -213,6 +219,7 @@ pub fn workload(
         },
         authorised: true,
         batch: false,
+        keys: None,
     };
     // GETs of `url`, one per agreement: `key` names the agreement (`of` it)
     // and `feature_key` the feature.
@@ -229,6 +236,7 @@ pub fn workload(
             method: Method::Get { urls },
             authorised: true,
             batch: false,
+            keys: None,
         })
     };
     let reads = |name| {
@@ -258,8 +266,18 @@ pub fn workload(
             },
             authorised: false,
             batch: false,
+            keys: None,
         }),
         BenchMode::Single | BenchMode::SingleEnforced => Workload::uniform(single(mode.name())),
+        // Keys unique to the run: every request is a new one, none a retry.
+        BenchMode::SingleKeyed => Workload::uniform(RequestKind {
+            keys: Some(format!(
+                "bench-{}-{}",
+                std::process::id(),
+                jiff::Timestamp::now().as_nanosecond()
+            )),
+            ..single(mode.name())
+        }),
         // As many made-up agreements as a run of `single` has real ones.
         BenchMode::Ceiling => Workload::uniform(RequestKind {
             name: mode.name(),
@@ -271,6 +289,7 @@ pub fn workload(
             },
             authorised: true,
             batch: false,
+            keys: None,
         }),
         // The customers the ceiling's database holds, as many as a run of
         // `check` has.
@@ -292,6 +311,7 @@ pub fn workload(
                 method: Method::Get { urls },
                 authorised: true,
                 batch: false,
+                keys: None,
             })
         }
         BenchMode::Batch => Workload::uniform(RequestKind {
@@ -302,6 +322,7 @@ pub fn workload(
             },
             authorised: true,
             batch: true,
+            keys: None,
         }),
         BenchMode::Read => Workload::uniform(reads("read")?),
         BenchMode::Check => Workload::uniform(checks("check")?),
