@@ -26,6 +26,7 @@ use super::{
     idempotency::{self, KeyId, KeyState},
     one_flight::{self, Remembered},
     outbox::{self, Crossing, Thresholds},
+    replan,
     writer_cache::AgreementCache,
 };
 use crate::{
@@ -94,6 +95,8 @@ pub(super) struct Kept {
     /// Agreements and plans as batches last read them, by which the next
     /// batch places its records before reading them again.
     pub(super) cache: AgreementCache,
+    /// When each connection's statements were last prepared.
+    pub(super) plans: replan::Plans,
 }
 
 /// A batch whose COMMIT has been sent: its answers, and the transaction's id,
@@ -147,7 +150,14 @@ pub(super) async fn run(
         known,
         memory,
         cache,
+        plans,
     } = kept;
+    if plans.due(Object::id(conn), tokio::time::Instant::now()) {
+        conn.statement_cache.clear();
+        tokio::time::timeout_at(deadline, prepare_statements(conn))
+            .await
+            .map_err(|_| Failure::Timeout)??;
+    }
     if memory.backend(conn).is_none() {
         let backend = tokio::time::timeout_at(deadline, one_flight::read_backend(conn))
             .await

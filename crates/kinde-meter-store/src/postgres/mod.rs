@@ -20,6 +20,7 @@ mod one_flight;
 mod outbox;
 mod pool;
 mod read;
+mod replan;
 mod schema;
 #[cfg(feature = "test-support")]
 pub mod scratch;
