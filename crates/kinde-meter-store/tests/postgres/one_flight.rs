@@ -30,6 +30,33 @@ async fn add(store: &TestStore, a: &kinde_meter_core::agreement::Agreement, valu
     );
 }
 
+/// Stores `n` deltas of 1 to `api_calls` at second `s` of 2 March 2024 in
+/// one batch submission, every one of them accepted.
+async fn deltas_in_one_batch(
+    store: &TestStore,
+    a: &kinde_meter_core::agreement::Agreement,
+    n: usize,
+    s: u32,
+) {
+    let at = format!("2024-03-02T00:00:{s:02}Z");
+    let records = (0..n)
+        .map(|_| Ok(delta(a, "api_calls", "1", &at)))
+        .collect();
+    let answer = store
+        .submit_usage(UsageSubmission {
+            client_id: "client_a".to_owned(),
+            idempotency: None,
+            records,
+            received_at: t(&at),
+            kind: SubmissionKind::Batch,
+        })
+        .await;
+    assert!(
+        matches!(&answer, Ok(SubmissionOutcome::Processed(r)) if r.len() == n && r.iter().all(Result::is_ok)),
+        "{answer:?}"
+    );
+}
+
 /// Keyless deltas on a row the writer has just written go in one flight
 /// once the first batch (the usual way) has shown the row to the writer; the
 /// usage is exact and every record is stored once.
@@ -66,23 +93,7 @@ async fn the_stock_grows_to_the_batches_that_need_it() {
     let store = open(&backend).await;
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     for (i, expected) in [(0, 0), (1, 0), (2, 1), (3, 2)] {
-        let at = format!("2024-03-02T00:00:0{i}Z");
-        let records = (0..1500)
-            .map(|_| Ok(delta(&a, "api_calls", "1", &at)))
-            .collect();
-        let answer = store
-            .submit_usage(UsageSubmission {
-                client_id: "client_a".to_owned(),
-                idempotency: None,
-                records,
-                received_at: t(&at),
-                kind: SubmissionKind::Batch,
-            })
-            .await;
-        assert!(
-            matches!(&answer, Ok(SubmissionOutcome::Processed(r)) if r.len() == 1500 && r.iter().all(Result::is_ok)),
-            "{answer:?}"
-        );
+        deltas_in_one_batch(&store, &a, 1500, i).await;
         assert_eq!(
             store.writer_stats().one_flight_batches,
             expected,
@@ -104,23 +115,7 @@ async fn the_stock_is_refilled_in_flight() {
     let a = create(&store, "cust", "pro", "2024-03-01T00:00:00Z", 1).await;
     // 30 batches of 100 records: three times the first refill (1 024).
     for i in 0..30 {
-        let at = format!("2024-03-02T00:00:{i:02}Z");
-        let records = (0..100)
-            .map(|_| Ok(delta(&a, "api_calls", "1", &at)))
-            .collect();
-        let answer = store
-            .submit_usage(UsageSubmission {
-                client_id: "client_a".to_owned(),
-                idempotency: None,
-                records,
-                received_at: t(&at),
-                kind: SubmissionKind::Batch,
-            })
-            .await;
-        assert!(
-            matches!(&answer, Ok(SubmissionOutcome::Processed(r)) if r.iter().all(Result::is_ok)),
-            "{answer:?}"
-        );
+        deltas_in_one_batch(&store, &a, 100, i).await;
     }
     assert_eq!(store.writer_stats().one_flight_batches, 29);
     assert_eq!(total(&store, &a).await, ("3000".to_owned(), 3000));
