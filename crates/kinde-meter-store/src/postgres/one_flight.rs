@@ -316,15 +316,16 @@ pub(super) async fn plan<'a>(
 }
 
 /// Sends `flight` on `conn`, which must not be in a transaction: BEGIN, the
-/// transaction id, the keys, the guarded write, threshold events, the release
-/// of keys that remember nothing and COMMIT, in one flight. As `batch::run`, it leaves the answers in `committing` before
-/// sending; an `Err` with `committing` still set leaves the outcome in doubt,
-/// and the caller asks for it by the transaction id if it came back, else by
-/// [`Settle`] unless the connection said nothing at all by `deadline`
-/// (`Failure::Timeout`: the database is likely unreachable, and the answer is
-/// that the outcome is unknown). A stale batch is `Err(Failure::Stale)`, one
-/// with a key that was not new `Err(Failure::KeyHeld)`, with nothing
-/// committed.
+/// transaction id, spare sequence numbers if due, the keys, the guarded
+/// write, threshold events, the release of keys that remember nothing and
+/// COMMIT, in one flight. As `batch::run`, it leaves the answers in
+/// `committing` before sending; an `Err` with `committing` still set leaves
+/// the outcome in doubt, and the caller asks for it by the transaction id if
+/// it came back, else by [`Settle`] unless the connection said nothing at
+/// all by `deadline` (`Failure::Timeout`: the database is likely
+/// unreachable, and the answer is that the outcome is unknown). A stale
+/// batch is `Err(Failure::Stale)`, one with a key that was not new
+/// `Err(Failure::KeyHeld)`, with nothing committed.
 ///
 /// BEGIN cannot fail on a connection that answers anything (it only warns when
 /// a transaction is open already); on one that does not, nothing after it is
@@ -428,10 +429,16 @@ pub(super) async fn send(
     let Some((begin, txid, spare, new_keys, written, events, released, commit)) = answered else {
         return Err(Failure::Timeout);
     };
-    // Kept only with the batch (they would be valid anyway).
-    if let (Some(committing), Ok(spare)) = (committing.as_mut(), spare) {
-        committing.spare_seqs = spare;
-    }
+    // Kept with the batch (they would be valid without it).
+    let spare = match spare {
+        Ok(seqs) => {
+            if let Some(committing) = committing.as_mut() {
+                committing.spare_seqs = seqs;
+            }
+            Ok(())
+        }
+        Err(e) => Err(Failure::from(e)),
+    };
     let stale = written
         .as_ref()
         .err()
@@ -440,6 +447,7 @@ pub(super) async fn send(
     let before_commit = begin
         .map_err(Failure::from)
         .and(txid.map_err(Failure::from))
+        .and(spare)
         .and(new_keys)
         .and(written.map(drop).map_err(Failure::from))
         .and(events)
