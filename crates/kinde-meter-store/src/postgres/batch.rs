@@ -152,11 +152,17 @@ pub(super) async fn run(
         cache,
         plans,
     } = kept;
+    // Every statement a batch sends is prepared here, before the batch: a
+    // flight's statements then go in the order they are joined in.
     if plans.due(Object::id(conn), tokio::time::Instant::now()) {
         conn.statement_cache.clear();
-        tokio::time::timeout_at(deadline, prepare_statements(conn))
+        let prepared = tokio::time::timeout_at(deadline, prepare_statements(conn))
             .await
-            .map_err(|_| Failure::Timeout)??;
+            .unwrap_or(Err(Failure::Timeout));
+        if let Err(failure) = prepared {
+            plans.forget(Object::id(conn));
+            return Err(failure);
+        }
     }
     if memory.backend(conn).is_none() {
         let backend = tokio::time::timeout_at(deadline, one_flight::read_backend(conn))
@@ -284,7 +290,6 @@ async fn prepare<'a>(
     // (Those of submissions answered from a key are not used.)
     let agreement_ids = agreement_ids(submissions);
     let ids: Vec<&str> = agreement_ids.iter().map(|id| id.as_str()).collect();
-    prepare_statements(tx).await?;
     if !ids.is_empty()
         && cache.covers(&agreement_ids)
         && let Some(writes) =

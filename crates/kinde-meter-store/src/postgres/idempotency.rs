@@ -87,15 +87,10 @@ pub(super) struct Keys {
     pub claimed: Vec<KeyId>,
 }
 
-/// Claims the keys of `submissions` and reads the outcomes of those held by
-/// committed transactions.
-pub(super) async fn claim(
-    conn: &impl GenericClient,
-    config: &StoreConfig,
-    submissions: &[&UsageSubmission],
-) -> PgResult<Keys> {
-    // The first submission carrying each key claims it.
-    let mut first: HashMap<KeyId, &UsageSubmission> = HashMap::new();
+/// Each key of `submissions` with the first submission carrying it (the one
+/// that claims it), in key order (the order keys are claimed in).
+fn first_of_each_key<'a>(submissions: &[&'a UsageSubmission]) -> Vec<(KeyId, &'a UsageSubmission)> {
+    let mut first: HashMap<KeyId, &'a UsageSubmission> = HashMap::new();
     for s in submissions {
         if let Some(claim) = &s.idempotency {
             first
@@ -103,15 +98,26 @@ pub(super) async fn claim(
                 .or_insert(s);
         }
     }
+    let mut sorted: Vec<_> = first.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted
+}
+
+/// Claims the keys of `submissions` and reads the outcomes of those held by
+/// committed transactions.
+pub(super) async fn claim(
+    conn: &impl GenericClient,
+    config: &StoreConfig,
+    submissions: &[&UsageSubmission],
+) -> PgResult<Keys> {
+    let sorted = first_of_each_key(submissions);
     let mut keys = Keys {
-        states: HashMap::with_capacity(first.len()),
+        states: HashMap::with_capacity(sorted.len()),
         claimed: Vec::new(),
     };
-    if first.is_empty() {
+    if sorted.is_empty() {
         return Ok(keys);
     }
-    let mut sorted: Vec<(&KeyId, &&UsageSubmission)> = first.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let n = sorted.len();
     let (mut c, mut k, mut f, mut kd, mut t) = (
         Vec::with_capacity(n),
@@ -244,19 +250,8 @@ impl<'a> NewKeys<'a> {
     /// remembered an outcome is stored as the usual way's [`finish`] stores
     /// it, else as the first submission carrying it claims it.
     pub(super) fn of(submissions: &[&'a UsageSubmission], mut keys: Keys) -> PgResult<NewKeys<'a>> {
-        let mut first: Vec<(KeyId, &'a UsageSubmission)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for s in submissions {
-            if let Some(claim) = &s.idempotency {
-                let id = (s.client_id.clone(), claim.key.as_str().to_owned());
-                if seen.insert(id.clone()) {
-                    first.push((id, s));
-                }
-            }
-        }
-        first.sort_by(|a, b| a.0.cmp(&b.0));
         let mut new = NewKeys::default();
-        for (id, s) in first {
+        for (id, s) in first_of_each_key(submissions) {
             let claim = s.idempotency.as_ref().expect("keyed submissions only");
             new.client.push(s.client_id.as_str());
             new.key.push(claim.key.as_str());

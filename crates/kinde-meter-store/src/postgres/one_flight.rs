@@ -371,12 +371,10 @@ pub(super) async fn send(
         raised_events: !thresholds.is_empty(),
         spare_seqs: Vec::new(),
     });
+    // All prepared before the batch (`batch::run`): cache hits, so each
+    // statement goes when its future is first polled, in the joined order.
     let txid_stmt = conn.prepare_cached(TXID).await?;
     let write_stmt = conn.prepare_cached(WRITE_GUARDED).await?;
-    // Prepared now, so that each statement goes when its future is first
-    // polled: in the order they are joined in.
-    conn.prepare_cached(idempotency::INSERT_NEW).await?;
-    conn.prepare_cached(idempotency::RELEASE).await?;
     let spare_stmt = conn.prepare_cached(SPARE).await?;
     let mut params = Vec::with_capacity(33);
     params.extend(records.params());

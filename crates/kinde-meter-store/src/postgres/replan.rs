@@ -83,6 +83,14 @@ impl<K: Hash + Eq> Plans<K> {
     }
 }
 
+impl<K: Hash + Eq> Plans<K> {
+    /// Forgets `conn` (its statements could not all be prepared): its next
+    /// batch prepares them again.
+    pub(super) fn forget(&mut self, conn: K) {
+        self.planned.remove(&conn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
