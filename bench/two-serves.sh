@@ -4,6 +4,7 @@
 #
 #   bash bench/two-serves.sh BIN [MODE] [CONNECTIONS] [REQUESTS] [ROUNDS]
 #   bash bench/two-serves.sh target/release/kinde-meter single-keyed 32 50000 3
+#   AGREEMENTS=2000 bash bench/two-serves.sh target/release/kinde-meter single
 #
 # Each round, on a fresh database each:
 #   one     one `serve`, one bench at 2 × CONNECTIONS, 2 × REQUESTS
@@ -25,6 +26,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source bench/serve.sh
 BIN=$1 MODE=${2:-single} CONNS=${3:-32} REQ=${4:-50000} ROUNDS=${5:-3}
+# Agreements each bench spreads its records over (the bench's default, 50).
+AGREEMENTS=${AGREEMENTS:-50}
 DB_NAME=km_two_serves_scratch
 DB="postgres://postgres@127.0.0.1:5432/$DB_NAME"
 WORK=$(mktemp -d)
@@ -39,7 +42,8 @@ fresh_db() {
 # bench URL PID TOKEN CUSTOMERS CONNECTIONS REQUESTS OUT
 bench() {
   "$BIN" bench --server "$1" --server-pid "$2" --token "$3" --customers "$4" \
-    --connections "$5" --mode "$MODE" --requests "$6" --json >"$7" 2>"$7.err"
+    --agreements "$AGREEMENTS" --connections "$5" --mode "$MODE" --requests "$6" --json \
+    >"$7" 2>"$7.err"
 }
 
 # The bench's rate and p99 for MODE, from its JSON.
@@ -84,8 +88,8 @@ for round in $(seq "$ROUNDS"); do
     if [ "$config" = shared ]; then
       ca=shared cb=shared
       # The shared agreements, made once before both benches look for them.
-      "$BIN" bench --server "$UA" --token "$TA" --customers shared --connections 8 \
-        --mode single --requests 1000 >/dev/null 2>&1
+      "$BIN" bench --server "$UA" --token "$TA" --customers shared --agreements "$AGREEMENTS" \
+        --connections 8 --mode single --requests 1000 >/dev/null 2>&1
       before=$(stored_usage)
     else
       ca=a cb=b
