@@ -25,8 +25,7 @@ for _ in $(seq "$PAIRS"); do
     D=$(mktemp -d)
     if [ "${PG:-0}" = 1 ]; then
       db=km_ab_scratch
-      PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db" test
-      psql -q -h 127.0.0.1 -U postgres -c "create database $db" test
+      fresh_db $db
       start_serve "$BIN" "$D/serve.log" --database-url "postgres://postgres@127.0.0.1:5432/$db"
     else
       start_serve "$BIN" "$D/serve.log" --data-dir "$D"
@@ -44,7 +43,7 @@ for _ in $(seq "$PAIRS"); do
     stop_serve
     rm -rf "$D"
     if [ "${PG:-0}" = 1 ]; then
-      psql -q -h 127.0.0.1 -U postgres -c "drop database $db" test
+      drop_db $db
     fi
   done
 done

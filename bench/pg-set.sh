@@ -17,11 +17,10 @@ trap 'rm -rf "$WORK"' EXIT
 source bench/serve.sh
 for i in $(seq "$RUNS"); do
   db=km_bench_scratch_$i
-  PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db" test
-  psql -q -h 127.0.0.1 -U postgres -c "create database $db" test
+  fresh_db $db
   start_serve "$BIN" "$WORK/serve.log" --database-url "postgres://postgres@127.0.0.1:5432/$db"
   "$BIN" bench --server "$URL" --server-pid "$PID" --token "$TOKEN" --connections 8,64,256 \
     --mode "$MODES" --requests 100000 --json >"$OUT/pg-${MODES//,/-}-$i.json"
   stop_serve
-  psql -q -h 127.0.0.1 -U postgres -c "drop database $db" test
+  drop_db $db
 done

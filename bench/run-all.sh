@@ -40,15 +40,14 @@ for i in $(seq "$RUNS"); do
   if pg_isready -q -h 127.0.0.1 -p 5432; then
     echo "== run $i: PostgreSQL serve"
     db=km_bench_scratch_$i
-    psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db" test
-    psql -q -h 127.0.0.1 -U postgres -c "create database $db" test
+    fresh_db $db
     start_serve "$BIN" "$WORK/serve.log" --database-url "postgres://postgres@127.0.0.1:5432/$db"
     "$BIN" bench --server "$URL" --server-pid "$PID" --token "$TOKEN" --connections 8,64,256 \
       --mode healthz,single,read,check,mixed --requests 100000 --json >"$OUT/pg-a-$i.json"
     "$BIN" bench --server "$URL" --server-pid "$PID" --token "$TOKEN" --connections 8,64,256 \
       --mode healthz,batch --requests 20000 --json >"$OUT/pg-b-$i.json"
     stop_serve
-    psql -q -h 127.0.0.1 -U postgres -c "drop database $db" test
+    drop_db $db
   fi
 done
 

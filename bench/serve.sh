@@ -7,6 +7,9 @@
 #     waits for /healthz; sets PID, URL and TOKEN (`BIN token STORE_FLAGS...`).
 #   stop_serve
 #     stops it and waits for it.
+#   fresh_db NAME / drop_db NAME
+#     (re)creates / drops the PostgreSQL database NAME on 127.0.0.1:5432
+#     (user postgres, trust), for a `serve --database-url` of its own.
 start_serve() {
   local bin=$1 log=$2
   shift 2
@@ -26,4 +29,15 @@ start_serve() {
 stop_serve() {
   kill "$PID"
   wait "$PID" 2>/dev/null || true
+}
+
+fresh_db() {
+  PGOPTIONS="-c client_min_messages=warning" \
+    psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $1" test
+  psql -q -h 127.0.0.1 -U postgres -c "create database $1" test
+}
+
+drop_db() {
+  PGOPTIONS="-c client_min_messages=warning" \
+    psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $1" test
 }

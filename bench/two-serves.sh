@@ -33,12 +33,6 @@ DB="postgres://postgres@127.0.0.1:5432/$DB_NAME"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-fresh_db() {
-  PGOPTIONS="-c client_min_messages=warning" \
-    psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $DB_NAME" test
-  psql -q -h 127.0.0.1 -U postgres -c "create database $DB_NAME" test
-}
-
 # bench URL PID TOKEN CUSTOMERS CONNECTIONS REQUESTS OUT
 bench() {
   "$BIN" bench --server "$1" --server-pid "$2" --token "$3" --customers "$4" \
@@ -72,7 +66,7 @@ stored_usage() {
 }
 
 for round in $(seq "$ROUNDS"); do
-  fresh_db
+  fresh_db "$DB_NAME"
   start_serve "$BIN" "$WORK/one.log" --database-url "$DB"
   bench "$URL" "$PID" "$TOKEN" one $((2 * CONNS)) $((2 * REQ)) "$WORK/one.json"
   read -r rate p99 <<<"$(rate_p99 "$WORK/one.json")"
@@ -80,7 +74,7 @@ for round in $(seq "$ROUNDS"); do
   stop_serve
 
   for config in apart shared; do
-    fresh_db
+    fresh_db "$DB_NAME"
     start_serve "$BIN" "$WORK/a.log" --database-url "$DB"
     PA=$PID UA=$URL TA=$TOKEN
     start_serve "$BIN" "$WORK/b.log" --database-url "$DB"
@@ -117,5 +111,4 @@ print(sum(r['stored']['acknowledged'] for f in ('$WORK/a.json', '$WORK/b.json')
     PID=$PB stop_serve
   done
 done
-PGOPTIONS="-c client_min_messages=warning" \
-  psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $DB_NAME" test
+drop_db "$DB_NAME"

@@ -81,9 +81,7 @@ impl<K: Hash + Eq> Plans<K> {
         );
         true
     }
-}
 
-impl<K: Hash + Eq> Plans<K> {
     /// Forgets `conn` (its statements could not all be prepared): its next
     /// batch prepares them again.
     pub(super) fn forget(&mut self, conn: K) {
